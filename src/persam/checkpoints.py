@@ -1,0 +1,304 @@
+"""Find, download, verify and load Segment Anything checkpoint files.
+
+:func:`resolve_checkpoint` returns the user's ``--checkpoint PATH`` or a known
+checkpoint downloaded once into :func:`cache_dir`. Downloads stream into a
+temporary file beside the target, are hashed on the way, verified, and only
+then moved into place, so a cut or bad download never looks complete. Nothing
+runs at import time; ``torch`` is imported only by :func:`load_state_dict`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from http.client import HTTPException
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import platformdirs
+from tqdm import tqdm
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "KNOWN_CHECKPOINTS", "CheckpointError", "CheckpointInfo", "cache_dir", "cached_checkpoint",
+    "download_checkpoint", "file_sha256", "load_state_dict", "resolve_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds to wait for a server to connect or send more data.
+DOWNLOAD_TIMEOUT_S = 30.0
+_CHUNK = 1 << 20  # 1 MiB
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Where to get a published checkpoint and how to check it.
+
+    Attributes:
+        model_type: Model type the weights belong to, e.g. ``"vit_h"``.
+        url: Download address.
+        sha256: Expected SHA-256 hex digest, or ``None`` when none is published
+            (the file is then accepted and its hash only logged).
+        filename: File name inside the cache folder.
+    """
+
+    model_type: str
+    url: str
+    sha256: str | None
+    filename: str
+
+
+def _info(model_type: str, url: str, sha256: str | None) -> CheckpointInfo:
+    return CheckpointInfo(model_type, url, sha256, url.rsplit("/", 1)[-1])
+
+
+_SAM = "https://dl.fbaipublicfiles.com/segment_anything/"
+#: Checkpoints persam can download by itself, keyed by model type.
+KNOWN_CHECKPOINTS: dict[str, CheckpointInfo] = {
+    "vit_h": _info("vit_h", _SAM + "sam_vit_h_4b8939.pth",
+                   "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+    "vit_l": _info("vit_l", _SAM + "sam_vit_l_0b3195.pth",
+                   "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+    "vit_b": _info("vit_b", _SAM + "sam_vit_b_01ec64.pth",
+                   "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+    # MobileSAM publishes no hash: the file is accepted and its hash logged.
+    "vit_t": _info("vit_t", "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+                   None),
+}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be found, downloaded, verified or read.
+
+    The message is meant for the user: one line that names the file or URL,
+    says how to fix the problem, and how to pass a local file instead
+    (``--checkpoint PATH`` with ``--model TYPE``). Whitespace, newlines
+    included, is collapsed so the message always stays on one line.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+
+
+def _hint(model_type: str = "TYPE") -> str:
+    return f"download the file by hand and pass --checkpoint PATH --model {model_type}"
+
+
+def _brief(exc: BaseException, limit: int = 160) -> str:
+    """Return ``Type: first line of message``, shortened, for error messages."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def cache_dir() -> Path:
+    """Return the folder that holds downloaded checkpoints (not created here).
+
+    Returns:
+        ``$PERSAM_HOME/checkpoints`` when ``PERSAM_HOME`` is set, otherwise
+        ``<user cache dir>/persam/checkpoints`` as given by ``platformdirs``.
+    """
+    home = os.environ.get("PERSAM_HOME")
+    if home:
+        return Path(home).expanduser() / "checkpoints"
+    return Path(platformdirs.user_cache_dir("persam")) / "checkpoints"
+
+
+def cached_checkpoint(model_type: str) -> Path | None:
+    """Return the cached file of a known checkpoint if present (its hash is not checked)."""
+    info = KNOWN_CHECKPOINTS.get(model_type)
+    if info is None:
+        return None
+    path = cache_dir() / info.filename
+    return path if path.is_file() else None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Return the SHA-256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _url_env_var(model_type: str) -> str:
+    return "PERSAM_CHECKPOINT_URL_" + re.sub(r"[^A-Z0-9]", "_", model_type.upper())
+
+
+def _fetch(source: str, out: BinaryIO, info: CheckpointInfo, progress: bool) -> str:
+    """Stream ``source`` into ``out`` and return the SHA-256 of what was received."""
+    hint = _hint(info.model_type)
+    try:
+        response = urllib.request.urlopen(source, timeout=DOWNLOAD_TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        raise CheckpointError(f"could not download {source}: the server answered HTTP {exc.code} "
+                              f"{exc.reason}; check the URL, or {hint}") from exc
+    except (urllib.error.URLError, OSError, HTTPException, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or _brief(exc)
+        raise CheckpointError(f"could not reach the host for {source} ({reason}); check the network "
+                              f"or proxy, or {hint}") from exc
+    digest, received = hashlib.sha256(), 0
+    with response:
+        header = response.headers.get("Content-Length", "")
+        expected = int(header) if header.strip().isdigit() else None
+        with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
+                  desc=info.filename, disable=not progress, file=sys.stderr) as bar:
+            while True:
+                try:
+                    chunk = response.read(_CHUNK)
+                except (OSError, HTTPException, ValueError) as exc:
+                    raise CheckpointError(f"download of {source} was interrupted after {received} bytes "
+                                          f"({_brief(exc)}); try again, or {hint}") from exc
+                if not chunk:
+                    break
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise CheckpointError(f"could not save the download of {source} ({_brief(exc)}); "
+                                          f"free disk space or set PERSAM_HOME to another folder, "
+                                          f"or {hint}") from exc
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    if expected is not None and received != expected:
+        raise CheckpointError(f"download of {source} was interrupted: got {received} of {expected} "
+                              f"bytes; try again, or {hint}")
+    return digest.hexdigest()
+
+
+def download_checkpoint(info: CheckpointInfo, *, cache: Path | None = None,
+                        progress: bool | None = None, url: str | None = None) -> Path:
+    """Return the cached checkpoint file, downloading and verifying it first if needed.
+
+    A cached file is reused when its SHA-256 matches (or when no hash is
+    published); a cached file with a wrong hash is downloaded again.
+
+    Args:
+        info: The checkpoint to fetch.
+        cache: Folder to keep it in; defaults to :func:`cache_dir`.
+        progress: Show a progress bar; ``None`` shows one only when stderr is a terminal.
+        url: Address to download from (``http(s)://`` or ``file://``). Defaults to
+            ``$PERSAM_CHECKPOINT_URL_<TYPE>`` (e.g. ``PERSAM_CHECKPOINT_URL_VIT_T``)
+            when set, else ``info.url``.
+
+    Returns:
+        Path of the verified file in the cache folder.
+
+    Raises:
+        CheckpointError: The host was unreachable, the download was cut short,
+            the hash did not match, or the cache folder is not writable.
+    """
+    folder = Path(cache) if cache is not None else cache_dir()
+    target = folder / info.filename
+    if target.is_file():
+        if info.sha256 is None or file_sha256(target) == info.sha256:
+            return target
+        logger.warning("cached checkpoint %s has the wrong SHA-256; downloading it again", target)
+    source = url or os.environ.get(_url_env_var(info.model_type)) or info.url
+    if progress is None:
+        progress = sys.stderr.isatty()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{info.filename}.partial-", dir=folder)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write to the checkpoint folder {folder} ({_brief(exc)}); set "
+                              f"PERSAM_HOME to a writable folder, or {_hint(info.model_type)}") from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest = _fetch(source, out, info, progress)
+        if info.sha256 is not None and digest != info.sha256:
+            raise CheckpointError(f"SHA-256 mismatch for {source}: expected {info.sha256}, got {digest}; "
+                                  f"the download is damaged or the mirror serves another file; try "
+                                  f"again, or {_hint(info.model_type)}")
+        if info.sha256 is None:
+            logger.info("no published SHA-256 for %s; downloaded file has SHA-256 %s", source, digest)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Load a checkpoint's state dict onto the CPU, without running pickled code.
+
+    A top-level ``{"model": ...}`` or ``{"state_dict": ...}`` wrapper is removed.
+
+    Args:
+        path: The checkpoint file.
+
+    Returns:
+        Mapping of parameter names to tensors.
+
+    Raises:
+        FileNotFoundError: ``path`` is not an existing file.
+        CheckpointError: The file is not a PyTorch checkpoint, is damaged, or
+            does not hold a dict of tensors.
+    """
+    import torch
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {file}; check the path given to --checkpoint")
+    fix = "download it again or pass another file with --checkpoint PATH --model TYPE"
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{file} is not a PyTorch checkpoint or is damaged ({_brief(exc)}); "
+                              f"{fix}") from exc
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj:
+        what = "an empty dict" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+        raise CheckpointError(f"{file} holds {what}, not a state dict of tensors; {fix}")
+    bad = next((k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise CheckpointError(f"{file} is not a plain state dict: entry {bad!r} is a "
+                              f"{type(obj[bad]).__name__}, not a tensor; {fix}")
+    return dict(obj)
+
+
+def resolve_checkpoint(model_type: str, checkpoint: str | os.PathLike[str] | None, *,
+                       progress: bool | None = None) -> Path:
+    """Return the checkpoint file to build ``model_type`` from.
+
+    Args:
+        model_type: Model type, e.g. ``"vit_b"``.
+        checkpoint: The user's ``--checkpoint`` file, or ``None`` to use (and if
+            needed download) the known checkpoint for ``model_type``.
+        progress: Passed to :func:`download_checkpoint`.
+
+    Returns:
+        Path of an existing checkpoint file.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` was given but is not an existing file.
+        CheckpointError: No download is known for ``model_type``, or the download failed.
+    """
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint file not found: {path}; check the path given to --checkpoint")
+        return path
+    info = KNOWN_CHECKPOINTS.get(model_type)
+    if info is None:
+        known = ", ".join(sorted(KNOWN_CHECKPOINTS))
+        raise CheckpointError(f"no known download for model type {model_type!r} (known: {known}); "
+                              f"pass --checkpoint PATH --model {model_type}")
+    return download_checkpoint(info, progress=progress)

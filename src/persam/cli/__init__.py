@@ -1,0 +1,1 @@
+"""The ``persam`` command line (files, progress bars, exit codes)."""

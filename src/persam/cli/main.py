@@ -1,0 +1,39 @@
+"""Entry point of the ``persam`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from persam import __version__
+from persam.cli import models, segment
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="persam", description="Personalize Segment Anything with one shot (PerSAM, PerSAM-F).")
+    parser.add_argument("--version", action="version", version=f"persam {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (segment, models):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for usage errors)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from persam.cli.common import user_errors
+
+    try:
+        return args.func(args)
+    except user_errors() as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        print(f"persam: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("persam: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Running SAM's official mask decoder, optionally with PerSAM's guidance.
+
+Guidance is injected by re-running the decoder's own submodules (its
+two-way transformer blocks, attention projections, upscaling and heads) in
+the official order, with two additions (PerSAM, section 3.3):
+
+* target-guided attention: in each token-to-image cross-attention of the
+  two-way blocks, the softmax-ed attention map ``A`` becomes
+  ``softmax(A + G)`` with ``G`` a (h*w,) bias shared by heads and tokens;
+* target-semantic prompting: the target embedding ``T`` is added to the
+  tokens before every block; as in the reference it is also carried by the
+  query positional embedding (one copy), which therefore reaches the final
+  token-to-image attention too.
+
+Without guidance the official ``MaskDecoder.predict_masks`` is called as is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from persam.backends.base import Backend, EncodedImage
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """PerSAM's additions to the decoder.
+
+    Attributes:
+        attention_bias: (h*w,) bias ``G`` for token-to-image attention, or None.
+        target_embedding: (C,) target embedding ``T`` for the tokens, or None.
+    """
+
+    attention_bias: torch.Tensor | None = None
+    target_embedding: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Prompts in photo pixel coordinates.
+
+    Attributes:
+        points_xy: (N, 2) float (x, y) pixels, or None.
+        labels: (N,) int, 1 = foreground, 0 = background.
+        box_xyxy: (4,) float XYXY pixels, or None.
+        mask_logits: (4h, 4w) low-resolution logits from an earlier pass, or None.
+    """
+
+    points_xy: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    box_xyxy: torch.Tensor | None = None
+    mask_logits: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class DecoderOutput:
+    """Masks of one decoder pass.
+
+    Attributes:
+        low_res_logits: (K, 4h, 4w) float32 logits; K = 1 (single) or 3 (multi-mask).
+        iou: (K,) float32 predicted IoU of each mask.
+    """
+
+    low_res_logits: torch.Tensor
+    iou: torch.Tensor
+
+    def best(self) -> tuple[torch.Tensor, float]:
+        """(4h, 4w) logits of the mask with the highest predicted IoU, and that IoU."""
+        k = int(torch.argmax(self.iou))
+        return self.low_res_logits[k], float(self.iou[k])
+
+
+def attention(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """An official SAM ``Attention`` module's forward, with PerSAM's optional bias.
+
+    Args:
+        module: the decoder's ``Attention`` (q/k/v/out projections, heads).
+        q: (B, Nq, C) queries. k: (B, Nk, C) keys. v: (B, Nk, C) values.
+        bias: (Nk,) added to the softmax-ed attention before a second softmax.
+
+    Returns:
+        (B, Nq, C) attention output.
+    """
+    qh = module._separate_heads(module.q_proj(q), module.num_heads)
+    kh = module._separate_heads(module.k_proj(k), module.num_heads)
+    vh = module._separate_heads(module.v_proj(v), module.num_heads)
+    attn = torch.softmax(qh @ kh.transpose(-2, -1) / math.sqrt(qh.shape[-1]), dim=-1)
+    if bias is not None:
+        attn = torch.softmax(attn + bias.to(attn.dtype), dim=-1)
+    return module.out_proj(module._recombine_heads(attn @ vh))
+
+
+def _two_way(transformer: nn.Module, src: torch.Tensor, pos: torch.Tensor, tokens: torch.Tensor, guidance: Guidance) -> tuple[torch.Tensor, torch.Tensor]:
+    keys = src.flatten(2).permute(0, 2, 1)
+    key_pe = pos.flatten(2).permute(0, 2, 1)
+    target = guidance.target_embedding
+    query_pe = tokens if target is None else tokens + target.to(tokens.dtype)
+    queries = tokens
+    bias = guidance.attention_bias
+    for layer in transformer.layers:
+        if target is not None:
+            queries = queries + target.to(queries.dtype)
+        if layer.skip_first_layer_pe:
+            queries = layer.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + query_pe
+            queries = queries + layer.self_attn(q=q, k=q, v=queries)
+        queries = layer.norm1(queries)
+        queries = layer.norm2(queries + attention(layer.cross_attn_token_to_image, queries + query_pe, keys + key_pe, keys, bias))
+        queries = layer.norm3(queries + layer.mlp(queries))
+        keys = layer.norm4(keys + layer.cross_attn_image_to_token(q=keys + key_pe, k=queries + query_pe, v=queries))
+    final = transformer.final_attn_token_to_image(q=queries + query_pe, k=keys + key_pe, v=keys)
+    return transformer.norm_final_attn(queries + final), keys
+
+
+def guided_predict_masks(
+    decoder: nn.Module,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse: torch.Tensor,
+    dense: torch.Tensor,
+    guidance: Guidance,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``MaskDecoder.predict_masks`` re-run from its submodules with ``guidance``.
+
+    Shapes as the official method: embeddings (1, C, h, w), sparse (B, N, C),
+    dense (B, C, h, w) -> masks (B, 4, 4h, 4w), iou (B, 4).
+    """
+    out_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat([out_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
+    src = torch.repeat_interleave(image_embeddings, tokens.shape[0], dim=0) + dense
+    pos = torch.repeat_interleave(image_pe, tokens.shape[0], dim=0)
+    b, c, h, w = src.shape
+    hs, keys = _two_way(decoder.transformer, src, pos, tokens, guidance)
+    upscaled = decoder.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
+    n = decoder.num_mask_tokens
+    hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in range(n)], dim=1)
+    b, c, h, w = upscaled.shape
+    masks = (hyper @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+    return masks, decoder.iou_prediction_head(hs[:, 0, :])
+
+
+@torch.inference_mode()
+def decode(backend: Backend, encoded: EncodedImage, prompt: Prompt, multimask: bool, guidance: Guidance | None = None) -> DecoderOutput:
+    """One pass of the prompt encoder and mask decoder on an encoded image.
+
+    Args:
+        backend: the frozen model.
+        encoded: the image's embedding and geometry.
+        prompt: points / box / mask logits in photo pixels.
+        multimask: return SAM's three masks (tokens 1-3) instead of token 0.
+        guidance: PerSAM's decoder additions; None runs the official decoder.
+    """
+    dev = backend.device
+    geometry = encoded.geometry
+    points = None
+    if prompt.points_xy is not None:
+        coords = geometry.to_model_xy(prompt.points_xy.to(dev)).view(1, -1, 2)
+        points = (coords, prompt.labels.to(dev, torch.int).view(1, -1))
+    boxes = None if prompt.box_xyxy is None else geometry.to_model_xy(prompt.box_xyxy.to(dev).view(2, 2)).view(1, 4)
+    masks = None if prompt.mask_logits is None else prompt.mask_logits.to(dev, torch.float32).view(1, 1, *geometry.low_res_hw)
+    with backend.autocast():
+        sparse, dense = backend.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        args = (encoded.embedding, backend.dense_pe(), sparse, dense)
+        if guidance is None:
+            logits, iou = backend.mask_decoder.predict_masks(*args)
+        else:
+            logits, iou = guided_predict_masks(backend.mask_decoder, *args, guidance)
+    sl = slice(1, None) if multimask else slice(0, 1)
+    return DecoderOutput(low_res_logits=logits[0, sl].float(), iou=iou[0, sl].float())

@@ -1,0 +1,151 @@
+"""Exact grid-to-photo resampling as separable linear maps.
+
+SAM brings a map on its grid back to the photo with a chain of bilinear
+resizes (``F.interpolate``, ``align_corners=False``): grid -> padded encoder
+frame -> crop to the resized image -> original (H, W). Each resize is linear
+and separable, so the whole chain is ``full = Ry @ grid @ Rx.T`` with
+``Ry`` (H, n) and ``Rx`` (W, n), every row non-negative and summing to one.
+
+That lets PerSAM answer the questions it asks of full-resolution maps
+(arg-max and arg-min, mean and std, the bounding box of the positive pixels,
+the map resized back to the grid) from the grid alone, without building the
+(H, W) map, with the same result up to float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from persam.backends.base import ImageGeometry
+
+
+def interp_matrix(in_size: int, out_size: int) -> torch.Tensor:
+    """(out_size, in_size) float64 matrix of a 1-D bilinear resize.
+
+    Matches ``F.interpolate(mode="bilinear", align_corners=False)`` with either
+    ``size=out_size`` or an integer ``scale_factor = out_size / in_size``.
+    """
+    scale = in_size / out_size
+    dst = torch.arange(out_size, dtype=torch.float64)
+    src = ((dst + 0.5) * scale - 0.5).clamp_min(0.0)
+    i0 = src.floor().long().clamp_max(in_size - 1)
+    i1 = torch.where(i0 < in_size - 1, i0 + 1, i0)
+    frac = src - i0
+    mat = torch.zeros(out_size, in_size, dtype=torch.float64)
+    rows = torch.arange(out_size)
+    mat.index_put_((rows, i0), 1.0 - frac, accumulate=True)
+    mat.index_put_((rows, i1), frac, accumulate=True)
+    return mat
+
+
+@dataclass(frozen=True)
+class ChainOperator:
+    """The linear map ``grid (n_y, n_x) -> photo (H, W)``: ``full = ry @ grid @ rx.T``.
+
+    Attributes:
+        ry: (H, n_y) float64 row weights.
+        rx: (W, n_x) float64 column weights.
+    """
+
+    ry: torch.Tensor
+    rx: torch.Tensor
+
+    def full(self, grid: torch.Tensor) -> torch.Tensor:
+        """(..., n_y, n_x) -> (..., H, W) float32 full-resolution map."""
+        ry, rx = self.ry.to(grid.device, torch.float32), self.rx.to(grid.device, torch.float32)
+        return ry @ grid.float() @ rx.T
+
+    def mean_std(self, grid: torch.Tensor) -> tuple[float, float]:
+        """Mean and unbiased std of the full map, from Gram matrices of the weights."""
+        g = grid.double().cpu()
+        n = self.ry.shape[0] * self.rx.shape[0]
+        total = self.ry.sum(0) @ g @ self.rx.sum(0)
+        squares = ((g @ (self.rx.T @ self.rx) @ g.T) * (self.ry.T @ self.ry)).sum()
+        mean = float(total / n)
+        var = float((squares - n * mean * mean) / (n - 1))
+        return mean, max(var, 0.0) ** 0.5
+
+    def argmax(self, grid: torch.Tensor, largest: bool = True) -> tuple[int, int]:
+        """(x, y) pixel of the full map's max (or min); first in row-major order on ties.
+
+        Rows are bounded from above by the max of ``ry @ grid`` (the column
+        weights are convex), so only rows that can beat a known value are built.
+        """
+        g = grid.double().cpu() if largest else -grid.double().cpu()
+        rows = self.ry @ g  # (H, n_x)
+        bound = rows.max(dim=1).values
+        best_row = int(bound.argmax())
+        floor = float((rows[best_row] @ self.rx.T).max())
+        cand = torch.nonzero(bound >= floor).flatten()
+        values = rows[cand] @ self.rx.T  # (k, W)
+        top = values.max()
+        hits = torch.nonzero(values == top)
+        order = torch.argsort(cand[hits[:, 0]] * values.shape[1] + hits[:, 1])
+        r, c = hits[order[0]].tolist()
+        return int(c), int(cand[r])
+
+    def positive_box(self, grid: torch.Tensor) -> tuple[int, int, int, int] | None:
+        """XYXY pixel box of ``full(grid) > 0``, or None when no pixel is positive."""
+        g = grid.double().cpu()
+        rows = self.ry @ g  # (H, n_x); row i of the full map is rows[i] @ rx.T
+        cols = g @ self.rx.T  # (n_y, W); column j is ry @ cols[:, j]
+        y0 = _first_positive(rows, self.rx, bound=rows.max(1).values)
+        if y0 is None:
+            return None
+        y1 = _first_positive(rows.flip(0), self.rx, bound=rows.flip(0).max(1).values)
+        x0 = _first_positive(cols.T, self.ry, bound=cols.max(0).values)
+        x1 = _first_positive(cols.T.flip(0), self.ry, bound=cols.flip(1).max(0).values)
+        h, w = self.ry.shape[0], self.rx.shape[0]
+        return (x0, y0, w - 1 - x1, h - 1 - y1)
+
+
+def _first_positive(lines: torch.Tensor, weights: torch.Tensor, bound: torch.Tensor, chunk: int = 32) -> int | None:
+    """Index of the first line whose full values (``lines[i] @ weights.T``) have one > 0."""
+    cand = torch.nonzero(bound > 0).flatten()
+    for start in range(0, cand.numel(), chunk):
+        idx = cand[start : start + chunk]
+        hit = ((lines[idx] @ weights.T) > 0).any(dim=1)
+        if bool(hit.any()):
+            return int(idx[int(torch.nonzero(hit)[0])])
+    return None
+
+
+@lru_cache(maxsize=16)
+def logits_operator(geometry: ImageGeometry) -> ChainOperator:
+    """Operator of SAM's ``postprocess_masks`` for low-res logits (4h, 4w) -> (H, W)."""
+    return _chain(geometry, geometry.low_res_hw, pre_upsample=1)
+
+
+@lru_cache(maxsize=16)
+def similarity_operator(geometry: ImageGeometry) -> ChainOperator:
+    """Operator of the reference similarity map: grid (h, w) x4 bilinear, then as logits."""
+    return _chain(geometry, geometry.grid_hw, pre_upsample=4)
+
+
+def _chain(geometry: ImageGeometry, in_hw: tuple[int, int], pre_upsample: int) -> ChainOperator:
+    s = geometry.input_size
+    mats = []
+    for axis in (0, 1):
+        n = in_hw[axis]
+        m = interp_matrix(n, n * pre_upsample) if pre_upsample != 1 else torch.eye(n, dtype=torch.float64)
+        m = interp_matrix(n * pre_upsample, s) @ m  # to the padded encoder frame
+        m = m[: geometry.resized_hw[axis]]  # crop the padding
+        out = geometry.original_hw[axis]
+        if out != m.shape[0]:
+            m = interp_matrix(m.shape[0], out) @ m
+        mats.append(m)
+    return ChainOperator(ry=mats[0], rx=mats[1])
+
+
+
+def upscale_logits(low_res: torch.Tensor, geometry: ImageGeometry) -> torch.Tensor:
+    """SAM's ``postprocess_masks``: (K, 4h, 4w) logits -> (K, H, W) float32 logits."""
+    s = geometry.input_size
+    x = torch.nn.functional.interpolate(low_res[None].float(), (s, s), mode="bilinear", align_corners=False)
+    x = x[..., : geometry.resized_hw[0], : geometry.resized_hw[1]]
+    if tuple(x.shape[-2:]) != geometry.original_hw:
+        x = torch.nn.functional.interpolate(x, geometry.original_hw, mode="bilinear", align_corners=False)
+    return x[0]
