@@ -149,18 +149,36 @@ class _LocalGradient:
     Around an anchor ``a`` the gradient is ``g(a) + H(a) (w - a)``, with the
     Hessian ``H`` from central differences of the exact gradient. AdamW moves
     the weights by about ``lr`` (<= 1e-3) a step, so an anchor serves many
-    steps; it is renewed once the weights are ``radius`` away from it. The
-    error is of order ``radius**2`` times the gradient's curvature.
+    steps; it is renewed once the weights are ``radius`` away from it. At
+    each renewal the extrapolated gradient is compared with the exact one,
+    relative to ``scale`` (AdamW's running gradient RMS, which sets how much
+    a gradient error moves the weights): the radius halves when the
+    difference exceeds ``tolerance`` and grows by half (up to
+    ``max_radius``) when it is well below. It starts small, so it learns the
+    curvature before it extrapolates far.
     """
 
-    def __init__(self, problem: FitProblem, radius: float, h: float = 1e-3) -> None:
-        self.problem, self.radius, self.h = problem, radius, h
+    def __init__(self, problem: FitProblem, max_radius: float, tolerance: float = 1e-2, h: float = 1e-3) -> None:
+        self.problem, self.max_radius, self.tolerance, self.h = problem, max_radius, tolerance, h
+        self.radius = min(max_radius, 2e-3)
         self.anchor: tuple[float, float] | None = None
         self.evaluations = 0
 
-    def _renew(self, w1: float, w2: float) -> None:
+    def _extrapolate(self, w1: float, w2: float) -> tuple[float, float]:
+        d1, d2 = w1 - self.anchor[0], w2 - self.anchor[1]
+        hxx, hxy, hyy = self.hess
+        return self.g[0] + hxx * d1 + hxy * d2, self.g[1] + hxy * d1 + hyy * d2
+
+    def _renew(self, w1: float, w2: float, scale: float) -> None:
         p, h = self.problem, self.h
         g = gradient(p, w1, w2)
+        if self.anchor is not None:
+            guess = self._extrapolate(w1, w2)
+            err = max(abs(guess[0] - g[0]), abs(guess[1] - g[1])) / max(scale, 1e-12)
+            if err > self.tolerance:
+                self.radius = max(self.radius / 2, 1e-4)
+            elif err < self.tolerance / 4:
+                self.radius = min(self.radius * 1.5, self.max_radius)
         cols = []
         for d1, d2 in ((h, 0.0), (0.0, h)):
             up, down = gradient(p, w1 + d1, w2 + d2), gradient(p, w1 - d1, w2 - d2)
@@ -169,15 +187,13 @@ class _LocalGradient:
         hxy = 0.5 * (cols[0][1] + cols[1][0])
         self.anchor, self.g, self.hess = (w1, w2), g, (cols[0][0], hxy, cols[1][1])
 
-    def __call__(self, w1: float, w2: float) -> tuple[float, float]:
-        if self.radius <= 0:
+    def __call__(self, w1: float, w2: float, scale: float) -> tuple[float, float]:
+        if self.max_radius <= 0:
             self.evaluations += 1
             return gradient(self.problem, w1, w2)
         if self.anchor is None or max(abs(w1 - self.anchor[0]), abs(w2 - self.anchor[1])) > self.radius:
-            self._renew(w1, w2)
-        d1, d2 = w1 - self.anchor[0], w2 - self.anchor[1]
-        hxx, hxy, hyy = self.hess
-        return self.g[0] + hxx * d1 + hxy * d2, self.g[1] + hxy * d1 + hyy * d2
+            self._renew(w1, w2, scale)
+        return self._extrapolate(w1, w2)
 
 
 def optimise(problem: FitProblem, settings: FitSettings) -> torch.Tensor:
@@ -195,8 +211,9 @@ def optimise(problem: FitProblem, settings: FitSettings) -> torch.Tensor:
     try:
         for step in range(settings.steps):
             lr = settings.lr * 0.5 * (1.0 + math.cos(math.pi * step / settings.steps))
-            grad = grad_at(w[0], w[1])
             c1, c2 = 1 - b1 ** (step + 1), math.sqrt(1 - b2 ** (step + 1))
+            rms = math.sqrt(min(v)) / math.sqrt(1 - b2**step) if step else 0.0
+            grad = grad_at(w[0], w[1], rms + settings.eps)
             for i in range(2):
                 w[i] *= 1.0 - lr * settings.weight_decay
                 m[i] = b1 * m[i] + (1 - b1) * grad[i]

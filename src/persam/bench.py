@@ -1,0 +1,250 @@
+"""Speed measurements of the method's stages on synthetic photos (no printing here).
+
+``run_benchmark`` loads a backend, builds two deterministic synthetic photos
+(a textured background with a coloured ellipse: the object) and times, as the
+median over ``runs`` runs after one warm-up run each:
+
+* ``encoder_s``: ``backend.encode(image)``, the image encoder on the target photo;
+* ``decoder_pass_s``: one multi-mask pass of SAM's prompt encoder and mask
+  decoder (one positive point) on the encoded target;
+* ``persam_extra_s``: ``concept.segment(encoded)`` of a training-free PerSAM
+  concept on the already encoded target, including the full-resolution mask;
+* ``persam_f_extra_s``: the same for a PerSAM-F concept;
+* ``fit_s``: ``model.personalize(encoded_reference, mask, finetune=True)``,
+  the PerSAM-F fit on the already encoded reference;
+* ``decode_only_s``: ``concept.segment(pixels)`` of the training-free concept on
+  target pixels whose embedding is in the session cache (the session API's
+  path for a photo seen before: pixel hashing and cache look-up included);
+* ``peak_rss_mb``: the peak resident memory of the process.
+
+Times are wall-clock seconds (``time.perf_counter``); on CUDA the device is
+synchronised around each run.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+
+#: Keys of ``BenchResult.to_dict()`` that are durations in seconds.
+TIMING_KEYS = ("encoder_s", "decoder_pass_s", "persam_extra_s", "persam_f_extra_s", "fit_s", "decode_only_s")
+#: Ratios of ``BenchResult.to_dict()``: a stage's time over one decoder pass.
+RATIO_KEYS = ("persam_extra_over_decoder", "persam_f_extra_over_decoder", "decode_only_over_decoder")
+
+
+def synthetic_photo(long_side: int, seed: int, center: tuple[float, float] = (0.45, 0.5),
+                    axes: tuple[float, float] = (0.2, 0.26)) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic test photo: textured background and a coloured ellipse.
+
+    Args:
+        long_side: width N of the photo; its height is ``round(0.75 N)``.
+        seed: seed of the texture, the colours and the noise.
+        center: (x, y) of the ellipse centre, as fractions of width and height.
+        axes: (x, y) half-axes of the ellipse, as fractions of width and height.
+
+    Returns:
+        (H, W, 3) uint8 RGB photo and its (H, W) bool object mask.
+    """
+    if long_side < 32:
+        raise ValueError(f"image size must be at least 32 pixels, got {long_side}")
+    w, h = int(long_side), int(round(0.75 * long_side))
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = x / w, y / h
+    background = np.empty((h, w, 3), dtype=np.float32)
+    for c in range(3):
+        wave = np.zeros((h, w), dtype=np.float32)
+        for _ in range(3):
+            fx, fy = rng.uniform(1.0, 9.0, size=2)
+            wave += np.sin(2 * np.pi * (fx * u + fy * v) + rng.uniform(0, 2 * np.pi)).astype(np.float32)
+        background[..., c] = rng.uniform(90, 150) + 18.0 * wave
+    ex = (u - center[0]) / axes[0]
+    ey = (v - center[1]) / axes[1]
+    r2 = ex * ex + ey * ey
+    mask = r2 <= 1.0
+    colour = np.array([215.0, 60.0, 45.0]) if seed % 2 == 0 else np.array([205.0, 70.0, 55.0])
+    shade = (1.0 - 0.25 * r2)[..., None]  # a lit, rounded object
+    photo = np.where(mask[..., None], colour * shade, background)
+    photo += rng.normal(0.0, 6.0, size=photo.shape).astype(np.float32)
+    return np.clip(photo + 0.5, 0, 255).astype(np.uint8), mask
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Median timings (seconds) and the setting they were measured in.
+
+    Attributes:
+        model: backend name.
+        random_weights: whether the backend ran without trained weights.
+        image_size: long side N of the synthetic photos (N x round(0.75 N)).
+        image_hw: (H, W) of the photos.
+        precision: "fp32" or "bf16".
+        device: torch device the backend ran on.
+        torch_version: ``torch.__version__``.
+        threads: ``torch.get_num_threads()`` during the runs.
+        runs: timed runs per stage (after one warm-up run).
+        encoder_s: image encoder, one photo.
+        decoder_pass_s: one multi-mask prompt-encoder + mask-decoder pass.
+        persam_extra_s: PerSAM on an encoded photo, full-resolution mask included.
+        persam_f_extra_s: PerSAM-F on an encoded photo, full-resolution mask included.
+        fit_s: PerSAM-F's fit on an encoded reference (``personalize(finetune=True)``).
+        decode_only_s: PerSAM on photo pixels whose embedding is cached.
+        peak_rss_mb: peak resident memory of the process (MiB).
+    """
+
+    model: str
+    random_weights: bool
+    image_size: int
+    image_hw: tuple[int, int]
+    precision: str
+    device: str
+    torch_version: str
+    threads: int
+    runs: int
+    encoder_s: float
+    decoder_pass_s: float
+    persam_extra_s: float
+    persam_f_extra_s: float
+    fit_s: float
+    decode_only_s: float
+    peak_rss_mb: float
+
+    def _over_decoder(self, seconds: float) -> float:
+        return seconds / self.decoder_pass_s if self.decoder_pass_s > 0 else float("inf")
+
+    @property
+    def persam_extra_over_decoder(self) -> float:
+        return self._over_decoder(self.persam_extra_s)
+
+    @property
+    def persam_f_extra_over_decoder(self) -> float:
+        return self._over_decoder(self.persam_f_extra_s)
+
+    @property
+    def decode_only_over_decoder(self) -> float:
+        return self._over_decoder(self.decode_only_s)
+
+    def to_dict(self) -> dict[str, object]:
+        """All fields and the three ratios, JSON-ready."""
+        out: dict[str, object] = asdict(self)
+        out["image_hw"] = list(self.image_hw)
+        out.update({key: getattr(self, key) for key in RATIO_KEYS})
+        return out
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _median_seconds(fn: Callable[[], object], runs: int, sync: Callable[[], None]) -> float:
+    """Median wall time of ``fn`` over ``runs`` runs, after one warm-up run."""
+    fn()
+    sync()
+    times = []
+    for _ in range(runs):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_benchmark(
+    model: str = "vit_t",
+    checkpoint: str | None = None,
+    *,
+    device: str | None = None,
+    precision: Literal["fp32", "bf16"] = "fp32",
+    random_weights: bool = False,
+    image_size: int = 1024,
+    runs: int = 5,
+    on_stage: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Load a backend and time the method's stages (see the module docstring).
+
+    Args:
+        model: backend name ("vit_t", "vit_b", "vit_l", "vit_h", "litemedsam", "sam_tiny").
+        checkpoint: local weights file instead of the download.
+        device: "cpu", "cuda", "mps" or None for the best available.
+        precision: "fp32" or "bf16" autocast.
+        random_weights: no weights (speed only; masks are meaningless).
+        image_size: long side N of the synthetic photos (N x round(0.75 N)).
+        runs: timed runs per stage, after one warm-up run; the median is kept.
+        on_stage: called with each stage's name before it is timed (progress).
+
+    Raises:
+        ValueError: runs < 1, image_size < 32, unknown model, device or precision.
+    """
+    if runs < 1:
+        raise ValueError(f"--runs must be at least 1, got {runs}")
+    ref_image, ref_mask = synthetic_photo(image_size, seed=0, center=(0.42, 0.52), axes=(0.2, 0.26))
+    tgt_image, _ = synthetic_photo(image_size, seed=1, center=(0.6, 0.45), axes=(0.18, 0.24))
+
+    from persam.api import load
+    from persam.method.decoder import Prompt, decode
+
+    stage = on_stage or (lambda name: None)
+    stage("loading the model")
+    session = load(model, checkpoint, device=device, precision=precision, random_weights=random_weights, progress=False)
+    backend = session.backend
+    if backend.device.type == "cuda":
+        sync = lambda: torch.cuda.synchronize(backend.device)  # noqa: E731
+    elif backend.device.type == "mps":
+        sync = torch.mps.synchronize
+    else:
+        sync = lambda: None  # noqa: E731
+
+    stage("image encoder")
+    encoder_s = _median_seconds(lambda: backend.encode(tgt_image), runs, sync)
+    encoded_ref = session.encode(ref_image)
+    encoded_tgt = session.encode(tgt_image)
+    encoder_calls = backend.encoder_calls
+
+    ys, xs = np.nonzero(ref_mask)
+    point = torch.tensor([[float(xs.mean()), float(ys.mean())]])
+    prompt = Prompt(points_xy=point, labels=torch.tensor([1]))
+    stage("decoder pass")
+    decoder_pass_s = _median_seconds(lambda: decode(backend, encoded_tgt, prompt, multimask=True), runs, sync)
+
+    stage("PerSAM-F fit")
+    fit_s = _median_seconds(lambda: session.personalize(encoded_ref, ref_mask, finetune=True), runs, sync)
+    concept = session.personalize(encoded_ref, ref_mask)
+    concept_f = session.personalize(encoded_ref, ref_mask, finetune=True)
+
+    stage("PerSAM")
+    persam_extra_s = _median_seconds(lambda: concept.segment(encoded_tgt), runs, sync)
+    stage("PerSAM-F")
+    persam_f_extra_s = _median_seconds(lambda: concept_f.segment(encoded_tgt), runs, sync)
+    stage("PerSAM, cached embedding")
+    decode_only_s = _median_seconds(lambda: concept.segment(tgt_image), runs, sync)
+    if backend.encoder_calls != encoder_calls:
+        raise RuntimeError("the image encoder ran during a decoder-only measurement; the timings are not valid")
+
+    return BenchResult(
+        model=backend.name,
+        random_weights=random_weights,
+        image_size=int(image_size),
+        image_hw=(int(tgt_image.shape[0]), int(tgt_image.shape[1])),
+        precision=backend.precision,
+        device=str(backend.device),
+        torch_version=str(torch.__version__),
+        threads=torch.get_num_threads(),
+        runs=int(runs),
+        encoder_s=encoder_s,
+        decoder_pass_s=decoder_pass_s,
+        persam_extra_s=persam_extra_s,
+        persam_f_extra_s=persam_f_extra_s,
+        fit_s=fit_s,
+        decode_only_s=decode_only_s,
+        peak_rss_mb=peak_rss_mb(),
+    )

@@ -1,0 +1,84 @@
+"""``persam bench``: time the encoder, one decoder pass and PerSAM / PerSAM-F on synthetic photos."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+MODELS = ("vit_t", "vit_b", "vit_l", "vit_h", "litemedsam", "sam_tiny")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time the method's stages on synthetic photos",
+        description=(
+            "Median timings (after one warm-up run) of the image encoder, one multi-mask decoder pass, "
+            "PerSAM and PerSAM-F on an encoded photo, the PerSAM-F fit, and the peak memory, "
+            "on deterministic synthetic photos of N x round(0.75 N) pixels."
+        ),
+    )
+    p.add_argument("--model", choices=MODELS, default="vit_t", help="backend (default vit_t)")
+    p.add_argument("--checkpoint", metavar="PATH", help="local weights file instead of the download")
+    p.add_argument("--random-weights", action="store_true", help="no weights at all: speed only, nothing is downloaded")
+    p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: cuda, then mps, then cpu")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (default fp32)")
+    p.add_argument("--image-size", type=int, default=1024, metavar="N", help="long side of the synthetic photos (default 1024)")
+    p.add_argument("--runs", type=int, default=5, metavar="N", help="timed runs per stage after one warm-up (default 5)")
+    p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    p.set_defaults(func=run)
+
+
+def format_result(result) -> str:
+    """The result as a small table (milliseconds, ratios to one decoder pass)."""
+    weights = "random weights" if result.random_weights else "trained weights"
+    h, w = result.image_hw
+    lines = [
+        f"persam bench: {result.model} ({weights}), {w}x{h} photos, {result.precision} on {result.device}, "
+        f"torch {result.torch_version}, {result.threads} threads, median of {result.runs} runs",
+        f"{'stage':<38} {'ms':>10}  {'x decoder':>9}",
+    ]
+    rows = [
+        ("image encoder", result.encoder_s, None),
+        ("decoder pass (multi-mask)", result.decoder_pass_s, 1.0),
+        ("PerSAM on an encoded photo", result.persam_extra_s, result.persam_extra_over_decoder),
+        ("PerSAM-F on an encoded photo", result.persam_f_extra_s, result.persam_f_extra_over_decoder),
+        ("PerSAM, cached embedding (decode only)", result.decode_only_s, result.decode_only_over_decoder),
+        ("PerSAM-F fit on an encoded reference", result.fit_s, None),
+    ]
+    for name, seconds, ratio in rows:
+        tail = f"{ratio:9.2f}" if ratio is not None else f"{'':>9}"
+        lines.append(f"{name:<38} {seconds * 1000:10.2f}  {tail}")
+    lines.append(f"{'peak resident memory':<38} {result.peak_rss_mb:8.0f} MB")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from persam.bench import run_benchmark
+    from persam.cli.eval import write_json
+
+    if args.runs < 1:
+        raise ValueError(f"--runs must be at least 1, got {args.runs}")
+    if args.image_size < 32:
+        raise ValueError(f"--image-size must be at least 32 pixels, got {args.image_size}")
+    on_stage = None
+    if sys.stderr.isatty():
+        def on_stage(name: str) -> None:
+            print(f"\r\033[Kpersam bench: {name} ...", end="", file=sys.stderr, flush=True)
+
+    result = run_benchmark(
+        args.model,
+        args.checkpoint,
+        device=args.device,
+        precision=args.precision,
+        random_weights=args.random_weights,
+        image_size=args.image_size,
+        runs=args.runs,
+        on_stage=on_stage,
+    )
+    if on_stage is not None:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    print(format_result(result))
+    if args.json:
+        write_json(args.json, result.to_dict())
+    return 0

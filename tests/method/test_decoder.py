@@ -1,0 +1,101 @@
+import math
+
+import pytest
+import torch
+
+from persam.backends.builders import build_mobile_sam, build_sam_tiny
+from persam.method.decoder import Guidance, Prompt, attention, decode, guided_predict_masks
+
+
+def _inputs(decoder, prompt_encoder, n_tokens=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c = decoder.transformer_dim
+    h, w = prompt_encoder.image_embedding_size
+    emb = torch.randn(1, c, h, w, generator=g)
+    sparse = torch.randn(1, n_tokens, c, generator=g)
+    dense = torch.randn(1, c, h, w, generator=g)
+    return emb, prompt_encoder.get_dense_pe(), sparse, dense
+
+
+@pytest.mark.parametrize("builder", [build_sam_tiny, build_mobile_sam], ids=["segment_anything", "mobile_sam"])
+def test_unguided_equals_official_decoder(builder):
+    torch.manual_seed(0)
+    _, prompt_encoder, decoder, _ = builder()
+    decoder.eval()
+    args = _inputs(decoder, prompt_encoder)
+    with torch.no_grad():
+        masks, iou = decoder.predict_masks(*args)
+        ours, ours_iou = guided_predict_masks(decoder, *args, Guidance())
+    assert torch.allclose(ours, masks, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(ours_iou, iou, atol=1e-6, rtol=1e-5)
+
+
+def test_guided_attention_against_hand_computation():
+    torch.manual_seed(1)
+    _, _, decoder, _ = build_sam_tiny()
+    module = decoder.transformer.layers[0].cross_attn_token_to_image
+    q, k, v = torch.randn(1, 2, 32), torch.randn(1, 5, 32), torch.randn(1, 5, 32)
+    bias = torch.rand(5)
+    with torch.no_grad():
+        got = attention(module, q, k, v, bias)
+        # By hand: per head, A = softmax(QK^T / sqrt(d)), A_g = softmax(A + bias), out = A_g V.
+        Q, K, V = module.q_proj(q)[0], module.k_proj(k)[0], module.v_proj(v)[0]
+        heads, d = module.num_heads, Q.shape[1] // module.num_heads
+        outs = []
+        for hd in range(heads):
+            qs, ks, vs = (x[:, hd * d : (hd + 1) * d] for x in (Q, K, V))
+            logits = qs @ ks.T / math.sqrt(d)
+            a = torch.exp(logits) / torch.exp(logits).sum(1, keepdim=True)
+            ag = torch.exp(a + bias) / torch.exp(a + bias).sum(1, keepdim=True)
+            outs.append(ag @ vs)
+        want = module.out_proj(torch.cat(outs, dim=1))[None]
+        plain = attention(module, q, k, v, None)
+        official = module(q=q, k=k, v=v)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert torch.allclose(plain, official, atol=1e-6)
+    assert not torch.allclose(got, plain, atol=1e-4)
+
+
+def test_each_guidance_changes_the_first_pass():
+    torch.manual_seed(2)
+    _, prompt_encoder, decoder, _ = build_sam_tiny()
+    args = _inputs(decoder, prompt_encoder)
+    h, w = prompt_encoder.image_embedding_size
+    with torch.no_grad():
+        plain, _ = guided_predict_masks(decoder, *args, Guidance())
+        biased, _ = guided_predict_masks(decoder, *args, Guidance(attention_bias=torch.rand(h * w)))
+        prompted, _ = guided_predict_masks(decoder, *args, Guidance(target_embedding=torch.randn(32)))
+    assert (biased - plain).abs().max() > 1e-4
+    assert (prompted - plain).abs().max() > 1e-4
+
+
+def test_semantic_prompt_is_carried_by_query_pe():
+    """T is added to the tokens before each block and, once, to the query PE.
+
+    Equivalent formulation: with a one-block transformer, adding T to the
+    sparse prompt tokens *and* the output tokens (so tokens = pe = tokens + T)
+    is exactly what happens before the first block.
+    """
+    torch.manual_seed(3)
+    _, prompt_encoder, decoder, _ = build_sam_tiny()
+    decoder.transformer.layers = decoder.transformer.layers[:1]
+    emb, pe, sparse, dense = _inputs(decoder, prompt_encoder)
+    t = torch.randn(32)
+    with torch.no_grad():
+        ours, _ = guided_predict_masks(decoder, emb, pe, sparse, dense, Guidance(target_embedding=t))
+        # Shift every token by T through the official path: output tokens via their weights.
+        decoder.iou_token.weight += t
+        decoder.mask_tokens.weight += t
+        official, _ = decoder.predict_masks(emb, pe, sparse + t, dense)
+    assert torch.allclose(ours, official, atol=1e-5)
+
+
+def test_decode_shapes(tiny_model, photo):
+    enc = tiny_model.encode(photo[0])
+    prompt = Prompt(points_xy=torch.tensor([[100.0, 80.0]]), labels=torch.tensor([1]))
+    single = decode(tiny_model.backend, enc, prompt, multimask=False)
+    multi = decode(tiny_model.backend, enc, prompt, multimask=True)
+    assert single.low_res_logits.shape == (1, 64, 64) and single.iou.shape == (1,)
+    assert multi.low_res_logits.shape == (3, 64, 64) and multi.iou.shape == (3,)
+    logits, score = multi.best()
+    assert score == pytest.approx(float(multi.iou.max()))
