@@ -32,7 +32,8 @@ It follows the reference literally, on purpose, including its costs:
   cross-attention);
 * PerSAM-F is fitted with autograd, ``torch.optim.AdamW(lr=1e-3, eps=1e-4)``
   and ``CosineAnnealingLR(steps)`` over the full-resolution logits, with the
-  decoder re-run at every step like the reference.
+  decoder re-run at every step like the reference (optionally run once: it
+  is frozen, so its output is the same at every step).
 
 Where the reference would crash (a box of an empty mask), the oracle raises
 ``ReferenceCrash``.
@@ -337,10 +338,18 @@ def persam_target(ref: OracleImage) -> PersamTarget:
     return PersamTarget(direction=mean / mean.norm(dim=-1, keepdim=True), embedding=mean[None])
 
 
-def persam_segment(test: OracleImage, target: PersamTarget) -> OracleResult:
-    """Location prior, guided first step, two cascaded refinements."""
+def persam_segment(test: OracleImage, target: PersamTarget, points_xy: np.ndarray | None = None) -> OracleResult:
+    """Location prior, guided first step, two cascaded refinements.
+
+    ``points_xy`` (positive, negative) replaces the ``topk`` points, to follow
+    the reference after a different break of a float-rounding tie; the caller
+    checks that they are extremes of ``result.similarity``.
+    """
     sim = similarity_map(test, target.direction)
-    points = np.concatenate([extreme_point(sim, True), extreme_point(sim, False)], axis=0)
+    if points_xy is None:
+        points = np.concatenate([extreme_point(sim, True), extreme_point(sim, False)], axis=0)
+    else:
+        points = np.asarray(points_xy).reshape(2, 2)
     labels = np.array([1, 0])
     bias = guidance_bias(sim, test.grid_hw)
     first = test.predict(points, labels, multimask=False, attn_sim=bias, target_embedding=target.embedding)
@@ -386,8 +395,15 @@ class PersamFTarget:
     weights: torch.Tensor
 
 
-def persam_f_fit(ref: OracleImage, ref_mask_rgb: np.ndarray, steps: int = 1000, lr: float = 1e-3) -> PersamFTarget:
-    """Fit the two mask weights on the reference photo, re-running the decoder each step."""
+def persam_f_fit(
+    ref: OracleImage, ref_mask_rgb: np.ndarray, steps: int = 1000, lr: float = 1e-3, rerun_decoder: bool = True
+) -> PersamFTarget:
+    """Fit the two mask weights on the reference photo.
+
+    Like the reference, the (frozen, no-grad) decoder is re-run at every step;
+    ``rerun_decoder=False`` runs it once and reuses its output, which gives the
+    same numbers as long as the decoder is deterministic (a test checks that).
+    """
     feats = masked_features(ref)
     pooled = (feats.max(0).values / 2 + feats.mean(0) / 2)[None]
     direction = pooled / pooled.norm(dim=-1, keepdim=True)
@@ -398,8 +414,10 @@ def persam_f_fit(ref: OracleImage, ref_mask_rgb: np.ndarray, steps: int = 1000, 
     learned = nn.Parameter(torch.full((2, 1), 1.0 / 3.0, device=ref.device))
     optimizer = torch.optim.AdamW([learned], lr=lr, eps=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    cached = None if rerun_decoder else ref.predict(point, labels, multimask=True).high_res.flatten(1)
     for _ in range(steps):
-        three = ref.predict(point, labels, multimask=True).high_res.flatten(1)  # (3, H*W), no grad
+        # (3, H*W) full-resolution logits, no grad
+        three = ref.predict(point, labels, multimask=True).high_res.flatten(1) if cached is None else cached
         weights = torch.cat([1 - learned.sum(0, keepdim=True), learned], dim=0)  # (3, 1)
         combined = (three * weights).sum(0)[None]
         loss = dice_loss(combined, gt) + focal_loss(combined, gt)
@@ -411,10 +429,14 @@ def persam_f_fit(ref: OracleImage, ref_mask_rgb: np.ndarray, steps: int = 1000, 
     return PersamFTarget(direction=direction, weights=weights)
 
 
-def persam_f_segment(test: OracleImage, target: PersamFTarget) -> OracleResult:
-    """Weighted three-scale mask, then two refinements with box prompts."""
+def persam_f_segment(test: OracleImage, target: PersamFTarget, points_xy: np.ndarray | None = None) -> OracleResult:
+    """Weighted three-scale mask, then two refinements with box prompts.
+
+    ``points_xy`` (one positive point) replaces the ``topk`` point, as in
+    ``persam_segment``.
+    """
     sim = similarity_map(test, target.direction)
-    points = extreme_point(sim, True)
+    points = extreme_point(sim, True) if points_xy is None else np.asarray(points_xy).reshape(1, 2)
     labels = np.array([1])
     three = test.predict(points, labels, multimask=True)
     weighted_high = (three.high_res * target.weights[:, :, None]).sum(0)
@@ -431,10 +453,10 @@ def persam_f_segment(test: OracleImage, target: PersamFTarget) -> OracleResult:
 
 
 def oracle_persam_f(
-    sam: nn.Module, ref_image, ref_mask_rgb: np.ndarray, test_images: Sequence, steps: int = 1000
+    sam: nn.Module, ref_image, ref_mask_rgb: np.ndarray, test_images: Sequence, steps: int = 1000, rerun_decoder: bool = True
 ) -> tuple[np.ndarray, list[OracleResult]]:
     """PerSAM-F: fit on the reference, then segment each target; returns ((3,) weights, results)."""
     ref = _as_image(sam, ref_image, ref_mask_rgb)
-    target = persam_f_fit(ref, ref_mask_rgb, steps=steps)
+    target = persam_f_fit(ref, ref_mask_rgb, steps=steps, rerun_decoder=rerun_decoder)
     results = [persam_f_segment(_as_image(sam, t), target) for t in test_images]
     return target.weights[:, 0].cpu().numpy(), results

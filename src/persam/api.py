@@ -18,14 +18,16 @@ from typing import Literal, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from persam.backends import Backend, EncodedImage, create_backend
 from persam.io import ImageLike, load_image, load_mask
 from persam.method.persam import MethodOutput, segment_persam
 from persam.method.persam_f import fit_problem, merge_problems, optimise, segment_persam_f
+from persam.method.presence import PresenceStats, pool_stats, reference_similarities
 from persam.method.resample import upscale_logits
 from persam.method.settings import FitSettings, PersamSettings
-from persam.method.target import TargetFeatures, masked_features
+from persam.method.target import TargetFeatures, masked_features, similarity
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,9 @@ class SegmentationResult:
         point_labels: (N,) int, 1 = foreground, 0 = background.
         box_xyxy: (4,) int XYXY box of the last refinement prompt, or None.
         low_res_logits: (4h, 4w) float32 decoder logits of the final mask.
-        present: whether the concept was found (see the "absent objects" feature).
+        present: whether the concept was found; False only when absence
+            detection was asked for and the best similarity (then ``score``)
+            fell below the concept's presence threshold.
         notes: anything that left the usual path (e.g. an empty stage kept).
     """
 
@@ -132,7 +136,9 @@ class PersamModel:
         if finetune:
             problem = merge_problems([fit_problem(self.backend, e, m, target, fit.block) for e, m in refs])
             weights = optimise(problem, fit)
-        return Concept(model=self, target=target, weights=weights, settings=settings)
+        direction = target.direction("maxmean" if finetune else "mean")
+        presence = pool_stats([reference_similarities(e, m, direction, settings.cell_threshold) for e, m in refs])
+        return Concept(model=self, target=target, weights=weights, settings=settings, presence=presence)
 
     @staticmethod
     def _check_mask(mask: np.ndarray, encoded: EncodedImage, name: str) -> torch.Tensor:
@@ -147,6 +153,19 @@ class PersamModel:
         return torch.from_numpy(mask)
 
 
+@dataclass(frozen=True)
+class InstancesResult:
+    """Every instance of the concept found in one photo.
+
+    Attributes:
+        labels: (H, W) uint8 label map, 0 = background, i = instance i.
+        instances: the instances, in the order found (best similarity first).
+    """
+
+    labels: np.ndarray
+    instances: list[SegmentationResult]
+
+
 @dataclass
 class Concept:
     """A personalized concept: everything needed to find it in new photos.
@@ -156,30 +175,104 @@ class Concept:
         target: pooled reference features.
         weights: (3,) PerSAM-F mask-scale weights, or None for training-free PerSAM.
         settings: PerSAM components in use.
+        presence: the references' similarity statistics (see ``persam.method.presence``).
+        presence_threshold: user override of the calibrated threshold, or None.
     """
 
     model: PersamModel
     target: TargetFeatures
     weights: torch.Tensor | None = None
     settings: PersamSettings = field(default_factory=PersamSettings)
+    presence: PresenceStats | None = None
+    presence_threshold: float | None = None
 
     @property
     def method(self) -> Literal["persam", "persam-f"]:
         return "persam" if self.weights is None else "persam-f"
 
-    def segment(self, image: ImageLike | EncodedImage) -> SegmentationResult:
+    @property
+    def threshold(self) -> float:
+        """The presence threshold in use (override, else calibrated, else -1: always present)."""
+        if self.presence_threshold is not None:
+            return self.presence_threshold
+        return self.presence.threshold if self.presence is not None else -1.0
+
+    def _similarity(self, encoded: EncodedImage) -> torch.Tensor:
+        return similarity(encoded, self.target.direction("mean" if self.weights is None else "maxmean"))
+
+    def _run(self, encoded: EncodedImage, sim: torch.Tensor) -> MethodOutput:
+        backend = self.model.backend
+        if self.weights is None:
+            return segment_persam(backend, encoded, self.target, self.settings, sim=sim)
+        return segment_persam_f(backend, encoded, self.target, self.weights, sim=sim)
+
+    def segment(self, image: ImageLike | EncodedImage, *, detect_absent: bool = False) -> SegmentationResult:
         """Find the concept in a photo.
 
         Args:
             image: a photo (path, PIL, array) or an already encoded image.
+            detect_absent: return an empty mask with ``present=False`` when the
+                best similarity is below ``threshold`` (off by default: the
+                reference method always returns a mask).
         """
         encoded = self.model.encode(image)
-        backend = self.model.backend
-        if self.weights is None:
-            out = segment_persam(backend, encoded, self.target, self.settings)
-        else:
-            out = segment_persam_f(backend, encoded, self.target, self.weights)
-        return _result(out, encoded)
+        sim = self._similarity(encoded)
+        if detect_absent and float(sim.max()) < self.threshold:
+            return _absent(encoded, float(sim.max()), self.threshold)
+        return _result(self._run(encoded, sim), encoded)
+
+    def segment_instances(
+        self, image: ImageLike | EncodedImage, *, max_instances: int = 5, overlap: float = 0.5, detect_absent: bool = True
+    ) -> InstancesResult:
+        """Find every instance of the concept, encoding the photo once.
+
+        After each instance, the similarity of the grid cells its mask covers
+        is suppressed and the next location prior is taken from what is left.
+        The search stops after ``max_instances``, when the best remaining
+        similarity is below ``threshold`` (for the first instance only with
+        ``detect_absent``), or when a new mask overlaps the instances found
+        (intersection over its own area above ``overlap``).
+        """
+        if max_instances < 1:
+            raise ValueError(f"max_instances must be at least 1, got {max_instances}")
+        encoded = self.model.encode(image)
+        sim = self._similarity(encoded).clone()
+        floor = float(sim.min()) - 1.0
+        h, w = encoded.geometry.original_hw
+        labels = np.zeros((h, w), dtype=np.uint8)
+        found: list[SegmentationResult] = []
+        while len(found) < min(max_instances, 255):
+            best = float(sim.max())
+            if (found or detect_absent) and best < self.threshold:
+                break
+            result = _result(self._run(encoded, sim), encoded)
+            area = int(result.mask.sum())
+            if area == 0 or (found and (labels[result.mask] > 0).sum() > overlap * area):
+                break
+            found.append(result)
+            labels[result.mask & (labels == 0)] = len(found)
+            covered = torch.from_numpy(result.low_res_logits > 0)[None, None].float()
+            cells = F.max_pool2d(covered, 4)[0, 0] > 0  # low-res (4h, 4w) -> grid (h, w)
+            sim[cells.to(sim.device)] = floor
+        if not found and detect_absent:
+            found_sim = float(self._similarity(encoded).max())
+            return InstancesResult(labels=labels, instances=[_absent(encoded, found_sim, self.threshold)])
+        return InstancesResult(labels=labels, instances=found)
+
+
+def _absent(encoded: EncodedImage, best: float, threshold: float) -> SegmentationResult:
+    h, w = encoded.geometry.original_hw
+    lh, lw = encoded.geometry.low_res_hw
+    return SegmentationResult(
+        mask=np.zeros((h, w), dtype=bool),
+        score=best,
+        points_xy=np.zeros((0, 2), dtype=np.int64),
+        point_labels=np.zeros((0,), dtype=np.int64),
+        box_xyxy=None,
+        low_res_logits=np.full((lh, lw), -20.0, dtype=np.float32),
+        present=False,
+        notes=(f"absent: best similarity {best:.4f} < presence threshold {threshold:.4f}",),
+    )
 
 
 def _result(out: MethodOutput, encoded: EncodedImage) -> SegmentationResult:

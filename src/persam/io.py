@@ -169,3 +169,8 @@ def find_images(targets: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
         else:
             raise FileNotFoundError(f"{path}: no such file or folder; check the target path")
     return pairs
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically (temp file in the same folder, then rename)."""
+    _atomic_save(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

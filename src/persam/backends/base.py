@@ -144,6 +144,7 @@ class Backend:
     precision: Literal["fp32", "bf16"] = "fp32"
     checkpoint_sha256: str = "random"
     encoder_calls: int = field(default=0, repr=False)
+    _dense_pe: torch.Tensor | None = field(default=None, repr=False)
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
@@ -181,5 +182,8 @@ class Backend:
         return EncodedImage(embedding=embedding.float(), geometry=self.geometry(image.shape[:2]))
 
     def dense_pe(self) -> torch.Tensor:
-        """(1, C, h, w) positional encoding of the embedding grid."""
-        return self.prompt_encoder.get_dense_pe()
+        """(1, C, h, w) positional encoding of the embedding grid (computed once)."""
+        if self._dense_pe is None:
+            with torch.inference_mode():
+                self._dense_pe = self.prompt_encoder.get_dense_pe()
+        return self._dense_pe

@@ -74,7 +74,13 @@ def refine(
     return out
 
 
-def segment_persam(backend: Backend, encoded: EncodedImage, target: TargetFeatures, settings: PersamSettings) -> MethodOutput:
+def segment_persam(
+    backend: Backend,
+    encoded: EncodedImage,
+    target: TargetFeatures,
+    settings: PersamSettings,
+    sim: torch.Tensor | None = None,
+) -> MethodOutput:
     """PerSAM on one image: location prior, guided first pass, refinement.
 
     Args:
@@ -82,8 +88,11 @@ def segment_persam(backend: Backend, encoded: EncodedImage, target: TargetFeatur
         encoded: the target image's embedding.
         target: pooled reference features.
         settings: which components run.
+        sim: (h, w) similarity map to use instead of the concept's own (e.g.
+            with found instances suppressed); None computes it.
     """
-    sim = similarity(encoded, target.direction("mean"))
+    if sim is None:
+        sim = similarity(encoded, target.direction("mean"))
     prior = location_prior(sim, encoded.geometry)
     pts = [prior.positive_xy] + ([prior.negative_xy] if settings.negative_point else [])
     points = torch.tensor(pts, dtype=torch.int64)

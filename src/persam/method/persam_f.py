@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from persam.backends.base import Backend, EncodedImage
 from persam.method.decoder import Prompt, decode
 from persam.method.persam import MethodOutput, refine
-from persam.method.resample import logits_operator, upscale_logits
+from persam.method.resample import logits_operator, similarity_operator, upscale_logits
 from persam.method.settings import FitSettings
-from persam.method.target import TargetFeatures, location_prior, similarity
+from persam.method.target import TargetFeatures, similarity
 
 FOCAL_ALPHA = 0.25  # focal loss weight of positives (gamma = 2 is written into the terms)
 INITIAL_WEIGHTS = (1 / 3, 1 / 3)
@@ -224,20 +224,23 @@ def optimise(problem: FitProblem, settings: FitSettings) -> torch.Tensor:
     return torch.tensor([1.0 - w[0] - w[1], w[0], w[1]])
 
 
-def positive_point(encoded: EncodedImage, target: TargetFeatures) -> tuple[torch.Tensor, torch.Tensor]:
-    """PerSAM-F's prompt: the arg-max of the (max+mean)/2 similarity, label 1."""
-    sim = similarity(encoded, target.direction("maxmean"))
-    xy = location_prior(sim, encoded.geometry).positive_xy
+def positive_point(encoded: EncodedImage, target: TargetFeatures, sim: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """PerSAM-F's prompt: the arg-max of the (max+mean)/2 similarity (or ``sim``), label 1."""
+    if sim is None:
+        sim = similarity(encoded, target.direction("maxmean"))
+    xy = similarity_operator(encoded.geometry).argmax(sim)
     return torch.tensor([xy], dtype=torch.int64), torch.tensor([1], dtype=torch.int64)
 
 
-def three_masks(backend: Backend, encoded: EncodedImage, target: TargetFeatures) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def three_masks(
+    backend: Backend, encoded: EncodedImage, target: TargetFeatures, sim: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The frozen decoder's multi-mask output for PerSAM-F's point prompt.
 
     Returns:
         (3, 4h, 4w) low-res logits, (3,) predicted IoU, points (1, 2), labels (1,).
     """
-    points, labels = positive_point(encoded, target)
+    points, labels = positive_point(encoded, target, sim)
     out = decode(backend, encoded, Prompt(points_xy=points.float(), labels=labels), multimask=True)
     return out.low_res_logits, out.iou, points, labels
 
@@ -262,13 +265,15 @@ def merge_problems(problems: list[FitProblem]) -> FitProblem:
     return FitProblem(**cat, n_pixels=sum(p.n_pixels for p in problems))
 
 
-def segment_persam_f(backend: Backend, encoded: EncodedImage, target: TargetFeatures, weights: torch.Tensor) -> MethodOutput:
+def segment_persam_f(
+    backend: Backend, encoded: EncodedImage, target: TargetFeatures, weights: torch.Tensor, sim: torch.Tensor | None = None
+) -> MethodOutput:
     """PerSAM-F on one image: weighted three-scale mask, then the refinement cascade.
 
     If the weighted mask is empty, the best-scored of the three masks is used
     instead (the reference crashes there), and ``notes`` says so.
     """
-    logits, iou, points, labels = three_masks(backend, encoded, target)
+    logits, iou, points, labels = three_masks(backend, encoded, target, sim)
     weighted = torch.einsum("k,khw->hw", weights.to(logits), logits)
     score = float((weights.to(iou) * iou).sum())
     box = logits_operator(encoded.geometry).positive_box(weighted)

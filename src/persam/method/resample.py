@@ -88,18 +88,36 @@ class ChainOperator:
         return int(c), int(cand[r])
 
     def positive_box(self, grid: torch.Tensor) -> tuple[int, int, int, int] | None:
-        """XYXY pixel box of ``full(grid) > 0``, or None when no pixel is positive."""
+        """XYXY pixel box of ``full(grid) > 0``, or None when no pixel is positive.
+
+        A photo pixel can only be positive if a grid cell in its support is,
+        so only the rows and columns whose support meets the positive cells'
+        bounding box are examined, and of those only the outermost ones.
+        """
         g = grid.double().cpu()
-        rows = self.ry @ g  # (H, n_x); row i of the full map is rows[i] @ rx.T
-        cols = g @ self.rx.T  # (n_y, W); column j is ry @ cols[:, j]
-        y0 = _first_positive(rows, self.rx, bound=rows.max(1).values)
+        pos = g > 0
+        if not bool(pos.any()):
+            return None
+        a = torch.nonzero(pos.any(1)).flatten()
+        b = torch.nonzero(pos.any(0)).flatten()
+        rows_i = torch.nonzero((self.ry[:, a[0] : a[-1] + 1] > 0).any(1)).flatten()
+        cols_j = torch.nonzero((self.rx[:, b[0] : b[-1] + 1] > 0).any(1)).flatten()
+        if rows_i.numel() == 0 or cols_j.numel() == 0:  # positive cells only in the padding
+            return None
+        ry, rx = self.ry[rows_i], self.rx[cols_j]
+        ya = torch.nonzero((ry != 0).any(0)).flatten()
+        xb = torch.nonzero((rx != 0).any(0)).flatten()
+        ry, rx = ry[:, ya[0] : ya[-1] + 1], rx[:, xb[0] : xb[-1] + 1]
+        sub = g[ya[0] : ya[-1] + 1, xb[0] : xb[-1] + 1]
+        rows = ry @ sub  # row k of the window is rows[k] @ rx.T
+        cols = sub @ rx.T  # column k of the window is ry @ cols[:, k]
+        y0 = _first_positive(rows, rx, bound=rows.max(1).values)
         if y0 is None:
             return None
-        y1 = _first_positive(rows.flip(0), self.rx, bound=rows.flip(0).max(1).values)
-        x0 = _first_positive(cols.T, self.ry, bound=cols.max(0).values)
-        x1 = _first_positive(cols.T.flip(0), self.ry, bound=cols.flip(1).max(0).values)
-        h, w = self.ry.shape[0], self.rx.shape[0]
-        return (x0, y0, w - 1 - x1, h - 1 - y1)
+        y1 = _first_positive(rows.flip(0), rx, bound=rows.flip(0).max(1).values)
+        x0 = _first_positive(cols.T, ry, bound=cols.max(0).values)
+        x1 = _first_positive(cols.T.flip(0), ry, bound=cols.flip(1).max(0).values)
+        return (int(cols_j[x0]), int(rows_i[y0]), int(cols_j[-1 - x1]), int(rows_i[-1 - y1]))
 
 
 def _first_positive(lines: torch.Tensor, weights: torch.Tensor, bound: torch.Tensor, chunk: int = 32) -> int | None:

@@ -1,0 +1,28 @@
+"""``persam personalize``: learn a concept once, save it for later."""
+
+from __future__ import annotations
+
+import argparse
+
+from persam.cli.common import add_model_options, load_model
+from persam.cli.segment import add_reference_options, build_concept
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("personalize", help="learn a concept from reference photo(s) and save it (.persam)")
+    add_reference_options(p)
+    p.add_argument("--presence-threshold", type=float, metavar="S", help="override the calibrated presence threshold")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="concept file to write, e.g. dog.persam")
+    add_model_options(p)
+    p.set_defaults(func=run, concept=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from persam.concepts import save_concept
+
+    model = load_model(args)
+    concept = build_concept(args, model)
+    path = save_concept(concept, args.output)
+    extra = "" if concept.weights is None else " weights " + ", ".join(f"{w:.4f}" for w in concept.weights.tolist())
+    print(f"wrote {path}: {concept.method} on {model.backend.name}, presence threshold {concept.threshold:.4f}{extra}")
+    return 0

@@ -1,0 +1,124 @@
+"""Saving and loading concepts (``.persam`` files): safetensors, no pickle.
+
+A concept file holds everything segmenting needs except the model: the target
+features, PerSAM-F's weights, the presence statistics and threshold, the
+settings, and which backend and checkpoint (SHA-256) made it. Tensors go in
+the safetensors body; the rest is JSON in its metadata, with a SHA-256 of
+the tensors so that a damaged file is refused rather than half-loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from persam.api import Concept, PersamModel
+from persam.method.presence import PresenceStats
+from persam.method.settings import PersamSettings
+from persam.method.target import TargetFeatures
+
+FORMAT = "persam-concept"
+VERSION = 1
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_concept(concept: Concept, path: str | os.PathLike) -> Path:
+    """Write ``concept`` to ``path`` atomically; returns the path."""
+    from safetensors.torch import save_file
+
+    tensors = {"target_mean": concept.target.mean.float().cpu(), "target_max": concept.target.max.float().cpu()}
+    if concept.weights is not None:
+        tensors["weights"] = concept.weights.float().cpu()
+    backend = concept.model.backend
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "backend": backend.name,
+        "checkpoint_sha256": backend.checkpoint_sha256,
+        "method": concept.method,
+        "cell_count": concept.target.count,
+        "settings": concept.settings.to_dict(),
+        "presence": None if concept.presence is None else {"fg_mean": concept.presence.fg_mean, "bg_max": concept.presence.bg_max},
+        "presence_threshold": concept.presence_threshold,
+        "tensors_sha256": _digest(tensors),
+    }
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"persam": json.dumps(meta)})
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def read_concept_metadata(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a concept file, verified.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a concept file, or damaged.
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such concept file; create one with `persam personalize ... -o {file.name}`")
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get("persam")
+        tensors = load_file(str(file))
+        meta = json.loads(raw) if raw else None
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file}: damaged or not a persam concept file ({exc.__class__.__name__}); save the concept again") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{file}: not a persam concept file; create one with `persam personalize`")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{file}: concept format version {meta.get('version')} is not supported by this persam; save it again")
+    if meta.get("tensors_sha256") != _digest(tensors):
+        raise ValueError(f"{file}: concept file is damaged (checksum mismatch); save the concept again")
+    return meta, tensors
+
+
+def load_concept(path: str | os.PathLike, model: PersamModel) -> Concept:
+    """Load a concept saved with ``save_concept`` for use with ``model``.
+
+    Raises:
+        ValueError: damaged file, or made with another backend or checkpoint.
+    """
+    meta, tensors = read_concept_metadata(path)
+    backend = model.backend
+    if meta["backend"] != backend.name:
+        raise ValueError(f"{path}: concept was made with model {meta['backend']!r}, not {backend.name!r}; pass --model {meta['backend']}")
+    if meta["checkpoint_sha256"] != backend.checkpoint_sha256:
+        raise ValueError(
+            f"{path}: concept was made with another checkpoint (SHA-256 {meta['checkpoint_sha256'][:12]}…, "
+            f"loaded {backend.checkpoint_sha256[:12]}…); pass the --checkpoint it was made with"
+        )
+    dev = backend.device
+    target = TargetFeatures(mean=tensors["target_mean"].to(dev), max=tensors["target_max"].to(dev), count=int(meta["cell_count"]))
+    presence = None if meta["presence"] is None else PresenceStats(**meta["presence"])
+    return Concept(
+        model=model,
+        target=target,
+        weights=tensors.get("weights"),
+        settings=PersamSettings(**meta["settings"]),
+        presence=presence,
+        presence_threshold=meta["presence_threshold"],
+    )

@@ -1,0 +1,75 @@
+"""Is the concept in this photo? A presence threshold on the similarity map.
+
+PerSAM always places its positive point at the similarity arg-max, so it
+always returns a mask. To say "not in this photo", a concept carries a
+threshold on the grid's best cosine similarity, calibrated on its references:
+
+* ``fg``: the similarities of the reference's own object cells (those pooled
+  into the target), summarised by their mean;
+* ``bg``: the similarities of the reference's background cells at least one
+  cell away from the mask, summarised by their maximum (the most
+  object-like background the concept has seen);
+
+threshold = the midpoint of the two (``bg`` when the two are inverted, which
+only happens with meaningless features). A photo whose best cell scores below
+it is declared to hold no instance; each further instance of the concept
+in one photo must pass it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from persam.backends.base import EncodedImage
+from persam.method.target import similarity, target_cells
+
+
+@dataclass(frozen=True)
+class PresenceStats:
+    """Similarity statistics of one or more references.
+
+    Attributes:
+        fg_mean: mean similarity of the object cells.
+        bg_max: best similarity of background cells away from the mask.
+    """
+
+    fg_mean: float
+    bg_max: float
+
+    @property
+    def threshold(self) -> float:
+        """The calibrated presence threshold (see the module docstring)."""
+        if self.fg_mean <= self.bg_max:
+            return self.bg_max
+        return 0.5 * (self.fg_mean + self.bg_max)
+
+
+def reference_similarities(
+    encoded: EncodedImage, mask: torch.Tensor, direction: torch.Tensor, cell_threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(object cell similarities, background cell similarities) of a reference.
+
+    Background cells are those the mask does not touch at all, dilated by one
+    cell (so cells bordering the object do not count as background).
+    """
+    sim = similarity(encoded, direction).cpu()
+    fg = target_cells(mask, encoded.geometry, cell_threshold)
+    touched = target_cells(mask, encoded.geometry, threshold=1e-6) | fg
+    near = F.max_pool2d(touched[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+    inside = torch.zeros_like(near)
+    rh, rw = encoded.geometry.resized_hw
+    s = encoded.geometry.input_size
+    gh, gw = encoded.geometry.grid_hw
+    inside[: max(1, round(rh / s * gh)), : max(1, round(rw / s * gw))] = True  # cells of the photo, not padding
+    return sim[fg], sim[~near & inside]
+
+
+def pool_stats(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> PresenceStats:
+    """Presence statistics over several references' (fg, bg) similarities."""
+    fg = torch.cat([p[0] for p in pairs])
+    bg = torch.cat([p[1] for p in pairs])
+    bg_max = float(bg.max()) if bg.numel() else float(fg.min())
+    return PresenceStats(fg_mean=float(fg.mean()), bg_max=bg_max)

@@ -1,0 +1,378 @@
+"""Personalized video object segmentation from a first-frame label map.
+
+The reference's DAVIS protocol (``docs/persam-reference.md``, "Video"),
+for several objects at once, frame by frame:
+
+* frame 0: per object, the target direction ``(max + mean) / 2`` of its
+  masked features (cells selected with the video threshold 123.675 / 215),
+  L2-normalised; PerSAM-F also fits its two mask weights on frame 0;
+* each later frame is encoded once; per object the prompt is the top-k
+  pixels of the full-resolution similarity map (k = 2 for PerSAM, 1 for
+  PerSAM-F), the object's box in the previous label map enlarged by 10 px,
+  and that box's centre (all points positive);
+* PerSAM: multi-mask pass with points + box, the largest of the three masks
+  (pixel count at full resolution), refinement 1 with points + its
+  logits, refinement 2 with points + the box of that mask + its logits
+  (each multi-mask, best predicted IoU);
+* PerSAM-F: weighted sum of the three masks' logits (the best-scored mask if
+  that sum is empty), refinement 1 with points + its box + the weighted
+  logits, refinement 2 as PerSAM;
+* objects are merged by arg-max of their full-resolution logits against a
+  zero background; the next prompts' boxes come from the merged label map.
+
+Where the reference fails, this module defines the behaviour:
+
+* boxes are keyed by object id, never re-indexed by the labels present;
+* **an object that vanishes** (no pixel in the merged map) loses its box:
+  its next prompt is its top-k similarity points alone (no box, no centre),
+  until it has pixels again, from which frame on its box is used again;
+  its score for a frame where it has no pixel is 0.0;
+* a refinement whose input mask is empty keeps the previous stage's mask
+  (no crash);
+* an object covering no whole feature cell in frame 0 takes the features of
+  the cells its pixels touch (noted in ``VideoSession.notes``).
+
+Coordinates: photo pixels, (x, y) points, XYXY boxes. Label maps are (H, W)
+uint8, 0 = background, any other value = object id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, NamedTuple
+
+import numpy as np
+import torch
+
+from persam.backends.base import EncodedImage
+from persam.io import ImageLike, load_image
+from persam.method.decoder import Prompt
+from persam.method.persam_f import auto_block, optimise, pool_problem
+from persam.method.resample import logits_operator, similarity_operator, upscale_logits
+from persam.method.settings import FitSettings
+from persam.method.target import TargetFeatures, masked_features
+from persam.video.batch import decode_many
+from persam.video.prior import Box, box_centre, enlarge_box, label_boxes, topk_points
+
+#: The reference's video code draws the mask as 215 (not 128) before SAM's normalisation.
+VIDEO_CELL_THRESHOLD = 123.675 / 215
+#: Pixels added on each side of the previous frame's box.
+BOX_MARGIN = 10
+
+
+def _default_fit() -> FitSettings:
+    return FitSettings(steps=800, lr=4e-4, eps=1e-4)
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """The video protocol's knobs; the defaults are the reference's.
+
+    Attributes:
+        top_k: similarity points per object; None = 2 (PerSAM) or 1 (PerSAM-F).
+        box_margin: pixels added on each side of the previous frame's box.
+        cell_threshold: fraction of a feature cell the first-frame mask must cover.
+        fit: PerSAM-F's fit on frame 0 (reference: 800 AdamW steps, lr 4e-4, eps 1e-4, cosine).
+    """
+
+    top_k: int | None = None
+    box_margin: int = BOX_MARGIN
+    cell_threshold: float = VIDEO_CELL_THRESHOLD
+    fit: FitSettings = field(default_factory=_default_fit)
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+        if self.box_margin < 0:
+            raise ValueError(f"box_margin must be >= 0, got {self.box_margin}")
+
+    def points(self, finetune: bool) -> int:
+        """Similarity points per object for the chosen method."""
+        return self.top_k if self.top_k is not None else (1 if finetune else 2)
+
+
+class VideoFrame(NamedTuple):
+    """One segmented frame (unpacks as ``index, labels, scores``).
+
+    Attributes:
+        index: frame number, 0 = the first frame.
+        labels: (H, W) uint8 label map, 0 = background, else object id.
+        scores: object id -> predicted IoU of its final mask; 0.0 when the
+            object has no pixel in ``labels``; 1.0 for every object in frame 0.
+    """
+
+    index: int
+    labels: np.ndarray
+    scores: dict[int, float]
+
+
+@dataclass(frozen=True)
+class ObjectPrompt:
+    """One object's prompt on one frame (photo pixels).
+
+    Attributes:
+        points_xy: (N, 2) int64 (x, y) points: the top-k similarity pixels, then the box centre.
+        labels: (N,) int64, all 1 (foreground).
+        box_xyxy: the enlarged previous box, or None while the object is absent.
+    """
+
+    points_xy: torch.Tensor
+    labels: torch.Tensor
+    box_xyxy: Box | None
+
+    def to_prompt(self, box: Box | None, mask_logits: torch.Tensor | None = None) -> Prompt:
+        """The decoder prompt with these points, ``box`` and optional (4h, 4w) mask logits."""
+        return Prompt(
+            points_xy=self.points_xy.float(),
+            labels=self.labels,
+            box_xyxy=None if box is None else torch.tensor(box, dtype=torch.float32),
+            mask_logits=mask_logits,
+        )
+
+
+@dataclass(frozen=True)
+class FramePrediction:
+    """What ``VideoSession.predict`` found on one encoded frame.
+
+    Attributes:
+        labels: (H, W) uint8 merged label map.
+        scores: object id -> predicted IoU (0.0 when absent from ``labels``).
+        boxes: object id -> tight XYXY box in ``labels`` (None when absent).
+        prompts: object id -> the prompt it was segmented with.
+    """
+
+    labels: np.ndarray
+    scores: dict[int, float]
+    boxes: dict[int, Box | None]
+    prompts: dict[int, ObjectPrompt]
+
+
+def as_label_map(labels: np.ndarray) -> np.ndarray:
+    """Check and convert a first-frame label map to (H, W) uint8 (bool -> id 1)."""
+    arr = np.asarray(labels)
+    if arr.ndim != 2:
+        raise ValueError(f"the first-frame label map has shape {arr.shape}; pass an (H, W) array of object ids")
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"the first-frame label map has dtype {arr.dtype}; pass integer object ids (uint8)")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise ValueError("the first-frame label map has ids outside 0..255; pass uint8 object ids")
+    return arr.astype(np.uint8)
+
+
+class VideoSession:
+    """Segments the objects of a first-frame label map in the following frames.
+
+    Args:
+        model: a ``persam.api.PersamModel`` (``persam.load(...)``).
+        first_frame: (H, W, 3) uint8 RGB frame (or any ``ImageLike``).
+        first_labels: (H, W) label map of that frame, 0 = background, each
+            other value an object id (a bool mask = one object, id 1).
+        finetune: PerSAM-F (fit two mask weights per object on frame 0).
+        settings: protocol knobs (defaults = reference).
+
+    Raises:
+        ValueError: label map size differing from the frame, no object pixel.
+    """
+
+    def __init__(self, model, first_frame: ImageLike, first_labels: np.ndarray, *, finetune: bool = False,
+                 settings: VideoSettings | None = None) -> None:
+        self.model = model
+        self.backend = model.backend
+        self.finetune = finetune
+        self.settings = settings or VideoSettings()
+        frame = load_image(first_frame)
+        labels = as_label_map(first_labels)
+        self.hw: tuple[int, int] = (int(frame.shape[0]), int(frame.shape[1]))
+        if labels.shape != self.hw:
+            raise ValueError(f"the first-frame mask is {labels.shape[1]}x{labels.shape[0]} but the frame is "
+                             f"{self.hw[1]}x{self.hw[0]}; pass the mask drawn on the first frame")
+        self.object_ids: list[int] = [int(v) for v in np.unique(labels) if v != 0]
+        if not self.object_ids:
+            raise ValueError("the first-frame mask is empty (all 0); mark each object with its id (nonzero)")
+        self.first_labels = labels
+        self.notes: list[str] = []
+        self.index = 0
+        encoded = self.backend.encode(frame)
+        self.directions: dict[int, torch.Tensor] = {oid: self._direction(encoded, labels == oid, oid) for oid in self.object_ids}
+        self._boxes: dict[int, Box | None] = label_boxes(labels, self.object_ids)
+        self.weights: dict[int, torch.Tensor] = self._fit(encoded, labels) if finetune else {}
+
+    # ------------------------------------------------------------------ set-up
+
+    @property
+    def method(self) -> str:
+        return "persam-f" if self.finetune else "persam"
+
+    @property
+    def boxes(self) -> dict[int, Box | None]:
+        """Object id -> tight box in the latest label map (None while the object is absent)."""
+        return dict(self._boxes)
+
+    def _direction(self, encoded: EncodedImage, mask: np.ndarray, oid: int) -> torch.Tensor:
+        try:
+            feats = masked_features(encoded, torch.from_numpy(mask), self.settings.cell_threshold)
+        except ValueError:
+            feats = _touched_cells(encoded, mask)
+            self.notes.append(f"frame 0: object {oid} covers no whole feature cell; using the cells its pixels touch")
+        return TargetFeatures.from_cells([feats]).direction("maxmean")
+
+    def _fit(self, encoded: EncodedImage, labels: np.ndarray) -> dict[int, torch.Tensor]:
+        """PerSAM-F's weights per object, fitted on frame 0 with frame 0's own prompt."""
+        fit = self.settings.fit
+        block = fit.block or auto_block(self.hw)
+        prompts = self.prompts(encoded, self._boxes)
+        outs = decode_many(self.backend, encoded, [p.to_prompt(p.box_xyxy) for p in prompts.values()], multimask=True)
+        weights = {}
+        for oid, out in zip(prompts, outs):
+            maps = upscale_logits(out.low_res_logits, encoded.geometry).cpu()
+            weights[oid] = optimise(pool_problem(maps, torch.from_numpy(labels == oid), block), fit)
+        return weights
+
+    # ------------------------------------------------------------------ one frame
+
+    def prompts(self, encoded: EncodedImage, boxes: dict[int, Box | None]) -> dict[int, ObjectPrompt]:
+        """Every object's prompt on an encoded frame, given the previous frame's tight boxes."""
+        feats = encoded.normalized_features()
+        directions = torch.stack([self.directions[oid] for oid in self.object_ids]).to(feats)
+        sims = torch.einsum("kc,chw->khw", directions, feats)
+        op = similarity_operator(encoded.geometry)
+        k = self.settings.points(self.finetune)
+        out = {}
+        for oid, sim in zip(self.object_ids, sims):
+            points = topk_points(op, sim, k)
+            box = boxes.get(oid)
+            big = None if box is None else enlarge_box(box, self.settings.box_margin, self.hw)
+            if big is not None:
+                points.append(box_centre(big))
+            out[oid] = ObjectPrompt(torch.tensor(points, dtype=torch.int64), torch.ones(len(points), dtype=torch.int64), big)
+        return out
+
+    def predict(self, encoded: EncodedImage, boxes: dict[int, Box | None] | None = None) -> FramePrediction:
+        """Segment every object on an encoded frame; the session's state is not changed.
+
+        Args:
+            encoded: the frame's embedding (``backend.encode(frame)``).
+            boxes: previous tight boxes per object id; default the session's.
+        """
+        prompts = self.prompts(encoded, self._boxes if boxes is None else boxes)
+        ids = list(prompts)
+        plist = [prompts[oid] for oid in ids]
+        first = decode_many(self.backend, encoded, [p.to_prompt(p.box_xyxy) for p in plist], multimask=True)
+        geometry = encoded.geometry
+        op = logits_operator(geometry)
+        start: list[tuple[torch.Tensor, float]] = []
+        refine_boxes: list[Box | None] = []
+        for oid, out in zip(ids, first):
+            if self.finetune:
+                w = self.weights[oid].to(out.low_res_logits)
+                weighted = torch.einsum("k,khw->hw", w, out.low_res_logits)
+                box = op.positive_box(weighted)
+                if box is None:  # empty weighted mask: the box of the best-scored mask
+                    box = op.positive_box(out.best()[0])
+                start.append((weighted, float((w * out.iou).sum())))
+                refine_boxes.append(box)
+            else:  # the truly largest of the three masks, counted at full resolution
+                counts = (upscale_logits(out.low_res_logits, geometry) > 0).flatten(1).sum(1)
+                k = int(torch.argmax(counts))
+                start.append((out.low_res_logits[k], float(out.iou[k])))
+                refine_boxes.append(None)
+        final = self._refine(encoded, plist, start, refine_boxes, box_first=self.finetune)
+        labels = self._merge(geometry, ids, [logits for logits, _ in final])
+        boxes_now = label_boxes(labels, ids)
+        scores = {oid: (score if boxes_now[oid] is not None else 0.0) for oid, (_, score) in zip(ids, final)}
+        return FramePrediction(labels=labels, scores=scores, boxes=boxes_now, prompts=prompts)
+
+    def _refine(self, encoded: EncodedImage, prompts: list[ObjectPrompt], start: list[tuple[torch.Tensor, float]],
+                boxes: list[Box | None], box_first: bool) -> list[tuple[torch.Tensor, float]]:
+        """The two refinement passes for all objects at once (multi-mask, best predicted IoU).
+
+        Pass 1 uses the points, the start logits and (``box_first``) ``boxes``;
+        pass 2 the points, the box of pass 1's mask and its logits. An object
+        whose box is missing (empty mask) keeps its previous stage.
+        """
+        op = logits_operator(encoded.geometry)
+        current, box = list(start), list(boxes)
+        for stage in (1, 2):
+            with_box = stage == 2 or box_first
+            active = [i for i in range(len(prompts)) if not with_box or box[i] is not None]
+            if not active:
+                break
+            batch = [prompts[i].to_prompt(box[i] if with_box else None, current[i][0]) for i in active]
+            for i, out in zip(active, decode_many(self.backend, encoded, batch, multimask=True)):
+                current[i] = out.best()
+                box[i] = op.positive_box(current[i][0])
+        return current
+
+    def _merge(self, geometry, ids: list[int], logits: list[torch.Tensor]) -> np.ndarray:
+        """Arg-max of the objects' full-resolution logits against a zero background (first wins ties)."""
+        best = torch.zeros(self.hw, dtype=torch.float32)
+        labels = torch.zeros(self.hw, dtype=torch.uint8)
+        for oid, low in zip(ids, logits):
+            full = upscale_logits(low[None], geometry)[0].cpu()
+            win = full > best
+            labels[win] = oid
+            best = torch.where(win, full, best)
+        return labels.numpy()
+
+    # ------------------------------------------------------------------ stream
+
+    def step(self, frame: ImageLike | EncodedImage) -> VideoFrame:
+        """Segment the next frame (encoded once) and move the boxes on."""
+        index = self.index + 1
+        if isinstance(frame, EncodedImage):
+            encoded = frame
+            hw = encoded.geometry.original_hw
+        else:
+            pixels = load_image(frame)
+            hw = pixels.shape[:2]
+        if tuple(hw) != self.hw:
+            raise ValueError(f"frame {index} is {hw[1]}x{hw[0]} but the first frame is {self.hw[1]}x{self.hw[0]}; "
+                             "all frames of a video must have one size")
+        if not isinstance(frame, EncodedImage):
+            encoded = self.backend.encode(pixels)
+        pred = self.predict(encoded)
+        for oid in self.object_ids:
+            was, now = self._boxes[oid], pred.boxes[oid]
+            if was is not None and now is None:
+                self.notes.append(f"frame {index}: object {oid} vanished; searching it by its similarity points alone")
+            elif was is None and now is not None:
+                self.notes.append(f"frame {index}: object {oid} is back")
+        self._boxes = pred.boxes
+        self.index = index
+        return VideoFrame(index, pred.labels, pred.scores)
+
+    def run(self, frames: Iterable[ImageLike]) -> Iterator[VideoFrame]:
+        """Yield frame 0 (the given label map) then each later frame, one at a time."""
+        if self.index == 0:
+            yield VideoFrame(0, self.first_labels.copy(), {oid: 1.0 for oid in self.object_ids})
+        for frame in frames:
+            yield self.step(frame)
+
+
+def _touched_cells(encoded: EncodedImage, mask: np.ndarray) -> torch.Tensor:
+    """(n, C) raw features of the grid cells that hold at least one mask pixel's centre."""
+    g = encoded.geometry
+    ys, xs = np.nonzero(mask)
+    cell = g.input_size / g.grid_hw[0]
+    cy = np.minimum(((ys + 0.5) * g.resized_hw[0] / g.original_hw[0] / cell).astype(np.int64), g.grid_hw[0] - 1)
+    cx = np.minimum(((xs + 0.5) * g.resized_hw[1] / g.original_hw[1] / cell).astype(np.int64), g.grid_hw[1] - 1)
+    cells = np.unique(np.stack([cy, cx], axis=1), axis=0)
+    return encoded.embedding[0][:, torch.from_numpy(cells[:, 0]), torch.from_numpy(cells[:, 1])].T
+
+
+def segment_video(model, first_frame: ImageLike, first_labels: np.ndarray, frames: Iterable[ImageLike], *,
+                  finetune: bool = False, settings: VideoSettings | None = None) -> Iterator[VideoFrame]:
+    """Segment a video frame by frame (see ``VideoSession``).
+
+    The session is set up at once (frame 0 encoded, PerSAM-F fitted, input
+    errors raised here); the returned generator then yields frame 0 and each
+    frame of ``frames`` (the later frames) as it is pulled, so frames are
+    never all held in memory.
+
+    Returns:
+        Iterator of ``VideoFrame(index, labels, scores)``.
+    """
+    session = VideoSession(model, first_frame, first_labels, finetune=finetune, settings=settings)
+    return session.run(frames)
