@@ -15,7 +15,8 @@ the map resized back to the grid) from the grid alone, without building the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
+from typing import Callable
 
 import torch
 
@@ -79,7 +80,7 @@ class ChainOperator:
         bound = rows.max(dim=1).values
         best_row = int(bound.argmax())
         floor = float((rows[best_row] @ self.rx.T).max())
-        cand = torch.nonzero(bound >= floor).flatten()
+        cand = torch.nonzero(bound >= floor - 1e-9 * (1.0 + abs(floor))).flatten()  # rounding slack
         values = rows[cand] @ self.rx.T  # (k, W)
         top = values.max()
         hits = torch.nonzero(values == top)
@@ -87,45 +88,58 @@ class ChainOperator:
         r, c = hits[order[0]].tolist()
         return int(c), int(cand[r])
 
+    @cached_property
+    def _supports(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """First and last grid index each photo row / column draws from: (H, 2), (W, 2)."""
+
+        def span(m: torch.Tensor) -> torch.Tensor:
+            nz = m != 0
+            idx = torch.arange(m.shape[1])
+            first = torch.where(nz, idx, m.shape[1]).min(1).values
+            last = torch.where(nz, idx, -1).max(1).values
+            return torch.stack([first, last], 1)
+
+        return span(self.ry), span(self.rx)
+
     def positive_box(self, grid: torch.Tensor) -> tuple[int, int, int, int] | None:
         """XYXY pixel box of ``full(grid) > 0``, or None when no pixel is positive.
 
         A photo pixel can only be positive if a grid cell in its support is,
         so only the rows and columns whose support meets the positive cells'
-        bounding box are examined, and of those only the outermost ones.
+        bounding box are candidates, scanned from each side until a line with
+        a positive pixel is found (usually the first few).
         """
-        g = grid.double().cpu()
+        g = grid.float().cpu()
         pos = g > 0
         if not bool(pos.any()):
             return None
         a = torch.nonzero(pos.any(1)).flatten()
         b = torch.nonzero(pos.any(0)).flatten()
-        rows_i = torch.nonzero((self.ry[:, a[0] : a[-1] + 1] > 0).any(1)).flatten()
-        cols_j = torch.nonzero((self.rx[:, b[0] : b[-1] + 1] > 0).any(1)).flatten()
+        row_span, col_span = self._supports
+        rows_i = torch.nonzero((row_span[:, 0] <= a[-1]) & (row_span[:, 1] >= a[0])).flatten()
+        cols_j = torch.nonzero((col_span[:, 0] <= b[-1]) & (col_span[:, 1] >= b[0])).flatten()
         if rows_i.numel() == 0 or cols_j.numel() == 0:  # positive cells only in the padding
             return None
-        ry, rx = self.ry[rows_i], self.rx[cols_j]
-        ya = torch.nonzero((ry != 0).any(0)).flatten()
-        xb = torch.nonzero((rx != 0).any(0)).flatten()
-        ry, rx = ry[:, ya[0] : ya[-1] + 1], rx[:, xb[0] : xb[-1] + 1]
-        sub = g[ya[0] : ya[-1] + 1, xb[0] : xb[-1] + 1]
-        rows = ry @ sub  # row k of the window is rows[k] @ rx.T
-        cols = sub @ rx.T  # column k of the window is ry @ cols[:, k]
-        y0 = _first_positive(rows, rx, bound=rows.max(1).values)
+        ya0, ya1 = int(row_span[rows_i, 0].min()), int(row_span[rows_i, 1].max())
+        xb0, xb1 = int(col_span[cols_j, 0].min()), int(col_span[cols_j, 1].max())
+        ry = self.ry[rows_i, ya0 : ya1 + 1].float()
+        rx = self.rx[cols_j, xb0 : xb1 + 1].float()
+        sub = g[ya0 : ya1 + 1, xb0 : xb1 + 1]
+        y0 = _first_positive(len(rows_i), lambda k: ry[k] @ sub @ rx.T)
         if y0 is None:
             return None
-        y1 = _first_positive(rows.flip(0), rx, bound=rows.flip(0).max(1).values)
-        x0 = _first_positive(cols.T, ry, bound=cols.max(0).values)
-        x1 = _first_positive(cols.T.flip(0), ry, bound=cols.flip(1).max(0).values)
-        return (int(cols_j[x0]), int(rows_i[y0]), int(cols_j[-1 - x1]), int(rows_i[-1 - y1]))
+        y1 = _first_positive(len(rows_i), lambda k: ry[k] @ sub @ rx.T, reverse=True)
+        x0 = _first_positive(len(cols_j), lambda k: rx[k] @ sub.T @ ry.T)
+        x1 = _first_positive(len(cols_j), lambda k: rx[k] @ sub.T @ ry.T, reverse=True)
+        return (int(cols_j[x0]), int(rows_i[y0]), int(cols_j[x1]), int(rows_i[y1]))
 
 
-def _first_positive(lines: torch.Tensor, weights: torch.Tensor, bound: torch.Tensor, chunk: int = 32) -> int | None:
-    """Index of the first line whose full values (``lines[i] @ weights.T``) have one > 0."""
-    cand = torch.nonzero(bound > 0).flatten()
-    for start in range(0, cand.numel(), chunk):
-        idx = cand[start : start + chunk]
-        hit = ((lines[idx] @ weights.T) > 0).any(dim=1)
+def _first_positive(n: int, lines: Callable[[torch.Tensor], torch.Tensor], reverse: bool = False, chunk: int = 16) -> int | None:
+    """Index of the first (or last) of ``n`` lines with a value > 0; ``lines(idx)`` gives (k, L) values."""
+    order = torch.arange(n - 1, -1, -1) if reverse else torch.arange(n)
+    for start in range(0, n, chunk):
+        idx = order[start : start + chunk]
+        hit = (lines(idx) > 0).any(dim=1)
         if bool(hit.any()):
             return int(idx[int(torch.nonzero(hit)[0])])
     return None

@@ -83,7 +83,7 @@ class FrameSource:
                     self.decoded += 1
                     yield rgb
             except av.FFmpegError as exc:
-                self.stopped = f"decoding failed after frame {self.decoded} ({exc.__class__.__name__})"
+                self.stopped = f"decoding failed after {self.decoded} frames ({exc.__class__.__name__})"
                 return
         if expected is not None and self.decoded < expected[1]:
             self.stopped = f"the video ends after {self.decoded} of the {expected[0]} frames its {expected[2]} announces"

@@ -257,6 +257,15 @@ class VideoSession:
             boxes: previous tight boxes per object id; default the session's.
         """
         prompts = self.prompts(encoded, self._boxes if boxes is None else boxes)
+        final = self.segment_objects(encoded, prompts)
+        ids = list(final)
+        labels = self._merge(encoded.geometry, ids, [final[oid][0] for oid in ids])
+        boxes_now = label_boxes(labels, ids)
+        scores = {oid: (final[oid][1] if boxes_now[oid] is not None else 0.0) for oid in ids}
+        return FramePrediction(labels=labels, scores=scores, boxes=boxes_now, prompts=prompts)
+
+    def segment_objects(self, encoded: EncodedImage, prompts: dict[int, ObjectPrompt]) -> dict[int, tuple[torch.Tensor, float]]:
+        """Each object's final (4h, 4w) low-res logits and predicted IoU, all objects batched per stage."""
         ids = list(prompts)
         plist = [prompts[oid] for oid in ids]
         first = decode_many(self.backend, encoded, [p.to_prompt(p.box_xyxy) for p in plist], multimask=True)
@@ -279,10 +288,7 @@ class VideoSession:
                 start.append((out.low_res_logits[k], float(out.iou[k])))
                 refine_boxes.append(None)
         final = self._refine(encoded, plist, start, refine_boxes, box_first=self.finetune)
-        labels = self._merge(geometry, ids, [logits for logits, _ in final])
-        boxes_now = label_boxes(labels, ids)
-        scores = {oid: (score if boxes_now[oid] is not None else 0.0) for oid, (_, score) in zip(ids, final)}
-        return FramePrediction(labels=labels, scores=scores, boxes=boxes_now, prompts=prompts)
+        return dict(zip(ids, final))
 
     def _refine(self, encoded: EncodedImage, prompts: list[ObjectPrompt], start: list[tuple[torch.Tensor, float]],
                 boxes: list[Box | None], box_first: bool) -> list[tuple[torch.Tensor, float]]:

@@ -1,0 +1,74 @@
+"""``persam video``: segment the objects of a first-frame mask through a video."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from persam.cli.common import add_model_options, load_model, progress
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "video",
+        help="segment objects through a video from a first-frame mask",
+        description=(
+            "Learn each object of the first frame's mask, then segment them in every frame (PerSAM's video "
+            "protocol). Writes OUT/00000.png, OUT/00001.png, ... as palette PNGs of object ids (DAVIS naming)."
+        ),
+    )
+    p.add_argument("input", metavar="INPUT", help="folder of frames (sorted by name) or a video file (mp4/mov/webm/avi/mkv)")
+    p.add_argument("--mask", required=True, metavar="FIRST.png",
+                   help="first-frame mask: palette or grayscale PNG of object ids, or a binary 0/255 mask (one object)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder for the per-frame label maps")
+    p.add_argument("--overlay-video", metavar="OUT.mp4", help="also write the frames with the objects tinted, as mp4")
+    p.add_argument("--finetune", action="store_true", help="PerSAM-F: fit two mask-scale weights per object on the first frame")
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from persam.io import save_label_map
+    from persam.video.frames import OverlayWriter, load_label_map, open_frames, tint
+    from persam.video.session import VideoSession
+
+    source = open_frames(args.input)
+    labels = load_label_map(args.mask)
+    frames = iter(source)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"{args.input}: no frame could be decoded ({source.stopped or 'empty video'}); "
+                         "re-encode the video or pass a folder of frames")
+    if labels.shape != first.shape[:2]:
+        raise ValueError(f"{args.mask} is {labels.shape[1]}x{labels.shape[0]} but the frames of {args.input} are "
+                         f"{first.shape[1]}x{first.shape[0]}; pass the mask drawn on the first frame")
+    if not labels.any():
+        raise ValueError(f"{args.mask} has no object pixel (all 0); mark each object with its id, or 255 for one object")
+    model = load_model(args)
+    session = VideoSession(model, first, labels, finetune=args.finetune)
+    out = Path(args.output)
+    writer = OverlayWriter(args.overlay_video, source.fps, session.hw) if args.overlay_video else None
+    shown = {"frame": first}
+
+    def remembered():
+        for frame in frames:
+            shown["frame"] = frame
+            yield frame
+
+    written = 0
+    try:
+        for index, frame_labels, _ in progress(session.run(remembered()), source.total, "video", unit="frame"):
+            save_label_map(out / f"{index:05d}.png", frame_labels)
+            if writer is not None:
+                writer.write(tint(shown["frame"], frame_labels))
+            written += 1
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
+    if source.stopped:
+        raise ValueError(f"{args.input}: {source.stopped}; the {written} frames decoded were segmented into {out}; "
+                         "re-encode or re-download the video to segment the rest")
+    return 0

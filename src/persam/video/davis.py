@@ -1,0 +1,115 @@
+"""Running the video protocol on DAVIS 2017 (semi-supervised: first-frame annotation given).
+
+Layout (``persam.eval.datasets``): ``ROOT/JPEGImages/480p/<seq>/00000.jpg``,
+``ROOT/Annotations/480p/<seq>/00000.png``, ``ROOT/ImageSets/2017/val.txt``.
+Output: ``OUT_DIR/<seq>/<frame>.png`` palette PNGs of object ids, one per
+frame, named like the frames; ready for ``persam.eval.datasets.evaluate_davis``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TypeVar
+
+import numpy as np
+
+from persam.eval.datasets import Davis2017Dataset, read_label_mask
+from persam.eval.metrics import DAVIS_VOID_LABEL
+from persam.io import load_image, save_label_map
+from persam.video.session import VideoSession, VideoSettings
+
+T = TypeVar("T")
+#: ``progress(items, total, desc, unit=...)`` as ``persam.cli.common.progress``.
+Progress = Callable[..., Iterable[T]]
+
+
+@dataclass(frozen=True)
+class SequenceRun:
+    """What ``run_davis`` did on one sequence.
+
+    Attributes:
+        name: sequence name.
+        frames: frames written (the first included).
+        objects: object ids of the first-frame annotation.
+        seconds: wall time, model set-up (and PerSAM-F fit) included.
+        notes: the session's notes (vanished / returning objects, small objects).
+    """
+
+    name: str
+    frames: int
+    objects: tuple[int, ...]
+    seconds: float
+    notes: tuple[str, ...]
+
+
+def _frames(paths: Iterable[Path]) -> Iterator[np.ndarray]:
+    for path in paths:
+        yield load_image(path)
+
+
+def run_davis(
+    model,
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    finetune: bool = False,
+    sequences: Iterable[str] | str | None = None,
+    subset: str = "val",
+    resolution: str = "480p",
+    settings: VideoSettings | None = None,
+    progress: Progress | None = None,
+) -> list[SequenceRun]:
+    """Segment every frame of DAVIS 2017 sequences from their first-frame annotation.
+
+    Void pixels (255) of the first annotation count as background. Frames
+    are read one at a time.
+
+    Args:
+        model: a ``persam.api.PersamModel``.
+        root: DAVIS 2017 root.
+        out_dir: where ``<seq>/<frame>.png`` are written (atomically, per file).
+        finetune: PerSAM-F instead of training-free PerSAM.
+        sequences: names to run; default the ``ImageSets/2017/<subset>.txt`` list.
+        subset: image-set name used when ``sequences`` is None.
+        resolution: ``"480p"`` or ``"Full-Resolution"``.
+        settings: video protocol knobs (default = reference).
+        progress: wraps each sequence's frame iterator, called as
+            ``progress(items, total, desc, unit="frame")``; e.g.
+            ``persam.cli.common.progress``. None = no progress display.
+
+    Returns:
+        One ``SequenceRun`` per sequence, in order.
+
+    Raises:
+        FileNotFoundError, ValueError: broken layout, empty first annotation,
+            frames and annotation of different sizes.
+    """
+    dataset = Davis2017Dataset(root, sequences, subset=subset, resolution=resolution)
+    out_root = Path(out_dir)
+    runs = []
+    for seq in dataset:
+        start = time.perf_counter()
+        first_path = seq.annotations[0]
+        if first_path.stem != seq.frames[0].stem:
+            raise ValueError(f"sequence {seq.name!r}: first annotation {first_path.name} does not match the first "
+                             f"frame {seq.frames[0].name}; the first frame must be annotated")
+        labels = read_label_mask(first_path)
+        labels = np.where(labels == DAVIS_VOID_LABEL, 0, labels).astype(np.uint8)
+        if not labels.any():
+            raise ValueError(f"{first_path}: the first-frame annotation has no object; sequence {seq.name!r} cannot be run")
+        first = load_image(seq.frames[0])
+        if labels.shape != first.shape[:2]:
+            raise ValueError(f"{first_path} is {labels.shape[1]}x{labels.shape[0]} but {seq.frames[0]} is "
+                             f"{first.shape[1]}x{first.shape[0]}; use annotations and frames of one resolution")
+        session = VideoSession(model, first, labels, finetune=finetune, settings=settings)
+        stream = session.run(_frames(seq.frames[1:]))
+        if progress is not None:
+            stream = progress(stream, len(seq.frames), seq.name, unit="frame")
+        count = 0
+        for index, frame_labels, _ in stream:
+            save_label_map(out_root / seq.name / f"{seq.frames[index].stem}.png", frame_labels)
+            count += 1
+        runs.append(SequenceRun(seq.name, count, tuple(session.object_ids), time.perf_counter() - start, tuple(session.notes)))
+    return runs

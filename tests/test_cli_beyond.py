@@ -1,0 +1,107 @@
+"""The command line for concepts, album indexes, instances and COCO output."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import synthetic_photo
+from persam.cli.main import main
+
+
+@pytest.fixture
+def album(tmp_path):
+    ref, mask = synthetic_photo(seed=50)
+    Image.fromarray(ref).save(tmp_path / "ref.jpg")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")
+    photos = tmp_path / "photos"
+    (photos / "trip").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(synthetic_photo(seed=51 + i)[0]).save(photos / ("trip" if i else ".") / f"img{i}.png")
+    return tmp_path
+
+
+def model_args(ckpt):
+    return ["--model", "sam_tiny", "--checkpoint", str(ckpt), "--device", "cpu"]
+
+
+def test_personalize_then_segment_with_concept(album, tiny_checkpoint, capsys):
+    concept = album / "c.persam"
+    assert main(["personalize", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"),
+                 "--finetune", "-o", str(concept), *model_args(tiny_checkpoint)]) == 0
+    assert "persam-f" in capsys.readouterr().out
+    direct, saved = album / "direct", album / "saved"
+    assert main(["segment", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"), "--finetune",
+                 str(album / "photos"), "-o", str(direct), *model_args(tiny_checkpoint)]) == 0
+    assert main(["segment", "--concept", str(concept), str(album / "photos"), "-o", str(saved), *model_args(tiny_checkpoint)]) == 0
+    for rel in ("img0.png", "trip/img1.png", "trip/img2.png"):
+        assert np.array_equal(np.asarray(Image.open(direct / rel)), np.asarray(Image.open(saved / rel)))
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert manifest["method"] == "persam-f" and len(manifest["inputs"]) == 3
+    assert {e["status"] for e in manifest["inputs"]} == {"written"}
+
+
+def test_concept_from_another_checkpoint_is_refused(album, tiny_checkpoint, tmp_path, capsys):
+    import torch
+
+    from persam.backends.builders import build_sam_tiny
+
+    concept = album / "c.persam"
+    main(["personalize", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"), "-o", str(concept), *model_args(tiny_checkpoint)])
+    torch.manual_seed(7)
+    *_, module = build_sam_tiny()
+    other = tmp_path / "other.pth"
+    torch.save(module.state_dict(), other)
+    capsys.readouterr()
+    assert main(["segment", "--concept", str(concept), str(album / "photos"), "-o", str(album / "o"), *model_args(other)]) == 2
+    assert "another checkpoint" in capsys.readouterr().err
+
+
+def test_index_then_segment_decoder_only(album, tiny_checkpoint, capsys):
+    idx = album / "album.idx"
+    args = model_args(tiny_checkpoint)
+    assert main(["index", str(album / "photos"), "-o", str(idx), "--dtype", "float32", *args]) == 0
+    assert "3 encoded now" in capsys.readouterr().out
+    assert main(["index", str(album / "photos"), "-o", str(idx), *args]) == 0
+    assert "0 encoded now, 3 unchanged" in capsys.readouterr().out
+    concept = album / "c.persam"
+    main(["personalize", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"), "-o", str(concept), *args])
+    out_idx, out_direct = album / "from_index", album / "direct"
+    assert main(["segment", "--index", str(idx), "--concept", str(concept), "-o", str(out_idx), "--format", "coco", *args]) == 0
+    assert main(["segment", "--concept", str(concept), str(album / "photos"), "-o", str(out_direct), *args]) == 0
+    for rel in ("img0.png", "trip/img1.png", "trip/img2.png"):
+        assert np.array_equal(np.asarray(Image.open(out_idx / rel)), np.asarray(Image.open(out_direct / rel)))
+    coco = json.loads((out_idx / "annotations.json").read_text())
+    assert len(coco["images"]) == 3 and len(coco["annotations"]) == 3
+    from pycocotools import mask as mask_utils
+
+    ann = coco["annotations"][0]
+    decoded = mask_utils.decode({"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()})
+    written = np.asarray(Image.open(out_idx / "img0.png")) > 0
+    assert np.array_equal(decoded.astype(bool), written)
+
+
+def test_index_refuses_another_model(album, tiny_checkpoint, capsys):
+    idx = album / "album.idx"
+    main(["index", str(album / "photos"), "-o", str(idx), *model_args(tiny_checkpoint)])
+    capsys.readouterr()
+    assert main(["index", str(album / "photos"), "-o", str(idx), "--model", "litemedsam", "--device", "cpu"]) == 2
+    assert "index was built with model 'sam_tiny'" in capsys.readouterr().err
+
+
+def test_instances_write_label_maps(album, tiny_checkpoint):
+    out = album / "inst"
+    assert main(["segment", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"), "--max-instances", "3",
+                 str(album / "photos" / "img0.png"), "-o", str(out), *model_args(tiny_checkpoint)]) == 0
+    labels = Image.open(out / "img0.png")
+    assert labels.mode == "P" and np.asarray(labels).max() <= 3
+
+
+def test_several_references(album, tiny_checkpoint):
+    ref2, mask2 = synthetic_photo(seed=60)
+    Image.fromarray(ref2).save(album / "ref2.jpg")
+    Image.fromarray(mask2.astype(np.uint8) * 255).save(album / "ref2_mask.png")
+    assert main(["segment", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"), "--ref", str(album / "ref2.jpg"),
+                 "--ref-mask", str(album / "ref2_mask.png"), str(album / "photos"), "-o", str(album / "o"), *model_args(tiny_checkpoint)]) == 0
+    assert main(["segment", "--ref", str(album / "ref.jpg"), str(album / "photos"), "-o", str(album / "o"), *model_args(tiny_checkpoint)]) == 2
