@@ -34,9 +34,14 @@ import numpy as np
 import torch
 
 #: Keys of ``BenchResult.to_dict()`` that are durations in seconds.
-TIMING_KEYS = ("encoder_s", "decoder_pass_s", "persam_extra_s", "persam_f_extra_s", "fit_s", "decode_only_s")
-#: Ratios of ``BenchResult.to_dict()``: a stage's time over one decoder pass.
-RATIO_KEYS = ("persam_extra_over_decoder", "persam_f_extra_over_decoder", "decode_only_over_decoder")
+TIMING_KEYS = ("encoder_s", "decoder_pass_s", "persam_extra_s", "persam_f_extra_s", "fit_s", "decode_only_s", "video_extra_s")
+#: Ratios of ``BenchResult.to_dict()``: a stage's time over one decoder pass (video: over the encoder).
+RATIO_KEYS = (
+    "persam_extra_over_decoder",
+    "persam_f_extra_over_decoder",
+    "decode_only_over_decoder",
+    "video_extra_over_encoder",
+)
 
 
 def synthetic_photo(long_side: int, seed: int, center: tuple[float, float] = (0.45, 0.5),
@@ -96,6 +101,8 @@ class BenchResult:
         persam_f_extra_s: PerSAM-F on an encoded photo, full-resolution mask included.
         fit_s: PerSAM-F's fit on an encoded reference (``personalize(finetune=True)``).
         decode_only_s: PerSAM on photo pixels whose embedding is cached.
+        video_extra_s: per video frame beyond the encoder, 3 objects
+            (``persam.video.bench.video_frame_extra_s``).
         peak_rss_mb: peak resident memory of the process (MiB).
     """
 
@@ -114,6 +121,7 @@ class BenchResult:
     persam_f_extra_s: float
     fit_s: float
     decode_only_s: float
+    video_extra_s: float
     peak_rss_mb: float
 
     def _over_decoder(self, seconds: float) -> float:
@@ -130,6 +138,10 @@ class BenchResult:
     @property
     def decode_only_over_decoder(self) -> float:
         return self._over_decoder(self.decode_only_s)
+
+    @property
+    def video_extra_over_encoder(self) -> float:
+        return self.video_extra_s / self.encoder_s if self.encoder_s > 0 else float("inf")
 
     def to_dict(self) -> dict[str, object]:
         """All fields and the three ratios, JSON-ready."""
@@ -229,6 +241,10 @@ def run_benchmark(
     decode_only_s = _median_seconds(lambda: concept.segment(tgt_image), runs, sync)
     if backend.encoder_calls != encoder_calls:
         raise RuntimeError("the image encoder ran during a decoder-only measurement; the timings are not valid")
+    stage("video frame, 3 objects")
+    from persam.video.bench import video_frame_extra_s
+
+    video_extra_s = video_frame_extra_s(session, n_objects=3, size=image_size, runs=runs)
 
     return BenchResult(
         model=backend.name,
@@ -246,5 +262,6 @@ def run_benchmark(
         persam_f_extra_s=persam_f_extra_s,
         fit_s=fit_s,
         decode_only_s=decode_only_s,
+        video_extra_s=video_extra_s,
         peak_rss_mb=peak_rss_mb(),
     )

@@ -182,10 +182,29 @@ def test_davis_shifted_prediction_scores_less(davis_root: Path, tmp_path: Path, 
     assert data["sequences"] == ["dogs"]
 
 
-def test_davis_without_pred_is_a_usage_error(davis_root: Path, capsys) -> None:
-    assert main(["eval", "davis", str(davis_root)]) == 2
-    line = one_line_error(capsys.readouterr().err)
-    assert "not available yet" in line and "--pred" in line
+@pytest.mark.parametrize("method", ["persam", "persam-f"])
+def test_davis_runs_the_video_method(davis_root: Path, tmp_path: Path, method: str) -> None:
+    root = tmp_path / "DAVIS"
+    shutil.copytree(davis_root, root)
+    rng = np.random.default_rng(0)
+    for png in (root / "Annotations" / "480p").rglob("*.png"):
+        labels = np.asarray(Image.open(png))
+        frame = rng.integers(60, 120, size=(60, 80, 3), dtype=np.uint8)
+        frame[labels == 1] = (220, 40, 40)
+        frame[labels == 2] = (40, 40, 220)
+        out = root / "JPEGImages" / "480p" / png.parent.name / f"{png.stem}.jpg"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(frame).save(out)
+    pred, report = tmp_path / "pred", tmp_path / "davis.json"
+    code = main(["eval", "davis", str(root), "--method", method, "--model", "sam_tiny", "--random-weights", "--device", "cpu",
+                 "--out", str(pred), "--json", str(report)])
+    assert code == 0
+    for seq in ("cars", "dogs"):
+        written = sorted(p.name for p in (pred / seq).glob("*.png"))
+        assert written == [f"{t:05d}.png" for t in range(5)]
+        assert Image.open(pred / seq / "00003.png").mode == "P"
+    data = json.loads(report.read_text())
+    assert data["J&F"] == pytest.approx(evaluate_davis(root, pred).jf_mean)
 
 
 def test_davis_missing_dataset(tmp_path: Path, capsys) -> None:

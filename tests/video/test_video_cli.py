@@ -150,3 +150,41 @@ def test_unreadable_video_and_wrong_input(tmp_path, clip, capsys):
     empty.mkdir()
     rc = main(["video", str(empty), "--mask", str(mask), "-o", str(tmp_path / "out"), *TINY])
     assert rc == 2 and "no image files" in one_line_error(capsys.readouterr().err)
+
+
+def test_label_map_formats(tmp_path):
+    from persam.video.frames import load_label_map
+
+    labels = np.zeros((7, 9), np.uint8)
+    labels[1:3, 1:4], labels[4:6, 5:8] = 1, 3
+    save_palette(tmp_path / "p.png", labels)
+    Image.open(tmp_path / "p.png").convert("RGB").save(tmp_path / "rgb.png")  # DAVIS colours -> ids
+    Image.fromarray(labels).save(tmp_path / "gray.png")
+    Image.fromarray(labels > 0).save(tmp_path / "bits.png")
+    for name in ("p.png", "rgb.png", "gray.png"):
+        assert np.array_equal(load_label_map(tmp_path / name), labels), name
+    assert np.array_equal(load_label_map(tmp_path / "bits.png"), (labels > 0).astype(np.uint8))
+    soft = (np.arange(7 * 9).reshape(7, 9) * 4).astype(np.uint8)
+    Image.fromarray(soft).save(tmp_path / "soft.png")
+    with pytest.raises(ValueError, match="anti-aliased"):
+        load_label_map(tmp_path / "soft.png")
+    odd = np.zeros((7, 9, 3), np.uint8)
+    odd[0, 0] = (1, 2, 3)
+    Image.fromarray(odd).save(tmp_path / "odd.png")
+    with pytest.raises(ValueError, match="not a DAVIS palette colour"):
+        load_label_map(tmp_path / "odd.png")
+
+
+def test_overlay_writer_pads_odd_sizes(tmp_path):
+    from persam.video.frames import OverlayWriter, tint
+
+    labels = np.zeros((7, 9), np.uint8)
+    labels[2:5, 3:6] = 2
+    tinted = tint(np.full((7, 9, 3), 100, np.uint8), labels)
+    assert tinted[3, 4].tolist() != [100, 100, 100] and tinted[0, 0].tolist() == [100, 100, 100]
+    writer = OverlayWriter(tmp_path / "o.mp4", Fraction(30000, 1001), (7, 9))
+    for _ in range(4):
+        writer.write(tinted)
+    writer.close()
+    n, hw, rate = read_video(tmp_path / "o.mp4")
+    assert n == 4 and hw == (8, 10) and abs(float(rate) - 29.97) < 0.01

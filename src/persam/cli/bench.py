@@ -45,6 +45,7 @@ def format_result(result) -> str:
         ("PerSAM-F on an encoded photo", result.persam_f_extra_s, result.persam_f_extra_over_decoder),
         ("PerSAM, cached embedding (decode only)", result.decode_only_s, result.decode_only_over_decoder),
         ("PerSAM-F fit on an encoded reference", result.fit_s, None),
+        ("video frame beyond the encoder, 3 objects (ratio: to the encoder)", result.video_extra_s, result.video_extra_over_encoder),
     ]
     for name, seconds, ratio in rows:
         tail = f"{ratio:9.2f}" if ratio is not None else f"{'':>9}"

@@ -45,13 +45,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     dv = bench.add_parser(
         "davis",
-        help="DAVIS 2017: score palette-PNG predictions (J&F, J, F)",
-        description="Score DAVIS 2017 semi-supervised predictions (J&F, region J, boundary F; fractions).",
+        help="DAVIS 2017: run video PerSAM / PerSAM-F and score it, or score predictions (J&F, J, F)",
+        description="Run the video method on DAVIS 2017 (or score existing palette-PNG predictions with --pred): J&F, region J, boundary F (fractions).",
     )
     dv.add_argument("root", metavar="ROOT", help="DAVIS 2017 root (Annotations/480p/<seq>/, ImageSets/2017/val.txt)")
-    dv.add_argument("--pred", metavar="DIR", help="predictions DIR/<seq>/00000.png (palette or grayscale object ids)")
+    dv.add_argument("--pred", metavar="DIR", help="score predictions DIR/<seq>/00000.png (palette or grayscale object ids) instead of running the model")
+    dv.add_argument("--method", choices=["persam-f", "persam"], default="persam-f", help="video method to run (default persam-f, as the paper's DAVIS figure)")
+    dv.add_argument("--out", metavar="DIR", help="where to write the predicted palette PNGs (default ./persam-eval/davis-<method>)")
     dv.add_argument("--sequences", metavar="A,B", help="comma-separated sequences (default: ImageSets/2017/val.txt)")
     dv.add_argument("--json", metavar="FILE", help="also write the global and per-object figures as JSON")
+    add_model_options(dv)
     dv.set_defaults(func=run_davis)
 
 
@@ -178,14 +181,22 @@ def _davis_row(name: str, stats: dict, width: int) -> str:
 def run_davis(args: argparse.Namespace) -> int:
     from persam.eval.datasets import evaluate_davis
 
-    if args.pred is None:
-        raise ValueError("running video segmentation on DAVIS is not available yet; pass --pred DIR with predictions to score")
     sequences = None
     if args.sequences is not None:
         sequences = [s.strip() for s in args.sequences.split(",") if s.strip()]
         if not sequences:
             raise ValueError("--sequences is empty; pass comma-separated sequence names, e.g. bear,blackswan")
-    report = evaluate_davis(args.root, args.pred, sequences)
+    pred = args.pred
+    if pred is None:
+        from persam.eval.datasets import Davis2017Dataset
+        from persam.video.davis import run_davis as run_video
+
+        Davis2017Dataset(args.root, sequences)  # a malformed layout fails before the model loads
+        pred = args.out or str(Path("persam-eval") / f"davis-{args.method}")
+        model = load_model(args)
+        run_video(model, args.root, pred, finetune=args.method == "persam-f", sequences=sequences, progress=progress)
+    args.pred = pred
+    report = evaluate_davis(args.root, pred, sequences)
     glob = report.as_dict(per_object=False)
     per_object = {o.key: report.as_dict()[o.key] for o in report.objects}
 

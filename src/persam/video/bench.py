@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from persam.api import PersamModel
 
 COLOURS = ((215, 60, 45), (40, 90, 210), (60, 190, 70), (230, 200, 40), (170, 60, 200))
 
@@ -40,7 +44,7 @@ def synthetic_clip_frame(long_side: int, n_objects: int, shift: int = 0, seed: i
     return frame, labels
 
 
-def video_frame_extra_s(model, n_objects: int = 3, size: int = 1024, runs: int = 5) -> float:
+def video_frame_extra_s(model: "PersamModel", n_objects: int = 3, size: int = 1024, runs: int = 5) -> float:
     """Median seconds per frame beyond the encoder for ``n_objects`` objects (PerSAM video protocol).
 
     The later frame is encoded once outside the timing; each timed run is

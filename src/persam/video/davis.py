@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from persam.eval.datasets import Davis2017Dataset, read_label_mask
 from persam.eval.metrics import DAVIS_VOID_LABEL
 from persam.io import load_image, save_label_map
 from persam.video.session import VideoSession, VideoSettings
+
+if TYPE_CHECKING:
+    from persam.api import PersamModel
 
 T = TypeVar("T")
 #: ``progress(items, total, desc, unit=...)`` as ``persam.cli.common.progress``.
@@ -50,7 +53,7 @@ def _frames(paths: Iterable[Path]) -> Iterator[np.ndarray]:
 
 
 def run_davis(
-    model,
+    model: "PersamModel",
     root: str | Path,
     out_dir: str | Path,
     *,

@@ -39,7 +39,7 @@ uint8, 0 = background, any other value = object id.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -53,6 +53,9 @@ from persam.method.settings import FitSettings
 from persam.method.target import TargetFeatures, masked_features
 from persam.video.batch import decode_many
 from persam.video.prior import Box, box_centre, enlarge_box, label_boxes, topk_points
+
+if TYPE_CHECKING:
+    from persam.api import PersamModel
 
 #: The reference's video code draws the mask as 215 (not 128) before SAM's normalisation.
 VIDEO_CELL_THRESHOLD = 123.675 / 215
@@ -176,7 +179,7 @@ class VideoSession:
         ValueError: label map size differing from the frame, no object pixel.
     """
 
-    def __init__(self, model, first_frame: ImageLike, first_labels: np.ndarray, *, finetune: bool = False,
+    def __init__(self, model: "PersamModel", first_frame: ImageLike, first_labels: np.ndarray, *, finetune: bool = False,
                  settings: VideoSettings | None = None) -> None:
         self.model = model
         self.backend = model.backend
@@ -368,7 +371,7 @@ def _touched_cells(encoded: EncodedImage, mask: np.ndarray) -> torch.Tensor:
     return encoded.embedding[0][:, torch.from_numpy(cells[:, 0]), torch.from_numpy(cells[:, 1])].T
 
 
-def segment_video(model, first_frame: ImageLike, first_labels: np.ndarray, frames: Iterable[ImageLike], *,
+def segment_video(model: "PersamModel", first_frame: ImageLike, first_labels: np.ndarray, frames: Iterable[ImageLike], *,
                   finetune: bool = False, settings: VideoSettings | None = None) -> Iterator[VideoFrame]:
     """Segment a video frame by frame (see ``VideoSession``).
 
