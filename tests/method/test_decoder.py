@@ -69,27 +69,6 @@ def test_each_guidance_changes_the_first_pass():
     assert (prompted - plain).abs().max() > 1e-4
 
 
-def test_semantic_prompt_is_carried_by_query_pe():
-    """T is added to the tokens before each block and, once, to the query PE.
-
-    Equivalent formulation: with a one-block transformer, adding T to the
-    sparse prompt tokens *and* the output tokens (so tokens = pe = tokens + T)
-    is exactly what happens before the first block.
-    """
-    torch.manual_seed(3)
-    _, prompt_encoder, decoder, _ = build_sam_tiny()
-    decoder.transformer.layers = decoder.transformer.layers[:1]
-    emb, pe, sparse, dense = _inputs(decoder, prompt_encoder)
-    t = torch.randn(32)
-    with torch.no_grad():
-        ours, _ = guided_predict_masks(decoder, emb, pe, sparse, dense, Guidance(target_embedding=t))
-        # Shift every token by T through the official path: output tokens via their weights.
-        decoder.iou_token.weight += t
-        decoder.mask_tokens.weight += t
-        official, _ = decoder.predict_masks(emb, pe, sparse + t, dense)
-    assert torch.allclose(ours, official, atol=1e-5)
-
-
 def test_decode_shapes(tiny_model, photo):
     enc = tiny_model.encode(photo[0])
     prompt = Prompt(points_xy=torch.tensor([[100.0, 80.0]]), labels=torch.tensor([1]))

@@ -8,9 +8,10 @@ the official order, with two additions (PerSAM, section 3.3):
   two-way blocks, the softmax-ed attention map ``A`` becomes
   ``softmax(A + G)`` with ``G`` a (h*w,) bias shared by heads and tokens;
 * target-semantic prompting: the target embedding ``T`` is added to the
-  tokens before every block; as in the reference it is also carried by the
-  query positional embedding (one copy), which therefore reaches the final
-  token-to-image attention too.
+  tokens before every block. As in the reference, the query positional
+  embedding carries one copy of ``T`` (the reference adds it in place to the
+  tensor that is both), and the final token-to-image attention's query gets
+  ``T`` once more: ``q = queries + (tokens + T) + T``.
 
 Without guidance the official ``MaskDecoder.predict_masks`` is called as is.
 """
@@ -113,7 +114,8 @@ def _two_way(transformer: nn.Module, src: torch.Tensor, pos: torch.Tensor, token
         queries = layer.norm2(queries + attention(layer.cross_attn_token_to_image, queries + query_pe, keys + key_pe, keys, bias))
         queries = layer.norm3(queries + layer.mlp(queries))
         keys = layer.norm4(keys + layer.cross_attn_image_to_token(q=keys + key_pe, k=queries + query_pe, v=queries))
-    final = transformer.final_attn_token_to_image(q=queries + query_pe, k=keys + key_pe, v=keys)
+    final_q = queries + query_pe if target is None else queries + query_pe + target.to(queries.dtype)
+    final = transformer.final_attn_token_to_image(q=final_q, k=keys + key_pe, v=keys)
     return transformer.norm_final_attn(queries + final), keys
 
 
