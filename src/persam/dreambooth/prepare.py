@@ -1,0 +1,162 @@
+"""Fine-tuning data for DreamBooth: the subject segmented in every training photo.
+
+Layout of the data folder (readable by ``datasets.load_dataset("imagefolder",
+data_dir=DATA)``; ``file_name`` is relative to DATA)::
+
+    DATA/images/<name>.png      the photo (RGB, EXIF orientation applied)
+    DATA/masks/<name>.png       the subject mask (0 / 255), same size
+    DATA/overlays/<name>.jpg    the photo with the mask tinted, to check by eye
+    DATA/metadata.jsonl         {"file_name": "images/<name>.png",
+                                 "mask_file_name": "masks/<name>.png", "text": PROMPT}
+    DATA/rejected.json          photos left out (or kept with ``force``), with the reason
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from persam.io import atomic_write_text, find_images, load_image, save_mask, save_overlay
+
+#: A plausible subject covers at least this fraction of the photo ...
+MIN_AREA = 0.01
+#: ... and at most this fraction.
+MAX_AREA = 0.95
+
+
+@dataclass
+class PrepareReport:
+    """What ``prepare_dataset`` wrote.
+
+    Attributes:
+        kept: metadata rows written (one per photo in ``metadata.jsonl``).
+        rejected: ``{"photo", "name", "reason", "area", "score", "included"}``
+            per photo failing a check (``included`` is True with ``force``).
+    """
+
+    root: Path
+    kept: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+
+
+def check_mask(present: bool, mask: np.ndarray, min_area: float = MIN_AREA, max_area: float = MAX_AREA) -> str | None:
+    """Why a segmentation is unfit for training, or None when it is plausible."""
+    if not present:
+        return "absent: the subject was not found in the photo"
+    area = float(mask.mean()) if mask.size else 0.0
+    if area < min_area:
+        return f"implausible mask: covers {area:.2%} of the photo (< {min_area:.0%})"
+    if area > max_area:
+        return f"implausible mask: covers {area:.2%} of the photo (> {max_area:.0%})"
+    return None
+
+
+def _unique_names(stems: Sequence[Path]) -> list[str]:
+    names, seen = [], set()
+    for stem in stems:
+        base = stem.as_posix()
+        name, i = base, 2
+        while name in seen:
+            name, i = f"{base}_{i}", i + 1
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def prepare_dataset(
+    concept,
+    photos: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    prompt: str,
+    force: bool = False,
+    min_area: float = MIN_AREA,
+    max_area: float = MAX_AREA,
+    on_error=None,
+) -> PrepareReport:
+    """Segment the subject (with absence detection) in every photo and write the data folder.
+
+    Args:
+        concept: a ``persam.api.Concept`` learned from the reference photo.
+        photos: image files or folders (searched recursively).
+        output: the data folder (created; files of the same names are replaced).
+        prompt: the ``text`` of every metadata row (e.g. "a photo of sks dog").
+        force: keep rejected photos in ``metadata.jsonl`` too (still listed in
+            ``rejected.json``, with ``"included": true``).
+        on_error: called with (photo, exception) for an unreadable photo
+            (which is rejected); default: re-raise.
+
+    Raises:
+        ValueError: no photos, or no photo kept.
+    """
+    from persam.cli.common import user_errors
+
+    targets = find_images(list(photos))
+    if not targets:
+        raise ValueError("no image files among the photos; pass .jpg/.png files or folders holding them")
+    root = Path(output)
+    report = PrepareReport(root)
+    errors = user_errors()
+    for (path, _), name in zip(targets, _unique_names([stem for _, stem in targets])):
+        try:
+            pixels = load_image(path)
+            result = concept.segment(pixels, detect_absent=True)
+        except errors as exc:
+            if on_error is None:
+                raise
+            on_error(path, exc)
+            report.rejected.append({"photo": str(path), "name": name, "reason": f"unreadable: {exc}", "included": False})
+            continue
+        reason = check_mask(result.present, result.mask, min_area, max_area)
+        if reason is not None:
+            report.rejected.append({"photo": str(path), "name": name, "reason": reason, "area": round(float(result.mask.mean()), 6),
+                                    "score": round(float(result.score), 6), "included": force})
+            if not force:
+                continue
+        image_rel, mask_rel = f"images/{name}.png", f"masks/{name}.png"
+        from PIL import Image
+
+        image_path = root / image_rel
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = image_path.with_name(f".{image_path.name}.tmp")
+        Image.fromarray(pixels).save(tmp, format="PNG")
+        os.replace(tmp, image_path)
+        save_mask(root / mask_rel, result.mask)
+        save_overlay(root / "overlays" / f"{name}.jpg", pixels, result.mask)
+        report.kept.append({"file_name": image_rel, "mask_file_name": mask_rel, "text": prompt})
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "rejected.json", json.dumps(report.rejected, indent=2) + "\n")
+    atomic_write_text(root / "metadata.jsonl", "".join(json.dumps(row) + "\n" for row in report.kept))
+    if not report.kept:
+        raise ValueError(f"no photo kept ({len(report.rejected)} rejected, see {root / 'rejected.json'}); check the reference mask or pass --force")
+    return report
+
+
+def read_metadata(data: str | os.PathLike) -> list[dict]:
+    """The rows of DATA/metadata.jsonl, checked (files exist, masks named)."""
+    root = Path(data)
+    meta = root / "metadata.jsonl"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta}: no such file; create the data folder with `persam dreambooth prepare`")
+    rows = []
+    for i, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{meta}:{i}: not JSON ({exc.msg})") from None
+        for key in ("file_name", "mask_file_name"):
+            if key not in row:
+                raise ValueError(f"{meta}:{i}: no {key!r}; recreate the data folder with `persam dreambooth prepare`")
+            if not (root / row[key]).is_file():
+                raise FileNotFoundError(f"{root / row[key]}: listed in {meta}:{i} but missing")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{meta}: no training photos listed")
+    return rows
