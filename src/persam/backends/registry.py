@@ -158,6 +158,11 @@ def create_backend(
             ) from None
         sha = file_sha256(path)
     module.eval().requires_grad_(False).to(dev)
+    if precision == "bf16":
+        # Autocast would re-cast the encoder's fp32 weights at every call; storing
+        # them in bf16 is faster (1.24 s -> 0.74 s for MobileSAM on an AMX CPU)
+        # with the same error. The light decoder keeps fp32 weights under autocast.
+        image_encoder.to(torch.bfloat16)
     return Backend(
         name=name,
         image_encoder=image_encoder,
