@@ -237,6 +237,7 @@ class Concept:
             raise ValueError(f"max_instances must be at least 1, got {max_instances}")
         encoded = self.model.encode(image)
         sim = self._similarity(encoded).clone()
+        first_best = float(sim.max())
         floor = float(sim.min()) - 1.0
         h, w = encoded.geometry.original_hw
         labels = np.zeros((h, w), dtype=np.uint8)
@@ -255,8 +256,7 @@ class Concept:
             cells = F.max_pool2d(covered, 4)[0, 0] > 0  # low-res (4h, 4w) -> grid (h, w)
             sim[cells.to(sim.device)] = floor
         if not found and detect_absent:
-            found_sim = float(self._similarity(encoded).max())
-            return InstancesResult(labels=labels, instances=[_absent(encoded, found_sim, self.threshold)])
+            return InstancesResult(labels=labels, instances=[_absent(encoded, first_best, self.threshold)])
         return InstancesResult(labels=labels, instances=found)
 
 

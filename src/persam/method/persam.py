@@ -12,7 +12,7 @@ import torch
 
 from persam.backends.base import Backend, EncodedImage
 from persam.method.decoder import DecoderOutput, Guidance, Prompt, decode
-from persam.method.resample import logits_operator
+from persam.method.resample import logits_operator, similarity_operator
 from persam.method.settings import PersamSettings
 from persam.method.target import TargetFeatures, attention_guidance, location_prior, similarity
 
@@ -93,8 +93,11 @@ def segment_persam(
     """
     if sim is None:
         sim = similarity(encoded, target.direction("mean"))
-    prior = location_prior(sim, encoded.geometry)
-    pts = [prior.positive_xy] + ([prior.negative_xy] if settings.negative_point else [])
+    if settings.negative_point:
+        prior = location_prior(sim, encoded.geometry)
+        pts = [prior.positive_xy, prior.negative_xy]
+    else:
+        pts = [similarity_operator(encoded.geometry).argmax(sim)]
     points = torch.tensor(pts, dtype=torch.int64)
     labels = torch.tensor([1] + [0] * (len(pts) - 1), dtype=torch.int64)
     guidance = Guidance(
