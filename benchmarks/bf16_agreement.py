@@ -12,10 +12,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import torch
 
 import persam
-from persam.backends.builders import build_mobile_sam
+from persam.backends.builders import write_random_checkpoint
 from persam.eval.datasets import PerSegDataset
 
 
@@ -27,10 +26,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint
         if ckpt is None:
-            torch.manual_seed(0)
-            *_, module = build_mobile_sam()
-            ckpt = str(Path(tmp) / "mobile_sam_random.pt")
-            torch.save(module.state_dict(), ckpt)
+            ckpt = str(write_random_checkpoint("vit_t", Path(tmp) / "mobile_sam_random.pt", seed=0))
         models = {p: persam.load("vit_t", ckpt, device="cpu", precision=p) for p in ("fp32", "bf16")}
         worst = 1.0
         for obj in PerSegDataset(args.root).objects:

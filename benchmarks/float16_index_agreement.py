@@ -14,12 +14,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import persam
 import persam.io
 from persam.backends import EncodedImage
-from persam.backends.builders import build_mobile_sam
+from persam.backends.builders import write_random_checkpoint
 from persam.eval.datasets import PerSegDataset
 
 
@@ -33,10 +32,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint
         if ckpt is None:
-            torch.manual_seed(0)
-            *_, module = build_mobile_sam()
-            ckpt = str(Path(tmp) / "mobile_sam_random.pt")
-            torch.save(module.state_dict(), ckpt)
+            ckpt = str(write_random_checkpoint("vit_t", Path(tmp) / "mobile_sam_random.pt", seed=0))
         model = persam.load("vit_t", ckpt, device="cpu")
         encoded = {p: model.backend.encode(persam.io.load_image(p)) for p in photos}
         for finetune in (False, True):

@@ -35,13 +35,9 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A full state dict of the tiny SAM written as an official-layout checkpoint."""
-    from persam.backends.builders import build_sam_tiny
+    from persam.backends.builders import write_random_checkpoint
 
-    torch.manual_seed(0)
-    *_, module = build_sam_tiny()
-    path = tmp_path_factory.mktemp("ckpt") / "sam_tiny.pth"
-    torch.save(module.state_dict(), path)
-    return path
+    return write_random_checkpoint("sam_tiny", tmp_path_factory.mktemp("ckpt") / "sam_tiny.pth", seed=0)
 
 
 @pytest.fixture

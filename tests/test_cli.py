@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import SAMPLE_DIR, synthetic_photo
@@ -91,12 +90,9 @@ def test_models_lists_backends(capsys, monkeypatch, tmp_path):
 @pytest.mark.parametrize("finetune", [[], ["--finetune"]])
 def test_segment_sample_photos_full_size_vit_t(tmp_path, finetune):
     """The README's main command on real photos with a random-weight MobileSAM checkpoint."""
-    from persam.backends.builders import build_mobile_sam
+    from persam.backends.builders import write_random_checkpoint
 
-    torch.manual_seed(0)
-    *_, module = build_mobile_sam()
-    ckpt = tmp_path / "mobile_sam_random.pt"
-    torch.save(module.state_dict(), ckpt)
+    ckpt = write_random_checkpoint("vit_t", tmp_path / "mobile_sam_random.pt", seed=0)
     images, masks = SAMPLE_DIR / "Images" / "cat", SAMPLE_DIR / "Annotations" / "cat"
     out = tmp_path / "out" / "cat"
     code = main(["segment", "--ref", str(images / "00.jpg"), "--ref-mask", str(masks / "00.png"), "--model", "vit_t",

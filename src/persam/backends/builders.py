@@ -8,7 +8,9 @@ official checkpoint loads into it strictly. Weights are random until loaded.
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 from typing import Callable
 
 from torch import nn
@@ -81,3 +83,18 @@ BUILDERS: dict[str, Callable[[], ModelParts]] = {
     "litemedsam": build_lite_medsam,
     "sam_tiny": build_sam_tiny,
 }
+
+
+def write_random_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Save a seeded random-weight state dict of architecture ``name`` in the official key layout.
+
+    Useful for speed measurements and tests where no trained checkpoint can be
+    downloaded; it loads through ``--checkpoint`` like an official file.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    *_, module = BUILDERS[name]()
+    out = Path(path)
+    torch.save(module.state_dict(), out)
+    return out
