@@ -19,7 +19,7 @@ DAVIS_COLUMNS = ("J&F", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="evaluate on PerSeg or score DAVIS 2017 predictions",
+        help="evaluate on PerSeg and DAVIS 2017, or score existing predictions",
         description="Run the method on a benchmark and score it, or score existing predictions.",
     )
     bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
