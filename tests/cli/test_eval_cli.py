@@ -12,17 +12,9 @@ from PIL import Image
 
 from persam.cli.main import main
 from persam.eval.datasets import evaluate_davis, evaluate_perseg
+from persam.io import save_label_map as save_palette  # DAVIS palette: colours differ from indices
 
 TINY = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
-# DAVIS-like palette: colours differ from the indices they stand for
-PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0] * (3 * 251) + [224, 224, 192]
-
-
-def save_palette(path: Path, labels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.fromarray(labels.astype(np.uint8), mode="P")
-    img.putpalette(PALETTE)
-    img.save(path)
 
 
 def blob_photo(h: int, w: int, cx: float, cy: float, colour: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:

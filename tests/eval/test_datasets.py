@@ -17,16 +17,7 @@ from persam.eval.datasets import (
     read_label_mask,
 )
 from persam.eval.metrics import score_davis_sequence, summarize_davis
-
-# DAVIS-like palette: index 1 -> (128, 0, 0), 2 -> (0, 128, 0), ... so colours != indices
-PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0] * (3 * 251) + [224, 224, 192]
-
-
-def save_palette(path: Path, labels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.fromarray(labels.astype(np.uint8), mode="P")
-    img.putpalette(PALETTE)
-    img.save(path)
+from persam.io import save_label_map as save_palette  # DAVIS palette: colours differ from indices
 
 
 def save_gray(path: Path, mask: np.ndarray) -> None:

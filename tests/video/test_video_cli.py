@@ -10,17 +10,11 @@ import pytest
 from PIL import Image
 
 from persam.cli.main import main
-from persam.io import davis_palette
+from persam.io import save_label_map as save_palette  # DAVIS palette: colours differ from indices
 
 av = pytest.importorskip("av")
 
 TINY = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
-
-
-def save_palette(path: Path, labels: np.ndarray) -> None:
-    img = Image.fromarray(labels.astype(np.uint8), mode="P")
-    img.putpalette(davis_palette())
-    img.save(path)
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, options: dict | None = None) -> None:

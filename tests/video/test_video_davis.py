@@ -9,16 +9,9 @@ import pytest
 from PIL import Image
 
 from persam.eval.datasets import evaluate_davis
-from persam.io import davis_palette
 from persam.video.bench import synthetic_clip_frame, video_frame_extra_s
 from persam.video.davis import run_davis
-
-
-def save_palette(path: Path, labels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.fromarray(labels.astype(np.uint8), mode="P")
-    img.putpalette(davis_palette())
-    img.save(path)
+from persam.io import save_label_map as save_palette  # DAVIS palette: colours differ from indices
 
 
 @pytest.fixture(scope="module")
