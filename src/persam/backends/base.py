@@ -131,7 +131,7 @@ class Backend:
         mask_decoder: official mask decoder module.
         preprocessing: how images become encoder input.
         device: where the modules live.
-        precision: "fp32" (exact) or "bf16" (autocast for encoder and decoder).
+        precision: "fp32" (exact) or "bf16" (bf16 encoder weights, autocast decoder).
         checkpoint_sha256: SHA-256 of the weights file, or "random" for random weights.
     """
 
@@ -156,6 +156,11 @@ class Backend:
             yield
 
     @property
+    def encoder_dtype(self) -> torch.dtype:
+        """dtype of the image encoder's weights and input."""
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    @property
     def grid_hw(self) -> tuple[int, int]:
         """(h, w) of the image embedding grid."""
         h, w = self.prompt_encoder.image_embedding_size
@@ -175,9 +180,10 @@ class Backend:
         Returns:
             The (1, C, h, w) float32 embedding with the image geometry.
         """
-        x = self.preprocessing.to_tensor(image, self.device)
-        with self.autocast():
-            embedding = self.image_encoder(x)
+        x = self.preprocessing.to_tensor(image, self.device).contiguous(memory_format=torch.channels_last)
+        # The encoder's weights are already in the working precision
+        # (``persam.backends.optimize``), so no autocast here.
+        embedding = self.image_encoder(x.to(self.encoder_dtype))
         self.encoder_calls += 1
         return EncodedImage(embedding=embedding.float(), geometry=self.geometry(image.shape[:2]))
 

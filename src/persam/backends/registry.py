@@ -11,6 +11,7 @@ import torch
 
 from persam.backends.base import Backend, Preprocessing
 from persam.backends.builders import BUILDERS
+from persam.backends.optimize import prepare_image_encoder
 
 
 @dataclass(frozen=True)
@@ -158,11 +159,7 @@ def create_backend(
             ) from None
         sha = file_sha256(path)
     module.eval().requires_grad_(False).to(dev)
-    if precision == "bf16":
-        # Autocast would re-cast the encoder's fp32 weights at every call; storing
-        # them in bf16 is faster (1.24 s -> 0.74 s for MobileSAM on an AMX CPU)
-        # with the same error. The light decoder keeps fp32 weights under autocast.
-        image_encoder.to(torch.bfloat16)
+    prepare_image_encoder(image_encoder, precision)
     return Backend(
         name=name,
         image_encoder=image_encoder,
