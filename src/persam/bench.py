@@ -2,7 +2,7 @@
 
 ``run_benchmark`` loads a backend, builds two deterministic synthetic photos
 (a textured background with a coloured ellipse: the object) and times, as the
-median over ``runs`` runs after one warm-up run each:
+median over ``runs`` runs after one warm-up run:
 
 * ``encoder_s``: ``backend.encode(image)``, the image encoder on the target photo;
 * ``decoder_pass_s``: one multi-mask pass of SAM's prompt encoder and mask
@@ -15,7 +15,13 @@ median over ``runs`` runs after one warm-up run each:
 * ``decode_only_s``: ``concept.segment(pixels)`` of the training-free concept on
   target pixels whose embedding is in the session cache (the session API's
   path for a photo seen before: pixel hashing and cache look-up included);
+* ``video_extra_s``: one frame of the video protocol with three objects on an
+  encoded frame (``persam.video.bench.video_frame_runner``);
 * ``peak_rss_mb``: the peak resident memory of the process.
+
+The stages are run in rounds (one call of each stage per round, round 0 a
+warm-up), so a slow spell of a shared machine slows every stage alike and
+the ratios between stages stay meaningful.
 
 Times are wall-clock seconds (``time.perf_counter``); on CUDA the device is
 synchronised around each run.
@@ -157,18 +163,13 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def _median_seconds(fn: Callable[[], object], runs: int, sync: Callable[[], None]) -> float:
-    """Median wall time of ``fn`` over ``runs`` runs, after one warm-up run."""
+def _seconds(fn: Callable[[], object], sync: Callable[[], None]) -> float:
+    """Wall time of one call of ``fn`` (device synchronised around it)."""
+    sync()
+    start = time.perf_counter()
     fn()
     sync()
-    times = []
-    for _ in range(runs):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time.perf_counter() - start
 
 
 def run_benchmark(
@@ -188,7 +189,7 @@ def run_benchmark(
         model: backend name ("vit_t", "vit_b", "vit_l", "vit_h", "litemedsam", "sam_tiny").
         checkpoint: local weights file instead of the download.
         device: "cpu", "cuda", "mps" or None for the best available.
-        precision: "fp32" or "bf16" autocast.
+        precision: "fp32" or "bf16" (image encoder only).
         random_weights: no weights (speed only; masks are meaningless).
         image_size: long side N of the synthetic photos (N x round(0.75 N)).
         runs: timed runs per stage, after one warm-up run; the median is kept.
@@ -216,35 +217,37 @@ def run_benchmark(
     else:
         sync = lambda: None  # noqa: E731
 
-    stage("image encoder")
-    encoder_s = _median_seconds(lambda: backend.encode(tgt_image), runs, sync)
     encoded_ref = session.encode(ref_image)
     encoded_tgt = session.encode(tgt_image)
-    encoder_calls = backend.encoder_calls
-
     ys, xs = np.nonzero(ref_mask)
     point = torch.tensor([[float(xs.mean()), float(ys.mean())]])
     prompt = Prompt(points_xy=point, labels=torch.tensor([1]))
-    stage("decoder pass")
-    decoder_pass_s = _median_seconds(lambda: decode(backend, encoded_tgt, prompt, multimask=True), runs, sync)
-
-    stage("PerSAM-F fit")
-    fit_s = _median_seconds(lambda: session.personalize(encoded_ref, ref_mask, finetune=True), runs, sync)
     concept = session.personalize(encoded_ref, ref_mask)
     concept_f = session.personalize(encoded_ref, ref_mask, finetune=True)
+    from persam.video.bench import video_frame_runner
 
-    stage("PerSAM")
-    persam_extra_s = _median_seconds(lambda: concept.segment(encoded_tgt), runs, sync)
-    stage("PerSAM-F")
-    persam_f_extra_s = _median_seconds(lambda: concept_f.segment(encoded_tgt), runs, sync)
-    stage("PerSAM, cached embedding")
-    decode_only_s = _median_seconds(lambda: concept.segment(tgt_image), runs, sync)
-    if backend.encoder_calls != encoder_calls:
-        raise RuntimeError("the image encoder ran during a decoder-only measurement; the timings are not valid")
-    stage("video frame, 3 objects")
-    from persam.video.bench import video_frame_extra_s
-
-    video_extra_s = video_frame_extra_s(session, n_objects=3, size=image_size, runs=runs)
+    video_frame = video_frame_runner(session, n_objects=3, size=image_size)
+    stages: dict[str, Callable[[], object]] = {
+        "encoder_s": lambda: backend.encode(tgt_image),
+        "decoder_pass_s": lambda: decode(backend, encoded_tgt, prompt, multimask=True),
+        "fit_s": lambda: session.personalize(encoded_ref, ref_mask, finetune=True),
+        "persam_extra_s": lambda: concept.segment(encoded_tgt),
+        "persam_f_extra_s": lambda: concept_f.segment(encoded_tgt),
+        "decode_only_s": lambda: concept.segment(tgt_image),
+        "video_extra_s": video_frame,
+    }
+    cached = ("decode_only_s",)
+    times: dict[str, list[float]] = {name: [] for name in stages}
+    for round_ in range(runs + 1):  # round 0 warms up
+        stage("warm-up" if round_ == 0 else f"round {round_}/{runs}")
+        for name, fn in stages.items():
+            calls = backend.encoder_calls
+            seconds = _seconds(fn, sync)
+            if name in cached and backend.encoder_calls != calls:
+                raise RuntimeError("the image encoder ran during a decoder-only measurement; the timings are not valid")
+            if round_:
+                times[name].append(seconds)
+    medians = {name: statistics.median(values) for name, values in times.items()}
 
     return BenchResult(
         model=backend.name,
@@ -256,12 +259,12 @@ def run_benchmark(
         torch_version=str(torch.__version__),
         threads=torch.get_num_threads(),
         runs=int(runs),
-        encoder_s=encoder_s,
-        decoder_pass_s=decoder_pass_s,
-        persam_extra_s=persam_extra_s,
-        persam_f_extra_s=persam_f_extra_s,
-        fit_s=fit_s,
-        decode_only_s=decode_only_s,
-        video_extra_s=video_extra_s,
+        encoder_s=medians["encoder_s"],
+        decoder_pass_s=medians["decoder_pass_s"],
+        persam_extra_s=medians["persam_extra_s"],
+        persam_f_extra_s=medians["persam_f_extra_s"],
+        fit_s=medians["fit_s"],
+        decode_only_s=medians["decode_only_s"],
+        video_extra_s=medians["video_extra_s"],
         peak_rss_mb=peak_rss_mb(),
     )

@@ -78,3 +78,62 @@ def test_decode_shapes(tiny_model, photo):
     assert multi.low_res_logits.shape == (3, 64, 64) and multi.iou.shape == (3,)
     logits, score = multi.best()
     assert score == pytest.approx(float(multi.iou.max()))
+
+
+@pytest.mark.parametrize("builder", [build_sam_tiny, build_mobile_sam], ids=["segment_anything", "mobile_sam"])
+@pytest.mark.parametrize("multimask", [True, False])
+def test_factored_decoder_equals_the_official_submodules(builder, multimask):
+    """The re-associated decoder == the submodule re-run, with and without guidance, batched."""
+    from persam.method import factored
+
+    torch.manual_seed(3)
+    _, prompt_encoder, decoder, _ = builder()
+    decoder.eval()
+    assert factored.supports(decoder)
+    emb, pe, sparse, dense = _inputs(decoder, prompt_encoder, n_tokens=4)
+    sparse = torch.cat([sparse, torch.randn_like(sparse)])  # two prompts, one shared dense embedding
+    h, w = prompt_encoder.image_embedding_size
+    c = decoder.transformer_dim
+    sl = slice(1, None) if multimask else slice(0, 1)
+    cases = [Guidance(), Guidance(attention_bias=torch.rand(h * w), target_embedding=torch.randn(c))]
+    with torch.no_grad():
+        for guidance in cases:
+            want, want_iou = guided_predict_masks(decoder, emb, pe, sparse, dense.expand(2, -1, -1, -1), guidance)
+            got, got_iou = factored.predict_masks(
+                decoder, emb, pe, sparse, dense, multimask,
+                attention_bias=guidance.attention_bias, target_embedding=guidance.target_embedding,
+            )
+            assert got.shape == want[:, sl].shape
+            scale = want.abs().max()
+            assert (got - want[:, sl]).abs().max() <= 1e-4 * scale
+            torch.testing.assert_close(got_iou, want_iou[:, sl], atol=1e-5, rtol=1e-4)
+
+
+def test_fast_and_exact_decode_agree_and_other_decoders_are_not_factored(tiny_model, photo):
+    from fakes import ColorRegionDecoder
+    from persam.method import factored
+
+    assert not factored.supports(ColorRegionDecoder())
+    enc = tiny_model.encode(photo[0])
+    prompt = Prompt(points_xy=torch.tensor([[100.0, 80.0]]), labels=torch.tensor([1]))
+    fast = decode(tiny_model.backend, enc, prompt, multimask=True)
+    exact = decode(tiny_model.backend, enc, prompt, multimask=True, exact=True)
+    torch.testing.assert_close(fast.low_res_logits, exact.low_res_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast.iou, exact.iou, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("builder", [build_sam_tiny, build_mobile_sam], ids=["segment_anything", "mobile_sam"])
+def test_factored_mask_embedding_equals_the_official_downscaling(builder):
+    from persam.method import factored
+
+    torch.manual_seed(4)
+    _, prompt_encoder, _, _ = builder()
+    prompt_encoder.eval()
+    assert factored.supports_mask_embedding(prompt_encoder)
+    h, w = prompt_encoder.image_embedding_size
+    masks = torch.randn(2, 1, 4 * h, 4 * w) * 5
+    with torch.no_grad():
+        want = prompt_encoder._embed_masks(masks)
+        got = factored.mask_embedding(prompt_encoder, masks)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -11,9 +11,8 @@ Coordinate conventions: images are (H, W) = (rows, columns); points are
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -113,11 +112,14 @@ class EncodedImage:
 
     embedding: torch.Tensor
     geometry: ImageGeometry
+    _normalized: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     def normalized_features(self) -> torch.Tensor:
-        """(C, h, w) embedding with each cell L2-normalised over channels."""
-        feats = self.embedding[0].float()
-        return feats / feats.norm(dim=0, keepdim=True).clamp_min(1e-12)
+        """(C, h, w) embedding with each cell L2-normalised over channels (computed once)."""
+        if self._normalized is None or self._normalized[0] is not self.embedding:
+            feats = self.embedding[0].float()
+            self._normalized = (self.embedding, feats / feats.norm(dim=0, keepdim=True).clamp_min(1e-12))
+        return self._normalized[1]
 
 
 @dataclass
@@ -131,7 +133,8 @@ class Backend:
         mask_decoder: official mask decoder module.
         preprocessing: how images become encoder input.
         device: where the modules live.
-        precision: "fp32" (exact) or "bf16" (bf16 encoder weights, autocast decoder).
+        precision: "fp32" or "bf16": the image encoder's weights and arithmetic;
+            the prompt encoder and mask decoder always run in fp32.
         checkpoint_sha256: SHA-256 of the weights file, or "random" for random weights.
     """
 
@@ -145,15 +148,6 @@ class Backend:
     checkpoint_sha256: str = "random"
     encoder_calls: int = field(default=0, repr=False)
     _dense_pe: torch.Tensor | None = field(default=None, repr=False)
-
-    @contextlib.contextmanager
-    def autocast(self) -> Iterator[None]:
-        """bf16 autocast when ``precision == "bf16"``, else a no-op."""
-        if self.precision == "bf16":
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
-                yield
-        else:
-            yield
 
     @property
     def encoder_dtype(self) -> torch.dtype:

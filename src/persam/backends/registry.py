@@ -87,7 +87,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast is expected to be fast on ``device``."""
+    """Whether a bf16 image encoder is expected to be fast on ``device``."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
@@ -127,7 +127,7 @@ def create_backend(
         checkpoint: a local weights file in the official key layout; ``None``
             downloads the known checkpoint (or uses the bundled one).
         device: "cpu", "cuda", "mps" or None for the best available.
-        precision: "fp32" (exact) or "bf16" (autocast).
+        precision: "fp32" (exact) or "bf16" (image encoder weights and arithmetic).
         random_weights: skip loading (speed measurements, tests).
         progress: download progress bar; None = only on a terminal.
 

@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", metavar="PATH", help="local weights file instead of the download")
     p.add_argument("--random-weights", action="store_true", help="no weights at all: speed only, nothing is downloaded")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: cuda, then mps, then cpu")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (default fp32)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 image encoder (default fp32)")
     p.add_argument("--image-size", type=int, default=1024, metavar="N", help="long side of the synthetic photos (default 1024)")
     p.add_argument("--runs", type=int, default=5, metavar="N", help="timed runs per stage after one warm-up (default 5)")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")

@@ -54,17 +54,35 @@ class ChainOperator:
     ry: torch.Tensor
     rx: torch.Tensor
 
+    @cached_property
+    def _f32(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ry`` and ``rx`` in float32 (CPU)."""
+        return self.ry.float(), self.rx.float()
+
     def full(self, grid: torch.Tensor) -> torch.Tensor:
         """(..., n_y, n_x) -> (..., H, W) float32 full-resolution map."""
-        ry, rx = self.ry.to(grid.device, torch.float32), self.rx.to(grid.device, torch.float32)
+        ry, rx = (m.to(grid.device) for m in self._f32)
         return ry @ grid.float() @ rx.T
+
+    @cached_property
+    def _grams(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Column sums and Gram matrices of ``ry`` and ``rx`` (float64)."""
+        return self.ry.sum(0), self.rx.sum(0), self.ry.T @ self.ry, self.rx.T @ self.rx
+
+    @cached_property
+    def round_trip(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n_y, n_y) and (n_x, n_x) float64 maps of ``full`` followed by a bilinear
+        resize (no antialias) of the (H, W) map back to the grid: ``dy @ grid @ dx.T``."""
+        n_y, n_x = self.ry.shape[1], self.rx.shape[1]
+        return interp_matrix(self.ry.shape[0], n_y) @ self.ry, interp_matrix(self.rx.shape[0], n_x) @ self.rx
 
     def mean_std(self, grid: torch.Tensor) -> tuple[float, float]:
         """Mean and unbiased std of the full map, from Gram matrices of the weights."""
         g = grid.double().cpu()
         n = self.ry.shape[0] * self.rx.shape[0]
-        total = self.ry.sum(0) @ g @ self.rx.sum(0)
-        squares = ((g @ (self.rx.T @ self.rx) @ g.T) * (self.ry.T @ self.ry)).sum()
+        sum_y, sum_x, gram_y, gram_x = self._grams
+        total = sum_y @ g @ sum_x
+        squares = ((g @ gram_x @ g.T) * gram_y).sum()
         mean = float(total / n)
         var = float((squares - n * mean * mean) / (n - 1))
         return mean, max(var, 0.0) ** 0.5
@@ -122,8 +140,9 @@ class ChainOperator:
             return None
         ya0, ya1 = int(row_span[rows_i, 0].min()), int(row_span[rows_i, 1].max())
         xb0, xb1 = int(col_span[cols_j, 0].min()), int(col_span[cols_j, 1].max())
-        ry = self.ry[rows_i, ya0 : ya1 + 1].float()
-        rx = self.rx[cols_j, xb0 : xb1 + 1].float()
+        ry32, rx32 = self._f32
+        ry = ry32[rows_i, ya0 : ya1 + 1]
+        rx = rx32[cols_j, xb0 : xb1 + 1]
         sub = g[ya0 : ya1 + 1, xb0 : xb1 + 1]
         y0 = _first_positive(len(rows_i), lambda k: ry[k] @ sub @ rx.T)
         if y0 is None:
@@ -134,7 +153,7 @@ class ChainOperator:
         return (int(cols_j[x0]), int(rows_i[y0]), int(cols_j[x1]), int(rows_i[y1]))
 
 
-def _first_positive(n: int, lines: Callable[[torch.Tensor], torch.Tensor], reverse: bool = False, chunk: int = 16) -> int | None:
+def _first_positive(n: int, lines: Callable[[torch.Tensor], torch.Tensor], reverse: bool = False, chunk: int = 8) -> int | None:
     """Index of the first (or last) of ``n`` lines with a value > 0; ``lines(idx)`` gives (k, L) values."""
     order = torch.arange(n - 1, -1, -1) if reverse else torch.arange(n)
     for start in range(0, n, chunk):
@@ -170,7 +189,6 @@ def _chain(geometry: ImageGeometry, in_hw: tuple[int, int], pre_upsample: int) -
             m = interp_matrix(m.shape[0], out) @ m
         mats.append(m)
     return ChainOperator(ry=mats[0], rx=mats[1])
-
 
 
 def upscale_logits(low_res: torch.Tensor, geometry: ImageGeometry) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from persam.backends.base import EncodedImage, ImageGeometry
-from persam.method.resample import interp_matrix, similarity_operator
+from persam.method.resample import similarity_operator
 
 # The reference draws the mask as red 128 and thresholds it after SAM's pixel
 # normalisation (red mean 123.675): a cell counts when its bilinear sample of
@@ -130,8 +130,6 @@ def attention_guidance(sim: torch.Tensor, geometry: ImageGeometry) -> torch.Tens
     """
     op = similarity_operator(geometry)
     mean, std = op.mean_std(sim)
-    h, w = geometry.grid_hw
-    dy = interp_matrix(op.ry.shape[0], h) @ op.ry
-    dx = interp_matrix(op.rx.shape[0], w) @ op.rx
+    dy, dx = op.round_trip
     back = (dy @ sim.double().cpu() @ dx.T - mean) / max(std, 1e-12)
     return torch.sigmoid(back).float().flatten().to(sim.device)

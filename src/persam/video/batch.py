@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from persam.backends.base import Backend, EncodedImage
-from persam.method.decoder import DecoderOutput, Prompt
+from persam.method.decoder import DecoderOutput, Prompt, encode_prompts, predict
 
 
 def _layout(prompt: Prompt) -> tuple[int, bool, bool]:
@@ -56,12 +56,8 @@ def decode_many(backend: Backend, encoded: EncodedImage, prompts: Sequence[Promp
         masks = None
         if has_mask:
             masks = torch.stack([p.mask_logits.to(dev, torch.float32).view(1, *geometry.low_res_hw) for p in batch])
-        with backend.autocast():
-            sparse, dense = backend.prompt_encoder(points=points, boxes=boxes, masks=masks)
-            if dense.shape[0] != len(batch):  # no mask prompt: one broadcast dense embedding
-                dense = dense.expand(len(batch), -1, -1, -1)
-            logits, iou = backend.mask_decoder.predict_masks(encoded.embedding, backend.dense_pe(), sparse, dense)
-        sl = slice(1, None) if multimask else slice(0, 1)
+        sparse, dense = encode_prompts(backend, points, boxes, masks)
+        logits, iou = predict(backend, encoded.embedding, sparse, dense, multimask)
         for j, i in enumerate(idx):
-            outputs[i] = DecoderOutput(low_res_logits=logits[j, sl].float(), iou=iou[j, sl].float())
+            outputs[i] = DecoderOutput(low_res_logits=logits[j].float(), iou=iou[j].float())
     return [o for o in outputs if o is not None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -44,13 +44,31 @@ def synthetic_clip_frame(long_side: int, n_objects: int, shift: int = 0, seed: i
     return frame, labels
 
 
-def video_frame_extra_s(model: "PersamModel", n_objects: int = 3, size: int = 1024, runs: int = 5) -> float:
-    """Median seconds per frame beyond the encoder for ``n_objects`` objects (PerSAM video protocol).
+def video_frame_runner(model: "PersamModel", n_objects: int = 3, size: int = 1024) -> Callable[[], object]:
+    """A callable that runs the PerSAM video protocol on one encoded frame.
 
-    The later frame is encoded once outside the timing; each timed run is
-    ``VideoSession.predict`` on it: similarity and top-k points, the three
-    decoder stages for all objects, the full-resolution merge and the next
-    boxes. One warm-up run precedes the ``runs`` timed ones.
+    A ``VideoSession`` is started on a synthetic first frame; the later frame
+    is encoded once here. Each call is ``VideoSession.predict`` on it:
+    similarity and top-k points, the three decoder stages for all objects, the
+    full-resolution merge and the next boxes, i.e. a frame's cost beyond the
+    encoder.
+
+    Args:
+        model: a ``persam.api.PersamModel``.
+        n_objects: objects in the synthetic clip.
+        size: frame width N (frames are N x round(0.75 N)).
+    """
+    from persam.video.session import VideoSession
+
+    frame0, labels0 = synthetic_clip_frame(size, n_objects)
+    frame1, _ = synthetic_clip_frame(size, n_objects, shift=size // 64)
+    session = VideoSession(model, frame0, labels0)
+    encoded = model.backend.encode(frame1)
+    return lambda: session.predict(encoded)
+
+
+def video_frame_extra_s(model: "PersamModel", n_objects: int = 3, size: int = 1024, runs: int = 5) -> float:
+    """Median seconds per frame beyond the encoder (``video_frame_runner``), after one warm-up run.
 
     Args:
         model: a ``persam.api.PersamModel``.
@@ -60,20 +78,15 @@ def video_frame_extra_s(model: "PersamModel", n_objects: int = 3, size: int = 10
     """
     if runs < 1:
         raise ValueError(f"runs must be at least 1, got {runs}")
-    from persam.video.session import VideoSession
-
-    frame0, labels0 = synthetic_clip_frame(size, n_objects)
-    frame1, _ = synthetic_clip_frame(size, n_objects, shift=size // 64)
-    session = VideoSession(model, frame0, labels0)
+    run = video_frame_runner(model, n_objects, size)
     backend = model.backend
-    encoded = backend.encode(frame1)
     sync = (lambda: torch.cuda.synchronize(backend.device)) if backend.device.type == "cuda" else (lambda: None)
-    session.predict(encoded)
+    run()
     times = []
     for _ in range(runs):
         sync()
         start = time.perf_counter()
-        session.predict(encoded)
+        run()
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)

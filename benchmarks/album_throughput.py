@@ -1,0 +1,82 @@
+"""Album throughput: `persam segment --index` against segmenting the photos directly.
+
+Usage: python benchmarks/album_throughput.py [--photos 100] [--size 1024] [--precision fp32|bf16] [--workdir DIR]
+
+Writes ``--photos`` synthetic JPEG photos (textured background, a red
+ellipse at a varying place) and a seeded random-weight MobileSAM checkpoint,
+indexes the photos with ``persam index`` (float32 embeddings, so masks can be
+compared bit for bit), saves a PerSAM concept learnt on one extra photo, then
+times, as separate processes (start-up included, the way a user runs them):
+
+* ``persam segment --index album.idx --concept c.persam`` on all photos;
+* ``persam segment --concept c.persam PHOTOS`` (encoder on every photo) on the
+  first ten photos, for the per-photo cost without an index;
+
+and checks that the masks of the ten photos are identical in both runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from persam.backends.builders import write_random_checkpoint
+from persam.bench import synthetic_photo
+
+
+def _persam(*args: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "persam", *args], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=100)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.workdir or tmp)
+        photos = work / "photos"
+        photos.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        for i in range(args.photos):
+            image, _ = synthetic_photo(args.size, seed=100 + i, center=tuple(rng.uniform(0.3, 0.7, size=2)))
+            Image.fromarray(image).save(photos / f"{i:04d}.jpg", quality=90)
+        ref, ref_mask = synthetic_photo(args.size, seed=0)
+        Image.fromarray(ref).save(work / "ref.jpg", quality=95)
+        Image.fromarray(ref_mask.astype(np.uint8) * 255).save(work / "ref.png")
+        ckpt = write_random_checkpoint("vit_t", work / "mobile_sam_random.pt", seed=0)
+        model = ["--model", "vit_t", "--checkpoint", str(ckpt), "--device", "cpu", "--precision", args.precision]
+        index_s = _persam("index", str(photos), "-o", str(work / "album.idx"), "--dtype", "float32", *model)
+        _persam("personalize", "--ref", str(work / "ref.jpg"), "--ref-mask", str(work / "ref.png"),
+                "-o", str(work / "c.persam"), *model)
+        album_s = _persam("segment", "--index", str(work / "album.idx"), "--concept", str(work / "c.persam"),
+                          "-o", str(work / "out_index"), *model)
+        first = sorted(photos.glob("*.jpg"))[:10]
+        direct_s = _persam("segment", "--concept", str(work / "c.persam"), *map(str, first),
+                           "-o", str(work / "out_direct"), *model)
+        same = all(
+            np.array_equal(np.array(Image.open(work / "out_index" / f"{p.stem}.png")),
+                           np.array(Image.open(work / "out_direct" / f"{p.stem}.png")))
+            for p in first
+        )
+        n = args.photos
+        print(f"{n} photos {args.size}px, vit_t random weights, {args.precision}")
+        print(f"persam index:            {index_s:7.1f} s  ({n / index_s:.2f} photos/s)")
+        print(f"persam segment --index:  {album_s:7.1f} s  ({n / album_s:.2f} photos/s, start-up included)")
+        print(f"persam segment (direct): {direct_s:7.1f} s for {len(first)} photos ({len(first) / direct_s:.2f} photos/s)")
+        print(f"masks of the first {len(first)} photos identical (index vs direct): {same}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""SAM's mask decoder, re-associated for a few tokens over many image cells.
+
+The decoder's attentions are between T ~ 5-9 tokens and N = h*w = 4096 image
+cells of width C = 256 (internal width Ci = 128, H = 8 heads of d = 16). The
+official modules project all N cells (N*C*Ci multiply-adds per projection);
+the same products re-associated cost N*C*H*T, about half here, and need no
+per-head reshuffling of (N, Ci) tensors:
+
+* token-to-image (queries are tokens): per head, ``q_h k_h^T = (q_h W_k,h) X^T``
+  (the key bias adds a constant per query row, which the softmax removes), and
+  ``A_h (X W_v,h^T + b_v,h) = (A_h X) W_v,h^T + b_v,h`` because each row of
+  ``A_h`` sums to 1 (also after PerSAM's second softmax);
+* image-to-token (queries are cells): ``q_h k_h^T = X (W_q,h^T k_h^T) + b_q,h k_h^T``
+  and ``out_proj(concat_h A_h v_h) = sum_h A_h (v_h W_o,h^T) + b_o``;
+* the two stride-2 transposed convolutions of the upscaling are per-cell
+  matrix products on channels-last cells, kept in (cell, sub-pixel) order
+  until the masks are formed; the masks are then put in image order.
+
+* the prompt encoder's mask downscaling (two stride-2 2x2 convolutions, a
+  1x1 convolution) is likewise per-patch matrix products on channels-last
+  cells (``mask_embedding``).
+
+Mathematically this is the official ``MaskDecoder.predict_masks`` (with
+PerSAM's guidance as in ``persam.method.decoder``); numerically it differs by
+float rounding (tests compare it with the official modules). Decoders whose
+structure differs fall back to the official path (``supports``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def supports(decoder: nn.Module) -> bool:
+    """Whether ``decoder`` has the official SAM mask decoder's structure."""
+    transformer = getattr(decoder, "transformer", None)
+    upscaling = getattr(decoder, "output_upscaling", None)
+    if transformer is None or not isinstance(upscaling, nn.Sequential) or len(upscaling) != 5:
+        return False
+    ct1, ln, _, ct2, _ = upscaling
+    for ct in (ct1, ct2):
+        if type(ct) is not nn.ConvTranspose2d or ct.kernel_size != (2, 2) or ct.stride != (2, 2) or ct.padding != (0, 0):
+            return False
+        if ct.bias is None or ct.groups != 1 or ct.output_padding != (0, 0):
+            return False
+    if type(ln).__name__ != "LayerNorm2d" or not all(hasattr(ln, a) for a in ("weight", "bias", "eps")):
+        return False
+    attn = getattr(transformer, "final_attn_token_to_image", None)
+    return attn is not None and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "out_proj", "num_heads"))
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, Ci) -> (B, H, T, d)."""
+    b, t, c = x.shape
+    return x.view(b, t, heads, c // heads).transpose(1, 2)
+
+
+def _softmax_short(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over a short last dimension (T tokens), where ``torch.softmax`` is slow on CPU."""
+    x = x.float()
+    e = torch.exp(x - x.amax(dim=-1, keepdim=True))
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def token_to_image(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """An ``Attention`` module with tokens as queries, re-associated.
+
+    Args:
+        module: the official attention (q/k/v/out projections, ``num_heads``).
+        q: (B, T, C) token queries. k: (B, N, C) cell keys. v: (B, N, C) cell values.
+        bias: (N,) PerSAM's attention bias (second softmax), or None.
+
+    Returns:
+        (B, T, C), as ``module(q=q, k=k, v=v)`` when ``bias`` is None.
+    """
+    heads = module.num_heads
+    qh = _heads(module.q_proj(q), heads)  # (B, H, T, d)
+    b, _, t, d = qh.shape
+    c = k.shape[-1]
+    wk = module.k_proj.weight.view(heads, d, c)
+    qk = torch.matmul(qh, wk.to(qh.dtype)).reshape(b, heads * t, c)  # (B, H*T, C)
+    attn = torch.softmax(torch.matmul(qk, k.transpose(1, 2)) / math.sqrt(d), dim=-1)  # (B, H*T, N)
+    if bias is not None:
+        attn = torch.softmax(attn + bias.to(attn.dtype), dim=-1)
+    ax = torch.matmul(attn.to(v.dtype), v).view(b, heads, t, c)  # (B, H, T, C)
+    wv = module.v_proj.weight.view(heads, d, c)
+    out = torch.matmul(ax, wv.transpose(1, 2).to(ax.dtype)) + module.v_proj.bias.view(heads, 1, d).to(ax.dtype)
+    return module.out_proj(out.transpose(1, 2).reshape(b, t, heads * d))
+
+
+def image_to_token(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """An ``Attention`` module with cells as queries, re-associated.
+
+    Args:
+        q: (B, N, C) cell queries. k: (B, T, C) token keys. v: (B, T, C) token values.
+
+    Returns:
+        (B, N, C), as ``module(q=q, k=k, v=v)``.
+    """
+    heads = module.num_heads
+    kh = _heads(module.k_proj(k), heads)  # (B, H, T, d)
+    vh = _heads(module.v_proj(v), heads)
+    b, _, t, d = kh.shape
+    c = q.shape[-1]
+    wq = module.q_proj.weight.view(heads, d, c).to(kh.dtype)
+    m = torch.matmul(wq.transpose(1, 2), kh.transpose(2, 3))  # (B, H, C, T)
+    m = m.permute(0, 2, 1, 3).reshape(b, c, heads * t)
+    offset = torch.matmul(module.q_proj.bias.view(heads, 1, d).to(kh.dtype), kh.transpose(2, 3))  # (B, H, 1, T)
+    logits = torch.matmul(q, m.to(q.dtype)) + offset.reshape(b, 1, heads * t).to(q.dtype)  # (B, N, H*T)
+    n = q.shape[1]
+    attn = _softmax_short(logits.view(b, n, heads, t) / math.sqrt(d)).view(b, n, heads * t)
+    wo = module.out_proj.weight.view(c, heads, d).permute(1, 2, 0).to(vh.dtype)  # (H, d, C)
+    vo = torch.matmul(vh, wo).reshape(b, heads * t, c)  # (B, H*T, C)
+    return torch.matmul(attn.to(vo.dtype), vo) + module.out_proj.bias.to(vo.dtype)
+
+
+def _two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, tokens: torch.Tensor,
+             bias: torch.Tensor | None, target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two-way transformer on (B, N, C) cells and (B, T, C) tokens; PerSAM guidance as in ``decoder``."""
+    query_pe = tokens if target is None else tokens + target.to(tokens.dtype)
+    queries = tokens
+    for layer in transformer.layers:
+        if target is not None:
+            queries = queries + target.to(queries.dtype)
+        if layer.skip_first_layer_pe:
+            queries = layer.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + query_pe
+            queries = queries + layer.self_attn(q=q, k=q, v=queries)
+        queries = layer.norm1(queries)
+        keys_pe = keys + key_pe
+        queries = layer.norm2(queries + token_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe, keys, bias))
+        queries = layer.norm3(queries + layer.mlp(queries))
+        keys = layer.norm4(keys + image_to_token(layer.cross_attn_image_to_token, keys_pe, queries + query_pe, queries))
+    final_q = queries + query_pe if target is None else queries + query_pe + target.to(queries.dtype)
+    final = token_to_image(transformer.final_attn_token_to_image, final_q, keys + key_pe, keys, None)
+    return transformer.norm_final_attn(queries + final), keys
+
+
+def _masks(decoder: nn.Module, keys: torch.Tensor, grid_hw: tuple[int, int], hyper: torch.Tensor) -> torch.Tensor:
+    """Upscale (B, N, C) cells and form masks with (B, K, C/8) hypernetwork outputs -> (B, K, 4h, 4w)."""
+    ct1, ln, act1, ct2, act2 = decoder.output_upscaling
+    b, n, c = keys.shape
+    c4, c8 = ct1.out_channels, ct2.out_channels
+    # As linear maps: rows (a, b', o) of the weight, bias repeated per sub-pixel.
+    w1 = ct1.weight.permute(2, 3, 1, 0).reshape(4 * c4, c)
+    y = F.linear(keys, w1, ct1.bias.repeat(4)).view(b, n, 4, c4)
+    y = act1(F.layer_norm(y, (c4,), ln.weight, ln.bias, ln.eps))
+    w2 = ct2.weight.permute(2, 3, 1, 0).reshape(4 * c8, c4)
+    z = act2(F.linear(y, w2, ct2.bias.repeat(4)).view(b, n, 4, 4, c8))
+    k = hyper.shape[1]
+    m = torch.matmul(z.view(b, n * 16, c8), hyper.transpose(1, 2).to(z.dtype))  # (B, N*16, K)
+    h, w = grid_hw
+    # (cell i, j) x (a, b') x (c', d) -> pixel (4i + 2a + c', 4j + 2b' + d)
+    m = m.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+    return m.reshape(b, k, 4 * h, 4 * w)
+
+
+def predict_masks(decoder: nn.Module, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
+                  dense: torch.Tensor, multimask: bool, attention_bias: torch.Tensor | None = None,
+                  target_embedding: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``MaskDecoder.predict_masks``, re-associated, for the masks actually used.
+
+    Args:
+        decoder: an official SAM mask decoder (``supports(decoder)``).
+        image_embeddings: (1, C, h, w). image_pe: (1, C, h, w).
+        sparse: (B, T', C) prompt tokens. dense: (B or 1, C, h, w).
+        multimask: tokens 1..3 (True) or token 0 (False).
+        attention_bias: (h*w,) PerSAM attention bias, or None.
+        target_embedding: (C,) PerSAM target embedding, or None.
+
+    Returns:
+        masks (B, K, 4h, 4w) and iou (B, K), K = 3 (multimask) or 1.
+    """
+    b = sparse.shape[0]
+    _, c, h, w = image_embeddings.shape
+    out_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1).to(sparse.dtype), sparse], dim=1)
+    src = image_embeddings + dense  # (B or 1, C, h, w)
+    keys = src.permute(0, 2, 3, 1).reshape(src.shape[0], h * w, c).expand(b, -1, -1)
+    key_pe = image_pe.permute(0, 2, 3, 1).reshape(1, h * w, c)
+    hs, keys = _two_way(decoder.transformer, keys, key_pe, tokens, attention_bias, target_embedding)
+    chosen = range(1, decoder.num_mask_tokens) if multimask else range(0, 1)
+    hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in chosen], dim=1)
+    iou = decoder.iou_prediction_head(hs[:, 0, :])[:, chosen.start : chosen.stop]
+    return _masks(decoder, keys, (h, w), hyper), iou
+
+
+def supports_mask_embedding(prompt_encoder: nn.Module) -> bool:
+    """Whether ``prompt_encoder.mask_downscaling`` has the official SAM structure."""
+    seq = getattr(prompt_encoder, "mask_downscaling", None)
+    if not isinstance(seq, nn.Sequential) or len(seq) != 7:
+        return False
+    convs, norms = (seq[0], seq[3], seq[6]), (seq[1], seq[4])
+    for conv, k in zip(convs, (2, 2, 1)):
+        if type(conv) is not nn.Conv2d or conv.kernel_size != (k, k) or conv.stride != (k, k):
+            return False
+        if conv.padding != (0, 0) or conv.groups != 1 or conv.dilation != (1, 1) or conv.bias is None:
+            return False
+    return all(type(n).__name__ == "LayerNorm2d" for n in norms)
+
+
+def mask_embedding(prompt_encoder: nn.Module, masks: torch.Tensor) -> torch.Tensor:
+    """``prompt_encoder._embed_masks(masks)`` as per-patch matrix products.
+
+    Args:
+        masks: (B, 1, 4h, 4w) mask logits.
+
+    Returns:
+        (B, C, h, w) dense embedding (a channels-last view).
+    """
+    conv1, ln1, act1, conv2, ln2, act2, conv3 = prompt_encoder.mask_downscaling
+    b, _, hh, ww = masks.shape
+    h2, w2 = hh // 2, ww // 2
+    # 2x2 patches of the mask, (kh, kw) order as the convolution weight.
+    x = masks.reshape(b, h2, 2, w2, 2).permute(0, 1, 3, 2, 4).reshape(b, h2, w2, 4)
+    y = F.linear(x, conv1.weight.reshape(conv1.out_channels, 4), conv1.bias)
+    y = act1(F.layer_norm(y, (conv1.out_channels,), ln1.weight, ln1.bias, ln1.eps))
+    c1, h, w = conv1.out_channels, h2 // 2, w2 // 2
+    y = y.reshape(b, h, 2, w, 2, c1).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, 4 * c1)  # (kh, kw, c)
+    w2m = conv2.weight.permute(0, 2, 3, 1).reshape(conv2.out_channels, 4 * c1)
+    y = act2(F.layer_norm(F.linear(y, w2m, conv2.bias), (conv2.out_channels,), ln2.weight, ln2.bias, ln2.eps))
+    z = F.linear(y, conv3.weight.reshape(conv3.out_channels, -1), conv3.bias)  # (B, h, w, C)
+    return z.permute(0, 3, 1, 2)
