@@ -1,6 +1,7 @@
 """Album throughput: `persam segment --index` against segmenting the photos directly.
 
 Usage: python benchmarks/album_throughput.py [--photos 100] [--size 1024] [--precision fp32|bf16] [--workdir DIR]
+       [-- EXTRA persam segment OPTIONS]
 
 Writes ``--photos`` synthetic JPEG photos (textured background, a red
 ellipse at a varying place) and a seeded random-weight MobileSAM checkpoint,
@@ -31,10 +32,11 @@ from persam.backends.builders import write_random_checkpoint
 from persam.bench import synthetic_photo
 
 
-def _persam(*args: str) -> float:
+def _persam(*args: str) -> tuple[float, str]:
+    """Run ``python -m persam ARGS``: (wall seconds, its stdout)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "persam", *args], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    done = subprocess.run([sys.executable, "-m", "persam", *args], check=True, stdout=subprocess.PIPE, text=True)
+    return time.perf_counter() - start, done.stdout.strip()
 
 
 def main() -> None:
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
+    parser.add_argument("extra", nargs="*", help="extra options for both `persam segment` runs (after --)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
@@ -57,14 +60,14 @@ def main() -> None:
         Image.fromarray(ref_mask.astype(np.uint8) * 255).save(work / "ref.png")
         ckpt = write_random_checkpoint("vit_t", work / "mobile_sam_random.pt", seed=0)
         model = ["--model", "vit_t", "--checkpoint", str(ckpt), "--device", "cpu", "--precision", args.precision]
-        index_s = _persam("index", str(photos), "-o", str(work / "album.idx"), "--dtype", "float32", *model)
+        index_s, index_out = _persam("index", str(photos), "-o", str(work / "album.idx"), "--dtype", "float32", *model)
         _persam("personalize", "--ref", str(work / "ref.jpg"), "--ref-mask", str(work / "ref.png"),
                 "-o", str(work / "c.persam"), *model)
-        album_s = _persam("segment", "--index", str(work / "album.idx"), "--concept", str(work / "c.persam"),
-                          "-o", str(work / "out_index"), *model)
+        album_s, _ = _persam("segment", "--index", str(work / "album.idx"), "--concept", str(work / "c.persam"),
+                          "-o", str(work / "out_index"), *model, *args.extra)
         first = sorted(photos.glob("*.jpg"))[:10]
-        direct_s = _persam("segment", "--concept", str(work / "c.persam"), *map(str, first),
-                           "-o", str(work / "out_direct"), *model)
+        direct_s, _ = _persam("segment", "--concept", str(work / "c.persam"), *map(str, first),
+                           "-o", str(work / "out_direct"), *model, *args.extra)
         same = all(
             np.array_equal(np.array(Image.open(work / "out_index" / f"{p.stem}.png")),
                            np.array(Image.open(work / "out_direct" / f"{p.stem}.png")))
@@ -72,7 +75,7 @@ def main() -> None:
         )
         n = args.photos
         print(f"{n} photos {args.size}px, vit_t random weights, {args.precision}")
-        print(f"persam index:            {index_s:7.1f} s  ({n / index_s:.2f} photos/s)")
+        print(f"persam index:            {index_s:7.1f} s  ({index_out})")
         print(f"persam segment --index:  {album_s:7.1f} s  ({n / album_s:.2f} photos/s, start-up included)")
         print(f"persam segment (direct): {direct_s:7.1f} s for {len(first)} photos ({len(first) / direct_s:.2f} photos/s)")
         print(f"masks of the first {len(first)} photos identical (index vs direct): {same}")

@@ -105,3 +105,34 @@ def test_several_references(album, tiny_checkpoint):
     assert main(["segment", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"), "--ref", str(album / "ref2.jpg"),
                  "--ref-mask", str(album / "ref2_mask.png"), str(album / "photos"), "-o", str(album / "o"), *model_args(tiny_checkpoint)]) == 0
     assert main(["segment", "--ref", str(album / "ref.jpg"), str(album / "photos"), "-o", str(album / "o"), *model_args(tiny_checkpoint)]) == 2
+
+
+def test_workers_write_the_same_outputs_in_input_order(album, tiny_checkpoint, capsys):
+    """Two photos at a time (threads) == one at a time: masks, manifest order, COCO ids; bad files still skipped."""
+    (album / "photos" / "broken.jpg").write_bytes(b"not a jpeg")
+    for i in range(3, 8):
+        Image.fromarray(synthetic_photo(seed=51 + i)[0]).save(album / "photos" / f"more{i}.png")
+    outs = {}
+    for workers in (1, 2):
+        out = album / f"out{workers}"
+        rc = main(["segment", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"),
+                   str(album / "photos"), "-o", str(out), "--format", "coco", "--workers", str(workers),
+                   *model_args(tiny_checkpoint)])
+        assert rc == 1  # the broken photo
+        assert "broken.jpg" in capsys.readouterr().err
+        outs[workers] = out
+    one, two = (json.loads((outs[w] / "manifest.json").read_text()) for w in (1, 2))
+    assert one["inputs"] == two["inputs"]
+    assert sum(e["status"] == "written" for e in two["inputs"]) == 8
+    for e in two["inputs"]:
+        if e["status"] == "written":
+            assert np.array_equal(np.asarray(Image.open(outs[1] / e["mask"])), np.asarray(Image.open(outs[2] / e["mask"])))
+    coco1, coco2 = (json.loads((outs[w] / "annotations.json").read_text()) for w in (1, 2))
+    assert coco1 == coco2
+    assert [im["id"] for im in coco2["images"]] == list(range(1, len(coco2["images"]) + 1))
+
+
+def test_workers_must_be_positive(album, tiny_checkpoint, capsys):
+    rc = main(["segment", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"),
+               str(album / "photos"), "-o", str(album / "out"), "--workers", "0", *model_args(tiny_checkpoint)])
+    assert rc == 2 and "--workers must be at least 1" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
@@ -76,6 +77,7 @@ class PersamModel:
         self.backend = backend
         self._cache: OrderedDict[tuple[bytes, tuple[int, ...]], EncodedImage] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_lock = threading.Lock()  # photos may be segmented from several threads
 
     def encode(self, image: ImageLike | EncodedImage) -> EncodedImage:
         """Run the image encoder on a photo (or return a cached embedding)."""
@@ -83,13 +85,15 @@ class PersamModel:
             return image
         pixels = load_image(image)
         key = (hashlib.sha256(memoryview(np.ascontiguousarray(pixels)).cast("B")).digest(), pixels.shape)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
         encoded = self.backend.encode(pixels)
-        self._cache[key] = encoded
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[key] = encoded
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return encoded
 
     def personalize(

@@ -84,6 +84,21 @@ def test_frame_folder_with_binary_mask_and_finetune(tmp_path, clip):
     assert read_video(overlay)[::2] == (len(clip.frames), 25)
 
 
+def test_presence_threshold_option(tmp_path, clip):
+    """A threshold above any cosine similarity: every later frame is empty; the first keeps its mask."""
+    folder = frame_folder(tmp_path, clip)
+    mask = tmp_path / "first.png"
+    save_palette(mask, clip.labels[0])
+    out = tmp_path / "out"
+    rc = main(["video", str(folder), "--mask", str(mask), "-o", str(out), "--presence-threshold", "1.01", *TINY])
+    assert rc == 0
+    assert np.asarray(Image.open(out / "00000.png")).any()
+    for i in range(1, len(clip.frames)):
+        assert not np.asarray(Image.open(out / f"{i:05d}.png")).any()
+    rc = main(["video", str(folder), "--mask", str(mask), "-o", str(tmp_path / "out2"), "--detect-absent", *TINY])
+    assert rc == 0 and len(list((tmp_path / "out2").glob("*.png"))) == len(clip.frames)
+
+
 def test_mixed_frame_sizes(tmp_path, clip, capsys):
     folder = frame_folder(tmp_path, clip)
     Image.fromarray(clip.frames[3][:80]).save(folder / "00003.png")

@@ -262,3 +262,43 @@ def test_bool_mask_and_tiny_object(tiny_model, clip):
     assert any("covers no whole feature cell" in n for n in session.notes)
     assert torch.isfinite(session.directions[1]).all()
     session.step(clip.frames[1])
+
+
+# ------------------------------------------------------------------ presence
+
+
+def _square_frame(x0: int | None, seed: int = 0) -> np.ndarray:
+    """256x256 grey-green tiled frame, with a red 64x64 square at column ``x0`` (None: no square)."""
+    rng = np.random.default_rng(seed)
+    tiles = rng.integers(90, 140, size=(16, 16, 3)).astype(np.uint8)
+    tiles[..., 1] += 30  # greenish background, far from red
+    frame = np.kron(tiles, np.ones((16, 16, 1), dtype=np.uint8))
+    if x0 is not None:
+        frame[96:160, x0 : x0 + 64] = (220, 30, 40)
+    return frame
+
+
+@pytest.mark.parametrize("detect", [False, True])
+def test_an_object_that_leaves_is_absent_with_presence_detection(detect):
+    """Colour features: "is the red square here?" has a true answer on every frame."""
+    from fakes import color_backend
+
+    from persam.api import PersamModel
+
+    model = PersamModel(color_backend())
+    first = _square_frame(32)
+    labels = np.zeros((256, 256), dtype=np.uint8)
+    labels[96:160, 32:96] = 1
+    session = VideoSession(model, first, labels, settings=VideoSettings(detect_absent=detect))
+    if detect:
+        assert 0.2 < session.thresholds[1] < 0.95
+    _, on, scores = session.step(_square_frame(48, seed=1))
+    assert (on == 1).sum() >= 64 * 64 * 0.9 and scores[1] > 0
+    _, gone, scores = session.step(_square_frame(None, seed=2))  # the square has left
+    if detect:
+        assert not gone.any() and scores[1] == 0.0 and session.boxes[1] is None
+        assert any("object 1 absent" in n for n in session.notes)
+    else:  # the reference protocol always segments something: a false positive
+        assert gone.any()
+    _, back, scores = session.step(_square_frame(128, seed=3))
+    assert (back[96:160, 128:192] == 1).mean() > 0.9 and scores[1] > 0

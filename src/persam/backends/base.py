@@ -147,7 +147,7 @@ class Backend:
     precision: Literal["fp32", "bf16"] = "fp32"
     checkpoint_sha256: str = "random"
     encoder_calls: int = field(default=0, repr=False)
-    _dense_pe: torch.Tensor | None = field(default=None, repr=False)
+    _dense_pe: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def encoder_dtype(self) -> torch.dtype:
@@ -179,11 +179,20 @@ class Backend:
         # (``persam.backends.optimize``), so no autocast here.
         embedding = self.image_encoder(x.to(self.encoder_dtype))
         self.encoder_calls += 1
-        return EncodedImage(embedding=embedding.float(), geometry=self.geometry(image.shape[:2]))
+        # Row-major (not channels-last): the same layout as an embedding read back
+        # from an album index, so both give bit-identical masks.
+        embedding = embedding.float().contiguous(memory_format=torch.contiguous_format)
+        return EncodedImage(embedding=embedding, geometry=self.geometry(image.shape[:2]))
 
     def dense_pe(self) -> torch.Tensor:
         """(1, C, h, w) positional encoding of the embedding grid (computed once)."""
         if self._dense_pe is None:
             with torch.inference_mode():
-                self._dense_pe = self.prompt_encoder.get_dense_pe()
-        return self._dense_pe
+                pe = self.prompt_encoder.get_dense_pe()
+                self._dense_pe = (pe, pe.permute(0, 2, 3, 1).reshape(1, -1, pe.shape[1]).contiguous())
+        return self._dense_pe[0]
+
+    def dense_pe_cells(self) -> torch.Tensor:
+        """(1, h*w, C) the same positional encoding, one row per grid cell (row-major)."""
+        self.dense_pe()
+        return self._dense_pe[1]

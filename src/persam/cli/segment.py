@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -39,6 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["png", "coco"], default="png", help="coco: also write annotations.json with RLE masks")
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.jpg")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="photos segmented at once, sharing the CPU threads (default: 2 on a CPU with 2+ cores, else 1)")
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -91,8 +97,15 @@ class Outputs:
     coco_images: list[dict] = field(default_factory=list)
     coco_annotations: list[dict] = field(default_factory=list)
 
-    def skipped(self, path: Path, reason: str) -> None:
-        self.entries.append({"input": str(path), "status": "skipped", "reason": reason})
+    def add(self, done: "Done") -> None:
+        """Record one photo, numbering its COCO records."""
+        self.entries.append(done.entry)
+        if done.coco is not None:
+            image, annotations = done.coco
+            image_id = len(self.coco_images) + 1
+            self.coco_images.append({"id": image_id, **image})
+            for ann in annotations:
+                self.coco_annotations.append({"id": len(self.coco_annotations) + 1, "image_id": image_id, **ann})
 
     def write_json(self, name: str, payload: object) -> None:
         from persam.io import atomic_write_text
@@ -100,19 +113,19 @@ class Outputs:
         atomic_write_text(self.root / name, json.dumps(payload, indent=2) + "\n")
 
 
-def _coco_add(outputs: Outputs, path: Path, shape: tuple[int, int], results: list) -> None:
+def coco_records(path: Path, shape: tuple[int, int], results: list) -> tuple[dict, list[dict]]:
+    """COCO image and annotation records (without ids) of one photo's present results."""
     from pycocotools import mask as mask_utils
 
-    image_id = len(outputs.coco_images) + 1
-    outputs.coco_images.append({"id": image_id, "file_name": str(path), "height": shape[0], "width": shape[1]})
+    image = {"file_name": str(path), "height": shape[0], "width": shape[1]}
+    annotations = []
     for r in results:
         rle = mask_utils.encode(np.asfortranarray(r.mask.astype(np.uint8)))
         rle["counts"] = rle["counts"].decode("ascii")
         x0, y0, w, h = (float(v) for v in mask_utils.toBbox(rle))
-        outputs.coco_annotations.append(
-            {"id": len(outputs.coco_annotations) + 1, "image_id": image_id, "category_id": 1, "segmentation": rle,
-             "area": int(r.mask.sum()), "bbox": [x0, y0, w, h], "iscrowd": 0, "score": float(r.score), "present": bool(r.present)}
-        )
+        annotations.append({"category_id": 1, "segmentation": rle, "area": int(r.mask.sum()), "bbox": [x0, y0, w, h],
+                            "iscrowd": 0, "score": float(r.score), "present": bool(r.present)})
+    return image, annotations
 
 
 def segment_one(concept, image, args: argparse.Namespace) -> tuple[np.ndarray, list]:
@@ -125,26 +138,66 @@ def segment_one(concept, image, args: argparse.Namespace) -> tuple[np.ndarray, l
     return result.mask, [result]
 
 
-def write_result(outputs: Outputs, path: Path, stem: Path, pixels, written: np.ndarray, results: list, args) -> None:
+@dataclass
+class Done:
+    """What one photo produced: its manifest entry and, with --format coco, its records."""
+
+    entry: dict
+    coco: tuple[dict, list[dict]] | None = None
+
+
+def write_result(root: Path, path: Path, stem: Path, pixels, written: np.ndarray, results: list, args) -> Done:
+    """Write one photo's mask (and overlay) under ``root``; safe to call from several threads."""
     from persam.io import save_label_map, save_mask, save_overlay
 
-    target = outputs.root / stem.with_suffix(".png")
+    target = root / stem.with_suffix(".png")
     if args.max_instances > 1:
         save_label_map(target, written)
         tint = written > 0
     else:
         save_mask(target, written)
         tint = written
-    entry = {"input": str(path), "status": "written", "mask": str(target.relative_to(outputs.root)),
+    entry = {"input": str(path), "status": "written", "mask": str(target.relative_to(root)),
              "present": any(r.present for r in results), "instances": sum(r.present for r in results),
              "scores": [round(float(r.score), 6) for r in results]}
     if args.overlay and pixels is not None:
-        overlay_path = outputs.root / f"{stem}_overlay.jpg"
+        overlay_path = root / f"{stem}_overlay.jpg"
         save_overlay(overlay_path, pixels, tint)
-        entry["overlay"] = str(overlay_path.relative_to(outputs.root))
-    outputs.entries.append(entry)
-    if args.format == "coco":
-        _coco_add(outputs, path, written.shape, [r for r in results if r.present])
+        entry["overlay"] = str(overlay_path.relative_to(root))
+    coco = coco_records(path, written.shape, [r for r in results if r.present]) if args.format == "coco" else None
+    return Done(entry, coco)
+
+
+def default_workers(device) -> int:
+    """Photos segmented at once: two on a CPU with at least two cores (the decoder's small
+    matrix products use two cores poorly; two photos at a time do better), else one."""
+    return 2 if device.type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+
+
+@contextlib.contextmanager
+def worker_threads(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """A pool of ``workers`` threads; torch's own threads are shared out among them meanwhile."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(max(1, threads // workers))
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _ordered(items: Iterator[tuple[Future | None, Done | None]], ahead: int) -> Iterator[tuple[Future | None, Done | None]]:
+    """Pass ``items`` through in order, keeping at most ``ahead`` of them submitted before they are consumed."""
+    window: deque = deque()
+    for item in items:
+        window.append(item)
+        if len(window) > ahead:
+            yield window.popleft()
+    while window:
+        yield window.popleft()
 
 
 def index_targets(paths: list[str]) -> list[tuple[Path, Path]]:
@@ -162,6 +215,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("pass either --concept FILE or --ref/--ref-mask, not both")
     if args.max_instances < 1:
         raise ValueError(f"--max-instances must be at least 1, got {args.max_instances}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
     if args.index:
         from persam.index import AlbumIndex
 
@@ -176,19 +231,35 @@ def run(args: argparse.Namespace) -> int:
     concept = build_concept(args, model)
     outputs = Outputs(Path(args.output))
     errors = user_errors()
-    for path, stem in progress(targets, len(targets), "segment"):
+    workers = args.workers if args.workers is not None else default_workers(model.backend.device)
+
+    def job(path: Path, stem: Path, pixels, image) -> Done:
         try:
-            if album is not None:
-                pixels = load_image(path) if args.overlay else None
-                image = album.encoded(path, model.backend)
-            else:
-                pixels = image = load_image(path)
             written, results = segment_one(concept, image, args)
         except errors as exc:
-            warn(f"skipped {path}: {exc}")
-            outputs.skipped(path, str(exc))
-            continue
-        write_result(outputs, path, stem, pixels, written, results, args)
+            return Done({"input": str(path), "status": "skipped", "reason": str(exc)})
+        return write_result(outputs.root, path, stem, pixels, written, results, args)
+
+    def submitted(pool):
+        """Read each photo (or its stored embedding) here, segment and write it in the pool."""
+        for path, stem in targets:
+            try:
+                if album is not None:
+                    pixels = load_image(path) if args.overlay else None
+                    image = album.encoded(path, model.backend)
+                else:
+                    pixels = image = load_image(path)
+            except errors as exc:
+                yield None, Done({"input": str(path), "status": "skipped", "reason": str(exc)})
+                continue
+            yield pool.submit(job, path, stem, pixels, image), None
+
+    with worker_threads(workers) as pool:
+        for future, done in progress(_ordered(submitted(pool), 2 * workers), len(targets), "segment"):
+            done = done if future is None else future.result()
+            if done.entry["status"] == "skipped":
+                warn(f"skipped {done.entry['input']}: {done.entry['reason']}")
+            outputs.add(done)
     outputs.write_json("manifest.json", {"method": concept.method, "model": model.backend.name, "inputs": outputs.entries})
     if args.format == "coco":
         outputs.write_json("annotations.json", {"images": outputs.coco_images, "annotations": outputs.coco_annotations,

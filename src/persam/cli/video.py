@@ -23,6 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder for the per-frame label maps")
     p.add_argument("--overlay-video", metavar="OUT.mp4", help="also write the frames with the objects tinted, as mp4")
     p.add_argument("--finetune", action="store_true", help="PerSAM-F: fit two mask-scale weights per object on the first frame")
+    p.add_argument("--detect-absent", action="store_true",
+                   help="leave an object out of frames where its best similarity is below its presence threshold "
+                        "(calibrated on the first frame; off by default, as in the reference protocol)")
+    p.add_argument("--presence-threshold", type=float, metavar="S",
+                   help="one presence threshold for every object (implies --detect-absent)")
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -30,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from persam.io import save_label_map
     from persam.video.frames import OverlayWriter, load_label_map, open_frames, tint
-    from persam.video.session import VideoSession
+    from persam.video.session import VideoSession, VideoSettings
 
     source = open_frames(args.input)
     labels = load_label_map(args.mask)
@@ -45,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if not labels.any():
         raise ValueError(f"{args.mask} has no object pixel (all 0); mark each object with its id, or 255 for one object")
     model = load_model(args)
-    session = VideoSession(model, first, labels, finetune=args.finetune)
+    settings = VideoSettings(detect_absent=args.detect_absent, presence_threshold=args.presence_threshold)
+    session = VideoSession(model, first, labels, finetune=args.finetune, settings=settings)
     out = Path(args.output)
     writer = OverlayWriter(args.overlay_video, source.fps, session.hw) if args.overlay_video else None
     shown = {"frame": first}

@@ -192,7 +192,7 @@ def predict(backend: Backend, embedding: torch.Tensor, sparse: torch.Tensor, den
     guidance = guidance or Guidance()
     if not exact and factored.supports(decoder):
         return factored.predict_masks(
-            decoder, embedding, backend.dense_pe(), sparse, dense, multimask,
+            decoder, embedding, backend.dense_pe_cells(), sparse, dense, multimask,
             attention_bias=guidance.attention_bias, target_embedding=guidance.target_embedding,
         )
     if dense.shape[0] != sparse.shape[0]:  # no mask prompt: one broadcast dense embedding

@@ -167,7 +167,8 @@ def predict_masks(decoder: nn.Module, image_embeddings: torch.Tensor, image_pe: 
 
     Args:
         decoder: an official SAM mask decoder (``supports(decoder)``).
-        image_embeddings: (1, C, h, w). image_pe: (1, C, h, w).
+        image_embeddings: (1, C, h, w). image_pe: (1, C, h, w), or already
+            as (1, h*w, C) cells (``Backend.dense_pe_cells``).
         sparse: (B, T', C) prompt tokens. dense: (B or 1, C, h, w).
         multimask: tokens 1..3 (True) or token 0 (False).
         attention_bias: (h*w,) PerSAM attention bias, or None.
@@ -180,9 +181,12 @@ def predict_masks(decoder: nn.Module, image_embeddings: torch.Tensor, image_pe: 
     _, c, h, w = image_embeddings.shape
     out_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1).to(sparse.dtype), sparse], dim=1)
-    src = image_embeddings + dense  # (B or 1, C, h, w)
-    keys = src.permute(0, 2, 3, 1).reshape(src.shape[0], h * w, c).expand(b, -1, -1)
-    key_pe = image_pe.permute(0, 2, 3, 1).reshape(1, h * w, c)
+    # image + dense embedding, written straight into (B, h, w, C) cell order
+    emb, dns = image_embeddings.permute(0, 2, 3, 1), dense.permute(0, 2, 3, 1)
+    keys = torch.empty((dense.shape[0], h, w, c), dtype=emb.dtype, device=emb.device)
+    torch.add(emb, dns, out=keys)
+    keys = keys.view(-1, h * w, c).expand(b, -1, -1)
+    key_pe = image_pe if image_pe.dim() == 3 else image_pe.permute(0, 2, 3, 1).reshape(1, h * w, c)
     hs, keys = _two_way(decoder.transformer, keys, key_pe, tokens, attention_bias, target_embedding)
     chosen = range(1, decoder.num_mask_tokens) if multimask else range(0, 1)
     hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in chosen], dim=1)

@@ -27,6 +27,14 @@ Where the reference fails, this module defines the behaviour:
   its next prompt is its top-k similarity points alone (no box, no centre),
   until it has pixels again, from which frame on its box is used again;
   its score for a frame where it has no pixel is 0.0;
+* **presence** (optional, ``VideoSettings.detect_absent``; off by default as
+  in the reference): each object gets a presence threshold from frame 0,
+  calibrated like a concept's (``persam.method.presence``: midpoint of the
+  mean similarity of its own cells and the best similarity of the cells
+  away from it); on a frame where its best similarity is below it, the
+  object is declared absent (no pixel, score 0.0, box dropped) without
+  running the decoder for it, so a vanished object does not come back as a
+  false positive;
 * a refinement whose input mask is empty keeps the previous stage's mask
   (no crash);
 * an object covering no whole feature cell in frame 0 takes the features of
@@ -50,7 +58,8 @@ from persam.method.decoder import Prompt
 from persam.method.persam_f import auto_block, optimise, pool_problem
 from persam.method.resample import logits_operator, similarity_operator, upscale_logits
 from persam.method.settings import FitSettings
-from persam.method.target import TargetFeatures, masked_features
+from persam.method.presence import pool_stats, reference_similarities
+from persam.method.target import TargetFeatures, masked_features, similarity, target_cells
 from persam.video.batch import decode_many
 from persam.video.prior import Box, box_centre, enlarge_box, label_boxes, topk_points
 
@@ -76,12 +85,18 @@ class VideoSettings:
         box_margin: pixels added on each side of the previous frame's box.
         cell_threshold: fraction of a feature cell the first-frame mask must cover.
         fit: PerSAM-F's fit on frame 0 (reference: 800 AdamW steps, lr 4e-4, eps 1e-4, cosine).
+        detect_absent: declare an object absent on frames where its best
+            similarity is below its presence threshold (off: the reference).
+        presence_threshold: one threshold for every object instead of the
+            calibrated ones (implies ``detect_absent``).
     """
 
     top_k: int | None = None
     box_margin: int = BOX_MARGIN
     cell_threshold: float = VIDEO_CELL_THRESHOLD
     fit: FitSettings = field(default_factory=_default_fit)
+    detect_absent: bool = False
+    presence_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:
@@ -141,7 +156,7 @@ class FramePrediction:
         labels: (H, W) uint8 merged label map.
         scores: object id -> predicted IoU (0.0 when absent from ``labels``).
         boxes: object id -> tight XYXY box in ``labels`` (None when absent).
-        prompts: object id -> the prompt it was segmented with.
+        prompts: object id -> the prompt it was segmented with (present objects only).
     """
 
     labels: np.ndarray
@@ -200,6 +215,11 @@ class VideoSession:
         encoded = self.backend.encode(frame)
         self.directions: dict[int, torch.Tensor] = {oid: self._direction(encoded, labels == oid, oid) for oid in self.object_ids}
         self._boxes: dict[int, Box | None] = label_boxes(labels, self.object_ids)
+        self.thresholds: dict[int, float] = {}
+        if self.settings.presence_threshold is not None:
+            self.thresholds = {oid: float(self.settings.presence_threshold) for oid in self.object_ids}
+        elif self.settings.detect_absent:
+            self.thresholds = {oid: self._presence_threshold(encoded, labels == oid, oid) for oid in self.object_ids}
         self.weights: dict[int, torch.Tensor] = self._fit(encoded, labels) if finetune else {}
 
     # ------------------------------------------------------------------ set-up
@@ -221,6 +241,14 @@ class VideoSession:
             self.notes.append(f"frame 0: object {oid} covers no whole feature cell; using the cells its pixels touch")
         return TargetFeatures.from_cells([feats]).direction("maxmean")
 
+    def _presence_threshold(self, encoded: EncodedImage, mask: np.ndarray, oid: int) -> float:
+        """Object ``oid``'s calibrated presence threshold on frame 0 (see the module docstring)."""
+        cells = torch.from_numpy(mask)
+        fg, bg = reference_similarities(encoded, cells, self.directions[oid], self.settings.cell_threshold)
+        if fg.numel() == 0:  # no whole cell: the cells its pixels touch, as for its direction
+            fg = similarity(encoded, self.directions[oid]).cpu()[target_cells(cells, encoded.geometry, 1e-6)]
+        return pool_stats([(fg, bg)]).threshold
+
     def _fit(self, encoded: EncodedImage, labels: np.ndarray) -> dict[int, torch.Tensor]:
         """PerSAM-F's weights per object, fitted on frame 0 with frame 0's own prompt."""
         fit = self.settings.fit
@@ -236,7 +264,11 @@ class VideoSession:
     # ------------------------------------------------------------------ one frame
 
     def prompts(self, encoded: EncodedImage, boxes: dict[int, Box | None]) -> dict[int, ObjectPrompt]:
-        """Every object's prompt on an encoded frame, given the previous frame's tight boxes."""
+        """Every present object's prompt on an encoded frame, given the previous frame's tight boxes.
+
+        Objects below their presence threshold (``thresholds``, when
+        detecting absence) get no prompt: they are absent from the frame.
+        """
         feats = encoded.normalized_features()
         directions = torch.stack([self.directions[oid] for oid in self.object_ids]).to(feats)
         sims = torch.einsum("kc,chw->khw", directions, feats)
@@ -244,6 +276,8 @@ class VideoSession:
         k = self.settings.points(self.finetune)
         out = {}
         for oid, sim in zip(self.object_ids, sims):
+            if oid in self.thresholds and float(sim.max()) < self.thresholds[oid]:
+                continue
             points = topk_points(op, sim, k)
             box = boxes.get(oid)
             big = None if box is None else enlarge_box(box, self.settings.box_margin, self.hw)
@@ -260,11 +294,11 @@ class VideoSession:
             boxes: previous tight boxes per object id; default the session's.
         """
         prompts = self.prompts(encoded, self._boxes if boxes is None else boxes)
-        final = self.segment_objects(encoded, prompts)
+        final = self.segment_objects(encoded, prompts) if prompts else {}
         ids = list(final)
         labels = self._merge(encoded.geometry, ids, [final[oid][0] for oid in ids])
-        boxes_now = label_boxes(labels, ids)
-        scores = {oid: (final[oid][1] if boxes_now[oid] is not None else 0.0) for oid in ids}
+        boxes_now = label_boxes(labels, self.object_ids)
+        scores = {oid: (final[oid][1] if oid in final and boxes_now[oid] is not None else 0.0) for oid in self.object_ids}
         return FramePrediction(labels=labels, scores=scores, boxes=boxes_now, prompts=prompts)
 
     def segment_objects(self, encoded: EncodedImage, prompts: dict[int, ObjectPrompt]) -> dict[int, tuple[torch.Tensor, float]]:
@@ -345,7 +379,10 @@ class VideoSession:
         for oid in self.object_ids:
             was, now = self._boxes[oid], pred.boxes[oid]
             if was is not None and now is None:
-                self.notes.append(f"frame {index}: object {oid} vanished; searching it by its similarity points alone")
+                if oid not in pred.prompts:
+                    self.notes.append(f"frame {index}: object {oid} absent (best similarity below its presence threshold)")
+                else:
+                    self.notes.append(f"frame {index}: object {oid} vanished; searching it by its similarity points alone")
             elif was is None and now is not None:
                 self.notes.append(f"frame {index}: object {oid} is back")
         self._boxes = pred.boxes
