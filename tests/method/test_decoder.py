@@ -132,8 +132,12 @@ def test_factored_mask_embedding_equals_the_official_downscaling(builder):
     assert factored.supports_mask_embedding(prompt_encoder)
     h, w = prompt_encoder.image_embedding_size
     masks = torch.randn(2, 1, 4 * h, 4 * w) * 5
+    emb = torch.randn(1, prompt_encoder.embed_dim, h, w)
     with torch.no_grad():
         want = prompt_encoder._embed_masks(masks)
         got = factored.mask_embedding(prompt_encoder, masks)
+        cells = factored.image_mask_cells(prompt_encoder, emb, masks)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    want_cells = (emb + want).permute(0, 2, 3, 1).reshape(2, h * w, -1)
+    torch.testing.assert_close(cells, want_cells, atol=1e-5, rtol=1e-5)

@@ -149,52 +149,42 @@ def guided_predict_masks(
     return masks, decoder.iou_prediction_head(hs[:, 0, :])
 
 
-def encode_prompts(backend: Backend, points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
-                   masks: torch.Tensor | None, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The official prompt encoder, its mask branch re-associated unless ``exact``.
-
-    Args:
-        points: (B, N, 2) (x, y) in encoder-frame pixels and (B, N) int labels, or None.
-        boxes: (B, 4) XYXY in encoder-frame pixels, or None.
-        masks: (B, 1, 4h, 4w) mask logits, or None.
-
-    Returns:
-        sparse (B, T, C) and dense (B or 1, C, h, w) embeddings.
-    """
-    encoder = backend.prompt_encoder
-    if masks is None or exact or not factored.supports_mask_embedding(encoder):
-        return encoder(points=points, boxes=boxes, masks=masks)
-    if points is None and boxes is None:  # batch size from the masks, as the official encoder
-        sparse, _ = encoder(points=None, boxes=None, masks=masks)
-    else:
-        sparse, _ = encoder(points=points, boxes=boxes, masks=None)
-    return sparse, factored.mask_embedding(encoder, masks)
-
-
-def predict(backend: Backend, embedding: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor, multimask: bool,
-            guidance: Guidance | None = None, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mask decoder on prompt-encoder outputs, in fp32.
+def predict(backend: Backend, embedding: torch.Tensor, points: tuple[torch.Tensor, torch.Tensor] | None,
+            boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool, guidance: Guidance | None = None,
+            exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompt encoder and mask decoder on a batch of prompts, in fp32.
 
     Args:
         backend: the frozen model.
         embedding: (1, C, h, w) image embedding.
-        sparse: (B, T, C) and dense: (B or 1, C, h, w) prompt embeddings.
+        points: (B, N, 2) (x, y) in encoder-frame pixels and (B, N) int labels, or None.
+        boxes: (B, 4) XYXY in encoder-frame pixels, or None.
+        masks: (B, 1, 4h, 4w) mask logits, or None.
         multimask: SAM's three masks (tokens 1-3) instead of token 0.
         guidance: PerSAM's decoder additions, or None.
-        exact: run the official submodules in the official order instead of
-            the re-associated decoder (``persam.method.factored``); also used
-            when the decoder's structure is not the official one.
+        exact: run the official modules (prompt encoder, decoder submodules in
+            the official order) instead of the re-associated decoder
+            (``persam.method.factored``); also used when the decoder's
+            structure is not the official one.
 
     Returns:
         logits (B, K, 4h, 4w) and iou (B, K), K = 3 (multimask) or 1.
     """
-    decoder = backend.mask_decoder
+    encoder, decoder = backend.prompt_encoder, backend.mask_decoder
     guidance = guidance or Guidance()
-    if not exact and factored.supports(decoder):
+    if not exact and factored.supports(decoder) and (masks is None or factored.supports_mask_embedding(encoder)):
+        if masks is None:
+            sparse, dense = encoder(points=points, boxes=boxes, masks=None)
+            cells = None
+        else:
+            # batch size from the masks when there is no point or box, as the official encoder
+            sparse, _ = encoder(points=points, boxes=boxes, masks=masks if points is None and boxes is None else None)
+            dense, cells = None, factored.image_mask_cells(encoder, embedding, masks)
         return factored.predict_masks(
             decoder, embedding, backend.dense_pe_cells(), sparse, dense, multimask,
-            attention_bias=guidance.attention_bias, target_embedding=guidance.target_embedding,
+            attention_bias=guidance.attention_bias, target_embedding=guidance.target_embedding, cells=cells,
         )
+    sparse, dense = encoder(points=points, boxes=boxes, masks=masks)
     if dense.shape[0] != sparse.shape[0]:  # no mask prompt: one broadcast dense embedding
         dense = dense.expand(sparse.shape[0], -1, -1, -1)
     args = (embedding, backend.dense_pe(), sparse, dense)
@@ -227,6 +217,5 @@ def decode(backend: Backend, encoded: EncodedImage, prompt: Prompt, multimask: b
         points = (coords, prompt.labels.to(dev, torch.int).view(1, -1))
     boxes = None if prompt.box_xyxy is None else geometry.to_model_xy(prompt.box_xyxy.to(dev).view(2, 2)).view(1, 4)
     masks = None if prompt.mask_logits is None else prompt.mask_logits.to(dev, torch.float32).view(1, 1, *geometry.low_res_hw)
-    sparse, dense = encode_prompts(backend, points, boxes, masks, exact)
-    logits, iou = predict(backend, encoded.embedding, sparse, dense, multimask, guidance, exact)
+    logits, iou = predict(backend, encoded.embedding, points, boxes, masks, multimask, guidance, exact)
     return DecoderOutput(low_res_logits=logits[0].float(), iou=iou[0].float())

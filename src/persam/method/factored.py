@@ -82,8 +82,8 @@ def token_to_image(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
     b, _, t, d = qh.shape
     c = k.shape[-1]
     wk = module.k_proj.weight.view(heads, d, c)
-    qk = torch.matmul(qh, wk.to(qh.dtype)).reshape(b, heads * t, c)  # (B, H*T, C)
-    attn = torch.softmax(torch.matmul(qk, k.transpose(1, 2)) / math.sqrt(d), dim=-1)  # (B, H*T, N)
+    qk = torch.matmul(qh / math.sqrt(d), wk.to(qh.dtype)).reshape(b, heads * t, c)  # (B, H*T, C), scaled
+    attn = torch.softmax(torch.matmul(qk, k.transpose(1, 2)), dim=-1)  # (B, H*T, N)
     if bias is not None:
         attn = torch.softmax(attn + bias.to(attn.dtype), dim=-1)
     ax = torch.matmul(attn.to(v.dtype), v).view(b, heads, t, c)  # (B, H, T, C)
@@ -92,14 +92,19 @@ def token_to_image(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
     return module.out_proj(out.transpose(1, 2).reshape(b, t, heads * d))
 
 
-def image_to_token(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def image_to_token(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   residual: torch.Tensor | None = None) -> torch.Tensor:
     """An ``Attention`` module with cells as queries, re-associated.
+
+    The output bias is folded into the values: each head's attention row sums
+    to 1, so adding ``b_o / H`` to every (head, token) row adds ``b_o``.
 
     Args:
         q: (B, N, C) cell queries. k: (B, T, C) token keys. v: (B, T, C) token values.
+        residual: (B, N, C) added to the output inside the last product, or None.
 
     Returns:
-        (B, N, C), as ``module(q=q, k=k, v=v)``.
+        (B, N, C), as ``residual + module(q=q, k=k, v=v)``.
     """
     heads = module.num_heads
     kh = _heads(module.k_proj(k), heads)  # (B, H, T, d)
@@ -107,15 +112,18 @@ def image_to_token(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
     b, _, t, d = kh.shape
     c = q.shape[-1]
     wq = module.q_proj.weight.view(heads, d, c).to(kh.dtype)
+    kh = kh / math.sqrt(d)  # the softmax scale, on the small side
     m = torch.matmul(wq.transpose(1, 2), kh.transpose(2, 3))  # (B, H, C, T)
     m = m.permute(0, 2, 1, 3).reshape(b, c, heads * t)
     offset = torch.matmul(module.q_proj.bias.view(heads, 1, d).to(kh.dtype), kh.transpose(2, 3))  # (B, H, 1, T)
-    logits = torch.matmul(q, m.to(q.dtype)) + offset.reshape(b, 1, heads * t).to(q.dtype)  # (B, N, H*T)
+    logits = torch.baddbmm(offset.reshape(b, 1, heads * t).to(q.dtype), q, m.to(q.dtype))  # (B, N, H*T)
     n = q.shape[1]
-    attn = _softmax_short(logits.view(b, n, heads, t) / math.sqrt(d)).view(b, n, heads * t)
+    attn = _softmax_short(logits.view(b, n, heads, t)).view(b, n, heads * t)
     wo = module.out_proj.weight.view(c, heads, d).permute(1, 2, 0).to(vh.dtype)  # (H, d, C)
-    vo = torch.matmul(vh, wo).reshape(b, heads * t, c)  # (B, H*T, C)
-    return torch.matmul(attn.to(vo.dtype), vo) + module.out_proj.bias.to(vo.dtype)
+    vo = torch.matmul(vh, wo).reshape(b, heads * t, c) + module.out_proj.bias.to(vh.dtype) / heads  # (B, H*T, C)
+    if residual is None:
+        return torch.matmul(attn.to(vo.dtype), vo)
+    return torch.baddbmm(residual, attn.to(vo.dtype), vo)
 
 
 def _two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, tokens: torch.Tensor,
@@ -135,7 +143,7 @@ def _two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, t
         keys_pe = keys + key_pe
         queries = layer.norm2(queries + token_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe, keys, bias))
         queries = layer.norm3(queries + layer.mlp(queries))
-        keys = layer.norm4(keys + image_to_token(layer.cross_attn_image_to_token, keys_pe, queries + query_pe, queries))
+        keys = layer.norm4(image_to_token(layer.cross_attn_image_to_token, keys_pe, queries + query_pe, queries, residual=keys))
     final_q = queries + query_pe if target is None else queries + query_pe + target.to(queries.dtype)
     final = token_to_image(transformer.final_attn_token_to_image, final_q, keys + key_pe, keys, None)
     return transformer.norm_final_attn(queries + final), keys
@@ -146,12 +154,12 @@ def _masks(decoder: nn.Module, keys: torch.Tensor, grid_hw: tuple[int, int], hyp
     ct1, ln, act1, ct2, act2 = decoder.output_upscaling
     b, n, c = keys.shape
     c4, c8 = ct1.out_channels, ct2.out_channels
-    # As linear maps: rows (a, b', o) of the weight, bias repeated per sub-pixel.
-    w1 = ct1.weight.permute(2, 3, 1, 0).reshape(4 * c4, c)
-    y = F.linear(keys, w1, ct1.bias.repeat(4)).view(b, n, 4, c4)
+    # As matrix products: columns (a, b', o) of the weight, bias repeated per sub-pixel.
+    w1 = ct1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c4)
+    y = torch.addmm(ct1.bias.repeat(4), keys.reshape(b * n, c), w1).view(b, n, 4, c4)
     y = act1(F.layer_norm(y, (c4,), ln.weight, ln.bias, ln.eps))
-    w2 = ct2.weight.permute(2, 3, 1, 0).reshape(4 * c8, c4)
-    z = act2(F.linear(y, w2, ct2.bias.repeat(4)).view(b, n, 4, 4, c8))
+    w2 = ct2.weight.permute(0, 2, 3, 1).reshape(c4, 4 * c8)
+    z = act2(torch.addmm(ct2.bias.repeat(4), y.reshape(-1, c4), w2))
     k = hyper.shape[1]
     m = torch.matmul(z.view(b, n * 16, c8), hyper.transpose(1, 2).to(z.dtype))  # (B, N*16, K)
     h, w = grid_hw
@@ -162,17 +170,21 @@ def _masks(decoder: nn.Module, keys: torch.Tensor, grid_hw: tuple[int, int], hyp
 
 def predict_masks(decoder: nn.Module, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
                   dense: torch.Tensor, multimask: bool, attention_bias: torch.Tensor | None = None,
-                  target_embedding: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  target_embedding: torch.Tensor | None = None,
+                  cells: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``MaskDecoder.predict_masks``, re-associated, for the masks actually used.
 
     Args:
         decoder: an official SAM mask decoder (``supports(decoder)``).
         image_embeddings: (1, C, h, w). image_pe: (1, C, h, w), or already
             as (1, h*w, C) cells (``Backend.dense_pe_cells``).
-        sparse: (B, T', C) prompt tokens. dense: (B or 1, C, h, w).
+        sparse: (B, T', C) prompt tokens. dense: (B or 1, C, h, w), or None
+            when ``cells`` is given.
         multimask: tokens 1..3 (True) or token 0 (False).
         attention_bias: (h*w,) PerSAM attention bias, or None.
         target_embedding: (C,) PerSAM target embedding, or None.
+        cells: (B, h*w, C) image plus dense embedding in cell order
+            (``image_mask_cells``), instead of adding ``dense`` here.
 
     Returns:
         masks (B, K, 4h, 4w) and iou (B, K), K = 3 (multimask) or 1.
@@ -181,11 +193,12 @@ def predict_masks(decoder: nn.Module, image_embeddings: torch.Tensor, image_pe: 
     _, c, h, w = image_embeddings.shape
     out_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1).to(sparse.dtype), sparse], dim=1)
-    # image + dense embedding, written straight into (B, h, w, C) cell order
-    emb, dns = image_embeddings.permute(0, 2, 3, 1), dense.permute(0, 2, 3, 1)
-    keys = torch.empty((dense.shape[0], h, w, c), dtype=emb.dtype, device=emb.device)
-    torch.add(emb, dns, out=keys)
-    keys = keys.view(-1, h * w, c).expand(b, -1, -1)
+    if cells is None:  # image + dense embedding, written straight into (B, h, w, C) cell order
+        emb, dns = image_embeddings.permute(0, 2, 3, 1), dense.permute(0, 2, 3, 1)
+        keys = torch.empty((dense.shape[0], h, w, c), dtype=emb.dtype, device=emb.device)
+        torch.add(emb, dns, out=keys)
+        cells = keys.view(-1, h * w, c)
+    keys = cells.expand(b, -1, -1)
     key_pe = image_pe if image_pe.dim() == 3 else image_pe.permute(0, 2, 3, 1).reshape(1, h * w, c)
     hs, keys = _two_way(decoder.transformer, keys, key_pe, tokens, attention_bias, target_embedding)
     chosen = range(1, decoder.num_mask_tokens) if multimask else range(0, 1)
@@ -208,16 +221,9 @@ def supports_mask_embedding(prompt_encoder: nn.Module) -> bool:
     return all(type(n).__name__ == "LayerNorm2d" for n in norms)
 
 
-def mask_embedding(prompt_encoder: nn.Module, masks: torch.Tensor) -> torch.Tensor:
-    """``prompt_encoder._embed_masks(masks)`` as per-patch matrix products.
-
-    Args:
-        masks: (B, 1, 4h, 4w) mask logits.
-
-    Returns:
-        (B, C, h, w) dense embedding (a channels-last view).
-    """
-    conv1, ln1, act1, conv2, ln2, act2, conv3 = prompt_encoder.mask_downscaling
+def _mask_features(prompt_encoder: nn.Module, masks: torch.Tensor) -> torch.Tensor:
+    """(B, h, w, C') features of the mask downscaling before its last 1x1 convolution."""
+    conv1, ln1, act1, conv2, ln2, act2, _ = prompt_encoder.mask_downscaling
     b, _, hh, ww = masks.shape
     h2, w2 = hh // 2, ww // 2
     # 2x2 patches of the mask, (kh, kw) order as the convolution weight.
@@ -227,6 +233,40 @@ def mask_embedding(prompt_encoder: nn.Module, masks: torch.Tensor) -> torch.Tens
     c1, h, w = conv1.out_channels, h2 // 2, w2 // 2
     y = y.reshape(b, h, 2, w, 2, c1).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, 4 * c1)  # (kh, kw, c)
     w2m = conv2.weight.permute(0, 2, 3, 1).reshape(conv2.out_channels, 4 * c1)
-    y = act2(F.layer_norm(F.linear(y, w2m, conv2.bias), (conv2.out_channels,), ln2.weight, ln2.bias, ln2.eps))
+    return act2(F.layer_norm(F.linear(y, w2m, conv2.bias), (conv2.out_channels,), ln2.weight, ln2.bias, ln2.eps))
+
+
+def mask_embedding(prompt_encoder: nn.Module, masks: torch.Tensor) -> torch.Tensor:
+    """``prompt_encoder._embed_masks(masks)`` as per-patch matrix products.
+
+    Args:
+        masks: (B, 1, 4h, 4w) mask logits.
+
+    Returns:
+        (B, C, h, w) dense embedding (a channels-last view).
+    """
+    conv3 = prompt_encoder.mask_downscaling[6]
+    y = _mask_features(prompt_encoder, masks)
     z = F.linear(y, conv3.weight.reshape(conv3.out_channels, -1), conv3.bias)  # (B, h, w, C)
     return z.permute(0, 3, 1, 2)
+
+
+def image_mask_cells(prompt_encoder: nn.Module, image_embeddings: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Image embedding plus ``mask_embedding(masks)`` in (B, h*w, C) cell order, in one product.
+
+    The last 1x1 convolution (bias as an extra input column of ones) is
+    accumulated onto the image cells by one ``baddbmm``: on a CPU whose
+    memory bandwidth limits element-wise passes over the (h*w, C) cells,
+    this saves three of them per refinement pass.
+
+    Args:
+        image_embeddings: (1, C, h, w). masks: (B, 1, 4h, 4w) mask logits.
+    """
+    conv3 = prompt_encoder.mask_downscaling[6]
+    y = _mask_features(prompt_encoder, masks)  # (B, h, w, C')
+    b, h, w, cin = y.shape
+    c = conv3.out_channels
+    y1 = torch.cat([y.reshape(b, h * w, cin), y.new_ones(b, h * w, 1)], dim=2)
+    weight = torch.cat([conv3.weight.reshape(c, cin).T, conv3.bias[None]], dim=0).to(y1.dtype)  # (C'+1, C)
+    image = image_embeddings.permute(0, 2, 3, 1).reshape(1, h * w, c)
+    return torch.baddbmm(image, y1, weight.expand(b, -1, -1))

@@ -70,7 +70,8 @@ def refine(
         )
         new_logits, new_score = decode(backend, encoded, prompt, multimask=True).best()
         out = MethodOutput(new_logits, new_score, points, labels, use_box, out.notes)
-        box = op.positive_box(new_logits)
+        if stage == 1:  # the box prompt of stage 2
+            box = op.positive_box(new_logits)
     return out
 
 

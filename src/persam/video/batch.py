@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from persam.backends.base import Backend, EncodedImage
-from persam.method.decoder import DecoderOutput, Prompt, encode_prompts, predict
+from persam.method.decoder import DecoderOutput, Prompt, predict
 
 
 def _layout(prompt: Prompt) -> tuple[int, bool, bool]:
@@ -56,8 +56,7 @@ def decode_many(backend: Backend, encoded: EncodedImage, prompts: Sequence[Promp
         masks = None
         if has_mask:
             masks = torch.stack([p.mask_logits.to(dev, torch.float32).view(1, *geometry.low_res_hw) for p in batch])
-        sparse, dense = encode_prompts(backend, points, boxes, masks)
-        logits, iou = predict(backend, encoded.embedding, sparse, dense, multimask)
+        logits, iou = predict(backend, encoded.embedding, points, boxes, masks, multimask)
         for j, i in enumerate(idx):
             outputs[i] = DecoderOutput(low_res_logits=logits[j].float(), iou=iou[j].float())
     return [o for o in outputs if o is not None]
