@@ -6,7 +6,10 @@ median over ``runs`` runs after one warm-up run:
 
 * ``encoder_s``: ``backend.encode(image)``, the image encoder on the target photo;
 * ``decoder_pass_s``: one multi-mask pass of SAM's prompt encoder and mask
-  decoder (one positive point) on the encoded target;
+  decoder (one positive point) on the encoded target, as persam runs it
+  (re-associated, ``persam.method.factored``);
+* ``official_decoder_pass_s``: the same pass through the official modules in
+  their own order (``decode(..., exact=True)``), the reference's cost;
 * ``persam_extra_s``: ``concept.segment(encoded)`` of a training-free PerSAM
   concept on the already encoded target, including the full-resolution mask;
 * ``persam_f_extra_s``: the same for a PerSAM-F concept;
@@ -40,7 +43,7 @@ import numpy as np
 import torch
 
 #: Keys of ``BenchResult.to_dict()`` that are durations in seconds.
-TIMING_KEYS = ("encoder_s", "decoder_pass_s", "persam_extra_s", "persam_f_extra_s", "fit_s", "decode_only_s", "video_extra_s")
+TIMING_KEYS = ("encoder_s", "decoder_pass_s", "official_decoder_pass_s", "persam_extra_s", "persam_f_extra_s", "fit_s", "decode_only_s", "video_extra_s")
 #: Ratios of ``BenchResult.to_dict()``: a stage's time over one decoder pass (video: over the encoder).
 RATIO_KEYS = (
     "persam_extra_over_decoder",
@@ -103,6 +106,7 @@ class BenchResult:
         runs: timed runs per stage (after one warm-up run).
         encoder_s: image encoder, one photo.
         decoder_pass_s: one multi-mask prompt-encoder + mask-decoder pass.
+        official_decoder_pass_s: the same pass through the official modules.
         persam_extra_s: PerSAM on an encoded photo, full-resolution mask included.
         persam_f_extra_s: PerSAM-F on an encoded photo, full-resolution mask included.
         fit_s: PerSAM-F's fit on an encoded reference (``personalize(finetune=True)``).
@@ -123,6 +127,7 @@ class BenchResult:
     runs: int
     encoder_s: float
     decoder_pass_s: float
+    official_decoder_pass_s: float
     persam_extra_s: float
     persam_f_extra_s: float
     fit_s: float
@@ -230,6 +235,7 @@ def run_benchmark(
     stages: dict[str, Callable[[], object]] = {
         "encoder_s": lambda: backend.encode(tgt_image),
         "decoder_pass_s": lambda: decode(backend, encoded_tgt, prompt, multimask=True),
+        "official_decoder_pass_s": lambda: decode(backend, encoded_tgt, prompt, multimask=True, exact=True),
         "fit_s": lambda: session.personalize(encoded_ref, ref_mask, finetune=True),
         "persam_extra_s": lambda: concept.segment(encoded_tgt),
         "persam_f_extra_s": lambda: concept_f.segment(encoded_tgt),
@@ -261,6 +267,7 @@ def run_benchmark(
         runs=int(runs),
         encoder_s=medians["encoder_s"],
         decoder_pass_s=medians["decoder_pass_s"],
+        official_decoder_pass_s=medians["official_decoder_pass_s"],
         persam_extra_s=medians["persam_extra_s"],
         persam_f_extra_s=medians["persam_f_extra_s"],
         fit_s=medians["fit_s"],

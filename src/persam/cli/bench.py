@@ -41,6 +41,7 @@ def format_result(result) -> str:
     rows = [
         ("image encoder", result.encoder_s, None),
         ("decoder pass (multi-mask)", result.decoder_pass_s, 1.0),
+        ("  the same, official modules", result.official_decoder_pass_s, result.official_decoder_pass_s / result.decoder_pass_s),
         ("PerSAM on an encoded photo", result.persam_extra_s, result.persam_extra_over_decoder),
         ("PerSAM-F on an encoded photo", result.persam_f_extra_s, result.persam_f_extra_over_decoder),
         ("PerSAM, cached embedding (decode only)", result.decode_only_s, result.decode_only_over_decoder),
