@@ -15,7 +15,7 @@ the official order, with two additions (PerSAM, section 3.3):
 
 ``guided_predict_masks`` is that re-run, written to be read against the
 official code; ``decode`` runs the same computation re-associated
-(``persam.method.factored``, about twice as fast on CPU) unless ``exact``.
+(``persam.method.factored``; ``persam bench`` times both) unless ``exact``.
 """
 
 from __future__ import annotations
@@ -98,28 +98,10 @@ def attention(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     return module.out_proj(module._recombine_heads(attn @ vh))
 
 
-def _two_way(transformer: nn.Module, src: torch.Tensor, pos: torch.Tensor, tokens: torch.Tensor, guidance: Guidance) -> tuple[torch.Tensor, torch.Tensor]:
-    keys = src.flatten(2).permute(0, 2, 1)
-    key_pe = pos.flatten(2).permute(0, 2, 1)
-    target = guidance.target_embedding
-    query_pe = tokens if target is None else tokens + target.to(tokens.dtype)
-    queries = tokens
-    bias = guidance.attention_bias
-    for layer in transformer.layers:
-        if target is not None:
-            queries = queries + target.to(queries.dtype)
-        if layer.skip_first_layer_pe:
-            queries = layer.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + query_pe
-            queries = queries + layer.self_attn(q=q, k=q, v=queries)
-        queries = layer.norm1(queries)
-        queries = layer.norm2(queries + attention(layer.cross_attn_token_to_image, queries + query_pe, keys + key_pe, keys, bias))
-        queries = layer.norm3(queries + layer.mlp(queries))
-        keys = layer.norm4(keys + layer.cross_attn_image_to_token(q=keys + key_pe, k=queries + query_pe, v=queries))
-    final_q = queries + query_pe if target is None else queries + query_pe + target.to(queries.dtype)
-    final = transformer.final_attn_token_to_image(q=final_q, k=keys + key_pe, v=keys)
-    return transformer.norm_final_attn(queries + final), keys
+def _official_image_to_token(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                             residual: torch.Tensor) -> torch.Tensor:
+    """``residual + module(q=q, k=k, v=v)``: the official image-to-token attention and its residual."""
+    return residual + module(q=q, k=k, v=v)
 
 
 def guided_predict_masks(
@@ -140,7 +122,11 @@ def guided_predict_masks(
     src = torch.repeat_interleave(image_embeddings, tokens.shape[0], dim=0) + dense
     pos = torch.repeat_interleave(image_pe, tokens.shape[0], dim=0)
     b, c, h, w = src.shape
-    hs, keys = _two_way(decoder.transformer, src, pos, tokens, guidance)
+    keys, key_pe = src.flatten(2).permute(0, 2, 1), pos.flatten(2).permute(0, 2, 1)
+    hs, keys = factored.two_way(
+        decoder.transformer, keys, key_pe, tokens, guidance.attention_bias, guidance.target_embedding,
+        attend_image=attention, attend_tokens=_official_image_to_token,
+    )
     upscaled = decoder.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
     n = decoder.num_mask_tokens
     hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in range(n)], dim=1)

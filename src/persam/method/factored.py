@@ -18,7 +18,7 @@ per-head reshuffling of (N, Ci) tensors:
 
 * the prompt encoder's mask downscaling (two stride-2 2x2 convolutions, a
   1x1 convolution) is likewise per-patch matrix products on channels-last
-  cells (``mask_embedding``).
+  cells (``image_mask_cells``).
 
 Mathematically this is the official ``MaskDecoder.predict_masks`` (with
 PerSAM's guidance as in ``persam.method.decoder``); numerically it differs by
@@ -29,6 +29,7 @@ structure differs fall back to the official path (``supports``).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -126,9 +127,26 @@ def image_to_token(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
     return torch.baddbmm(residual, attn.to(vo.dtype), vo)
 
 
-def _two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, tokens: torch.Tensor,
-             bias: torch.Tensor | None, target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two-way transformer on (B, N, C) cells and (B, T, C) tokens; PerSAM guidance as in ``decoder``."""
+def two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, tokens: torch.Tensor,
+            bias: torch.Tensor | None, target: torch.Tensor | None,
+            attend_image: Callable[..., torch.Tensor] = token_to_image,
+            attend_tokens: Callable[..., torch.Tensor] = image_to_token) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two-way transformer's blocks, in the official order, with PerSAM's guidance.
+
+    Guidance as described in ``persam.method.decoder``. The two cross
+    attentions are passed in: the re-associated ones here by default, the
+    official modules' own computation in ``decoder.guided_predict_masks``.
+
+    Args:
+        keys: (B, N, C) image cells. key_pe: (1, N, C) their positional encoding.
+        tokens: (B, T, C) output and prompt tokens.
+        bias: (N,) attention bias, or None. target: (C,) target embedding, or None.
+        attend_image: ``(module, q, k, v, bias) -> (B, T, C)`` token-to-image attention.
+        attend_tokens: ``(module, q, k, v, residual) -> residual + (B, N, C)`` image-to-token attention.
+
+    Returns:
+        (B, T, C) tokens and (B, N, C) cells after the final attention.
+    """
     query_pe = tokens if target is None else tokens + target.to(tokens.dtype)
     queries = tokens
     for layer in transformer.layers:
@@ -141,11 +159,11 @@ def _two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, t
             queries = queries + layer.self_attn(q=q, k=q, v=queries)
         queries = layer.norm1(queries)
         keys_pe = keys + key_pe
-        queries = layer.norm2(queries + token_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe, keys, bias))
+        queries = layer.norm2(queries + attend_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe, keys, bias))
         queries = layer.norm3(queries + layer.mlp(queries))
-        keys = layer.norm4(image_to_token(layer.cross_attn_image_to_token, keys_pe, queries + query_pe, queries, residual=keys))
+        keys = layer.norm4(attend_tokens(layer.cross_attn_image_to_token, keys_pe, queries + query_pe, queries, keys))
     final_q = queries + query_pe if target is None else queries + query_pe + target.to(queries.dtype)
-    final = token_to_image(transformer.final_attn_token_to_image, final_q, keys + key_pe, keys, None)
+    final = attend_image(transformer.final_attn_token_to_image, final_q, keys + key_pe, keys, None)
     return transformer.norm_final_attn(queries + final), keys
 
 
@@ -200,7 +218,7 @@ def predict_masks(decoder: nn.Module, image_embeddings: torch.Tensor, image_pe: 
         cells = keys.view(-1, h * w, c)
     keys = cells.expand(b, -1, -1)
     key_pe = image_pe if image_pe.dim() == 3 else image_pe.permute(0, 2, 3, 1).reshape(1, h * w, c)
-    hs, keys = _two_way(decoder.transformer, keys, key_pe, tokens, attention_bias, target_embedding)
+    hs, keys = two_way(decoder.transformer, keys, key_pe, tokens, attention_bias, target_embedding)
     chosen = range(1, decoder.num_mask_tokens) if multimask else range(0, 1)
     hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in chosen], dim=1)
     iou = decoder.iou_prediction_head(hs[:, 0, :])[:, chosen.start : chosen.stop]
@@ -236,23 +254,8 @@ def _mask_features(prompt_encoder: nn.Module, masks: torch.Tensor) -> torch.Tens
     return act2(F.layer_norm(F.linear(y, w2m, conv2.bias), (conv2.out_channels,), ln2.weight, ln2.bias, ln2.eps))
 
 
-def mask_embedding(prompt_encoder: nn.Module, masks: torch.Tensor) -> torch.Tensor:
-    """``prompt_encoder._embed_masks(masks)`` as per-patch matrix products.
-
-    Args:
-        masks: (B, 1, 4h, 4w) mask logits.
-
-    Returns:
-        (B, C, h, w) dense embedding (a channels-last view).
-    """
-    conv3 = prompt_encoder.mask_downscaling[6]
-    y = _mask_features(prompt_encoder, masks)
-    z = F.linear(y, conv3.weight.reshape(conv3.out_channels, -1), conv3.bias)  # (B, h, w, C)
-    return z.permute(0, 3, 1, 2)
-
-
 def image_mask_cells(prompt_encoder: nn.Module, image_embeddings: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Image embedding plus ``mask_embedding(masks)`` in (B, h*w, C) cell order, in one product.
+    """Image embedding plus ``prompt_encoder._embed_masks(masks)`` in (B, h*w, C) cell order, in one product.
 
     The last 1x1 convolution (bias as an extra input column of ones) is
     accumulated onto the image cells by one ``baddbmm``: on a CPU whose
