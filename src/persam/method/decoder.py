@@ -98,10 +98,11 @@ def attention(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     return module.out_proj(module._recombine_heads(attn @ vh))
 
 
-def _official_image_to_token(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                             residual: torch.Tensor) -> torch.Tensor:
-    """``residual + module(q=q, k=k, v=v)``: the official image-to-token attention and its residual."""
-    return residual + module(q=q, k=k, v=v)
+def _official_cells_step(layer: nn.Module, keys: torch.Tensor, keys_pe: torch.Tensor, q: torch.Tensor, v: torch.Tensor,
+                         key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block's official image-to-token attention, residual and ``norm4``; the new cells and cells plus ``key_pe``."""
+    keys = layer.norm4(keys + layer.cross_attn_image_to_token(q=keys_pe, k=q, v=v))
+    return keys, keys + key_pe
 
 
 def guided_predict_masks(
@@ -125,7 +126,7 @@ def guided_predict_masks(
     keys, key_pe = src.flatten(2).permute(0, 2, 1), pos.flatten(2).permute(0, 2, 1)
     hs, keys = factored.two_way(
         decoder.transformer, keys, key_pe, tokens, guidance.attention_bias, guidance.target_embedding,
-        attend_image=attention, attend_tokens=_official_image_to_token,
+        attend_image=attention, cells_step=_official_cells_step,
     )
     upscaled = decoder.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
     n = decoder.num_mask_tokens

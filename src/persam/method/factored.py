@@ -67,12 +67,20 @@ def _softmax_short(x: torch.Tensor) -> torch.Tensor:
     return e / e.sum(dim=-1, keepdim=True)
 
 
+def _shared(x: torch.Tensor) -> bool:
+    """Whether every batch element of (B, N, C) ``x`` is the same tensor (batch of one or stride 0)."""
+    return x.shape[0] == 1 or x.stride(0) == 0
+
+
 def token_to_image(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """An ``Attention`` module with tokens as queries, re-associated.
 
     Args:
         module: the official attention (q/k/v/out projections, ``num_heads``).
-        q: (B, T, C) token queries. k: (B, N, C) cell keys. v: (B, N, C) cell values.
+        q: (B, T, C) token queries. k: (B, N, C) cell keys. v: (B, N, C) cell
+            values; when both are one tensor expanded over the batch (the
+            first block without a mask prompt), the batch's token rows share
+            one product with them.
         bias: (N,) PerSAM's attention bias (second softmax), or None.
 
     Returns:
@@ -83,107 +91,151 @@ def token_to_image(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
     b, _, t, d = qh.shape
     c = k.shape[-1]
     wk = module.k_proj.weight.view(heads, d, c)
-    qk = torch.matmul(qh / math.sqrt(d), wk.to(qh.dtype)).reshape(b, heads * t, c)  # (B, H*T, C), scaled
-    attn = torch.softmax(torch.matmul(qk, k.transpose(1, 2)), dim=-1)  # (B, H*T, N)
-    if bias is not None:
-        attn = torch.softmax(attn + bias.to(attn.dtype), dim=-1)
-    ax = torch.matmul(attn.to(v.dtype), v).view(b, heads, t, c)  # (B, H, T, C)
+    qk = torch.matmul(qh / math.sqrt(d), wk).reshape(b, heads * t, c)  # (B, H*T, C), scaled
+    if _shared(k) and _shared(v):
+        attn = torch.softmax(torch.mm(qk.reshape(b * heads * t, c), k[0].T), dim=-1)  # (B*H*T, N)
+        if bias is not None:
+            attn = torch.softmax(attn + bias, dim=-1)
+        ax = torch.mm(attn, v[0]).view(b, heads, t, c)
+    else:
+        attn = torch.softmax(torch.bmm(qk, k.transpose(1, 2)), dim=-1)  # (B, H*T, N)
+        if bias is not None:
+            attn = torch.softmax(attn + bias, dim=-1)
+        ax = torch.bmm(attn, v).view(b, heads, t, c)  # (B, H, T, C)
     wv = module.v_proj.weight.view(heads, d, c)
-    out = torch.matmul(ax, wv.transpose(1, 2).to(ax.dtype)) + module.v_proj.bias.view(heads, 1, d).to(ax.dtype)
+    out = torch.matmul(ax, wv.transpose(1, 2)) + module.v_proj.bias.view(heads, 1, d)
     return module.out_proj(out.transpose(1, 2).reshape(b, t, heads * d))
 
 
-def image_to_token(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   residual: torch.Tensor | None = None) -> torch.Tensor:
-    """An ``Attention`` module with cells as queries, re-associated.
+#: Cells per band of ``update_cells``: a band's few (cells, C) tensors stay in a core's cache.
+CELL_BAND = 512
 
-    The output bias is folded into the values: each head's attention row sums
-    to 1, so adding ``b_o / H`` to every (head, token) row adds ``b_o``.
+
+def update_cells(layer: nn.Module, keys: torch.Tensor, keys_pe: torch.Tensor, q: torch.Tensor, v: torch.Tensor,
+                 key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block's image-to-token attention, residual and ``norm4``, re-associated, band by band.
+
+    Cells are the queries: per head ``q_h k_h^T = X (W_q,h^T k_h^T) + b_q,h k_h^T``
+    and ``out_proj(concat_h A_h v_h) = sum_h A_h (v_h W_o,h^T) + b_o``, with
+    the output bias folded into the values (each head's attention row sums
+    to 1, so adding ``b_o / H`` to every (head, token) row adds ``b_o``).
+    Everything after the token-side products is per cell, so it runs on
+    bands of ``CELL_BAND`` cells, one image of the batch at a time, while
+    they are in cache.
 
     Args:
-        q: (B, N, C) cell queries. k: (B, T, C) token keys. v: (B, T, C) token values.
-        residual: (B, N, C) added to the output inside the last product, or None.
+        layer: an official ``TwoWayAttentionBlock``.
+        keys: (B, N, C) cells (may be expanded over the batch).
+        keys_pe: (B, N, C) ``keys + key_pe``, the attention's queries.
+        q: (B, T, C) token keys. v: (B, T, C) token values.
+        key_pe: (1, N, C) positional encoding of the cells.
 
     Returns:
-        (B, N, C), as ``residual + module(q=q, k=k, v=v)``.
+        The new (B, N, C) cells ``norm4(keys + attention)`` and the same plus ``key_pe``.
     """
+    module, norm = layer.cross_attn_image_to_token, layer.norm4
     heads = module.num_heads
-    kh = _heads(module.k_proj(k), heads)  # (B, H, T, d)
+    kh = _heads(module.k_proj(q), heads)  # (B, H, T, d)
     vh = _heads(module.v_proj(v), heads)
     b, _, t, d = kh.shape
-    c = q.shape[-1]
-    wq = module.q_proj.weight.view(heads, d, c).to(kh.dtype)
+    n, c = keys.shape[1], keys.shape[2]
     kh = kh / math.sqrt(d)  # the softmax scale, on the small side
-    m = torch.matmul(wq.transpose(1, 2), kh.transpose(2, 3))  # (B, H, C, T)
-    m = m.permute(0, 2, 1, 3).reshape(b, c, heads * t)
-    offset = torch.matmul(module.q_proj.bias.view(heads, 1, d).to(kh.dtype), kh.transpose(2, 3))  # (B, H, 1, T)
-    logits = torch.baddbmm(offset.reshape(b, 1, heads * t).to(q.dtype), q, m.to(q.dtype))  # (B, N, H*T)
-    n = q.shape[1]
-    attn = _softmax_short(logits.view(b, n, heads, t)).view(b, n, heads * t)
-    wo = module.out_proj.weight.view(c, heads, d).permute(1, 2, 0).to(vh.dtype)  # (H, d, C)
-    vo = torch.matmul(vh, wo).reshape(b, heads * t, c) + module.out_proj.bias.to(vh.dtype) / heads  # (B, H*T, C)
-    if residual is None:
-        return torch.matmul(attn.to(vo.dtype), vo)
-    return torch.baddbmm(residual, attn.to(vo.dtype), vo)
+    wq = module.q_proj.weight.view(heads, d, c)
+    m = torch.matmul(wq.transpose(1, 2), kh.transpose(2, 3)).permute(0, 2, 1, 3).reshape(b, c, heads * t)
+    offset = torch.matmul(module.q_proj.bias.view(heads, 1, d), kh.transpose(2, 3)).reshape(b, heads * t)
+    wo = module.out_proj.weight.view(c, heads, d).permute(1, 2, 0)  # (H, d, C)
+    vo = torch.matmul(vh, wo).reshape(b, heads * t, c) + module.out_proj.bias / heads  # (B, H*T, C)
+    new, new_pe = keys.new_empty((b, n, c)), keys.new_empty((b, n, c))
+    for i in range(b):
+        for s in range(0, n, CELL_BAND):
+            e = min(n, s + CELL_BAND)
+            logits = torch.addmm(offset[i], keys_pe[i, s:e], m[i])  # (cells, H*T)
+            attn = _softmax_short(logits.view(e - s, heads, t)).view(e - s, heads * t)
+            cells = F.layer_norm(torch.addmm(keys[i, s:e], attn, vo[i]), (c,), norm.weight, norm.bias, norm.eps)
+            new[i, s:e] = cells
+            torch.add(cells, key_pe[0, s:e], out=new_pe[i, s:e])
+    return new, new_pe
 
 
 def two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, tokens: torch.Tensor,
             bias: torch.Tensor | None, target: torch.Tensor | None,
             attend_image: Callable[..., torch.Tensor] = token_to_image,
-            attend_tokens: Callable[..., torch.Tensor] = image_to_token) -> tuple[torch.Tensor, torch.Tensor]:
+            cells_step: Callable[..., tuple[torch.Tensor, torch.Tensor]] = update_cells) -> tuple[torch.Tensor, torch.Tensor]:
     """The two-way transformer's blocks, in the official order, with PerSAM's guidance.
 
-    Guidance as described in ``persam.method.decoder``. The two cross
-    attentions are passed in: the re-associated ones here by default, the
-    official modules' own computation in ``decoder.guided_predict_masks``.
+    Guidance as described in ``persam.method.decoder``. The token-to-image
+    attention and the cells' update are passed in: the re-associated ones
+    here by default, the official modules' own computation in
+    ``decoder.guided_predict_masks``.
 
     Args:
-        keys: (B, N, C) image cells. key_pe: (1, N, C) their positional encoding.
+        keys: (B, N, C) image cells (may be one tensor expanded over the batch).
+        key_pe: (1, N, C) their positional encoding.
         tokens: (B, T, C) output and prompt tokens.
         bias: (N,) attention bias, or None. target: (C,) target embedding, or None.
         attend_image: ``(module, q, k, v, bias) -> (B, T, C)`` token-to-image attention.
-        attend_tokens: ``(module, q, k, v, residual) -> residual + (B, N, C)`` image-to-token attention.
+        cells_step: ``(layer, keys, keys + key_pe, q, v, key_pe) -> (keys', keys' + key_pe)``,
+            the block's image-to-token attention, residual and ``norm4``.
 
     Returns:
         (B, T, C) tokens and (B, N, C) cells after the final attention.
     """
-    query_pe = tokens if target is None else tokens + target.to(tokens.dtype)
+    query_pe = tokens if target is None else tokens + target
     queries = tokens
+    keys_pe = (keys[:1] + key_pe).expand_as(keys) if _shared(keys) else keys + key_pe
     for layer in transformer.layers:
         if target is not None:
-            queries = queries + target.to(queries.dtype)
+            queries = queries + target
         if layer.skip_first_layer_pe:
             queries = layer.self_attn(q=queries, k=queries, v=queries)
         else:
             q = queries + query_pe
             queries = queries + layer.self_attn(q=q, k=q, v=queries)
         queries = layer.norm1(queries)
-        keys_pe = keys + key_pe
         queries = layer.norm2(queries + attend_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe, keys, bias))
         queries = layer.norm3(queries + layer.mlp(queries))
-        keys = layer.norm4(attend_tokens(layer.cross_attn_image_to_token, keys_pe, queries + query_pe, queries, keys))
-    final_q = queries + query_pe if target is None else queries + query_pe + target.to(queries.dtype)
-    final = attend_image(transformer.final_attn_token_to_image, final_q, keys + key_pe, keys, None)
+        keys, keys_pe = cells_step(layer, keys, keys_pe, queries + query_pe, queries, key_pe)
+    final_q = queries + query_pe if target is None else queries + query_pe + target
+    final = attend_image(transformer.final_attn_token_to_image, final_q, keys_pe, keys, None)
     return transformer.norm_final_attn(queries + final), keys
 
 
+#: Grid cells upscaled at once by ``_masks``: the band's (cells*16, C/8) activations stay in a core's cache.
+UPSCALE_BAND_CELLS = 1024
+
+
 def _masks(decoder: nn.Module, keys: torch.Tensor, grid_hw: tuple[int, int], hyper: torch.Tensor) -> torch.Tensor:
-    """Upscale (B, N, C) cells and form masks with (B, K, C/8) hypernetwork outputs -> (B, K, 4h, 4w)."""
+    """Upscale (B, N, C) cells and form masks with (B, K, C/8) hypernetwork outputs -> (B, K, 4h, 4w).
+
+    Done in bands of grid rows (``UPSCALE_BAND_CELLS`` cells), each image of
+    the batch on its own: every cell's upscaling depends on that cell alone,
+    so the result is the same as one pass over all cells, while the band's
+    activations (16 sub-pixels per cell) stay in cache instead of making
+    about ten round trips to memory.
+    """
     ct1, ln, act1, ct2, act2 = decoder.output_upscaling
     b, n, c = keys.shape
+    h, w = grid_hw
     c4, c8 = ct1.out_channels, ct2.out_channels
+    k = hyper.shape[1]
     # As matrix products: columns (a, b', o) of the weight, bias repeated per sub-pixel.
     w1 = ct1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c4)
-    y = torch.addmm(ct1.bias.repeat(4), keys.reshape(b * n, c), w1).view(b, n, 4, c4)
-    y = act1(F.layer_norm(y, (c4,), ln.weight, ln.bias, ln.eps))
     w2 = ct2.weight.permute(0, 2, 3, 1).reshape(c4, 4 * c8)
-    z = act2(torch.addmm(ct2.bias.repeat(4), y.reshape(-1, c4), w2))
-    k = hyper.shape[1]
-    m = torch.matmul(z.view(b, n * 16, c8), hyper.transpose(1, 2).to(z.dtype))  # (B, N*16, K)
-    h, w = grid_hw
-    # (cell i, j) x (a, b') x (c', d) -> pixel (4i + 2a + c', 4j + 2b' + d)
-    m = m.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
-    return m.reshape(b, k, 4 * h, 4 * w)
+    b1, b2 = ct1.bias.repeat(4), ct2.bias.repeat(4)
+    hyper_t = hyper.transpose(1, 2).to(keys.dtype)  # (B, C/8, K)
+    out = keys.new_empty((b, k, 4 * h, 4 * w))
+    rows = max(1, UPSCALE_BAND_CELLS // w)
+    for i in range(b):
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            y = torch.addmm(b1, keys[i, r0 * w : r1 * w], w1).view(-1, 4, c4)
+            y = act1(F.layer_norm(y, (c4,), ln.weight, ln.bias, ln.eps))
+            z = act2(torch.addmm(b2, y.view(-1, c4), w2))
+            m = torch.mm(z.view(-1, c8), hyper_t[i])  # (cells * 16, K)
+            # (cell i, j) x (a, b') x (c', d) -> pixel (4i + 2a + c', 4j + 2b' + d)
+            m = m.view(r1 - r0, w, 2, 2, 2, 2, k).permute(6, 0, 2, 4, 1, 3, 5)
+            out[i, :, 4 * r0 : 4 * r1].view(k, r1 - r0, 2, 2, w, 2, 2).copy_(m)
+    return out
 
 
 def predict_masks(decoder: nn.Module, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
