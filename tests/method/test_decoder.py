@@ -83,7 +83,8 @@ def test_decode_shapes(tiny_model, photo):
 @pytest.mark.parametrize("builder", [build_sam_tiny, build_mobile_sam], ids=["segment_anything", "mobile_sam"])
 @pytest.mark.parametrize("multimask", [True, False])
 def test_factored_decoder_equals_the_official_submodules(builder, multimask):
-    """The re-associated decoder == the submodule re-run, with and without guidance, batched."""
+    """The re-associated decoder == the submodule re-run, with and without guidance, batched,
+    for each kind of dense embedding: SAM's no-mask vector, a shared dense map, mask rows."""
     from persam.method import factored
 
     torch.manual_seed(3)
@@ -91,22 +92,32 @@ def test_factored_decoder_equals_the_official_submodules(builder, multimask):
     decoder.eval()
     assert factored.supports(decoder)
     emb, pe, sparse, dense = _inputs(decoder, prompt_encoder, n_tokens=4)
-    sparse = torch.cat([sparse, torch.randn_like(sparse)])  # two prompts, one shared dense embedding
+    sparse = torch.cat([sparse, torch.randn_like(sparse)])  # two prompts
     h, w = prompt_encoder.image_embedding_size
     c = decoder.transformer_dim
     sl = slice(1, None) if multimask else slice(0, 1)
-    cases = [Guidance(), Guidance(attention_bias=torch.rand(h * w), target_embedding=torch.randn(c))]
+    first = factored.first_block(decoder, emb, pe.permute(0, 2, 3, 1).reshape(1, h * w, c))
+    masks = torch.randn(2, 1, 4 * h, 4 * w) * 5
+    vector = prompt_encoder.no_mask_embed.weight[0]
     with torch.no_grad():
-        for guidance in cases:
-            want, want_iou = guided_predict_masks(decoder, emb, pe, sparse, dense.expand(2, -1, -1, -1), guidance)
-            got, got_iou = factored.predict_masks(
-                decoder, emb, pe, sparse, dense, multimask,
-                attention_bias=guidance.attention_bias, target_embedding=guidance.target_embedding,
-            )
-            assert got.shape == want[:, sl].shape
-            scale = want.abs().max()
-            assert (got - want[:, sl]).abs().max() <= 1e-4 * scale
-            torch.testing.assert_close(got_iou, want_iou[:, sl], atol=1e-5, rtol=1e-4)
+        denses = {
+            "no-mask vector": (factored.Dense(vector=vector), vector.view(1, c, 1, 1).expand(2, c, h, w)),
+            "shared map": (factored.Dense(rows=dense.permute(0, 2, 3, 1).reshape(1, h * w, c), weight=torch.eye(c)),
+                           dense.expand(2, -1, -1, -1)),
+            "mask rows": (factored.mask_rows(prompt_encoder, masks), prompt_encoder._embed_masks(masks)),
+        }
+        cases = [Guidance(), Guidance(attention_bias=torch.rand(h * w), target_embedding=torch.randn(c))]
+        for name, (ours, official) in denses.items():
+            for guidance in cases:
+                want, want_iou = guided_predict_masks(decoder, emb, pe, sparse, official, guidance)
+                got, got_iou = factored.predict_masks(
+                    decoder, first, sparse, ours, multimask,
+                    attention_bias=guidance.attention_bias, target_embedding=guidance.target_embedding,
+                )
+                assert got.shape == want[:, sl].shape, name
+                scale = want.abs().max()
+                assert (got - want[:, sl]).abs().max() <= 1e-4 * scale, name
+                torch.testing.assert_close(got_iou, want_iou[:, sl], atol=1e-5, rtol=1e-4)
 
 
 def test_fast_and_exact_decode_agree_and_other_decoders_are_not_factored(tiny_model, photo):
@@ -123,7 +134,7 @@ def test_fast_and_exact_decode_agree_and_other_decoders_are_not_factored(tiny_mo
 
 
 @pytest.mark.parametrize("builder", [build_sam_tiny, build_mobile_sam], ids=["segment_anything", "mobile_sam"])
-def test_image_mask_cells_equal_the_official_downscaling(builder):
+def test_mask_rows_equal_the_official_downscaling(builder):
     from persam.method import factored
 
     torch.manual_seed(4)
@@ -132,9 +143,25 @@ def test_image_mask_cells_equal_the_official_downscaling(builder):
     assert factored.supports_mask_embedding(prompt_encoder)
     h, w = prompt_encoder.image_embedding_size
     masks = torch.randn(2, 1, 4 * h, 4 * w) * 5
-    emb = torch.randn(1, prompt_encoder.embed_dim, h, w)
     with torch.no_grad():
         want = prompt_encoder._embed_masks(masks)
-        cells = factored.image_mask_cells(prompt_encoder, emb, masks)
-    want_cells = (emb + want).permute(0, 2, 3, 1).reshape(2, h * w, -1)
-    torch.testing.assert_close(cells, want_cells, atol=1e-5, rtol=1e-5)
+        dense = factored.mask_rows(prompt_encoder, masks)
+    want_cells = want.permute(0, 2, 3, 1).reshape(2, h * w, -1)
+    torch.testing.assert_close(dense.rows @ dense.weight, want_cells, atol=1e-5, rtol=1e-5)
+    assert dense.rows.shape[-1] == prompt_encoder.mask_downscaling[6].in_channels + 1  # few columns
+
+
+def test_first_block_products_are_computed_once_per_image(tiny_model, photo):
+    """Every pass on one encoded image shares its first-block products; a new embedding gets new ones."""
+    enc = tiny_model.encode(photo[0])
+    prompt = Prompt(points_xy=torch.tensor([[100.0, 80.0]]), labels=torch.tensor([1]))
+    decode(tiny_model.backend, enc, prompt, multimask=True)
+    first = enc.derived("persam.factored.first_block", lambda emb: pytest.fail("recomputed"))
+    out = decode(tiny_model.backend, enc, Prompt(points_xy=torch.tensor([[30.0, 40.0]]), labels=torch.tensor([1])),
+                 multimask=True)
+    assert enc.derived("persam.factored.first_block", lambda emb: pytest.fail("recomputed")) is first
+    enc.forget_derived()
+    again = decode(tiny_model.backend, enc, Prompt(points_xy=torch.tensor([[30.0, 40.0]]), labels=torch.tensor([1])),
+                   multimask=True)
+    assert enc.derived("persam.factored.first_block", lambda emb: None) is not first
+    torch.testing.assert_close(again.low_res_logits, out.low_res_logits)

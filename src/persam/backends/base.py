@@ -12,7 +12,7 @@ Coordinate conventions: images are (H, W) = (rows, columns); points are
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 Normalization = Literal["meanstd", "minmax"]
+_T = TypeVar("_T")
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
@@ -113,6 +114,24 @@ class EncodedImage:
     embedding: torch.Tensor
     geometry: ImageGeometry
     _normalized: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    _derived: dict[str, tuple[torch.Tensor, object]] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def derived(self, key: str, make: Callable[[torch.Tensor], _T]) -> _T:
+        """``make(embedding)``, computed once per embedding and kept with the image.
+
+        For prompt-independent products of the embedding that every decoder
+        pass on this image shares (``persam.method.factored.FirstBlock``).
+        """
+        hit = self._derived.get(key)
+        if hit is None or hit[0] is not self.embedding:
+            hit = (self.embedding, make(self.embedding))
+            self._derived[key] = hit
+        return hit[1]  # type: ignore[return-value]
+
+    def forget_derived(self) -> None:
+        """Drop the cached products (``derived``, ``normalized_features``): the next use recomputes them."""
+        self._derived.clear()
+        self._normalized = None
 
     def normalized_features(self) -> torch.Tensor:
         """(C, h, w) embedding with each cell L2-normalised over channels (computed once)."""

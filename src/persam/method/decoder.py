@@ -136,14 +136,15 @@ def guided_predict_masks(
     return masks, decoder.iou_prediction_head(hs[:, 0, :])
 
 
-def predict(backend: Backend, embedding: torch.Tensor, points: tuple[torch.Tensor, torch.Tensor] | None,
+def predict(backend: Backend, encoded: EncodedImage, points: tuple[torch.Tensor, torch.Tensor] | None,
             boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool, guidance: Guidance | None = None,
             exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The prompt encoder and mask decoder on a batch of prompts, in fp32.
 
     Args:
         backend: the frozen model.
-        embedding: (1, C, h, w) image embedding.
+        encoded: the image (its (1, C, h, w) embedding; the re-associated
+            decoder keeps its per-image products with it, ``EncodedImage.derived``).
         points: (B, N, 2) (x, y) in encoder-frame pixels and (B, N) int labels, or None.
         boxes: (B, 4) XYXY in encoder-frame pixels, or None.
         masks: (B, 1, 4h, 4w) mask logits, or None.
@@ -158,18 +159,22 @@ def predict(backend: Backend, embedding: torch.Tensor, points: tuple[torch.Tenso
         logits (B, K, 4h, 4w) and iou (B, K), K = 3 (multimask) or 1.
     """
     encoder, decoder = backend.prompt_encoder, backend.mask_decoder
+    embedding = encoded.embedding
     guidance = guidance or Guidance()
-    if not exact and factored.supports(decoder) and (masks is None or factored.supports_mask_embedding(encoder)):
+    if not exact and factored.supports(decoder) and factored.supports_mask_embedding(encoder):
+        first = encoded.derived(
+            "persam.factored.first_block", lambda emb: factored.first_block(decoder, emb, backend.dense_pe_cells())
+        )
         if masks is None:
-            sparse, dense = encoder(points=points, boxes=boxes, masks=None)
-            cells = None
+            sparse, _ = encoder(points=points, boxes=boxes, masks=None)
+            dense = factored.Dense(vector=encoder.no_mask_embed.weight[0])
         else:
             # batch size from the masks when there is no point or box, as the official encoder
             sparse, _ = encoder(points=points, boxes=boxes, masks=masks if points is None and boxes is None else None)
-            dense, cells = None, factored.image_mask_cells(encoder, embedding, masks)
+            dense = factored.mask_rows(encoder, masks)
         return factored.predict_masks(
-            decoder, embedding, backend.dense_pe_cells(), sparse, dense, multimask,
-            attention_bias=guidance.attention_bias, target_embedding=guidance.target_embedding, cells=cells,
+            decoder, first, sparse, dense, multimask,
+            attention_bias=guidance.attention_bias, target_embedding=guidance.target_embedding,
         )
     sparse, dense = encoder(points=points, boxes=boxes, masks=masks)
     if dense.shape[0] != sparse.shape[0]:  # no mask prompt: one broadcast dense embedding
@@ -204,5 +209,5 @@ def decode(backend: Backend, encoded: EncodedImage, prompt: Prompt, multimask: b
         points = (coords, prompt.labels.to(dev, torch.int).view(1, -1))
     boxes = None if prompt.box_xyxy is None else geometry.to_model_xy(prompt.box_xyxy.to(dev).view(2, 2)).view(1, 4)
     masks = None if prompt.mask_logits is None else prompt.mask_logits.to(dev, torch.float32).view(1, 1, *geometry.low_res_hw)
-    logits, iou = predict(backend, encoded.embedding, points, boxes, masks, multimask, guidance, exact)
+    logits, iou = predict(backend, encoded, points, boxes, masks, multimask, guidance, exact)
     return DecoderOutput(low_res_logits=logits[0].float(), iou=iou[0].float())

@@ -13,12 +13,13 @@ per-head reshuffling of (N, Ci) tensors:
 * image-to-token (queries are cells): ``q_h k_h^T = X (W_q,h^T k_h^T) + b_q,h k_h^T``
   and ``out_proj(concat_h A_h v_h) = sum_h A_h (v_h W_o,h^T) + b_o``;
 * the two stride-2 transposed convolutions of the upscaling are per-cell
-  matrix products on channels-last cells, kept in (cell, sub-pixel) order
-  until the masks are formed; the masks are then put in image order.
-
+  matrix products on channels-last cells, run in bands of grid rows that
+  stay in cache, each band's masks written straight into image order;
 * the prompt encoder's mask downscaling (two stride-2 2x2 convolutions, a
   1x1 convolution) is likewise per-patch matrix products on channels-last
-  cells (``image_mask_cells``).
+  cells, the last one kept factored (``mask_rows``);
+* the first block's cell-side projections of the image are computed once
+  per image (``FirstBlock``); each pass adds only its dense prompt's part.
 
 Mathematically this is the official ``MaskDecoder.predict_masks`` (with
 PerSAM's guidance as in ``persam.method.decoder``); numerically it differs by
@@ -29,6 +30,7 @@ structure differs fall back to the official path (``supports``).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -78,14 +80,17 @@ def token_to_image(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
     Args:
         module: the official attention (q/k/v/out projections, ``num_heads``).
         q: (B, T, C) token queries. k: (B, N, C) cell keys. v: (B, N, C) cell
-            values; when both are one tensor expanded over the batch (the
-            first block without a mask prompt), the batch's token rows share
-            one product with them.
+            values; when both are one tensor expanded over the batch, the
+            batch's token rows share one product with them. The first
+            block's cells (``ImageCells`` as ``k``) use the image's
+            precomputed keys and values instead (``FirstBlock``).
         bias: (N,) PerSAM's attention bias (second softmax), or None.
 
     Returns:
         (B, T, C), as ``module(q=q, k=k, v=v)`` when ``bias`` is None.
     """
+    if isinstance(k, ImageCells):
+        return _first_token_to_image(module, q, k, bias)
     heads = module.num_heads
     qh = _heads(module.q_proj(q), heads)  # (B, H, T, d)
     b, _, t, d = qh.shape
@@ -111,8 +116,32 @@ def token_to_image(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
 CELL_BAND = 512
 
 
-def update_cells(layer: nn.Module, keys: torch.Tensor, keys_pe: torch.Tensor, q: torch.Tensor, v: torch.Tensor,
-                 key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _token_side(module: nn.Module, q: torch.Tensor, v: torch.Tensor, c: int) -> tuple[torch.Tensor, ...]:
+    """Token-side products of an image-to-token attention (cells are the queries).
+
+    Returns:
+        kh (B, H, T, d) scaled keys; m (B, C, H*T) = ``W_q,h^T k_h^T`` per head;
+        offset (B, H*T) = ``b_q,h k_h^T``; vo (B, H*T, C) = ``v_h W_o,h^T + b_o / H``.
+    """
+    heads = module.num_heads
+    kh = _heads(module.k_proj(q), heads)  # (B, H, T, d)
+    vh = _heads(module.v_proj(v), heads)
+    b, _, t, d = kh.shape
+    kh = kh / math.sqrt(d)  # the softmax scale, on the small side
+    wq = module.q_proj.weight.view(heads, d, c)
+    m = torch.matmul(wq.transpose(1, 2), kh.transpose(2, 3)).permute(0, 2, 1, 3).reshape(b, c, heads * t)
+    offset = torch.matmul(module.q_proj.bias.view(heads, 1, d), kh.transpose(2, 3)).reshape(b, heads * t)
+    wo = module.out_proj.weight.view(c, heads, d).permute(1, 2, 0)  # (H, d, C)
+    vo = torch.matmul(vh, wo).reshape(b, heads * t, c) + module.out_proj.bias / heads  # (B, H*T, C)
+    return kh, m, offset, vo
+
+
+def _bands(n: int) -> list[tuple[int, int]]:
+    return [(s, min(n, s + CELL_BAND)) for s in range(0, n, CELL_BAND)]
+
+
+def update_cells(layer: nn.Module, keys: "torch.Tensor | ImageCells", keys_pe: "torch.Tensor | ImageCells", q: torch.Tensor,
+                 v: torch.Tensor, key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A block's image-to-token attention, residual and ``norm4``, re-associated, band by band.
 
     Cells are the queries: per head ``q_h k_h^T = X (W_q,h^T k_h^T) + b_q,h k_h^T``
@@ -121,34 +150,29 @@ def update_cells(layer: nn.Module, keys: torch.Tensor, keys_pe: torch.Tensor, q:
     to 1, so adding ``b_o / H`` to every (head, token) row adds ``b_o``).
     Everything after the token-side products is per cell, so it runs on
     bands of ``CELL_BAND`` cells, one image of the batch at a time, while
-    they are in cache.
+    they are in cache. The first block's cells (``ImageCells``) use the
+    image's precomputed queries instead (``FirstBlock``).
 
     Args:
         layer: an official ``TwoWayAttentionBlock``.
-        keys: (B, N, C) cells (may be expanded over the batch).
-        keys_pe: (B, N, C) ``keys + key_pe``, the attention's queries.
+        keys: (B, N, C) cells (may be expanded over the batch), or ``ImageCells``.
+        keys_pe: (B, N, C) ``keys + key_pe``, the attention's queries (ignored for ``ImageCells``).
         q: (B, T, C) token keys. v: (B, T, C) token values.
         key_pe: (1, N, C) positional encoding of the cells.
 
     Returns:
         The new (B, N, C) cells ``norm4(keys + attention)`` and the same plus ``key_pe``.
     """
+    if isinstance(keys, ImageCells):
+        return _first_update_cells(layer, keys, q, v, key_pe)
     module, norm = layer.cross_attn_image_to_token, layer.norm4
     heads = module.num_heads
-    kh = _heads(module.k_proj(q), heads)  # (B, H, T, d)
-    vh = _heads(module.v_proj(v), heads)
-    b, _, t, d = kh.shape
+    b, t = q.shape[0], q.shape[1]
     n, c = keys.shape[1], keys.shape[2]
-    kh = kh / math.sqrt(d)  # the softmax scale, on the small side
-    wq = module.q_proj.weight.view(heads, d, c)
-    m = torch.matmul(wq.transpose(1, 2), kh.transpose(2, 3)).permute(0, 2, 1, 3).reshape(b, c, heads * t)
-    offset = torch.matmul(module.q_proj.bias.view(heads, 1, d), kh.transpose(2, 3)).reshape(b, heads * t)
-    wo = module.out_proj.weight.view(c, heads, d).permute(1, 2, 0)  # (H, d, C)
-    vo = torch.matmul(vh, wo).reshape(b, heads * t, c) + module.out_proj.bias / heads  # (B, H*T, C)
+    _, m, offset, vo = _token_side(module, q, v, c)
     new, new_pe = keys.new_empty((b, n, c)), keys.new_empty((b, n, c))
     for i in range(b):
-        for s in range(0, n, CELL_BAND):
-            e = min(n, s + CELL_BAND)
+        for s, e in _bands(n):
             logits = torch.addmm(offset[i], keys_pe[i, s:e], m[i])  # (cells, H*T)
             attn = _softmax_short(logits.view(e - s, heads, t)).view(e - s, heads * t)
             cells = F.layer_norm(torch.addmm(keys[i, s:e], attn, vo[i]), (c,), norm.weight, norm.bias, norm.eps)
@@ -169,7 +193,8 @@ def two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, to
     ``decoder.guided_predict_masks``.
 
     Args:
-        keys: (B, N, C) image cells (may be one tensor expanded over the batch).
+        keys: (B, N, C) image cells (may be one tensor expanded over the batch),
+            or the first block's ``ImageCells`` (re-associated path only).
         key_pe: (1, N, C) their positional encoding.
         tokens: (B, T, C) output and prompt tokens.
         bias: (N,) attention bias, or None. target: (C,) target embedding, or None.
@@ -182,7 +207,10 @@ def two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, to
     """
     query_pe = tokens if target is None else tokens + target
     queries = tokens
-    keys_pe = (keys[:1] + key_pe).expand_as(keys) if _shared(keys) else keys + key_pe
+    if isinstance(keys, ImageCells):  # their positional terms are in the precomputed projections
+        keys_pe = keys
+    else:
+        keys_pe = (keys[:1] + key_pe).expand_as(keys) if _shared(keys) else keys + key_pe
     for layer in transformer.layers:
         if target is not None:
             queries = queries + target
@@ -198,6 +226,161 @@ def two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, to
     final_q = queries + query_pe if target is None else queries + query_pe + target
     final = attend_image(transformer.final_attn_token_to_image, final_q, keys_pe, keys, None)
     return transformer.norm_final_attn(queries + final), keys
+
+
+# ---------------------------------------------------------------- the first block
+#
+# The first block's cells are ``image + dense`` where the image part is the
+# same for every pass on one image: its cell-side projections (token-to-image
+# keys and values, image-to-token queries) are computed once per image
+# (``FirstBlock``) and each pass only adds its dense prompt's part, which is
+# one vector on every cell (no mask prompt) or ``rows @ weight`` with few
+# columns (a mask prompt's downscaled features, ``mask_rows``).
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A pass's dense prompt embedding on the (N, C) cells.
+
+    Exactly one of: ``vector`` (C,) added to every cell (SAM's no-mask
+    embedding), or ``rows`` (B or 1, N, k) times ``weight`` (k, C).
+    """
+
+    vector: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if (self.vector is None) == (self.rows is None) or (self.rows is None) != (self.weight is None):
+            raise ValueError("Dense takes a vector, or rows and a weight")
+
+    def row(self, i: int) -> torch.Tensor:
+        """(N, k) rows of batch element ``i`` (one shared set of rows when ``rows`` has batch 1)."""
+        assert self.rows is not None
+        return self.rows[min(i, self.rows.shape[0] - 1)]
+
+
+@dataclass(frozen=True)
+class FirstBlock:
+    """Prompt-independent products of one image for the decoder's first block.
+
+    Attributes:
+        image: (1, N, C) image embedding cells, row-major over the (h, w) grid.
+        key_pe: (1, N, C) positional encoding of the cells.
+        grid_hw: (h, w).
+        keys: (H, N, d) ``(image + pe) W_k,h^T`` of the token-to-image attention (its key
+            bias adds a constant to each softmax row, so it is left out).
+        values: (H, N, d) ``image W_v,h^T`` (bias added per pass).
+        queries: (N, Ci') ``(image + pe) W_q^T`` of the image-to-token attention, heads side by
+            side (bias per pass).
+    """
+
+    image: torch.Tensor
+    key_pe: torch.Tensor
+    grid_hw: tuple[int, int]
+    keys: torch.Tensor
+    values: torch.Tensor
+    queries: torch.Tensor
+
+
+def first_block(decoder: nn.Module, image_embeddings: torch.Tensor, key_pe: torch.Tensor) -> FirstBlock:
+    """The image's ``FirstBlock`` products (three (N, C) x (C, Ci) products, once per image).
+
+    Args:
+        decoder: an official SAM mask decoder (``supports(decoder)``).
+        image_embeddings: (1, C, h, w). key_pe: (1, h*w, C) (``Backend.dense_pe_cells``).
+    """
+    _, c, h, w = image_embeddings.shape
+    image = image_embeddings.permute(0, 2, 3, 1).reshape(1, h * w, c).contiguous()
+    layer = decoder.transformer.layers[0]
+    t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+    with_pe = image[0] + key_pe[0]
+
+    def per_head(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+        heads = module.num_heads
+        return x.view(h * w, heads, -1).transpose(0, 1).contiguous()
+
+    return FirstBlock(
+        image=image,
+        key_pe=key_pe,
+        grid_hw=(h, w),
+        keys=per_head(with_pe @ t2i.k_proj.weight.T, t2i),
+        values=per_head(image[0] @ t2i.v_proj.weight.T, t2i),
+        queries=with_pe @ i2t.q_proj.weight.T,
+    )
+
+
+@dataclass(frozen=True)
+class ImageCells:
+    """The first block's (B, N, C) cells, ``image + dense``, kept as their parts."""
+
+    first: FirstBlock
+    dense: Dense
+
+
+def _first_token_to_image(module: nn.Module, q: torch.Tensor, cells: ImageCells, bias: torch.Tensor | None) -> torch.Tensor:
+    """``token_to_image`` on the first block's cells, from the image's precomputed keys and values."""
+    fb, dense = cells.first, cells.dense
+    heads = module.num_heads
+    qh = _heads(module.q_proj(q), heads)  # (B, H, T, d)
+    b, _, t, d = qh.shape
+    n, c = fb.image.shape[1], fb.image.shape[2]
+    qh = qh / math.sqrt(d)
+    wk = module.k_proj.weight.view(heads, d, c)
+    wv = module.v_proj.weight.view(heads, d, c)
+    scores = torch.bmm(qh.transpose(0, 1).reshape(heads, b * t, d), fb.keys.transpose(1, 2))  # (H, B*T, N)
+    if dense.rows is not None:  # + q_h W_k,h (rows weight)^T: (B, H, T, k) against the rows
+        g = torch.matmul(qh, torch.matmul(wk, dense.weight.T)).reshape(b, heads * t, -1)
+        by_batch = scores.view(heads, b, t, n)
+        for i in range(b):
+            by_batch[:, i] += torch.mm(g[i], dense.row(i).T).view(heads, t, n)
+    # a vector on every cell adds a constant to each row: the softmax removes it
+    attn = torch.softmax(scores, dim=-1)
+    if bias is not None:
+        attn = torch.softmax(attn + bias, dim=-1)
+    out = torch.bmm(attn, fb.values).view(heads, b, t, d)
+    if dense.rows is not None:  # + (A rows) (weight W_v,h^T)
+        wvd = torch.matmul(dense.weight, wv.transpose(1, 2))  # (H, k, d)
+        by_batch = attn.view(heads, b, t, n)
+        for i in range(b):
+            out[:, i] += torch.bmm(torch.matmul(by_batch[:, i], dense.row(i)), wvd)
+    else:  # each attention row sums to 1
+        out = out + torch.matmul(wv, dense.vector).view(heads, 1, 1, d)
+    out = out + module.v_proj.bias.view(heads, 1, 1, d)
+    return module.out_proj(out.permute(1, 2, 0, 3).reshape(b, t, heads * d))
+
+
+def _first_update_cells(layer: nn.Module, cells: ImageCells, q: torch.Tensor, v: torch.Tensor,
+                        key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``update_cells`` on the first block's cells, from the image's precomputed queries."""
+    fb, dense = cells.first, cells.dense
+    module, norm = layer.cross_attn_image_to_token, layer.norm4
+    heads = module.num_heads
+    b, t = q.shape[0], q.shape[1]
+    n, c = fb.image.shape[1], fb.image.shape[2]
+    kh, m, offset, vo = _token_side(module, q, v, c)
+    # per image of the batch, the heads' keys as one block-diagonal (H*d, H*T) matrix
+    # against the precomputed (N, H*d) queries
+    blocks = [torch.block_diag(*kh[i].transpose(1, 2)) for i in range(b)]
+    if dense.rows is not None:
+        dense_m = torch.matmul(dense.weight, m)  # (B, k, H*T)
+    else:  # the vector's query term, and the vector itself folded into the values (rows sum to H)
+        offset = offset + torch.matmul(dense.vector, m)
+        vo = vo + dense.vector / heads
+    new, new_pe = fb.image.new_empty((b, n, c)), fb.image.new_empty((b, n, c))
+    for i in range(b):
+        for s, e in _bands(n):
+            lg = torch.addmm(offset[i], fb.queries[s:e], blocks[i])  # (cells, H*T)
+            residual = fb.image[0, s:e]
+            if dense.rows is not None:
+                rows = dense.row(i)[s:e]
+                lg = lg.addmm_(rows, dense_m[i])
+                residual = torch.addmm(residual, rows, dense.weight)
+            attn = _softmax_short(lg.view(e - s, heads, t)).view(e - s, heads * t)
+            x = F.layer_norm(torch.addmm(residual, attn, vo[i]), (c,), norm.weight, norm.bias, norm.eps)
+            new[i, s:e] = x
+            torch.add(x, key_pe[0, s:e], out=new_pe[i, s:e])
+    return new, new_pe
 
 
 #: Grid cells upscaled at once by ``_masks``: the band's (cells*16, C/8) activations stay in a core's cache.
@@ -238,47 +421,35 @@ def _masks(decoder: nn.Module, keys: torch.Tensor, grid_hw: tuple[int, int], hyp
     return out
 
 
-def predict_masks(decoder: nn.Module, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
-                  dense: torch.Tensor, multimask: bool, attention_bias: torch.Tensor | None = None,
-                  target_embedding: torch.Tensor | None = None,
-                  cells: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_masks(decoder: nn.Module, first: FirstBlock, sparse: torch.Tensor, dense: Dense, multimask: bool,
+                  attention_bias: torch.Tensor | None = None,
+                  target_embedding: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``MaskDecoder.predict_masks``, re-associated, for the masks actually used.
 
     Args:
         decoder: an official SAM mask decoder (``supports(decoder)``).
-        image_embeddings: (1, C, h, w). image_pe: (1, C, h, w), or already
-            as (1, h*w, C) cells (``Backend.dense_pe_cells``).
-        sparse: (B, T', C) prompt tokens. dense: (B or 1, C, h, w), or None
-            when ``cells`` is given.
+        first: the image's ``first_block`` products.
+        sparse: (B, T', C) prompt tokens.
+        dense: the dense prompt embedding (no-mask vector, or ``mask_rows``).
         multimask: tokens 1..3 (True) or token 0 (False).
         attention_bias: (h*w,) PerSAM attention bias, or None.
         target_embedding: (C,) PerSAM target embedding, or None.
-        cells: (B, h*w, C) image plus dense embedding in cell order
-            (``image_mask_cells``), instead of adding ``dense`` here.
 
     Returns:
         masks (B, K, 4h, 4w) and iou (B, K), K = 3 (multimask) or 1.
     """
     b = sparse.shape[0]
-    _, c, h, w = image_embeddings.shape
     out_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1).to(sparse.dtype), sparse], dim=1)
-    if cells is None:  # image + dense embedding, written straight into (B, h, w, C) cell order
-        emb, dns = image_embeddings.permute(0, 2, 3, 1), dense.permute(0, 2, 3, 1)
-        keys = torch.empty((dense.shape[0], h, w, c), dtype=emb.dtype, device=emb.device)
-        torch.add(emb, dns, out=keys)
-        cells = keys.view(-1, h * w, c)
-    keys = cells.expand(b, -1, -1)
-    key_pe = image_pe if image_pe.dim() == 3 else image_pe.permute(0, 2, 3, 1).reshape(1, h * w, c)
-    hs, keys = two_way(decoder.transformer, keys, key_pe, tokens, attention_bias, target_embedding)
+    hs, keys = two_way(decoder.transformer, ImageCells(first, dense), first.key_pe, tokens, attention_bias, target_embedding)
     chosen = range(1, decoder.num_mask_tokens) if multimask else range(0, 1)
     hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in chosen], dim=1)
     iou = decoder.iou_prediction_head(hs[:, 0, :])[:, chosen.start : chosen.stop]
-    return _masks(decoder, keys, (h, w), hyper), iou
+    return _masks(decoder, keys, first.grid_hw, hyper), iou
 
 
 def supports_mask_embedding(prompt_encoder: nn.Module) -> bool:
-    """Whether ``prompt_encoder.mask_downscaling`` has the official SAM structure."""
+    """Whether the prompt encoder's dense embeddings (``mask_downscaling``, ``no_mask_embed``) have the official SAM structure."""
     seq = getattr(prompt_encoder, "mask_downscaling", None)
     if not isinstance(seq, nn.Sequential) or len(seq) != 7:
         return False
@@ -288,6 +459,9 @@ def supports_mask_embedding(prompt_encoder: nn.Module) -> bool:
             return False
         if conv.padding != (0, 0) or conv.groups != 1 or conv.dilation != (1, 1) or conv.bias is None:
             return False
+    no_mask = getattr(prompt_encoder, "no_mask_embed", None)
+    if not isinstance(no_mask, nn.Embedding) or no_mask.weight.shape[0] != 1:
+        return False
     return all(type(n).__name__ == "LayerNorm2d" for n in norms)
 
 
@@ -306,22 +480,19 @@ def _mask_features(prompt_encoder: nn.Module, masks: torch.Tensor) -> torch.Tens
     return act2(F.layer_norm(F.linear(y, w2m, conv2.bias), (conv2.out_channels,), ln2.weight, ln2.bias, ln2.eps))
 
 
-def image_mask_cells(prompt_encoder: nn.Module, image_embeddings: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Image embedding plus ``prompt_encoder._embed_masks(masks)`` in (B, h*w, C) cell order, in one product.
+def mask_rows(prompt_encoder: nn.Module, masks: torch.Tensor) -> Dense:
+    """``prompt_encoder._embed_masks(masks)`` as ``Dense`` rows and weight, in (B, h*w, .) cell order.
 
-    The last 1x1 convolution (bias as an extra input column of ones) is
-    accumulated onto the image cells by one ``baddbmm``: on a CPU whose
-    memory bandwidth limits element-wise passes over the (h*w, C) cells,
-    this saves three of them per refinement pass.
+    The last 1x1 convolution is kept as the weight (its bias as a column of
+    ones in the rows), so the first block can use its few columns directly.
 
     Args:
-        image_embeddings: (1, C, h, w). masks: (B, 1, 4h, 4w) mask logits.
+        masks: (B, 1, 4h, 4w) mask logits.
     """
     conv3 = prompt_encoder.mask_downscaling[6]
     y = _mask_features(prompt_encoder, masks)  # (B, h, w, C')
     b, h, w, cin = y.shape
     c = conv3.out_channels
-    y1 = torch.cat([y.reshape(b, h * w, cin), y.new_ones(b, h * w, 1)], dim=2)
-    weight = torch.cat([conv3.weight.reshape(c, cin).T, conv3.bias[None]], dim=0).to(y1.dtype)  # (C'+1, C)
-    image = image_embeddings.permute(0, 2, 3, 1).reshape(1, h * w, c)
-    return torch.baddbmm(image, y1, weight.expand(b, -1, -1))
+    rows = torch.cat([y.reshape(b, h * w, cin), y.new_ones(b, h * w, 1)], dim=2)
+    weight = torch.cat([conv3.weight.reshape(c, cin).T, conv3.bias[None]], dim=0)  # (C'+1, C)
+    return Dense(rows=rows, weight=weight)

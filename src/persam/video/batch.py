@@ -56,7 +56,7 @@ def decode_many(backend: Backend, encoded: EncodedImage, prompts: Sequence[Promp
         masks = None
         if has_mask:
             masks = torch.stack([p.mask_logits.to(dev, torch.float32).view(1, *geometry.low_res_hw) for p in batch])
-        logits, iou = predict(backend, encoded.embedding, points, boxes, masks, multimask)
+        logits, iou = predict(backend, encoded, points, boxes, masks, multimask)
         for j, i in enumerate(idx):
             outputs[i] = DecoderOutput(low_res_logits=logits[j].float(), iou=iou[j].float())
     return [o for o in outputs if o is not None]

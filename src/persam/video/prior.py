@@ -87,5 +87,4 @@ def label_boxes(labels: np.ndarray, object_ids: list[int]) -> dict[int, Box | No
     re-indexes them by the labels still present, handing boxes to the wrong
     objects when one vanishes).
     """
-    present = set(np.unique(labels).tolist())
-    return {oid: mask_box(labels == oid) if oid in present else None for oid in object_ids}
+    return {oid: mask_box(labels == oid) for oid in object_ids}
