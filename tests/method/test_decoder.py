@@ -96,7 +96,9 @@ def test_factored_decoder_equals_the_official_submodules(builder, multimask):
     h, w = prompt_encoder.image_embedding_size
     c = decoder.transformer_dim
     sl = slice(1, None) if multimask else slice(0, 1)
-    first = factored.first_block(decoder, emb, pe.permute(0, 2, 3, 1).reshape(1, h * w, c))
+    plain = factored.first_block(emb, pe.permute(0, 2, 3, 1).reshape(1, h * w, c))
+    projected = factored.project_first_block(decoder, plain)
+    assert projected.projected and not plain.projected
     masks = torch.randn(2, 1, 4 * h, 4 * w) * 5
     vector = prompt_encoder.no_mask_embed.weight[0]
     with torch.no_grad():
@@ -110,14 +112,15 @@ def test_factored_decoder_equals_the_official_submodules(builder, multimask):
         for name, (ours, official) in denses.items():
             for guidance in cases:
                 want, want_iou = guided_predict_masks(decoder, emb, pe, sparse, official, guidance)
-                got, got_iou = factored.predict_masks(
-                    decoder, first, sparse, ours, multimask,
-                    attention_bias=guidance.attention_bias, target_embedding=guidance.target_embedding,
-                )
-                assert got.shape == want[:, sl].shape, name
-                scale = want.abs().max()
-                assert (got - want[:, sl]).abs().max() <= 1e-4 * scale, name
-                torch.testing.assert_close(got_iou, want_iou[:, sl], atol=1e-5, rtol=1e-4)
+                for first in (plain, projected):
+                    got, got_iou = factored.predict_masks(
+                        decoder, first, sparse, ours, multimask,
+                        attention_bias=guidance.attention_bias, target_embedding=guidance.target_embedding,
+                    )
+                    assert got.shape == want[:, sl].shape, name
+                    scale = want.abs().max()
+                    assert (got - want[:, sl]).abs().max() <= 1e-4 * scale, (name, first.projected)
+                    torch.testing.assert_close(got_iou, want_iou[:, sl], atol=1e-5, rtol=1e-4)
 
 
 def test_fast_and_exact_decode_agree_and_other_decoders_are_not_factored(tiny_model, photo):
@@ -151,17 +154,26 @@ def test_mask_rows_equal_the_official_downscaling(builder):
     assert dense.rows.shape[-1] == prompt_encoder.mask_downscaling[6].in_channels + 1  # few columns
 
 
-def test_first_block_products_are_computed_once_per_image(tiny_model, photo):
-    """Every pass on one encoded image shares its first-block products; a new embedding gets new ones."""
+def test_first_block_products_come_with_the_first_batch_and_stay_with_the_image(tiny_model, photo):
+    """Single prompts run without the first-block products; a batch computes them once for the
+    image, later passes reuse them with the same masks; a new embedding starts again."""
+    from persam.method.decoder import FIRST_BLOCK, predict
+
+    backend = tiny_model.backend
     enc = tiny_model.encode(photo[0])
-    prompt = Prompt(points_xy=torch.tensor([[100.0, 80.0]]), labels=torch.tensor([1]))
-    decode(tiny_model.backend, enc, prompt, multimask=True)
-    first = enc.derived("persam.factored.first_block", lambda emb: pytest.fail("recomputed"))
-    out = decode(tiny_model.backend, enc, Prompt(points_xy=torch.tensor([[30.0, 40.0]]), labels=torch.tensor([1])),
-                 multimask=True)
-    assert enc.derived("persam.factored.first_block", lambda emb: pytest.fail("recomputed")) is first
+    never = lambda emb: pytest.fail("recomputed")  # noqa: E731
+    prompt = Prompt(points_xy=torch.tensor([[30.0, 40.0]]), labels=torch.tensor([1]))
+    single = decode(backend, enc, prompt, multimask=True)
+    assert not enc.derived(FIRST_BLOCK, never).projected
+    xy = enc.geometry.to_model_xy(torch.tensor([[[30.0, 40.0]], [[100.0, 80.0]]]))
+    with torch.no_grad():
+        batch, _ = predict(backend, enc, (xy, torch.ones(2, 1, dtype=torch.int)), None, None, multimask=True)
+    first = enc.derived(FIRST_BLOCK, never)
+    assert first.projected
+    again = decode(backend, enc, prompt, multimask=True)
+    assert enc.derived(FIRST_BLOCK, never) is first
+    torch.testing.assert_close(again.low_res_logits, single.low_res_logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(batch[0], single.low_res_logits, atol=1e-5, rtol=1e-4)
     enc.forget_derived()
-    again = decode(tiny_model.backend, enc, Prompt(points_xy=torch.tensor([[30.0, 40.0]]), labels=torch.tensor([1])),
-                   multimask=True)
-    assert enc.derived("persam.factored.first_block", lambda emb: None) is not first
-    torch.testing.assert_close(again.low_res_logits, out.low_res_logits)
+    decode(backend, enc, prompt, multimask=True)
+    assert not enc.derived(FIRST_BLOCK, never).projected

@@ -116,14 +116,15 @@ class EncodedImage:
     _normalized: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
     _derived: dict[str, tuple[torch.Tensor, object]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def derived(self, key: str, make: Callable[[torch.Tensor], _T]) -> _T:
+    def derived(self, key: str, make: Callable[[torch.Tensor], _T], replace: bool = False) -> _T:
         """``make(embedding)``, computed once per embedding and kept with the image.
 
         For prompt-independent products of the embedding that every decoder
         pass on this image shares (``persam.method.factored.FirstBlock``).
+        ``replace`` computes and keeps it anew (a richer product under the same key).
         """
         hit = self._derived.get(key)
-        if hit is None or hit[0] is not self.embedding:
+        if replace or hit is None or hit[0] is not self.embedding:
             hit = (self.embedding, make(self.embedding))
             self._derived[key] = hit
         return hit[1]  # type: ignore[return-value]

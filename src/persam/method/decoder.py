@@ -136,6 +136,14 @@ def guided_predict_masks(
     return masks, decoder.iou_prediction_head(hs[:, 0, :])
 
 
+#: ``EncodedImage.derived`` key of the image's ``factored.FirstBlock``.
+FIRST_BLOCK = "persam.factored.first_block"
+#: Batches of at least this many prompts make the image's first-block products
+#: (``factored.project_first_block``) worth computing: the video protocol's
+#: several objects per frame; single prompts (photos: 3-4 passes) go without.
+PROJECT_FROM_BATCH = 2
+
+
 def predict(backend: Backend, encoded: EncodedImage, points: tuple[torch.Tensor, torch.Tensor] | None,
             boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool, guidance: Guidance | None = None,
             exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +152,9 @@ def predict(backend: Backend, encoded: EncodedImage, points: tuple[torch.Tensor,
     Args:
         backend: the frozen model.
         encoded: the image (its (1, C, h, w) embedding; the re-associated
-            decoder keeps its per-image products with it, ``EncodedImage.derived``).
+            decoder keeps its per-image cells and, from the first batch of
+            ``PROJECT_FROM_BATCH`` prompts, its first-block products with it,
+            ``EncodedImage.derived``).
         points: (B, N, 2) (x, y) in encoder-frame pixels and (B, N) int labels, or None.
         boxes: (B, 4) XYXY in encoder-frame pixels, or None.
         masks: (B, 1, 4h, 4w) mask logits, or None.
@@ -162,9 +172,11 @@ def predict(backend: Backend, encoded: EncodedImage, points: tuple[torch.Tensor,
     embedding = encoded.embedding
     guidance = guidance or Guidance()
     if not exact and factored.supports(decoder) and factored.supports_mask_embedding(encoder):
-        first = encoded.derived(
-            "persam.factored.first_block", lambda emb: factored.first_block(decoder, emb, backend.dense_pe_cells())
-        )
+        first = encoded.derived(FIRST_BLOCK, lambda emb: factored.first_block(emb, backend.dense_pe_cells()))
+        given = points[0] if points is not None else boxes if boxes is not None else masks
+        batch = 1 if given is None else given.shape[0]
+        if not first.projected and batch >= PROJECT_FROM_BATCH:  # kept for the image's later passes
+            first = encoded.derived(FIRST_BLOCK, lambda emb: factored.project_first_block(decoder, first), replace=True)
         if masks is None:
             sparse, _ = encoder(points=points, boxes=boxes, masks=None)
             dense = factored.Dense(vector=encoder.no_mask_embed.weight[0])

@@ -18,8 +18,8 @@ per-head reshuffling of (N, Ci) tensors:
 * the prompt encoder's mask downscaling (two stride-2 2x2 convolutions, a
   1x1 convolution) is likewise per-patch matrix products on channels-last
   cells, the last one kept factored (``mask_rows``);
-* the first block's cell-side projections of the image are computed once
-  per image (``FirstBlock``); each pass adds only its dense prompt's part.
+* the first block's cell-side projections of the image can be computed once
+  per image (``FirstBlock``); each pass then adds only its dense prompt's part.
 
 Mathematically this is the official ``MaskDecoder.predict_masks`` (with
 PerSAM's guidance as in ``persam.method.decoder``); numerically it differs by
@@ -262,50 +262,63 @@ class Dense:
 
 @dataclass(frozen=True)
 class FirstBlock:
-    """Prompt-independent products of one image for the decoder's first block.
+    """One image's cells for the decoder, and optionally its first block's prompt-independent products.
 
     Attributes:
         image: (1, N, C) image embedding cells, row-major over the (h, w) grid.
         key_pe: (1, N, C) positional encoding of the cells.
         grid_hw: (h, w).
         keys: (H, N, d) ``(image + pe) W_k,h^T`` of the token-to-image attention (its key
-            bias adds a constant to each softmax row, so it is left out).
-        values: (H, N, d) ``image W_v,h^T`` (bias added per pass).
+            bias adds a constant to each softmax row, so it is left out), or None.
+        values: (H, N, d) ``image W_v,h^T`` (bias added per pass), or None.
         queries: (N, Ci') ``(image + pe) W_q^T`` of the image-to-token attention, heads side by
-            side (bias per pass).
+            side (bias per pass), or None.
+
+    Without the products (``first_block``) a pass builds its first block's
+    cells in full; with them (``project_first_block``: three (N, C) x (C, Ci)
+    products, about 2.3 passes' worth of first-block work) each pass only
+    adds its dense prompt's part, which pays off from a few passes per image.
     """
 
     image: torch.Tensor
     key_pe: torch.Tensor
     grid_hw: tuple[int, int]
-    keys: torch.Tensor
-    values: torch.Tensor
-    queries: torch.Tensor
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    queries: torch.Tensor | None = None
+
+    @property
+    def projected(self) -> bool:
+        return self.keys is not None
 
 
-def first_block(decoder: nn.Module, image_embeddings: torch.Tensor, key_pe: torch.Tensor) -> FirstBlock:
-    """The image's ``FirstBlock`` products (three (N, C) x (C, Ci) products, once per image).
+def first_block(image_embeddings: torch.Tensor, key_pe: torch.Tensor) -> FirstBlock:
+    """An image's cells, without the first block's products.
 
     Args:
-        decoder: an official SAM mask decoder (``supports(decoder)``).
         image_embeddings: (1, C, h, w). key_pe: (1, h*w, C) (``Backend.dense_pe_cells``).
     """
     _, c, h, w = image_embeddings.shape
     image = image_embeddings.permute(0, 2, 3, 1).reshape(1, h * w, c).contiguous()
+    return FirstBlock(image=image, key_pe=key_pe, grid_hw=(h, w))
+
+
+def project_first_block(decoder: nn.Module, first: FirstBlock) -> FirstBlock:
+    """``first`` with its first block's products for ``decoder`` (``supports(decoder)``)."""
     layer = decoder.transformer.layers[0]
     t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
-    with_pe = image[0] + key_pe[0]
+    image = first.image[0]
+    with_pe = image + first.key_pe[0]
 
-    def per_head(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
-        heads = module.num_heads
-        return x.view(h * w, heads, -1).transpose(0, 1).contiguous()
+    def per_head(x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], t2i.num_heads, -1).transpose(0, 1).contiguous()
 
     return FirstBlock(
-        image=image,
-        key_pe=key_pe,
-        grid_hw=(h, w),
-        keys=per_head(with_pe @ t2i.k_proj.weight.T, t2i),
-        values=per_head(image[0] @ t2i.v_proj.weight.T, t2i),
+        image=first.image,
+        key_pe=first.key_pe,
+        grid_hw=first.grid_hw,
+        keys=per_head(with_pe @ t2i.k_proj.weight.T),
+        values=per_head(image @ t2i.v_proj.weight.T),
         queries=with_pe @ i2t.q_proj.weight.T,
     )
 
@@ -428,7 +441,7 @@ def predict_masks(decoder: nn.Module, first: FirstBlock, sparse: torch.Tensor, d
 
     Args:
         decoder: an official SAM mask decoder (``supports(decoder)``).
-        first: the image's ``first_block`` products.
+        first: the image's cells (``first_block``), with or without its first block's products.
         sparse: (B, T', C) prompt tokens.
         dense: the dense prompt embedding (no-mask vector, or ``mask_rows``).
         multimask: tokens 1..3 (True) or token 0 (False).
@@ -441,7 +454,13 @@ def predict_masks(decoder: nn.Module, first: FirstBlock, sparse: torch.Tensor, d
     b = sparse.shape[0]
     out_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1).to(sparse.dtype), sparse], dim=1)
-    hs, keys = two_way(decoder.transformer, ImageCells(first, dense), first.key_pe, tokens, attention_bias, target_embedding)
+    if first.projected:
+        cells: torch.Tensor | ImageCells = ImageCells(first, dense)
+    elif dense.rows is None:
+        cells = (first.image + dense.vector).expand(b, -1, -1)
+    else:
+        cells = torch.baddbmm(first.image, dense.rows, dense.weight.expand(dense.rows.shape[0], -1, -1)).expand(b, -1, -1)
+    hs, keys = two_way(decoder.transformer, cells, first.key_pe, tokens, attention_bias, target_embedding)
     chosen = range(1, decoder.num_mask_tokens) if multimask else range(0, 1)
     hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in chosen], dim=1)
     iou = decoder.iou_prediction_head(hs[:, 0, :])[:, chosen.start : chosen.stop]
