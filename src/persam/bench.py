@@ -20,7 +20,11 @@ median over ``runs`` runs after one warm-up run:
   path for a photo seen before: pixel hashing and cache look-up included);
 * ``video_extra_s``: one frame of the video protocol with three objects on an
   encoded frame (``persam.video.bench.video_frame_runner``);
-* ``peak_rss_mb``: the peak resident memory of the process.
+* ``peak_rss_mb``: the peak resident memory of the process;
+* ``encoder_gflop`` and ``video_gflop``: the arithmetic of the encoder and of
+  the video frame (matrix products and convolutions, counted once by
+  ``torch.utils.flop_counter``), whose ratio is what the video frame would
+  cost against the encoder if both ran at the same arithmetic speed.
 
 Every timed call on an encoded image starts without its per-image products
 (``EncodedImage.forget_derived``: the decoder's first-block projections,
@@ -54,6 +58,7 @@ RATIO_KEYS = (
     "persam_f_extra_over_decoder",
     "decode_only_over_decoder",
     "video_extra_over_encoder",
+    "video_gflop_over_encoder",
 )
 
 
@@ -117,6 +122,9 @@ class BenchResult:
         decode_only_s: PerSAM on photo pixels whose embedding is cached.
         video_extra_s: per video frame beyond the encoder, 3 objects
             (``persam.video.bench.video_frame_extra_s``).
+        encoder_gflop: the encoder's matrix arithmetic (GFLOP, ``torch.utils.flop_counter``:
+            matrix products and convolutions) for one photo.
+        video_gflop: the same for one video frame beyond the encoder, 3 objects.
         peak_rss_mb: peak resident memory of the process (MiB).
     """
 
@@ -137,6 +145,8 @@ class BenchResult:
     fit_s: float
     decode_only_s: float
     video_extra_s: float
+    encoder_gflop: float
+    video_gflop: float
     peak_rss_mb: float
 
     def _over_decoder(self, seconds: float) -> float:
@@ -158,12 +168,26 @@ class BenchResult:
     def video_extra_over_encoder(self) -> float:
         return self.video_extra_s / self.encoder_s if self.encoder_s > 0 else float("inf")
 
+    @property
+    def video_gflop_over_encoder(self) -> float:
+        """The video frame's arithmetic over the encoder's: its time ratio at equal arithmetic speed."""
+        return self.video_gflop / self.encoder_gflop if self.encoder_gflop > 0 else float("inf")
+
     def to_dict(self) -> dict[str, object]:
-        """All fields and the three ratios, JSON-ready."""
+        """All fields and the ratios, JSON-ready."""
         out: dict[str, object] = asdict(self)
         out["image_hw"] = list(self.image_hw)
         out.update({key: getattr(self, key) for key in RATIO_KEYS})
         return out
+
+
+def gflop(fn: Callable[[], object]) -> float:
+    """GFLOP of the matrix products and convolutions ``fn`` runs (``torch.utils.flop_counter``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
 
 
 def peak_rss_mb() -> float:
@@ -264,6 +288,9 @@ def run_benchmark(
             if round_:
                 times[name].append(seconds)
     medians = {name: statistics.median(values) for name, values in times.items()}
+    stage("counting arithmetic")
+    encoder_gflop = gflop(lambda: backend.encode(tgt_image))
+    video_gflop = gflop(video_frame)
 
     return BenchResult(
         model=backend.name,
@@ -283,5 +310,7 @@ def run_benchmark(
         fit_s=medians["fit_s"],
         decode_only_s=medians["decode_only_s"],
         video_extra_s=medians["video_extra_s"],
+        encoder_gflop=encoder_gflop,
+        video_gflop=video_gflop,
         peak_rss_mb=peak_rss_mb(),
     )

@@ -12,7 +12,7 @@ import pytest
 from persam.bench import RATIO_KEYS, TIMING_KEYS, synthetic_photo
 from persam.cli.main import main
 
-NUMBER_KEYS = (*TIMING_KEYS, *RATIO_KEYS, "peak_rss_mb", "image_size", "runs")
+NUMBER_KEYS = (*TIMING_KEYS, *RATIO_KEYS, "encoder_gflop", "video_gflop", "peak_rss_mb", "image_size", "runs")
 INFO_KEYS = ("model", "precision", "device", "torch_version")
 
 
@@ -40,8 +40,10 @@ def test_bench_writes_every_figure(tmp_path: Path, capsys) -> None:
     assert data["model"] == "sam_tiny" and data["precision"] == "fp32" and data["device"] == "cpu"
     assert data["image_size"] == 256 and data["image_hw"] == [192, 256] and data["runs"] == 1
     assert data["persam_extra_over_decoder"] == pytest.approx(data["persam_extra_s"] / data["decoder_pass_s"])
+    assert data["video_gflop_over_encoder"] == pytest.approx(data["video_gflop"] / data["encoder_gflop"])
     printed = capsys.readouterr().out
     assert "decoder pass" in printed and "PerSAM-F fit" in printed and "peak resident memory" in printed
+    assert "GFLOP" in printed
 
 
 @pytest.mark.parametrize("option", [["--runs", "0"], ["--image-size", "8"]])

@@ -177,3 +177,24 @@ def test_first_block_products_come_with_the_first_batch_and_stay_with_the_image(
     enc.forget_derived()
     decode(backend, enc, prompt, multimask=True)
     assert not enc.derived(FIRST_BLOCK, never).projected
+
+
+def test_re_associated_pass_does_less_arithmetic_than_the_official_modules():
+    """Counted by torch's FLOP counter on MobileSAM's full-size decoder (no timing)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from persam.backends.base import Backend, EncodedImage, ImageGeometry, Preprocessing
+
+    torch.manual_seed(5)
+    image_encoder, prompt_encoder, decoder, _ = build_mobile_sam()
+    backend = Backend("vit_t", image_encoder, prompt_encoder, decoder, Preprocessing(1024), torch.device("cpu"))
+    geometry = ImageGeometry.for_image((768, 1024), 1024, (64, 64))
+    enc = EncodedImage(torch.randn(1, 256, 64, 64), geometry)
+    prompt = Prompt(points_xy=torch.tensor([[300.0, 200.0], [500.0, 400.0]]), labels=torch.tensor([1, 1]),
+                    box_xyxy=torch.tensor([250.0, 150.0, 600.0, 450.0]), mask_logits=torch.randn(256, 256))
+    flops = {}
+    for exact in (False, True):
+        with FlopCounterMode(display=False) as counter:
+            decode(backend, enc, prompt, multimask=True, exact=exact)
+        flops[exact] = counter.get_total_flops()
+    assert flops[False] < 0.7 * flops[True], flops

@@ -52,6 +52,8 @@ def format_result(result) -> str:
         tail = f"{ratio:9.2f}" if ratio is not None else f"{'':>9}"
         lines.append(f"{name:<38} {seconds * 1000:10.2f}  {tail}")
     lines.append(f"{'peak resident memory':<38} {result.peak_rss_mb:8.0f} MB")
+    lines.append(f"arithmetic: encoder {result.encoder_gflop:.2f} GFLOP, video frame beyond it {result.video_gflop:.2f} GFLOP "
+                 f"({result.video_gflop_over_encoder:.2f} x the encoder's)")
     return "\n".join(lines)
 
 

@@ -112,10 +112,6 @@ def token_to_image(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
     return module.out_proj(out.transpose(1, 2).reshape(b, t, heads * d))
 
 
-#: Cells per band of ``update_cells``: a band's few (cells, C) tensors stay in a core's cache.
-CELL_BAND = 512
-
-
 def _token_side(module: nn.Module, q: torch.Tensor, v: torch.Tensor, c: int) -> tuple[torch.Tensor, ...]:
     """Token-side products of an image-to-token attention (cells are the queries).
 
@@ -136,22 +132,16 @@ def _token_side(module: nn.Module, q: torch.Tensor, v: torch.Tensor, c: int) -> 
     return kh, m, offset, vo
 
 
-def _bands(n: int) -> list[tuple[int, int]]:
-    return [(s, min(n, s + CELL_BAND)) for s in range(0, n, CELL_BAND)]
-
-
 def update_cells(layer: nn.Module, keys: "torch.Tensor | ImageCells", keys_pe: "torch.Tensor | ImageCells", q: torch.Tensor,
                  v: torch.Tensor, key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A block's image-to-token attention, residual and ``norm4``, re-associated, band by band.
+    """A block's image-to-token attention, residual and ``norm4``, re-associated.
 
     Cells are the queries: per head ``q_h k_h^T = X (W_q,h^T k_h^T) + b_q,h k_h^T``
     and ``out_proj(concat_h A_h v_h) = sum_h A_h (v_h W_o,h^T) + b_o``, with
     the output bias folded into the values (each head's attention row sums
     to 1, so adding ``b_o / H`` to every (head, token) row adds ``b_o``).
-    Everything after the token-side products is per cell, so it runs on
-    bands of ``CELL_BAND`` cells, one image of the batch at a time, while
-    they are in cache. The first block's cells (``ImageCells``) use the
-    image's precomputed queries instead (``FirstBlock``).
+    The first block's cells (``ImageCells``) use the image's precomputed
+    queries when it has them (``FirstBlock``).
 
     Args:
         layer: an official ``TwoWayAttentionBlock``.
@@ -165,20 +155,23 @@ def update_cells(layer: nn.Module, keys: "torch.Tensor | ImageCells", keys_pe: "
     """
     if isinstance(keys, ImageCells):
         return _first_update_cells(layer, keys, q, v, key_pe)
-    module, norm = layer.cross_attn_image_to_token, layer.norm4
-    heads = module.num_heads
-    b, t = q.shape[0], q.shape[1]
-    n, c = keys.shape[1], keys.shape[2]
-    _, m, offset, vo = _token_side(module, q, v, c)
-    new, new_pe = keys.new_empty((b, n, c)), keys.new_empty((b, n, c))
-    for i in range(b):
-        for s, e in _bands(n):
-            logits = torch.addmm(offset[i], keys_pe[i, s:e], m[i])  # (cells, H*T)
-            attn = _softmax_short(logits.view(e - s, heads, t)).view(e - s, heads * t)
-            cells = F.layer_norm(torch.addmm(keys[i, s:e], attn, vo[i]), (c,), norm.weight, norm.bias, norm.eps)
-            new[i, s:e] = cells
-            torch.add(cells, key_pe[0, s:e], out=new_pe[i, s:e])
-    return new, new_pe
+    module = layer.cross_attn_image_to_token
+    _, m, offset, vo = _token_side(module, q, v, keys.shape[2])
+    logits = torch.baddbmm(offset[:, None, :], keys_pe, m)  # (B, N, H*T)
+    return _finish_cells(layer, logits, keys, vo, key_pe)
+
+
+def _finish_cells(layer: nn.Module, logits: torch.Tensor, residual: torch.Tensor, vo: torch.Tensor,
+                  key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``norm4(residual + softmax_per_head(logits) @ vo)`` and the same plus ``key_pe``; ``logits`` is overwritten."""
+    heads, norm = layer.cross_attn_image_to_token.num_heads, layer.norm4
+    b, n, ht = logits.shape
+    per_head = logits.view(b, n, heads, ht // heads)  # softmax over each head's tokens, in place
+    per_head.sub_(per_head.amax(dim=-1, keepdim=True)).exp_()
+    per_head.div_(per_head.sum(dim=-1, keepdim=True))
+    cells = torch.baddbmm(residual, logits, vo)
+    cells = F.layer_norm(cells, (cells.shape[-1],), norm.weight, norm.bias, norm.eps)
+    return cells, cells + key_pe
 
 
 def two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, tokens: torch.Tensor,
@@ -367,33 +360,22 @@ def _first_update_cells(layer: nn.Module, cells: ImageCells, q: torch.Tensor, v:
                         key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``update_cells`` on the first block's cells, from the image's precomputed queries."""
     fb, dense = cells.first, cells.dense
-    module, norm = layer.cross_attn_image_to_token, layer.norm4
-    heads = module.num_heads
-    b, t = q.shape[0], q.shape[1]
-    n, c = fb.image.shape[1], fb.image.shape[2]
-    kh, m, offset, vo = _token_side(module, q, v, c)
+    module = layer.cross_attn_image_to_token
+    heads, b = module.num_heads, q.shape[0]
+    kh, m, offset, vo = _token_side(module, q, v, fb.image.shape[2])
     # per image of the batch, the heads' keys as one block-diagonal (H*d, H*T) matrix
     # against the precomputed (N, H*d) queries
-    blocks = [torch.block_diag(*kh[i].transpose(1, 2)) for i in range(b)]
-    if dense.rows is not None:
-        dense_m = torch.matmul(dense.weight, m)  # (B, k, H*T)
-    else:  # the vector's query term, and the vector itself folded into the values (rows sum to H)
+    blocks = torch.stack([torch.block_diag(*kh[i].transpose(1, 2)) for i in range(b)])
+    if dense.rows is None:  # the vector's query term, and the vector itself folded into the values (rows sum to H)
         offset = offset + torch.matmul(dense.vector, m)
         vo = vo + dense.vector / heads
-    new, new_pe = fb.image.new_empty((b, n, c)), fb.image.new_empty((b, n, c))
-    for i in range(b):
-        for s, e in _bands(n):
-            lg = torch.addmm(offset[i], fb.queries[s:e], blocks[i])  # (cells, H*T)
-            residual = fb.image[0, s:e]
-            if dense.rows is not None:
-                rows = dense.row(i)[s:e]
-                lg = lg.addmm_(rows, dense_m[i])
-                residual = torch.addmm(residual, rows, dense.weight)
-            attn = _softmax_short(lg.view(e - s, heads, t)).view(e - s, heads * t)
-            x = F.layer_norm(torch.addmm(residual, attn, vo[i]), (c,), norm.weight, norm.bias, norm.eps)
-            new[i, s:e] = x
-            torch.add(x, key_pe[0, s:e], out=new_pe[i, s:e])
-    return new, new_pe
+    logits = torch.baddbmm(offset[:, None, :], fb.queries.expand(b, -1, -1), blocks)  # (B, N, H*T)
+    residual = fb.image.expand(b, -1, -1)
+    if dense.rows is not None:
+        rows = dense.rows.expand(b, -1, -1)
+        logits = logits.baddbmm_(rows, torch.matmul(dense.weight, m))
+        residual = torch.baddbmm(residual, rows, dense.weight.expand(b, -1, -1))
+    return _finish_cells(layer, logits, residual, vo, key_pe)
 
 
 #: Grid cells upscaled at once by ``_masks``: the band's (cells*16, C/8) activations stay in a core's cache.

@@ -70,8 +70,6 @@ if TYPE_CHECKING:
 VIDEO_CELL_THRESHOLD = 123.675 / 215
 #: Pixels added on each side of the previous frame's box.
 BOX_MARGIN = 10
-#: Full-resolution pixels resized at once when the objects are merged (256 MB of float32).
-MERGE_PIXELS = 1 << 26
 
 
 def _default_fit() -> FitSettings:
@@ -310,11 +308,6 @@ class VideoSession:
         first = decode_many(self.backend, encoded, [p.to_prompt(p.box_xyxy) for p in plist], multimask=True)
         geometry = encoded.geometry
         op = logits_operator(geometry)
-        if not self.finetune:  # pixel counts of every object's masks at full resolution, a few objects per resize
-            group = max(1, MERGE_PIXELS // (3 * self.hw[0] * self.hw[1]))
-            low = [out.low_res_logits for out in first]
-            counts = torch.cat([(upscale_logits(torch.cat(low[g : g + group]), geometry) > 0).flatten(1).sum(1)
-                                for g in range(0, len(low), group)]).view(len(low), -1)
         start: list[tuple[torch.Tensor, float]] = []
         refine_boxes: list[Box | None] = []
         for oid, out in zip(ids, first):
@@ -327,7 +320,8 @@ class VideoSession:
                 start.append((weighted, float((w * out.iou).sum())))
                 refine_boxes.append(box)
             else:  # the truly largest of the three masks, counted at full resolution
-                k = int(torch.argmax(counts[len(start)]))
+                counts = (upscale_logits(out.low_res_logits, geometry) > 0).flatten(1).sum(1)
+                k = int(torch.argmax(counts))
                 start.append((out.low_res_logits[k], float(out.iou[k])))
                 refine_boxes.append(None)
         final = self._refine(encoded, plist, start, refine_boxes, box_first=self.finetune)
@@ -355,19 +349,14 @@ class VideoSession:
         return current
 
     def _merge(self, geometry, ids: list[int], logits: list[torch.Tensor]) -> np.ndarray:
-        """Arg-max of the objects' full-resolution logits against a zero background (first wins ties).
-
-        Objects are resized together, a few at a time (``MERGE_PIXELS`` pixels in all).
-        """
+        """Arg-max of the objects' full-resolution logits against a zero background (first wins ties)."""
         best = torch.zeros(self.hw, dtype=torch.float32)
         labels = torch.zeros(self.hw, dtype=torch.uint8)
-        group = max(1, MERGE_PIXELS // (self.hw[0] * self.hw[1]))
-        for g in range(0, len(ids), group):
-            full = upscale_logits(torch.stack(logits[g : g + group]), geometry).cpu()  # (K, H, W)
-            top, which = full.max(dim=0)  # the first of equal maxima
-            win = top > best  # strictly: earlier objects win ties
-            labels = torch.where(win, torch.tensor(ids[g : g + group], dtype=torch.uint8)[which], labels)
-            best = torch.where(win, top, best)
+        for oid, low in zip(ids, logits):
+            full = upscale_logits(low[None], geometry)[0].cpu()
+            win = full > best
+            labels[win] = oid
+            best = torch.where(win, full, best)
         return labels.numpy()
 
     # ------------------------------------------------------------------ stream
