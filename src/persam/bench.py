@@ -260,6 +260,7 @@ def run_benchmark(
     from persam.video.bench import video_frame_runner
 
     video_frame = video_frame_runner(session, n_objects=3, size=image_size)
+
     def fresh(encoded):
         # Per-image products (first decoder block, normalised features) are
         # computed in every timed call, as for a new photo.

@@ -269,7 +269,7 @@ class FirstBlock:
 
     Without the products (``first_block``) a pass builds its first block's
     cells in full; with them (``project_first_block``: three (N, C) x (C, Ci)
-    products, about 2.3 passes' worth of first-block work) each pass only
+    products, about what they save in two to three passes) each pass only
     adds its dense prompt's part, which pays off from a few passes per image.
     """
 
