@@ -113,14 +113,14 @@ class EncodedImage:
 
     embedding: torch.Tensor
     geometry: ImageGeometry
-    _normalized: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
     _derived: dict[str, tuple[torch.Tensor, object]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def derived(self, key: str, make: Callable[[torch.Tensor], _T], replace: bool = False) -> _T:
         """``make(embedding)``, computed once per embedding and kept with the image.
 
-        For prompt-independent products of the embedding that every decoder
-        pass on this image shares (``persam.method.factored.FirstBlock``).
+        For prompt-independent products of the embedding that every use of
+        this image shares (``normalized_features``, the decoder's
+        ``persam.method.factored.FirstBlock``).
         ``replace`` computes and keeps it anew (a richer product under the same key).
         """
         hit = self._derived.get(key)
@@ -130,16 +130,17 @@ class EncodedImage:
         return hit[1]  # type: ignore[return-value]
 
     def forget_derived(self) -> None:
-        """Drop the cached products (``derived``, ``normalized_features``): the next use recomputes them."""
+        """Drop the cached products (``derived``): the next use recomputes them."""
         self._derived.clear()
-        self._normalized = None
 
     def normalized_features(self) -> torch.Tensor:
         """(C, h, w) embedding with each cell L2-normalised over channels (computed once)."""
-        if self._normalized is None or self._normalized[0] is not self.embedding:
-            feats = self.embedding[0].float()
-            self._normalized = (self.embedding, feats / feats.norm(dim=0, keepdim=True).clamp_min(1e-12))
-        return self._normalized[1]
+
+        def normalize(embedding: torch.Tensor) -> torch.Tensor:
+            feats = embedding[0].float()
+            return feats / feats.norm(dim=0, keepdim=True).clamp_min(1e-12)
+
+        return self.derived("persam.normalized_features", normalize)
 
 
 @dataclass

@@ -145,6 +145,10 @@ class Done:
     entry: dict
     coco: tuple[dict, list[dict]] | None = None
 
+    @classmethod
+    def skipped(cls, path: Path, exc: Exception) -> "Done":
+        return cls({"input": str(path), "status": "skipped", "reason": str(exc)})
+
 
 def write_result(root: Path, path: Path, stem: Path, pixels, written: np.ndarray, results: list, args) -> Done:
     """Write one photo's mask (and overlay) under ``root``; safe to call from several threads."""
@@ -237,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             written, results = segment_one(concept, image, args)
         except errors as exc:
-            return Done({"input": str(path), "status": "skipped", "reason": str(exc)})
+            return Done.skipped(path, exc)
         return write_result(outputs.root, path, stem, pixels, written, results, args)
 
     def submitted(pool):
@@ -250,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     pixels = image = load_image(path)
             except errors as exc:
-                yield None, Done({"input": str(path), "status": "skipped", "reason": str(exc)})
+                yield None, Done.skipped(path, exc)
                 continue
             yield pool.submit(job, path, stem, pixels, image), None
 

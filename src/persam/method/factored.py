@@ -62,13 +62,6 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(b, t, heads, c // heads).transpose(1, 2)
 
 
-def _softmax_short(x: torch.Tensor) -> torch.Tensor:
-    """Softmax over a short last dimension (T tokens), where ``torch.softmax`` is slow on CPU."""
-    x = x.float()
-    e = torch.exp(x - x.amax(dim=-1, keepdim=True))
-    return e / e.sum(dim=-1, keepdim=True)
-
-
 def _shared(x: torch.Tensor) -> bool:
     """Whether every batch element of (B, N, C) ``x`` is the same tensor (batch of one or stride 0)."""
     return x.shape[0] == 1 or x.stride(0) == 0
@@ -166,7 +159,8 @@ def _finish_cells(layer: nn.Module, logits: torch.Tensor, residual: torch.Tensor
     """``norm4(residual + softmax_per_head(logits) @ vo)`` and the same plus ``key_pe``; ``logits`` is overwritten."""
     heads, norm = layer.cross_attn_image_to_token.num_heads, layer.norm4
     b, n, ht = logits.shape
-    per_head = logits.view(b, n, heads, ht // heads)  # softmax over each head's tokens, in place
+    # softmax over each head's few tokens, in place (torch.softmax is slow on CPU for a short last dimension)
+    per_head = logits.view(b, n, heads, ht // heads)
     per_head.sub_(per_head.amax(dim=-1, keepdim=True)).exp_()
     per_head.div_(per_head.sum(dim=-1, keepdim=True))
     cells = torch.baddbmm(residual, logits, vo)
