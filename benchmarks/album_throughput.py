@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from persam.backends.builders import write_random_checkpoint
-from persam.bench import synthetic_photo
+from persam.jobs.bench import synthetic_photo
 
 
 def _persam(*args: str) -> tuple[float, str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import persam
 from persam.backends.builders import write_random_checkpoint
-from persam.bench import synthetic_photo
+from persam.jobs.bench import synthetic_photo
 
 
 def main() -> None:

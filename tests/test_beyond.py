@@ -6,7 +6,7 @@ import torch
 
 from conftest import synthetic_photo
 from fakes import color_backend
-from persam.api import PersamModel
+from persam.session.photo import PersamModel
 from persam.method.settings import PersamSettings
 
 PLAIN = PersamSettings(guided_attention=False, semantic_prompt=False)  # the fake decoder has nothing to guide
@@ -70,7 +70,7 @@ def test_override_threshold(color_model):
 
 
 def test_concept_file_round_trip(tiny_model, tmp_path):
-    from persam.concepts import load_concept, save_concept
+    from persam.session.concept_file import load_concept, save_concept
 
     image, mask = synthetic_photo(seed=21)
     other = synthetic_photo(seed=22)[0]
@@ -84,7 +84,7 @@ def test_concept_file_round_trip(tiny_model, tmp_path):
 
 def test_damaged_or_foreign_concepts_are_refused(tiny_model, tmp_path):
     import persam
-    from persam.concepts import load_concept, save_concept
+    from persam.session.concept_file import load_concept, save_concept
 
     path = save_concept(tiny_model.personalize(*synthetic_photo(seed=23)), tmp_path / "c.persam")
     data = path.read_bytes()
@@ -105,7 +105,7 @@ def test_damaged_or_foreign_concepts_are_refused(tiny_model, tmp_path):
 def test_album_index_resumes_and_matches_direct_run(tiny_model, tmp_path):
     from PIL import Image
 
-    from persam.index import AlbumIndex
+    from persam.session.album import AlbumIndex
 
     paths = []
     for i in range(3):

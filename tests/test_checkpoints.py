@@ -1,4 +1,4 @@
-"""Tests for persam.checkpoints: all network traffic stays on 127.0.0.1."""
+"""Tests for persam.backends.checkpoints: all network traffic stays on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import platformdirs
 import pytest
 import torch
 
-from persam import checkpoints as ck
-from persam.checkpoints import (
+from persam.backends import checkpoints as ck
+from persam.backends.checkpoints import (
     KNOWN_CHECKPOINTS,
     CheckpointError,
     CheckpointInfo,
@@ -242,7 +242,7 @@ def test_resolve_known_type_with_env_url_override(monkeypatch, server, payload, 
     monkeypatch.setenv("PERSAM_HOME", str(tmp_path / "ph"))
     monkeypatch.setenv("PERSAM_CHECKPOINT_URL_VIT_T", server.base + "/ok.pth")
     assert cached_checkpoint("vit_t") is None
-    with caplog.at_level(logging.INFO, logger="persam.checkpoints"):
+    with caplog.at_level(logging.INFO, logger="persam.backends.checkpoints"):
         path = resolve_checkpoint("vit_t", None, progress=False)
     assert path == tmp_path / "ph" / "checkpoints" / "mobile_sam.pt"
     assert path.read_bytes() == payload
@@ -324,9 +324,9 @@ def test_load_missing_file(tmp_path):
 
 def test_import_does_no_work(tmp_path):
     """Importing the module creates no folder and does not import torch."""
-    code = "import sys, persam.checkpoints; print('torch' in sys.modules)"
+    code = "import sys, persam.backends.checkpoints; print('torch' in sys.modules)"
     env = {**os.environ, "PERSAM_HOME": str(tmp_path / "fresh"),
-           "PYTHONPATH": os.pathsep.join([str(Path(ck.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(Path(ck.__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert not (tmp_path / "fresh").exists()

@@ -49,7 +49,7 @@ def test_real_weights_segment_a_boxed_object(medsam):
 
 
 def test_wrong_model_type_is_refused(tiny_checkpoint):
-    from persam.checkpoints import CheckpointError
+    from persam.backends.checkpoints import CheckpointError
 
     with pytest.raises(CheckpointError, match="do not fit model type 'litemedsam'"):
         persam.load("litemedsam", tiny_checkpoint, device="cpu")

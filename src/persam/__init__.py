@@ -17,15 +17,24 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Concept", "PersamModel", "SegmentationResult", "load", "__version__"]
+__all__ = ["Concept", "PersamModel", "SegmentationResult", "load", "segment_video", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from persam.api import Concept, PersamModel, SegmentationResult, load
+    from persam.session.photo import Concept, PersamModel, SegmentationResult, load
+    from persam.session.video import segment_video
+
+_LAZY = {
+    "Concept": "persam.session.photo",
+    "PersamModel": "persam.session.photo",
+    "SegmentationResult": "persam.session.photo",
+    "load": "persam.session.photo",
+    "segment_video": "persam.session.video",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in {"Concept", "PersamModel", "SegmentationResult", "load"}:
-        from persam import api
+    if name in _LAZY:
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'persam' has no attribute {name!r}")

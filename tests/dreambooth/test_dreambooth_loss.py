@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from persam.dreambooth.loss import dreambooth_loss, latent_mask, masked_diffusion_loss
+from persam.jobs.dreambooth.loss import dreambooth_loss, latent_mask, masked_diffusion_loss
 
 
 def _batch(seed: int = 0, b: int = 2, c: int = 4, h: int = 8, w: int = 8):

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from persam.cli.main import main
-from persam.dreambooth.prepare import check_mask, prepare_dataset, read_metadata
+from persam.jobs.dreambooth.prepare import check_mask, prepare_dataset, read_metadata
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")

@@ -162,7 +162,7 @@ def test_unreadable_video_and_wrong_input(tmp_path, clip, capsys):
 
 
 def test_label_map_formats(tmp_path):
-    from persam.video.frames import load_label_map
+    from persam.io.frames import load_label_map
 
     labels = np.zeros((7, 9), np.uint8)
     labels[1:3, 1:4], labels[4:6, 5:8] = 1, 3
@@ -185,7 +185,7 @@ def test_label_map_formats(tmp_path):
 
 
 def test_overlay_writer_pads_odd_sizes(tmp_path):
-    from persam.video.frames import OverlayWriter, tint
+    from persam.io.frames import OverlayWriter, tint
 
     labels = np.zeros((7, 9), np.uint8)
     labels[2:5, 3:6] = 2

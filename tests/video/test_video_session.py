@@ -9,10 +9,10 @@ import torch
 from persam.method.decoder import DecoderOutput, Prompt, decode
 from persam.method.resample import similarity_operator
 from persam.method.settings import FitSettings
-from persam.video import VideoSession, VideoSettings, segment_video
-from persam.video import session as session_module
-from persam.video.batch import decode_many
-from persam.video.prior import box_centre, enlarge_box, label_boxes, mask_box, topk_points
+from persam.session.video import VideoSession, VideoSettings, segment_video
+from persam.session import video as session_module
+from persam.method.batch import decode_many
+from persam.method.prior import box_centre, enlarge_box, label_boxes, mask_box, topk_points
 
 
 # ------------------------------------------------------------------ prompts
@@ -283,7 +283,7 @@ def test_an_object_that_leaves_is_absent_with_presence_detection(detect):
     """Colour features: "is the red square here?" has a true answer on every frame."""
     from fakes import color_backend
 
-    from persam.api import PersamModel
+    from persam.session.photo import PersamModel
 
     model = PersamModel(color_backend())
     first = _square_frame(32)

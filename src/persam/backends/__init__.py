@@ -1,16 +1,34 @@
-"""Backends: frozen SAM-family models behind one small contract (tensors only)."""
+"""Backends: frozen SAM-family models behind one small contract (tensors only).
 
-from persam.backends.base import Backend, EncodedImage, ImageGeometry, Preprocessing
-from persam.backends.registry import BackendSpec, bf16_supported, create_backend, get_spec, list_backends
+The names below are imported on first use, so that ``persam.backends.checkpoints``
+(and the command line's help) do not import torch.
+"""
 
-__all__ = [
-    "Backend",
-    "BackendSpec",
-    "EncodedImage",
-    "ImageGeometry",
-    "Preprocessing",
-    "bf16_supported",
-    "create_backend",
-    "get_spec",
-    "list_backends",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from persam.backends.base import Backend, EncodedImage, ImageGeometry, Preprocessing
+    from persam.backends.registry import BackendSpec, bf16_supported, create_backend, get_spec, list_backends
+
+_LAZY = {
+    "Backend": "persam.backends.base",
+    "EncodedImage": "persam.backends.base",
+    "ImageGeometry": "persam.backends.base",
+    "Preprocessing": "persam.backends.base",
+    "BackendSpec": "persam.backends.registry",
+    "bf16_supported": "persam.backends.registry",
+    "create_backend": "persam.backends.registry",
+    "get_spec": "persam.backends.registry",
+    "list_backends": "persam.backends.registry",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'persam.backends' has no attribute {name!r}")

@@ -22,7 +22,7 @@ class BackendSpec:
         name: registry name, also the ``--model`` value.
         description: one line for ``persam models``.
         preprocessing: input size and normalisation.
-        downloadable: a known checkpoint URL exists (see ``persam.checkpoints``).
+        downloadable: a known checkpoint URL exists (see ``persam.backends.checkpoints``).
         bundled_checkpoint: the weights ship inside a Python package.
         for_tests: a toy architecture, random weights only.
     """
@@ -97,7 +97,7 @@ def bf16_supported(device: torch.device) -> bool:
 
 def _checkpoint_path(spec: BackendSpec, checkpoint: str | os.PathLike | None, progress: bool | None) -> Path:
     if checkpoint is not None:
-        from persam.checkpoints import resolve_checkpoint
+        from persam.backends.checkpoints import resolve_checkpoint
 
         return resolve_checkpoint(spec.name, checkpoint, progress=progress)
     if spec.bundled_checkpoint:
@@ -106,7 +106,7 @@ def _checkpoint_path(spec: BackendSpec, checkpoint: str | os.PathLike | None, pr
         return Path(get_asset_path())
     if spec.for_tests:
         raise ValueError(f"model {spec.name!r} has no published weights; pass --checkpoint PATH or random weights")
-    from persam.checkpoints import resolve_checkpoint
+    from persam.backends.checkpoints import resolve_checkpoint
 
     return resolve_checkpoint(spec.name, None, progress=progress)
 
@@ -134,7 +134,7 @@ def create_backend(
     Raises:
         ValueError: unknown name, device or precision.
         FileNotFoundError: ``checkpoint`` does not exist.
-        persam.checkpoints.CheckpointError: a download or load failed, or the
+        persam.backends.checkpoints.CheckpointError: a download or load failed, or the
             file does not fit the architecture.
     """
     spec = get_spec(name)
@@ -144,7 +144,7 @@ def create_backend(
     image_encoder, prompt_encoder, mask_decoder, module = BUILDERS[name]()
     sha = "random"
     if not random_weights:
-        from persam.checkpoints import CheckpointError, file_sha256, load_state_dict
+        from persam.backends.checkpoints import CheckpointError, file_sha256, load_state_dict
 
         path = _checkpoint_path(spec, checkpoint, progress)
         state = load_state_dict(path)

@@ -58,7 +58,7 @@ def format_result(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam.bench import run_benchmark
+    from persam.jobs.bench import run_benchmark
     from persam.cli.eval import write_json
 
     if args.runs < 1:

@@ -14,7 +14,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFo
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """USER_ERRORS plus the checkpoint errors (imported lazily)."""
-    from persam.checkpoints import CheckpointError
+    from persam.backends.checkpoints import CheckpointError
 
     return USER_ERRORS + (CheckpointError,)
 
@@ -31,7 +31,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace):
     """The session model from the parsed model options."""
-    from persam.api import load
+    from persam.session.photo import load
 
     return load(
         args.model,

@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from persam.dreambooth.prepare import prepare_dataset
+    from persam.jobs.dreambooth.prepare import prepare_dataset
 
     model = load_model(args)
     concept = model.personalize(args.ref, args.ref_mask, finetune=args.finetune)
@@ -71,7 +71,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from persam.dreambooth.train import MissingExtrasError, TrainConfig, train
+    from persam.jobs.dreambooth.train import MissingExtrasError, TrainConfig, train
 
     config = TrainConfig(
         data=args.data, model=args.model, instance_prompt=args.instance_prompt, output=args.output,

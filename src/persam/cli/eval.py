@@ -189,7 +189,7 @@ def run_davis(args: argparse.Namespace) -> int:
     pred = args.pred
     if pred is None:
         from persam.eval.datasets import Davis2017Dataset
-        from persam.video.davis import run_davis as run_video
+        from persam.jobs.davis import run_davis as run_video
 
         Davis2017Dataset(args.root, sequences)  # a malformed layout fails before the model loads
         pred = args.out or str(Path("persam-eval") / f"davis-{args.method}")

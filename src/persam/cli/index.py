@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam.index import AlbumIndex
+    from persam.session.album import AlbumIndex
     from persam.io import find_images, load_image
 
     photos = [path.resolve() for path, _ in find_images(args.photos)]

@@ -14,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from persam.backends import bf16_supported, list_backends
-    from persam.checkpoints import cache_dir, cached_checkpoint
+    from persam.backends.checkpoints import cache_dir, cached_checkpoint
 
     print(f"checkpoint cache: {cache_dir()}  (set PERSAM_HOME to move it)")
     print(f"{'model':<11} {'input':>5}  {'weights':<34} description")

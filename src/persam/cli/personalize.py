@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam.concepts import save_concept
+    from persam.session.concept_file import save_concept
 
     model = load_model(args)
     concept = build_concept(args, model)

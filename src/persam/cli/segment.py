@@ -76,7 +76,7 @@ def reference_pairs(refs: list[str], masks: list[str]) -> tuple[list[Path], list
 def build_concept(args: argparse.Namespace, model):
     """The concept from --concept, or learned from the references."""
     if args.concept:
-        from persam.concepts import load_concept
+        from persam.session.concept_file import load_concept
 
         concept = load_concept(args.concept, model)
     else:
@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     if args.index:
-        from persam.index import AlbumIndex
+        from persam.session.album import AlbumIndex
 
         album = AlbumIndex.open(args.index, create=False)
         targets = index_targets(album.paths())

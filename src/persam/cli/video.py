@@ -34,8 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from persam.io import save_label_map
-    from persam.video.frames import OverlayWriter, load_label_map, open_frames, tint
-    from persam.video.session import VideoSession, VideoSettings
+    from persam.io.frames import OverlayWriter, load_label_map, open_frames, tint
+    from persam.session.video import VideoSession, VideoSettings
 
     source = open_frames(args.input)
     labels = load_label_map(args.mask)

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from persam.dreambooth.loss import dreambooth_loss
-from persam.dreambooth.prepare import read_metadata
+from persam.jobs.dreambooth.loss import dreambooth_loss
+from persam.jobs.dreambooth.prepare import read_metadata
 
 INSTALL_HINT = 'pip install "persam[dreambooth]"'
 

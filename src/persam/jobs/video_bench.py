@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from persam.api import PersamModel
+    from persam.session.photo import PersamModel
 
 COLOURS = ((215, 60, 45), (40, 90, 210), (60, 190, 70), (230, 200, 40), (170, 60, 200))
 
@@ -54,11 +54,11 @@ def video_frame_runner(model: "PersamModel", n_objects: int = 3, size: int = 102
     next boxes, i.e. a frame's cost beyond the encoder.
 
     Args:
-        model: a ``persam.api.PersamModel``.
+        model: a ``persam.session.photo.PersamModel``.
         n_objects: objects in the synthetic clip.
         size: frame width N (frames are N x round(0.75 N)).
     """
-    from persam.video.session import VideoSession
+    from persam.session.video import VideoSession
 
     frame0, labels0 = synthetic_clip_frame(size, n_objects)
     frame1, _ = synthetic_clip_frame(size, n_objects, shift=size // 64)
@@ -76,7 +76,7 @@ def video_frame_extra_s(model: "PersamModel", n_objects: int = 3, size: int = 10
     """Median seconds per frame beyond the encoder (``video_frame_runner``), after one warm-up run.
 
     Args:
-        model: a ``persam.api.PersamModel``.
+        model: a ``persam.session.photo.PersamModel``.
         n_objects: objects in the synthetic clip.
         size: frame width N (frames are N x round(0.75 N)).
         runs: timed runs (at least 1).

@@ -17,7 +17,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from persam.io import IMAGE_EXTENSIONS, davis_palette, load_image
+from persam.io.images import IMAGE_EXTENSIONS, load_image
+from persam.io.masks import davis_palette
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".avi", ".mkv"})
 #: Frame rate of the overlay video made from a folder of frames.

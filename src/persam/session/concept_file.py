@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from persam.api import Concept, PersamModel
+from persam.session.photo import Concept, PersamModel
 from persam.method.presence import PresenceStats
 from persam.method.settings import PersamSettings
 from persam.method.target import TargetFeatures

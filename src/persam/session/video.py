@@ -60,11 +60,11 @@ from persam.method.resample import logits_operator, similarity_operator, upscale
 from persam.method.settings import FitSettings
 from persam.method.presence import pool_stats, reference_similarities
 from persam.method.target import TargetFeatures, masked_features, similarity, target_cells
-from persam.video.batch import decode_many
-from persam.video.prior import Box, box_centre, enlarge_box, label_boxes, topk_points
+from persam.method.batch import decode_many
+from persam.method.prior import Box, box_centre, enlarge_box, label_boxes, topk_points
 
 if TYPE_CHECKING:
-    from persam.api import PersamModel
+    from persam.session.photo import PersamModel
 
 #: The reference's video code draws the mask as 215 (not 128) before SAM's normalisation.
 VIDEO_CELL_THRESHOLD = 123.675 / 215
@@ -183,7 +183,7 @@ class VideoSession:
     """Segments the objects of a first-frame label map in the following frames.
 
     Args:
-        model: a ``persam.api.PersamModel`` (``persam.load(...)``).
+        model: a ``persam.session.photo.PersamModel`` (``persam.load(...)``).
         first_frame: (H, W, 3) uint8 RGB frame (or any ``ImageLike``).
         first_labels: (H, W) label map of that frame, 0 = background, each
             other value an object id (a bool mask = one object, id 1).

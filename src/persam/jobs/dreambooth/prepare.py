@@ -82,7 +82,7 @@ def prepare_dataset(
     """Segment the subject (with absence detection) in every photo and write the data folder.
 
     Args:
-        concept: a ``persam.api.Concept`` learned from the reference photo.
+        concept: a ``persam.session.photo.Concept`` learned from the reference photo.
         photos: image files or folders (searched recursively).
         output: the data folder (created; files of the same names are replaced).
         prompt: the ``text`` of every metadata row (e.g. "a photo of sks dog").

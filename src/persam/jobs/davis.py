@@ -18,10 +18,10 @@ import numpy as np
 from persam.eval.datasets import Davis2017Dataset, read_label_mask
 from persam.eval.metrics import DAVIS_VOID_LABEL
 from persam.io import load_image, save_label_map
-from persam.video.session import VideoSession, VideoSettings
+from persam.session.video import VideoSession, VideoSettings
 
 if TYPE_CHECKING:
-    from persam.api import PersamModel
+    from persam.session.photo import PersamModel
 
 T = TypeVar("T")
 #: ``progress(items, total, desc, unit=...)`` as ``persam.cli.common.progress``.
@@ -70,7 +70,7 @@ def run_davis(
     are read one at a time.
 
     Args:
-        model: a ``persam.api.PersamModel``.
+        model: a ``persam.session.photo.PersamModel``.
         root: DAVIS 2017 root.
         out_dir: where ``<seq>/<frame>.png`` are written (atomically, per file).
         finetune: PerSAM-F instead of training-free PerSAM.

@@ -1,25 +1,27 @@
-"""Reading photos and masks, writing masks and overlays (atomically).
+"""Reading photos (any mode, EXIF-rotated) and writing overlays.
 
 Images: a path, a PIL image or an array. Whatever the source (grayscale,
 RGBA, palette, 16-bit, EXIF-rotated), the result is (H, W, 3) uint8 RGB in
-display orientation. Masks: nonzero = object, or one chosen label value.
+display orientation.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from persam.io.atomic import atomic_save
+
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
-def _open(source: str | os.PathLike) -> Image.Image:
+def open_image(source: str | os.PathLike) -> Image.Image:
+    """Open and decode an image file; one-line errors naming the file."""
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; check the path")
@@ -70,57 +72,7 @@ def load_image(source: ImageLike) -> np.ndarray:
         if arr.ndim != 3 or arr.shape[2] not in (3, 4):
             raise ValueError(f"image array has shape {source.shape}; pass (H, W), (H, W, 3) or (H, W, 4)")
         return np.ascontiguousarray(arr[..., :3])
-    return _to_rgb_uint8(_open(source))
-
-
-def load_mask(source: ImageLike, label: int | None = None) -> np.ndarray:
-    """Load a mask as (H, W) bool.
-
-    Args:
-        source: a path, a PIL image or an array. Palette images give their
-            index values, grayscale their levels; RGB masks count any nonzero
-            channel.
-        label: keep only pixels equal to this value (one object of a
-            multi-label mask); None keeps every nonzero pixel.
-    """
-    if isinstance(source, np.ndarray):
-        arr = source
-    else:
-        img = source if isinstance(source, Image.Image) else _open(source)
-        img = ImageOps.exif_transpose(img)
-        if img.mode in ("RGBA", "LA"):
-            img = img.convert(img.mode[:-1])
-        arr = np.asarray(img)
-    if arr.ndim == 3:
-        arr = arr.max(axis=2) if label is None else arr[..., 0]
-    if arr.ndim != 2:
-        raise ValueError(f"mask has shape {arr.shape}; pass a single-channel (H, W) mask")
-    return arr == label if label is not None else arr != 0
-
-
-def _atomic_save(path: Path, save) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
-    """Write an (H, W) bool mask as a single-channel PNG (0 background, 255 object), atomically."""
-    img = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L")
-    _atomic_save(Path(path), lambda tmp: img.save(tmp, format="PNG"))
-
-
-def save_label_map(path: str | os.PathLike, labels: np.ndarray, palette: list[int] | None = None) -> None:
-    """Write an (H, W) uint8 label map as a palette PNG, atomically."""
-    img = Image.fromarray(labels.astype(np.uint8), mode="P")
-    img.putpalette(palette or davis_palette())
-    _atomic_save(Path(path), lambda tmp: img.save(tmp, format="PNG"))
+    return _to_rgb_uint8(open_image(source))
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 40, 40), alpha: float = 0.5) -> np.ndarray:
@@ -133,22 +85,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (
 def save_overlay(path: str | os.PathLike, image: np.ndarray, mask: np.ndarray) -> None:
     """Write the photo with the mask tinted, as JPEG, atomically."""
     img = Image.fromarray(overlay(image, mask))
-    _atomic_save(Path(path), lambda tmp: img.save(tmp, format="JPEG", quality=90))
-
-
-def davis_palette() -> list[int]:
-    """The 256-colour palette of DAVIS annotations (Pascal VOC's bit-interleaved colours)."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal.extend((r, g, b))
-    return pal
+    atomic_save(Path(path), lambda tmp: img.save(tmp, format="JPEG", quality=90))
 
 
 def find_images(targets: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
@@ -171,6 +108,3 @@ def find_images(targets: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file atomically (temp file in the same folder, then rename)."""
-    _atomic_save(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -19,7 +19,7 @@ median over ``runs`` runs after one warm-up run:
   target pixels whose embedding is in the session cache (the session API's
   path for a photo seen before: pixel hashing and cache look-up included);
 * ``video_extra_s``: one frame of the video protocol with three objects on an
-  encoded frame (``persam.video.bench.video_frame_runner``);
+  encoded frame (``persam.jobs.video_bench.video_frame_runner``);
 * ``peak_rss_mb``: the peak resident memory of the process;
 * ``encoder_gflop`` and ``video_gflop``: the arithmetic of the encoder and of
   the video frame (matrix products and convolutions, counted once by
@@ -121,7 +121,7 @@ class BenchResult:
         fit_s: PerSAM-F's fit on an encoded reference (``personalize(finetune=True)``).
         decode_only_s: PerSAM on photo pixels whose embedding is cached.
         video_extra_s: per video frame beyond the encoder, 3 objects
-            (``persam.video.bench.video_frame_extra_s``).
+            (``persam.jobs.video_bench.video_frame_extra_s``).
         encoder_gflop: the encoder's matrix arithmetic (GFLOP, ``torch.utils.flop_counter``:
             matrix products and convolutions) for one photo.
         video_gflop: the same for one video frame beyond the encoder, 3 objects.
@@ -236,7 +236,7 @@ def run_benchmark(
     ref_image, ref_mask = synthetic_photo(image_size, seed=0, center=(0.42, 0.52), axes=(0.2, 0.26))
     tgt_image, _ = synthetic_photo(image_size, seed=1, center=(0.6, 0.45), axes=(0.18, 0.24))
 
-    from persam.api import load
+    from persam.session.photo import load
     from persam.method.decoder import Prompt, decode
 
     stage = on_stage or (lambda name: None)
@@ -257,7 +257,7 @@ def run_benchmark(
     prompt = Prompt(points_xy=point, labels=torch.tensor([1]))
     concept = session.personalize(encoded_ref, ref_mask)
     concept_f = session.personalize(encoded_ref, ref_mask, finetune=True)
-    from persam.video.bench import video_frame_runner
+    from persam.jobs.video_bench import video_frame_runner
 
     video_frame = video_frame_runner(session, n_objects=3, size=image_size)
 

@@ -1,0 +1,1 @@
+"""Jobs over many files: benchmarks, DAVIS runs, PerSAM-assisted DreamBooth."""
