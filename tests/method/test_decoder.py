@@ -85,7 +85,7 @@ def test_decode_shapes(tiny_model, photo):
 def test_factored_decoder_equals_the_official_submodules(builder, multimask):
     """The re-associated decoder == the submodule re-run, with and without guidance, batched,
     for each kind of dense embedding: SAM's no-mask vector, a shared dense map, mask rows."""
-    from persam.method import factored
+    from persam.method import factored, first_block
 
     torch.manual_seed(3)
     _, prompt_encoder, decoder, _ = builder()
@@ -96,17 +96,17 @@ def test_factored_decoder_equals_the_official_submodules(builder, multimask):
     h, w = prompt_encoder.image_embedding_size
     c = decoder.transformer_dim
     sl = slice(1, None) if multimask else slice(0, 1)
-    plain = factored.first_block(emb, pe.permute(0, 2, 3, 1).reshape(1, h * w, c))
-    projected = factored.project_first_block(decoder, plain)
+    plain = first_block.first_block(emb, pe.permute(0, 2, 3, 1).reshape(1, h * w, c))
+    projected = first_block.project_first_block(decoder, plain)
     assert projected.projected and not plain.projected
     masks = torch.randn(2, 1, 4 * h, 4 * w) * 5
     vector = prompt_encoder.no_mask_embed.weight[0]
     with torch.no_grad():
         denses = {
-            "no-mask vector": (factored.Dense(vector=vector), vector.view(1, c, 1, 1).expand(2, c, h, w)),
-            "shared map": (factored.Dense(rows=dense.permute(0, 2, 3, 1).reshape(1, h * w, c), weight=torch.eye(c)),
+            "no-mask vector": (first_block.Dense(vector=vector), vector.view(1, c, 1, 1).expand(2, c, h, w)),
+            "shared map": (first_block.Dense(rows=dense.permute(0, 2, 3, 1).reshape(1, h * w, c), weight=torch.eye(c)),
                            dense.expand(2, -1, -1, -1)),
-            "mask rows": (factored.mask_rows(prompt_encoder, masks), prompt_encoder._embed_masks(masks)),
+            "mask rows": (first_block.mask_rows(prompt_encoder, masks), prompt_encoder._embed_masks(masks)),
         }
         cases = [Guidance(), Guidance(attention_bias=torch.rand(h * w), target_embedding=torch.randn(c))]
         for name, (ours, official) in denses.items():
@@ -125,7 +125,7 @@ def test_factored_decoder_equals_the_official_submodules(builder, multimask):
 
 def test_fast_and_exact_decode_agree_and_other_decoders_are_not_factored(tiny_model, photo):
     from fakes import ColorRegionDecoder
-    from persam.method import factored
+    from persam.method import factored, first_block
 
     assert not factored.supports(ColorRegionDecoder())
     enc = tiny_model.encode(photo[0])
@@ -138,17 +138,17 @@ def test_fast_and_exact_decode_agree_and_other_decoders_are_not_factored(tiny_mo
 
 @pytest.mark.parametrize("builder", [build_sam_tiny, build_mobile_sam], ids=["segment_anything", "mobile_sam"])
 def test_mask_rows_equal_the_official_downscaling(builder):
-    from persam.method import factored
+    from persam.method import factored, first_block
 
     torch.manual_seed(4)
     _, prompt_encoder, _, _ = builder()
     prompt_encoder.eval()
-    assert factored.supports_mask_embedding(prompt_encoder)
+    assert first_block.supports_mask_embedding(prompt_encoder)
     h, w = prompt_encoder.image_embedding_size
     masks = torch.randn(2, 1, 4 * h, 4 * w) * 5
     with torch.no_grad():
         want = prompt_encoder._embed_masks(masks)
-        dense = factored.mask_rows(prompt_encoder, masks)
+        dense = first_block.mask_rows(prompt_encoder, masks)
     want_cells = want.permute(0, 2, 3, 1).reshape(2, h * w, -1)
     torch.testing.assert_close(dense.rows @ dense.weight, want_cells, atol=1e-5, rtol=1e-5)
     assert dense.rows.shape[-1] == prompt_encoder.mask_downscaling[6].in_channels + 1  # few columns

@@ -120,7 +120,7 @@ class EncodedImage:
 
         For prompt-independent products of the embedding that every use of
         this image shares (``normalized_features``, the decoder's
-        ``persam.method.factored.FirstBlock``).
+        ``persam.method.first_block.FirstBlock``).
         ``replace`` computes and keeps it anew (a richer product under the same key).
         """
         hit = self._derived.get(key)

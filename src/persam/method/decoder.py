@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from persam.backends.base import Backend, EncodedImage
-from persam.method import factored
+from persam.method import factored, first_block
 
 
 @dataclass(frozen=True)
@@ -136,10 +136,10 @@ def guided_predict_masks(
     return masks, decoder.iou_prediction_head(hs[:, 0, :])
 
 
-#: ``EncodedImage.derived`` key of the image's ``factored.FirstBlock``.
+#: ``EncodedImage.derived`` key of the image's ``first_block.FirstBlock``.
 FIRST_BLOCK = "persam.factored.first_block"
 #: Batches of at least this many prompts make the image's first-block products
-#: (``factored.project_first_block``) worth computing: the video protocol's
+#: (``first_block.project_first_block``) worth computing: the video protocol's
 #: several objects per frame; single prompts (photos: 3-4 passes) go without.
 PROJECT_FROM_BATCH = 2
 
@@ -171,19 +171,19 @@ def predict(backend: Backend, encoded: EncodedImage, points: tuple[torch.Tensor,
     encoder, decoder = backend.prompt_encoder, backend.mask_decoder
     embedding = encoded.embedding
     guidance = guidance or Guidance()
-    if not exact and factored.supports(decoder) and factored.supports_mask_embedding(encoder):
-        first = encoded.derived(FIRST_BLOCK, lambda emb: factored.first_block(emb, backend.dense_pe_cells()))
+    if not exact and factored.supports(decoder) and first_block.supports_mask_embedding(encoder):
+        first = encoded.derived(FIRST_BLOCK, lambda emb: first_block.first_block(emb, backend.dense_pe_cells()))
         given = points[0] if points is not None else boxes if boxes is not None else masks
         batch = 1 if given is None else given.shape[0]
         if not first.projected and batch >= PROJECT_FROM_BATCH:  # kept for the image's later passes
-            first = encoded.derived(FIRST_BLOCK, lambda emb: factored.project_first_block(decoder, first), replace=True)
+            first = encoded.derived(FIRST_BLOCK, lambda emb: first_block.project_first_block(decoder, first), replace=True)
         if masks is None:
             sparse, _ = encoder(points=points, boxes=boxes, masks=None)
-            dense = factored.Dense(vector=encoder.no_mask_embed.weight[0])
+            dense = first_block.Dense(vector=encoder.no_mask_embed.weight[0])
         else:
             # batch size from the masks when there is no point or box, as the official encoder
             sparse, _ = encoder(points=points, boxes=boxes, masks=masks if points is None and boxes is None else None)
-            dense = factored.mask_rows(encoder, masks)
+            dense = first_block.mask_rows(encoder, masks)
         return factored.predict_masks(
             decoder, first, sparse, dense, multimask,
             attention_bias=guidance.attention_bias, target_embedding=guidance.target_embedding,
