@@ -395,6 +395,29 @@ class PersamFTarget:
     weights: torch.Tensor
 
 
+def fit_mask_weights(three: torch.Tensor | None, gt: torch.Tensor, steps: int, lr: float,
+                     rerun=None) -> torch.Tensor:
+    """The reference's fit of the two mask weights: autograd, AdamW(lr, eps=1e-4), cosine over ``steps``.
+
+    ``three`` is the (3, H*W) full-resolution logits of the frozen decoder;
+    ``rerun()`` (if given) produces them anew at every step, as the reference
+    does. ``gt`` is (1, H*W) float. Returns (3, 1) weights ``[1 - w1 - w2, w1, w2]``.
+    """
+    learned = nn.Parameter(torch.full((2, 1), 1.0 / 3.0, device=gt.device))
+    optimizer = torch.optim.AdamW([learned], lr=lr, eps=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    for _ in range(steps):
+        logits = rerun() if rerun is not None else three
+        weights = torch.cat([1 - learned.sum(0, keepdim=True), learned], dim=0)  # (3, 1)
+        combined = (logits * weights).sum(0)[None]
+        loss = dice_loss(combined, gt) + focal_loss(combined, gt)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return torch.cat([1 - learned.sum(0, keepdim=True), learned], dim=0).detach()
+
+
 def persam_f_fit(
     ref: OracleImage, ref_mask_rgb: np.ndarray, steps: int = 1000, lr: float = 1e-3, rerun_decoder: bool = True
 ) -> PersamFTarget:
@@ -411,21 +434,13 @@ def persam_f_fit(
     point = extreme_point(similarity_map(ref, direction), True)
     labels = np.array([1])
 
-    learned = nn.Parameter(torch.full((2, 1), 1.0 / 3.0, device=ref.device))
-    optimizer = torch.optim.AdamW([learned], lr=lr, eps=1e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    cached = None if rerun_decoder else ref.predict(point, labels, multimask=True).high_res.flatten(1)
-    for _ in range(steps):
-        # (3, H*W) full-resolution logits, no grad
-        three = ref.predict(point, labels, multimask=True).high_res.flatten(1) if cached is None else cached
-        weights = torch.cat([1 - learned.sum(0, keepdim=True), learned], dim=0)  # (3, 1)
-        combined = (three * weights).sum(0)[None]
-        loss = dice_loss(combined, gt) + focal_loss(combined, gt)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    weights = torch.cat([1 - learned.sum(0, keepdim=True), learned], dim=0).detach()
+    def rerun() -> torch.Tensor:  # (3, H*W) full-resolution logits, no grad
+        return ref.predict(point, labels, multimask=True).high_res.flatten(1)
+
+    if rerun_decoder:
+        weights = fit_mask_weights(None, gt, steps, lr, rerun=rerun)
+    else:
+        weights = fit_mask_weights(rerun(), gt, steps, lr)
     return PersamFTarget(direction=direction, weights=weights)
 
 

@@ -23,6 +23,7 @@ random-weight MobileSAM on real PerSeg photos.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -107,14 +108,8 @@ def follow(segment, test: OracleImage, target, ours_points: np.ndarray) -> tuple
 
 
 def weighted_mask(concept, image) -> np.ndarray:
-    """persam's PerSAM-F weighted three-scale mask before refinement (package internals)."""
-    from persam.method.persam_f import three_masks
-    from persam.method.resample import upscale_logits
-
-    encoded = concept.model.encode(image)
-    logits, _, _, _ = three_masks(concept.model.backend, encoded, concept.target)
-    weighted = torch.einsum("k,khw->hw", concept.weights.to(logits), logits)
-    return (upscale_logits(weighted[None], encoded.geometry)[0] > 0).cpu().numpy()
+    """persam's PerSAM-F weighted three-scale mask before refinement (refinement switched off)."""
+    return dataclasses.replace(concept, settings=PersamSettings(refinement=False)).segment(image).mask
 
 
 def logit_gap(ours: np.ndarray, reference: np.ndarray) -> tuple[float, float]:

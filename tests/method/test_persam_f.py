@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from persam.method import persam_f as pf
+from persam.method import fit as pf
+from persam.method import persam_f
 from persam.method.decoder import Prompt, decode
 from persam.method.resample import upscale_logits
 from persam.method.settings import FitSettings
@@ -98,14 +99,14 @@ def test_fit_equals_decoder_rerun_loop(tiny_model, photo):
     enc = tiny_model.encode(image)
     gt = torch.from_numpy(mask)
     target = TargetFeatures.from_cells([masked_features(enc, gt)])
-    points, labels = pf.positive_point(enc, target)
+    prompt = persam_f.point_prompt(enc, target)
 
     def rerun_decoder() -> torch.Tensor:
-        out = decode(backend, enc, Prompt(points_xy=points.float(), labels=labels), multimask=True)
+        out = decode(backend, enc, prompt, multimask=True)
         return upscale_logits(out.low_res_logits, enc.geometry)
 
     want = autograd_fit(rerun_decoder, gt)
-    got = pf.optimise(pf.fit_problem(backend, enc, gt, target, block=0), FitSettings())
+    got = pf.optimise(persam_f.fit_problems(backend, enc, [prompt], [gt])[0], FitSettings())
     assert torch.allclose(got, want, atol=2e-3)
     assert float(got.sum()) == pytest.approx(1.0)
 

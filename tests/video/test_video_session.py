@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,8 @@ from persam.method.resample import similarity_operator
 from persam.method.settings import FitSettings
 from persam.session.video import VideoSession, VideoSettings, segment_video
 from persam.session import video as session_module
-from persam.method.batch import decode_many
+from persam.method import refine as refine_module
+from persam.method.decoder import decode_many
 from persam.method.prior import box_centre, enlarge_box, label_boxes, mask_box, topk_points
 
 
@@ -157,6 +160,7 @@ def test_the_truly_largest_mask_starts_the_refinement(tiny_model, clip, monkeypa
         return real(backend, enc, prompts, multimask)
 
     monkeypatch.setattr(session_module, "decode_many", fake)
+    monkeypatch.setattr(refine_module, "decode_many", fake)
     counts = (session_module.upscale_logits(masks, encoded.geometry) > 0).flatten(1).sum(1)
     assert int(counts.argmax()) == 0 and int((counts.to(torch.uint8)).argmax()) != 0
     session.predict(encoded)
@@ -184,9 +188,9 @@ def test_an_object_vanishes_and_returns(tiny_model, clip, monkeypatch):
         out = real_segment(encoded, prompts)
         frame = session.index + 1
         if frame in (2, 3):
-            out[2] = (torch.full((64, 64), -10.0), 0.5)
+            out[2] = dataclasses.replace(out[2], low_res_logits=torch.full((64, 64), -10.0), score=0.5)
         elif frame == 4:
-            out[2] = (blob, 0.7)
+            out[2] = dataclasses.replace(out[2], low_res_logits=blob, score=0.7)
         return out
 
     monkeypatch.setattr(session, "prompts", prompts)
@@ -224,6 +228,8 @@ def test_empty_masks_never_crash(tiny_model, clip, monkeypatch, finetune):
         return [DecoderOutput(torch.full((3, 64, 64), -4.0), torch.tensor([0.2, 0.3, 0.1])) for _ in prompts]
 
     monkeypatch.setattr(session_module, "decode_many", empty)
+    monkeypatch.setattr(refine_module, "decode_many", empty)
+    monkeypatch.setattr("persam.method.persam_f.decode_many", empty)
     for frame in clip.frames[1:3]:
         index, labels, scores = session.step(frame)
         assert not labels.any() and scores == {1: 0.0, 2: 0.0, 3: 0.0}

@@ -16,12 +16,16 @@ the official order, with two additions (PerSAM, section 3.3):
 ``guided_predict_masks`` is that re-run, written to be read against the
 official code; ``decode`` runs the same computation re-associated
 (``persam.method.factored``; ``persam bench`` times both) unless ``exact``.
+``decode_many`` runs several prompts on one image, batched by prompt layout
+(the video protocol's objects, the part-aware prior's candidates).
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -58,6 +62,39 @@ class Prompt:
     labels: torch.Tensor | None = None
     box_xyxy: torch.Tensor | None = None
     mask_logits: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """The prompts of one decoder pass, as plain numbers (for manifests: "why this mask?").
+
+    Attributes:
+        points_xy: [[x, y], ...] photo pixels.
+        point_labels: [1 | 0, ...] (1 = foreground).
+        box_xyxy: [x0, y0, x1, y1] photo pixels, or None.
+        mask_prompt: whether the previous pass's logits were given as a mask prompt.
+    """
+
+    points_xy: tuple[tuple[float, float], ...]
+    point_labels: tuple[int, ...]
+    box_xyxy: tuple[float, float, float, float] | None
+    mask_prompt: bool = False
+
+    @classmethod
+    def of(cls, prompt: Prompt) -> "PromptRecord":
+        def number(v: float) -> float:
+            return int(v) if float(v).is_integer() else float(v)
+
+        points = () if prompt.points_xy is None else tuple(
+            (number(x), number(y)) for x, y in prompt.points_xy.reshape(-1, 2).tolist())
+        labels = () if prompt.labels is None else tuple(int(v) for v in prompt.labels.reshape(-1).tolist())
+        box = None if prompt.box_xyxy is None else tuple(number(v) for v in prompt.box_xyxy.reshape(-1).tolist())
+        return cls(points, labels, box, prompt.mask_logits is not None)
+
+    def to_dict(self) -> dict[str, object]:
+        """``{"points_xy": [[x, y], ...], "point_labels": [...], "box_xyxy": [...] or None}``."""
+        return {"points_xy": [list(p) for p in self.points_xy], "point_labels": list(self.point_labels),
+                "box_xyxy": None if self.box_xyxy is None else list(self.box_xyxy)}
 
 
 @dataclass(frozen=True)
@@ -200,7 +237,6 @@ def predict(backend: Backend, encoded: EncodedImage, points: tuple[torch.Tensor,
     return logits[:, sl], iou[:, sl]
 
 
-@torch.inference_mode()
 def decode(backend: Backend, encoded: EncodedImage, prompt: Prompt, multimask: bool, guidance: Guidance | None = None,
            exact: bool = False) -> DecoderOutput:
     """One pass of the prompt encoder and mask decoder on an encoded image.
@@ -213,13 +249,54 @@ def decode(backend: Backend, encoded: EncodedImage, prompt: Prompt, multimask: b
         guidance: PerSAM's decoder additions; None runs the plain decoder.
         exact: official submodules in official order (see ``predict``).
     """
+    return decode_many(backend, encoded, [prompt], multimask, guidance, exact)[0]
+
+
+def _layout(prompt: Prompt) -> tuple[int, bool, bool]:
+    n_points = 0 if prompt.points_xy is None else int(prompt.points_xy.shape[0])
+    return n_points, prompt.box_xyxy is not None, prompt.mask_logits is not None
+
+
+@torch.inference_mode()
+def decode_many(backend: Backend, encoded: EncodedImage, prompts: Sequence[Prompt], multimask: bool,
+                guidance: Guidance | None = None, exact: bool = False) -> list[DecoderOutput]:
+    """The prompt encoder and mask decoder on several prompts on one image, one call per prompt layout.
+
+    Prompts of the same layout (number of points, box or not, mask logits or
+    not) share one batched call; each result equals the single-prompt pass
+    up to float rounding.
+
+    Args:
+        backend: the frozen model.
+        encoded: the image's embedding and geometry.
+        prompts: points / box / mask logits in photo pixels (see ``Prompt``).
+        multimask: SAM's three masks (tokens 1-3) instead of token 0.
+        guidance: PerSAM's decoder additions for every prompt, or None.
+        exact: official submodules in official order (see ``predict``).
+
+    Returns:
+        One ``DecoderOutput`` per prompt, in order: (K, 4h, 4w) logits and (K,) IoU.
+    """
+    groups: dict[tuple[int, bool, bool], list[int]] = defaultdict(list)
+    for i, prompt in enumerate(prompts):
+        groups[_layout(prompt)].append(i)
     dev = backend.device
     geometry = encoded.geometry
-    points = None
-    if prompt.points_xy is not None:
-        coords = geometry.to_model_xy(prompt.points_xy.to(dev)).view(1, -1, 2)
-        points = (coords, prompt.labels.to(dev, torch.int).view(1, -1))
-    boxes = None if prompt.box_xyxy is None else geometry.to_model_xy(prompt.box_xyxy.to(dev).view(2, 2)).view(1, 4)
-    masks = None if prompt.mask_logits is None else prompt.mask_logits.to(dev, torch.float32).view(1, 1, *geometry.low_res_hw)
-    logits, iou = predict(backend, encoded, points, boxes, masks, multimask, guidance, exact)
-    return DecoderOutput(low_res_logits=logits[0].float(), iou=iou[0].float())
+    outputs: list[DecoderOutput | None] = [None] * len(prompts)
+    for (n_points, has_box, has_mask), idx in groups.items():
+        batch = [prompts[i] for i in idx]
+        points = None
+        if n_points:
+            coords = torch.stack([geometry.to_model_xy(p.points_xy.to(dev).float()) for p in batch])
+            labels = torch.stack([p.labels.to(dev, torch.int).view(-1) for p in batch])
+            points = (coords, labels)
+        boxes = None
+        if has_box:
+            boxes = torch.stack([geometry.to_model_xy(p.box_xyxy.to(dev).float().view(2, 2)).view(4) for p in batch])
+        masks = None
+        if has_mask:
+            masks = torch.stack([p.mask_logits.to(dev, torch.float32).view(1, *geometry.low_res_hw) for p in batch])
+        logits, iou = predict(backend, encoded, points, boxes, masks, multimask, guidance, exact)
+        for j, i in enumerate(idx):
+            outputs[i] = DecoderOutput(low_res_logits=logits[j].float(), iou=iou[j].float())
+    return [o for o in outputs if o is not None]

@@ -6,73 +6,14 @@ All prompts are in photo pixels; all masks stay low-resolution logits
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from persam.backends.base import Backend, EncodedImage
-from persam.method.decoder import DecoderOutput, Guidance, Prompt, decode
-from persam.method.resample import logits_operator, similarity_operator
+from persam.method.decoder import DecoderOutput, Guidance, Prompt, PromptRecord, decode
+from persam.method.prior import location_prior, positive_point
+from persam.method.refine import MethodOutput, refine
 from persam.method.settings import PersamSettings
-from persam.method.target import TargetFeatures, attention_guidance, location_prior, similarity
-
-
-@dataclass
-class MethodOutput:
-    """The final mask of one image, before upsampling.
-
-    Attributes:
-        low_res_logits: (4h, 4w) float32 logits of the chosen mask.
-        score: the decoder's predicted IoU for it.
-        points_xy: (N, 2) int (x, y) prompt points in photo pixels.
-        point_labels: (N,) int, 1 = foreground, 0 = background.
-        box_xyxy: the last box prompt (XYXY photo pixels), or None.
-        notes: what happened off the usual path (e.g. an empty stage kept).
-    """
-
-    low_res_logits: torch.Tensor
-    score: float
-    points_xy: torch.Tensor
-    point_labels: torch.Tensor
-    box_xyxy: tuple[int, int, int, int] | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def refine(
-    backend: Backend,
-    encoded: EncodedImage,
-    points: torch.Tensor,
-    labels: torch.Tensor,
-    logits: torch.Tensor,
-    score: float,
-    box: tuple[int, int, int, int] | None,
-    with_box_first: bool,
-) -> MethodOutput:
-    """Cascaded post-refinement: two multi-mask passes, best predicted IoU each.
-
-    Pass 1 uses the points, ``logits`` as mask prompt and, if
-    ``with_box_first``, ``box``. Pass 2 adds the box of pass 1's mask. A stage
-    whose mask is empty (no box) keeps the previous stage's result, recorded
-    in ``notes`` (the reference crashes there).
-    """
-    op = logits_operator(encoded.geometry)
-    out = MethodOutput(logits, score, points, labels, box)
-    for stage in (1, 2):
-        use_box = box if (stage == 2 or with_box_first) else None
-        if (stage == 2 or with_box_first) and box is None:
-            out.notes.append(f"refinement {stage} skipped: the previous mask is empty")
-            return out
-        prompt = Prompt(
-            points_xy=points.float(),
-            labels=labels,
-            box_xyxy=None if use_box is None else torch.tensor(use_box, dtype=torch.float32),
-            mask_logits=out.low_res_logits,
-        )
-        new_logits, new_score = decode(backend, encoded, prompt, multimask=True).best()
-        out = MethodOutput(new_logits, new_score, points, labels, use_box, out.notes)
-        if stage == 1:  # the box prompt of stage 2
-            box = op.positive_box(new_logits)
-    return out
+from persam.method.target import TargetFeatures, attention_guidance, similarity
 
 
 def segment_persam(
@@ -98,21 +39,22 @@ def segment_persam(
         prior = location_prior(sim, encoded.geometry)
         pts = [prior.positive_xy, prior.negative_xy]
     else:
-        pts = [similarity_operator(encoded.geometry).argmax(sim)]
+        pts = [positive_point(sim, encoded.geometry)]
     points = torch.tensor(pts, dtype=torch.int64)
     labels = torch.tensor([1] + [0] * (len(pts) - 1), dtype=torch.int64)
     guidance = Guidance(
         attention_bias=attention_guidance(sim, encoded.geometry) if settings.guided_attention else None,
         target_embedding=target.mean if settings.semantic_prompt else None,
     )
+    prompt = Prompt(points_xy=points.float(), labels=labels)
     first: DecoderOutput = decode(
         backend,
         encoded,
-        Prompt(points_xy=points.float(), labels=labels),
+        prompt,
         multimask=False,
         guidance=guidance if (guidance.attention_bias is not None or guidance.target_embedding is not None) else None,
     )
-    logits, score = first.low_res_logits[0], float(first.iou[0])
+    start = MethodOutput(first.low_res_logits[0], float(first.iou[0]), points, labels, prompts=[PromptRecord.of(prompt)])
     if not settings.refinement:
-        return MethodOutput(logits, score, points, labels)
-    return refine(backend, encoded, points, labels, logits, score, box=None, with_box_first=False)
+        return start
+    return refine(backend, encoded, [start], [None], box_first=False)[0]

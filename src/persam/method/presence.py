@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from persam.backends.base import EncodedImage
-from persam.method.target import similarity, target_cells
+from persam.method.target import object_cells, similarity, touched_cells
 
 
 @dataclass(frozen=True)
@@ -48,21 +48,25 @@ class PresenceStats:
 
 
 def reference_similarities(
-    encoded: EncodedImage, mask: torch.Tensor, direction: torch.Tensor, cell_threshold: float
+    encoded: EncodedImage, mask: torch.Tensor, direction: torch.Tensor, cell_threshold: float, allow_touched: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(object cell similarities, background cell similarities) of a reference.
 
-    Background cells are those the mask does not touch at all, dilated by one
-    cell (so cells bordering the object do not count as background).
+    Object cells are those pooled into the target (``object_cells``, with
+    the same ``allow_touched`` fallback). Background cells are the cells of
+    the photo (not the padding) that the mask does not touch
+    (``touched_cells``), dilated by one cell so that cells bordering the
+    object do not count as background.
     """
     sim = similarity(encoded, direction).cpu()
-    fg = target_cells(mask, encoded.geometry, cell_threshold)
-    touched = target_cells(mask, encoded.geometry, threshold=1e-6) | fg
+    geometry = encoded.geometry
+    fg, _ = object_cells(mask, geometry, cell_threshold, allow_touched)
+    touched = touched_cells(mask, geometry) | fg
     near = F.max_pool2d(touched[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
     inside = torch.zeros_like(near)
-    rh, rw = encoded.geometry.resized_hw
-    s = encoded.geometry.input_size
-    gh, gw = encoded.geometry.grid_hw
+    rh, rw = geometry.resized_hw
+    s = geometry.input_size
+    gh, gw = geometry.grid_hw
     inside[: max(1, round(rh / s * gh)), : max(1, round(rw / s * gw))] = True  # cells of the photo, not padding
     return sim[fg], sim[~near & inside]
 

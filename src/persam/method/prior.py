@@ -1,4 +1,9 @@
-"""Prompts of the video protocol: top-k similarity points and boxes from label maps.
+"""The location prior (PerSAM section 3.2) and the boxes that prompts carry.
+
+Points come from the full-resolution similarity map, answered from the grid
+(``persam.method.resample``): its extremes (PerSAM's positive and negative
+point, PerSAM-F's positive point) and its top-k pixels (the video protocol).
+Boxes: tight boxes of masks and label maps, enlarged boxes and their centres.
 
 Conventions: photo pixels, (x, y) points, XYXY boxes with inclusive pixel
 indices for tight mask boxes; label maps are (H, W) uint8 with 0 = background.
@@ -7,13 +12,39 @@ indices for tight mask boxes; label maps are (H, W) uint8 with 0 = background.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from persam.method.resample import ChainOperator
+from persam.backends.base import ImageGeometry
+from persam.method.resample import ChainOperator, similarity_operator
 
 Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class LocationPrior:
+    """Points chosen from the similarity map, in photo pixels.
+
+    Attributes:
+        positive_xy: (x, y) of the full-resolution map's arg-max.
+        negative_xy: (x, y) of its arg-min.
+    """
+
+    positive_xy: tuple[int, int]
+    negative_xy: tuple[int, int]
+
+
+def location_prior(sim: torch.Tensor, geometry: ImageGeometry) -> LocationPrior:
+    """Arg-max / arg-min of the reference's full-resolution similarity map, from the (h, w) grid ``sim``."""
+    op = similarity_operator(geometry)
+    return LocationPrior(positive_xy=op.argmax(sim, largest=True), negative_xy=op.argmax(sim, largest=False))
+
+
+def positive_point(sim: torch.Tensor, geometry: ImageGeometry) -> tuple[int, int]:
+    """(x, y) of the full-resolution map's arg-max (PerSAM-F's one prompt point)."""
+    return similarity_operator(geometry).argmax(sim)
 
 
 def topk_points(op: ChainOperator, grid: torch.Tensor, k: int) -> list[tuple[int, int]]:

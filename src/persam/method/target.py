@@ -80,45 +80,68 @@ class TargetFeatures:
         return vec / vec.norm().clamp_min(1e-12)
 
 
-def masked_features(encoded: EncodedImage, mask: torch.Tensor, threshold: float = CELL_THRESHOLD) -> torch.Tensor:
-    """(n, C) raw features of the cells inside ``mask``.
+def touched_cells(mask: torch.Tensor, geometry: ImageGeometry) -> torch.Tensor:
+    """Grid cells that hold at least one mask pixel's centre (the cells a mask touches).
+
+    Args:
+        mask: (H, W) bool mask in photo pixels.
+        geometry: the photo's geometry for the backend.
+
+    Returns:
+        (h, w) bool tensor.
+    """
+    ys, xs = torch.nonzero(mask.cpu(), as_tuple=True)
+    (h, w), (rh, rw) = geometry.original_hw, geometry.resized_hw
+    gh, gw = geometry.grid_hw
+    cell_y, cell_x = geometry.input_size / gh, geometry.input_size / gw
+    cy = ((ys.double() + 0.5) * (rh / h) / cell_y).long().clamp_max(gh - 1)
+    cx = ((xs.double() + 0.5) * (rw / w) / cell_x).long().clamp_max(gw - 1)
+    cells = torch.zeros((gh, gw), dtype=torch.bool)
+    cells[cy, cx] = True
+    return cells
+
+
+def object_cells(mask: torch.Tensor, geometry: ImageGeometry, threshold: float = CELL_THRESHOLD,
+                 allow_touched: bool = False) -> tuple[torch.Tensor, bool]:
+    """The cells pooled into an object's target: (h, w) bool, and whether the fallback was used.
+
+    The reference's cell rule (``target_cells``); a mask too small to cover a
+    whole cell is an error, or with ``allow_touched`` falls back to the cells
+    it touches (``touched_cells``; the video protocol's small objects).
 
     Raises:
-        ValueError: the mask covers no whole cell (too small or empty), which
-            would otherwise give a NaN target.
+        ValueError: no cell selected (and no fallback), which would otherwise
+            give a NaN target.
     """
-    cells = target_cells(mask, encoded.geometry, threshold).to(encoded.embedding.device)
-    if not bool(cells.any()):
-        h, w = encoded.geometry.grid_hw
-        raise ValueError(
-            f"the reference mask covers no whole cell of the {h}x{w} feature grid; "
-            "draw a larger mask around the object"
-        )
-    return encoded.embedding[0].permute(1, 2, 0)[cells]
+    cells = target_cells(mask, geometry, threshold)
+    if bool(cells.any()):
+        return cells, False
+    if allow_touched and bool(mask.any()):
+        return touched_cells(mask, geometry), True
+    h, w = geometry.grid_hw
+    raise ValueError(
+        f"the reference mask covers no whole cell of the {h}x{w} feature grid; draw a larger mask around the object"
+    )
+
+
+def masked_features(encoded: EncodedImage, mask: torch.Tensor, threshold: float = CELL_THRESHOLD) -> torch.Tensor:
+    """(n, C) raw features of the cells inside ``mask`` (``object_cells``, no fallback).
+
+    Raises:
+        ValueError: the mask covers no whole cell (too small or empty).
+    """
+    cells, _ = object_cells(mask, encoded.geometry, threshold)
+    return cell_features(encoded, cells)
+
+
+def cell_features(encoded: EncodedImage, cells: torch.Tensor) -> torch.Tensor:
+    """(n, C) raw features of the (h, w) bool ``cells``."""
+    return encoded.embedding[0].permute(1, 2, 0)[cells.to(encoded.embedding.device)]
 
 
 def similarity(encoded: EncodedImage, direction: torch.Tensor) -> torch.Tensor:
     """(h, w) cosine similarity of every grid cell with a unit ``direction`` (C,)."""
     return torch.einsum("c,chw->hw", direction.to(encoded.embedding.device), encoded.normalized_features())
-
-
-@dataclass(frozen=True)
-class LocationPrior:
-    """Points chosen from the similarity map, in photo pixels.
-
-    Attributes:
-        positive_xy: (x, y) of the full-resolution map's arg-max.
-        negative_xy: (x, y) of its arg-min.
-    """
-
-    positive_xy: tuple[int, int]
-    negative_xy: tuple[int, int]
-
-
-def location_prior(sim: torch.Tensor, geometry: ImageGeometry) -> LocationPrior:
-    """Arg-max / arg-min of the reference's full-resolution similarity map, from the grid."""
-    op = similarity_operator(geometry)
-    return LocationPrior(positive_xy=op.argmax(sim, largest=True), negative_xy=op.argmax(sim, largest=False))
 
 
 def attention_guidance(sim: torch.Tensor, geometry: ImageGeometry) -> torch.Tensor:

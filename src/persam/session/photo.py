@@ -23,9 +23,12 @@ import torch.nn.functional as F
 
 from persam.backends import Backend, EncodedImage, create_backend
 from persam.io import ImageLike, load_image, load_mask
-from persam.method.persam import MethodOutput, segment_persam
-from persam.method.persam_f import fit_problem, merge_problems, optimise, segment_persam_f
+from persam.method.decoder import PromptRecord
+from persam.method.fit import merge_problems, optimise
+from persam.method.persam import segment_persam
+from persam.method.persam_f import check_settings, fit_problems, point_prompt, segment_persam_f
 from persam.method.presence import PresenceStats, pool_stats, reference_similarities
+from persam.method.refine import MethodOutput
 from persam.method.resample import upscale_logits
 from persam.method.settings import FitSettings, PersamSettings
 from persam.method.target import TargetFeatures, masked_features, similarity
@@ -46,6 +49,8 @@ class SegmentationResult:
             detection was asked for and the best similarity (then ``score``)
             fell below the concept's presence threshold.
         notes: anything that left the usual path (e.g. an empty stage kept).
+        prompts: the prompts of every decoder pass that made the mask, first
+            pass first, then each refinement's (photo pixels); empty when absent.
     """
 
     mask: np.ndarray
@@ -56,6 +61,7 @@ class SegmentationResult:
     low_res_logits: np.ndarray
     present: bool = True
     notes: tuple[str, ...] = ()
+    prompts: tuple[PromptRecord, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mask.ndim != 2 or self.mask.dtype != bool:
@@ -126,6 +132,8 @@ class PersamModel:
             raise ValueError(f"got {len(images)} reference photos and {len(masks)} masks; pass one mask per photo")
         settings = settings or PersamSettings()
         fit = fit or FitSettings()
+        if finetune:
+            check_settings(settings)
         features, refs = [], []
         for img, msk in zip(images, masks):
             encoded = self.encode(img)
@@ -138,8 +146,8 @@ class PersamModel:
         target = TargetFeatures.from_cells(features)
         weights = None
         if finetune:
-            problem = merge_problems([fit_problem(self.backend, e, m, target, fit.block) for e, m in refs])
-            weights = optimise(problem, fit)
+            problems = [fit_problems(self.backend, e, [point_prompt(e, target)], [m], fit.block)[0] for e, m in refs]
+            weights = optimise(merge_problems(problems), fit)
         direction = target.direction("maxmean" if finetune else "mean")
         presence = pool_stats([reference_similarities(e, m, direction, settings.cell_threshold) for e, m in refs])
         return Concept(model=self, target=target, weights=weights, settings=settings, presence=presence)
@@ -208,7 +216,7 @@ class Concept:
         backend = self.model.backend
         if self.weights is None:
             return segment_persam(backend, encoded, self.target, self.settings, sim=sim)
-        return segment_persam_f(backend, encoded, self.target, self.weights, sim=sim)
+        return segment_persam_f(backend, encoded, self.target, self.weights, self.settings, sim=sim)
 
     def segment(self, image: ImageLike | EncodedImage, *, detect_absent: bool = False) -> SegmentationResult:
         """Find the concept in a photo.
@@ -289,6 +297,7 @@ def _result(out: MethodOutput, encoded: EncodedImage) -> SegmentationResult:
         box_xyxy=None if out.box_xyxy is None else np.asarray(out.box_xyxy, dtype=np.int64),
         low_res_logits=out.low_res_logits.float().cpu().numpy(),
         notes=tuple(out.notes),
+        prompts=tuple(out.prompts),
     )
 
 

@@ -54,14 +54,15 @@ import torch
 
 from persam.backends.base import EncodedImage
 from persam.io import ImageLike, load_image
-from persam.method.decoder import Prompt
-from persam.method.persam_f import auto_block, optimise, pool_problem
-from persam.method.resample import logits_operator, similarity_operator, upscale_logits
-from persam.method.settings import FitSettings
+from persam.method.decoder import Prompt, PromptRecord, decode_many
+from persam.method.fit import optimise
+from persam.method.persam_f import fit_problems, weighted_start
 from persam.method.presence import pool_stats, reference_similarities
-from persam.method.target import TargetFeatures, masked_features, similarity, target_cells
-from persam.method.batch import decode_many
 from persam.method.prior import Box, box_centre, enlarge_box, label_boxes, topk_points
+from persam.method.refine import MethodOutput, refine
+from persam.method.resample import similarity_operator, upscale_logits
+from persam.method.settings import FitSettings
+from persam.method.target import TargetFeatures, cell_features, object_cells
 
 if TYPE_CHECKING:
     from persam.session.photo import PersamModel
@@ -234,32 +235,25 @@ class VideoSession:
         return dict(self._boxes)
 
     def _direction(self, encoded: EncodedImage, mask: np.ndarray, oid: int) -> torch.Tensor:
-        try:
-            feats = masked_features(encoded, torch.from_numpy(mask), self.settings.cell_threshold)
-        except ValueError:
-            feats = _touched_cells(encoded, mask)
+        cells, touched = object_cells(torch.from_numpy(mask), encoded.geometry, self.settings.cell_threshold,
+                                      allow_touched=True)
+        if touched:
             self.notes.append(f"frame 0: object {oid} covers no whole feature cell; using the cells its pixels touch")
-        return TargetFeatures.from_cells([feats]).direction("maxmean")
+        return TargetFeatures.from_cells([cell_features(encoded, cells)]).direction("maxmean")
 
     def _presence_threshold(self, encoded: EncodedImage, mask: np.ndarray, oid: int) -> float:
         """Object ``oid``'s calibrated presence threshold on frame 0 (see the module docstring)."""
-        cells = torch.from_numpy(mask)
-        fg, bg = reference_similarities(encoded, cells, self.directions[oid], self.settings.cell_threshold)
-        if fg.numel() == 0:  # no whole cell: the cells its pixels touch, as for its direction
-            fg = similarity(encoded, self.directions[oid]).cpu()[target_cells(cells, encoded.geometry, 1e-6)]
-        return pool_stats([(fg, bg)]).threshold
+        stats = reference_similarities(encoded, torch.from_numpy(mask), self.directions[oid],
+                                       self.settings.cell_threshold, allow_touched=True)
+        return pool_stats([stats]).threshold
 
     def _fit(self, encoded: EncodedImage, labels: np.ndarray) -> dict[int, torch.Tensor]:
         """PerSAM-F's weights per object, fitted on frame 0 with frame 0's own prompt."""
-        fit = self.settings.fit
-        block = fit.block or auto_block(self.hw)
         prompts = self.prompts(encoded, self._boxes)
-        outs = decode_many(self.backend, encoded, [p.to_prompt(p.box_xyxy) for p in prompts.values()], multimask=True)
-        weights = {}
-        for oid, out in zip(prompts, outs):
-            maps = upscale_logits(out.low_res_logits, encoded.geometry).cpu()
-            weights[oid] = optimise(pool_problem(maps, torch.from_numpy(labels == oid), block), fit)
-        return weights
+        masks = [torch.from_numpy(labels == oid) for oid in prompts]
+        problems = fit_problems(self.backend, encoded, [p.to_prompt(p.box_xyxy) for p in prompts.values()], masks,
+                                self.settings.fit.block)
+        return {oid: optimise(problem, self.settings.fit) for oid, problem in zip(prompts, problems)}
 
     # ------------------------------------------------------------------ one frame
 
@@ -296,57 +290,35 @@ class VideoSession:
         prompts = self.prompts(encoded, self._boxes if boxes is None else boxes)
         final = self.segment_objects(encoded, prompts) if prompts else {}
         ids = list(final)
-        labels = self._merge(encoded.geometry, ids, [final[oid][0] for oid in ids])
+        labels = self._merge(encoded.geometry, ids, [final[oid].low_res_logits for oid in ids])
         boxes_now = label_boxes(labels, self.object_ids)
-        scores = {oid: (final[oid][1] if oid in final and boxes_now[oid] is not None else 0.0) for oid in self.object_ids}
+        scores = {oid: (final[oid].score if oid in final and boxes_now[oid] is not None else 0.0) for oid in self.object_ids}
         return FramePrediction(labels=labels, scores=scores, boxes=boxes_now, prompts=prompts)
 
-    def segment_objects(self, encoded: EncodedImage, prompts: dict[int, ObjectPrompt]) -> dict[int, tuple[torch.Tensor, float]]:
-        """Each object's final (4h, 4w) low-res logits and predicted IoU, all objects batched per stage."""
-        ids = list(prompts)
-        plist = [prompts[oid] for oid in ids]
-        first = decode_many(self.backend, encoded, [p.to_prompt(p.box_xyxy) for p in plist], multimask=True)
-        geometry = encoded.geometry
-        op = logits_operator(geometry)
-        start: list[tuple[torch.Tensor, float]] = []
-        refine_boxes: list[Box | None] = []
-        for oid, out in zip(ids, first):
-            if self.finetune:
-                w = self.weights[oid].to(out.low_res_logits)
-                weighted = torch.einsum("k,khw->hw", w, out.low_res_logits)
-                box = op.positive_box(weighted)
-                if box is None:  # empty weighted mask: the box of the best-scored mask
-                    box = op.positive_box(out.best()[0])
-                start.append((weighted, float((w * out.iou).sum())))
-                refine_boxes.append(box)
-            else:  # the truly largest of the three masks, counted at full resolution
-                counts = (upscale_logits(out.low_res_logits, geometry) > 0).flatten(1).sum(1)
-                k = int(torch.argmax(counts))
-                start.append((out.low_res_logits[k], float(out.iou[k])))
-                refine_boxes.append(None)
-        final = self._refine(encoded, plist, start, refine_boxes, box_first=self.finetune)
-        return dict(zip(ids, final))
+    def segment_objects(self, encoded: EncodedImage, prompts: dict[int, ObjectPrompt]) -> dict[int, MethodOutput]:
+        """Each object's final mask (low-res logits, predicted IoU, prompts), all objects batched per stage.
 
-    def _refine(self, encoded: EncodedImage, prompts: list[ObjectPrompt], start: list[tuple[torch.Tensor, float]],
-                boxes: list[Box | None], box_first: bool) -> list[tuple[torch.Tensor, float]]:
-        """The two refinement passes for all objects at once (multi-mask, best predicted IoU).
-
-        Pass 1 uses the points, the start logits and (``box_first``) ``boxes``;
-        pass 2 the points, the box of pass 1's mask and its logits. An object
-        whose box is missing (empty mask) keeps its previous stage.
+        The first pass (points + enlarged box, multi-mask) starts PerSAM-F from
+        its weighted mask and box, PerSAM from the largest of the three masks;
+        both then share the refinement cascade (``persam.method.refine``).
         """
-        op = logits_operator(encoded.geometry)
-        current, box = list(start), list(boxes)
-        for stage in (1, 2):
-            with_box = stage == 2 or box_first
-            active = [i for i in range(len(prompts)) if not with_box or box[i] is not None]
-            if not active:
-                break
-            batch = [prompts[i].to_prompt(box[i] if with_box else None, current[i][0]) for i in active]
-            for i, out in zip(active, decode_many(self.backend, encoded, batch, multimask=True)):
-                current[i] = out.best()
-                box[i] = op.positive_box(current[i][0])
-        return current
+        ids = list(prompts)
+        first_prompts = [prompts[oid].to_prompt(prompts[oid].box_xyxy) for oid in ids]
+        first = decode_many(self.backend, encoded, first_prompts, multimask=True)
+        starts: list[MethodOutput] = []
+        boxes: list[Box | None] = []
+        for oid, prompt, out in zip(ids, first_prompts, first):
+            if self.finetune:
+                start, box = weighted_start(out, self.weights[oid], prompt, encoded)
+            else:  # the truly largest of the three masks, counted at full resolution
+                counts = (upscale_logits(out.low_res_logits, encoded.geometry) > 0).flatten(1).sum(1)
+                k = int(torch.argmax(counts))
+                start, box = MethodOutput(out.low_res_logits[k], float(out.iou[k]), prompts[oid].points_xy,
+                                          prompts[oid].labels, prompts[oid].box_xyxy,
+                                          prompts=[PromptRecord.of(prompt)]), None
+            starts.append(start)
+            boxes.append(box)
+        return dict(zip(ids, refine(self.backend, encoded, starts, boxes, box_first=self.finetune)))
 
     def _merge(self, geometry, ids: list[int], logits: list[torch.Tensor]) -> np.ndarray:
         """Arg-max of the objects' full-resolution logits against a zero background (first wins ties)."""
@@ -395,17 +367,6 @@ class VideoSession:
             yield VideoFrame(0, self.first_labels.copy(), {oid: 1.0 for oid in self.object_ids})
         for frame in frames:
             yield self.step(frame)
-
-
-def _touched_cells(encoded: EncodedImage, mask: np.ndarray) -> torch.Tensor:
-    """(n, C) raw features of the grid cells that hold at least one mask pixel's centre."""
-    g = encoded.geometry
-    ys, xs = np.nonzero(mask)
-    cell = g.input_size / g.grid_hw[0]
-    cy = np.minimum(((ys + 0.5) * g.resized_hw[0] / g.original_hw[0] / cell).astype(np.int64), g.grid_hw[0] - 1)
-    cx = np.minimum(((xs + 0.5) * g.resized_hw[1] / g.original_hw[1] / cell).astype(np.int64), g.grid_hw[1] - 1)
-    cells = np.unique(np.stack([cy, cx], axis=1), axis=0)
-    return encoded.embedding[0][:, torch.from_numpy(cells[:, 0]), torch.from_numpy(cells[:, 1])].T
 
 
 def segment_video(model: "PersamModel", first_frame: ImageLike, first_labels: np.ndarray, frames: Iterable[ImageLike], *,

@@ -1,0 +1,95 @@
+"""Cascaded post-refinement (PerSAM section 3.4), batched over prompts on one image.
+
+Every path ends with it: PerSAM and PerSAM-F on a photo (one prompt), the
+video protocol (one prompt per object). Two multi-mask passes, each keeping
+the mask with the highest predicted IoU:
+
+* pass 1: the points, the start's low-res logits as mask prompt and, when
+  ``box_first`` (PerSAM-F), the start's box;
+* pass 2: the points, the tight box of pass 1's mask, its logits.
+
+A pass that needs a box whose mask is empty (no box) keeps the previous
+stage's result and says so in ``notes`` (the reference crashes there).
+All prompts in photo pixels; masks stay (4h, 4w) low-res logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from persam.backends.base import Backend, EncodedImage
+from persam.method.decoder import Prompt, PromptRecord, decode_many
+from persam.method.prior import Box
+from persam.method.resample import logits_operator
+
+
+@dataclass
+class MethodOutput:
+    """One object's mask on one image, before upsampling.
+
+    Attributes:
+        low_res_logits: (4h, 4w) float32 logits of the chosen mask.
+        score: the decoder's predicted IoU for it.
+        points_xy: (N, 2) int (x, y) prompt points in photo pixels.
+        point_labels: (N,) int, 1 = foreground, 0 = background.
+        box_xyxy: the last box prompt (XYXY photo pixels), or None.
+        notes: what happened off the usual path (e.g. an empty stage kept).
+        prompts: the prompts of every decoder pass that made this mask, first pass first.
+    """
+
+    low_res_logits: torch.Tensor
+    score: float
+    points_xy: torch.Tensor
+    point_labels: torch.Tensor
+    box_xyxy: Box | None = None
+    notes: list[str] = field(default_factory=list)
+    prompts: list[PromptRecord] = field(default_factory=list)
+
+
+def _prompt(out: MethodOutput, box: Box | None) -> Prompt:
+    return Prompt(
+        points_xy=out.points_xy.float(),
+        labels=out.point_labels,
+        box_xyxy=None if box is None else torch.tensor(box, dtype=torch.float32),
+        mask_logits=out.low_res_logits,
+    )
+
+
+def refine(backend: Backend, encoded: EncodedImage, starts: Sequence[MethodOutput], boxes: Sequence[Box | None],
+           box_first: bool) -> list[MethodOutput]:
+    """The two refinement passes for every start at once (one decoder call per pass and prompt layout).
+
+    Args:
+        backend: the frozen model.
+        encoded: the image.
+        starts: each object's mask before refinement, with its points and the prompts so far.
+        boxes: each start's box for pass 1 (used only with ``box_first``).
+        box_first: pass 1 carries a box (PerSAM-F) or not (PerSAM).
+
+    Returns:
+        The refined outputs, in the order of ``starts``.
+    """
+    op = logits_operator(encoded.geometry)
+    current = [MethodOutput(s.low_res_logits, s.score, s.points_xy, s.point_labels, s.box_xyxy, list(s.notes),
+                            list(s.prompts)) for s in starts]
+    box = list(boxes) if box_first else [None] * len(current)
+    for stage in (1, 2):
+        with_box = stage == 2 or box_first
+        active = []
+        for i, out in enumerate(current):
+            if with_box and box[i] is None:
+                if not any(n.startswith("refinement") for n in out.notes):
+                    out.notes.append(f"refinement {stage} skipped: the previous mask is empty")
+                continue
+            active.append(i)
+        prompts = [_prompt(current[i], box[i] if with_box else None) for i in active]
+        for i, prompt, dec in zip(active, prompts, decode_many(backend, encoded, prompts, multimask=True)):
+            logits, score = dec.best()
+            used = box[i] if with_box else None
+            current[i] = MethodOutput(logits, score, current[i].points_xy, current[i].point_labels, used,
+                                      current[i].notes, current[i].prompts + [PromptRecord.of(prompt)])
+            box[i] = op.positive_box(logits)
+    return current
