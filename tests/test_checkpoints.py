@@ -184,7 +184,7 @@ def test_exception_mid_stream_cleans_up_temp_file(monkeypatch, tmp_path):
     assert "ConnectionResetError" in _assert_user_message(excinfo.value)
     assert calls and calls[0].get("timeout")  # urlopen is given a timeout
     # the download went to a temp file beside the target, and it is gone now
-    assert seen_during_download[0] and seen_during_download[0][0].startswith("test.pth.partial-")
+    assert seen_during_download[0] and seen_during_download[0][0].startswith(".test.pth.")
     assert list(cache.iterdir()) == []
 
 

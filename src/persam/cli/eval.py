@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from persam.cli.common import add_model_options, load_model, progress, warn
@@ -73,18 +71,10 @@ def _finite(value: object) -> object:
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as indented JSON atomically (temporary file, then ``os.replace``)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_finite(data), fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as indented JSON atomically (persam.io.atomic)."""
+    from persam.io.atomic import atomic_write_json
+
+    atomic_write_json(path, _finite(data))
 
 
 # ------------------------------------------------------------------ PerSeg

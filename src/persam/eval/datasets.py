@@ -16,7 +16,6 @@ from typing import Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from persam.eval.metrics import (
     DavisReport,
@@ -27,6 +26,7 @@ from persam.eval.metrics import (
     summarize_davis,
     summarize_perseg,
 )
+from persam.io.masks import read_binary_mask, read_label_map
 
 PathLike = str | Path
 
@@ -81,47 +81,22 @@ def _require_dir(path: Path, what: str, layout: str) -> None:
 # ------------------------------------------------------------------ mask reading
 
 
-def read_binary_mask(path: PathLike) -> NDArray[np.bool_]:
-    """Read a mask image as ``(H, W)`` booleans, True = object.
+def read_perseg_mask(path: PathLike) -> NDArray[np.bool_]:
+    """A PerSeg mask (ground truth or prediction) as ``(H, W)`` bool, read as PerSAM's evaluation reads it.
 
-    Single-channel images (``L``, ``1``, ``I;16``, ...) are object where nonzero.
-    Palette and colour images are turned into 8-bit gray with OpenCV's fixed-point
-    BT.601 weights and are object where that gray is nonzero, exactly as
-    ``cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2GRAY) > 0`` in PerSAM's evaluation
-    (alpha is ignored).
+    ``persam.io.masks.read_binary_mask`` with ``rule="gray"``: the displayed colour's BT.601 grey > 0,
+    as ``cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2GRAY) > 0``.
     """
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("RGB") if img.mode == "P" else img)
-    if arr.ndim == 3 and arr.shape[2] >= 3:
-        rgb = arr[..., :3].astype(np.int32)
-        arr = (rgb[..., 0] * 4899 + rgb[..., 1] * 9617 + rgb[..., 2] * 1868 + (1 << 13)) >> 14
-    elif arr.ndim == 3:  # LA
-        arr = arr[..., 0]
-    return arr.astype(bool)
+    return read_binary_mask(path, rule="gray")
 
 
-def read_label_mask(path: PathLike) -> NDArray[np.uint8]:
-    """Read an object-id mask as a ``(H, W)`` uint8 label array.
+def read_davis_labels(path: PathLike) -> NDArray[np.uint8]:
+    """A DAVIS annotation or prediction as ``(H, W)`` uint8 object ids (palette indices / grey levels).
 
-    Palette (``P``) PNGs give their palette indices, grayscale PNGs their values.
-    Colour images are accepted only when R == G == B everywhere (a gray image saved
-    as RGB); any other colour mask raises ``ValueError`` because colours cannot be
-    mapped back to object ids.
+    ``persam.io.masks.read_label_map`` with ``colours="refuse"``: a colour image that is not all grey is
+    an error, since colours cannot be mapped back to the ids the annotation used.
     """
-    with Image.open(path) as img:
-        mode = img.mode
-        arr = np.asarray(img)
-    if arr.ndim == 3:
-        if arr.shape[2] >= 3 and not (np.array_equal(arr[..., 0], arr[..., 1])
-                                      and np.array_equal(arr[..., 0], arr[..., 2])):
-            raise ValueError(f"mask {path} is a colour ({mode}) image; expected a palette ('P') or grayscale "
-                             "('L') PNG whose pixel values are object ids")
-        arr = arr[..., 0]
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8)
-    if arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise ValueError(f"mask {path} has values outside 0..255; expected 8-bit object ids")
-    return arr.astype(np.uint8)
+    return read_label_map(path, colours="refuse")
 
 
 def _check_shape(pred: np.ndarray, gt: np.ndarray, pred_path: Path, gt_path: Path) -> None:
@@ -255,7 +230,7 @@ def evaluate_perseg(
             pred_path = pred_root / obj.name / f"{stem}.png"
             if not pred_path.is_file():
                 raise FileNotFoundError(f"prediction {pred_path} not found; expected {PERSEG_PRED_LAYOUT}")
-            gt, pred = read_binary_mask(mask_path), read_binary_mask(pred_path)
+            gt, pred = read_perseg_mask(mask_path), read_perseg_mask(pred_path)
             _check_shape(pred, gt, pred_path, mask_path)
             counts.append(perseg_image_counts(pred, gt, dilation_ratio))
         scores.append(score_perseg_object(obj.name, counts))
@@ -349,7 +324,7 @@ class Davis2017Dataset(_NamedIndex[DavisSequence]):
 def read_label_stack(paths: Iterable[PathLike]) -> NDArray[np.uint8]:
     """Read label masks of equal size into a ``(T, H, W)`` uint8 array."""
     path_list = [Path(p) for p in paths]
-    masks = [read_label_mask(p) for p in path_list]
+    masks = [read_davis_labels(p) for p in path_list]
     if not masks:
         raise ValueError("no mask files given; expected at least one")
     for p, m in zip(path_list, masks, strict=True):
@@ -406,7 +381,7 @@ def evaluate_davis(
             pred_path = pred_root / seq.name / f"{seq.annotations[t].stem}.png"
             if not pred_path.is_file():
                 raise FileNotFoundError(f"prediction {pred_path} not found; expected {DAVIS_PRED_LAYOUT}")
-            labels = read_label_mask(pred_path)
+            labels = read_davis_labels(pred_path)
             _check_shape(labels, gt[t], pred_path, seq.annotations[t])
             pred[t] = labels
         scores.extend(score_davis_sequence(seq.name, gt, pred, ignore_void=ignore_void, bound_th=bound_th))

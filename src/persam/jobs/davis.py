@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from persam.eval.datasets import Davis2017Dataset, read_label_mask
+from persam.eval.datasets import Davis2017Dataset, read_davis_labels
 from persam.eval.metrics import DAVIS_VOID_LABEL
-from persam.io import load_image, save_label_map
+from persam.io import first_frame_labels, load_image, save_label_map
 from persam.session.video import VideoSession, VideoSettings
 
 if TYPE_CHECKING:
@@ -98,14 +98,9 @@ def run_davis(
         if first_path.stem != seq.frames[0].stem:
             raise ValueError(f"sequence {seq.name!r}: first annotation {first_path.name} does not match the first "
                              f"frame {seq.frames[0].name}; the first frame must be annotated")
-        labels = read_label_mask(first_path)
-        labels = np.where(labels == DAVIS_VOID_LABEL, 0, labels).astype(np.uint8)
-        if not labels.any():
-            raise ValueError(f"{first_path}: the first-frame annotation has no object; sequence {seq.name!r} cannot be run")
         first = load_image(seq.frames[0])
-        if labels.shape != first.shape[:2]:
-            raise ValueError(f"{first_path} is {labels.shape[1]}x{labels.shape[0]} but {seq.frames[0]} is "
-                             f"{first.shape[1]}x{first.shape[0]}; use annotations and frames of one resolution")
+        labels = first_frame_labels(read_davis_labels(first_path), first.shape[:2], name=str(first_path),
+                                    frame=f"{seq.frames[0]} is", void=DAVIS_VOID_LABEL)
         session = VideoSession(model, first, labels, finetune=finetune, settings=settings)
         stream = session.run(_frames(seq.frames[1:]))
         if progress is not None:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from persam.backends import Backend, EncodedImage, create_backend
-from persam.io import ImageLike, load_image, load_mask
+from persam.io import ImageLike, load_image, read_binary_mask
 from persam.method.persam import MethodOutput, segment_persam
 from persam.method.persam_f import fit_problem, merge_problems, optimise, segment_persam_f
 from persam.method.presence import PresenceStats, pool_stats, reference_similarities
@@ -129,7 +129,7 @@ class PersamModel:
         features, refs = [], []
         for img, msk in zip(images, masks):
             encoded = self.encode(img)
-            ref_mask = self._check_mask(load_mask(msk, label), encoded, _describe(msk))
+            ref_mask = self._check_mask(read_binary_mask(msk, label), encoded, _describe(msk))
             try:
                 features.append(masked_features(encoded, ref_mask, settings.cell_threshold))
             except ValueError as exc:
