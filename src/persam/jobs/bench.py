@@ -34,8 +34,8 @@ The stages are run in rounds (one call of each stage per round, round 0 a
 warm-up), so a slow spell of a shared machine slows every stage alike and
 the ratios between stages stay meaningful.
 
-Times are wall-clock seconds (``time.perf_counter``); on CUDA the device is
-synchronised around each run.
+Times are wall-clock seconds (``persam.jobs.timing.seconds``: on CUDA and MPS
+the device is synchronised around each run).
 """
 
 from __future__ import annotations
@@ -43,12 +43,13 @@ from __future__ import annotations
 import resource
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Literal
 
 import numpy as np
 import torch
+
+from persam.jobs.timing import seconds
 
 #: Keys of ``BenchResult.to_dict()`` that are durations in seconds.
 TIMING_KEYS = ("encoder_s", "decoder_pass_s", "official_decoder_pass_s", "persam_extra_s", "persam_f_extra_s", "fit_s", "decode_only_s", "video_extra_s")
@@ -196,15 +197,6 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def _seconds(fn: Callable[[], object], sync: Callable[[], None]) -> float:
-    """Wall time of one call of ``fn`` (device synchronised around it)."""
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
-
-
 def run_benchmark(
     model: str = "vit_t",
     checkpoint: str | None = None,
@@ -243,12 +235,6 @@ def run_benchmark(
     stage("loading the model")
     session = load(model, checkpoint, device=device, precision=precision, random_weights=random_weights, progress=False)
     backend = session.backend
-    if backend.device.type == "cuda":
-        sync = lambda: torch.cuda.synchronize(backend.device)  # noqa: E731
-    elif backend.device.type == "mps":
-        sync = torch.mps.synchronize
-    else:
-        sync = lambda: None  # noqa: E731
 
     encoded_ref = session.encode(ref_image)
     encoded_tgt = session.encode(tgt_image)
@@ -283,11 +269,11 @@ def run_benchmark(
         stage("warm-up" if round_ == 0 else f"round {round_}/{runs}")
         for name, fn in stages.items():
             calls = backend.encoder_calls
-            seconds = _seconds(fn, sync)
+            elapsed = seconds(fn, backend.device)
             if name in cached and backend.encoder_calls != calls:
                 raise RuntimeError("the image encoder ran during a decoder-only measurement; the timings are not valid")
             if round_:
-                times[name].append(seconds)
+                times[name].append(elapsed)
     medians = {name: statistics.median(values) for name, values in times.items()}
     stage("counting arithmetic")
     encoder_gflop = gflop(lambda: backend.encode(tgt_image))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
+
+from persam.jobs.timing import median_seconds
 
 if TYPE_CHECKING:
     from persam.session.photo import PersamModel
@@ -84,14 +83,4 @@ def video_frame_extra_s(model: "PersamModel", n_objects: int = 3, size: int = 10
     if runs < 1:
         raise ValueError(f"runs must be at least 1, got {runs}")
     run = video_frame_runner(model, n_objects, size)
-    backend = model.backend
-    sync = (lambda: torch.cuda.synchronize(backend.device)) if backend.device.type == "cuda" else (lambda: None)
-    run()
-    times = []
-    for _ in range(runs):
-        sync()
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(run, model.backend.device, runs=runs, warmup=1)
