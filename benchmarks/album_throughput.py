@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from persam.backends.builders import write_random_checkpoint
-from persam.jobs.bench import synthetic_photo
+from persam.jobs.synthetic import synthetic_photo
 from persam.jobs.timing import stopwatch
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import persam
 from persam.backends.builders import write_random_checkpoint
-from persam.jobs.bench import synthetic_photo
+from persam.jobs.synthetic import synthetic_photo
 from persam.jobs.timing import seconds
 
 

@@ -49,6 +49,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
+from persam.jobs.synthetic import synthetic_photo
 from persam.jobs.timing import seconds
 
 #: Keys of ``BenchResult.to_dict()`` that are durations in seconds.
@@ -61,43 +62,6 @@ RATIO_KEYS = (
     "video_extra_over_encoder",
     "video_gflop_over_encoder",
 )
-
-
-def synthetic_photo(long_side: int, seed: int, center: tuple[float, float] = (0.45, 0.5),
-                    axes: tuple[float, float] = (0.2, 0.26)) -> tuple[np.ndarray, np.ndarray]:
-    """A deterministic test photo: textured background and a coloured ellipse.
-
-    Args:
-        long_side: width N of the photo; its height is ``round(0.75 N)``.
-        seed: seed of the texture, the colours and the noise.
-        center: (x, y) of the ellipse centre, as fractions of width and height.
-        axes: (x, y) half-axes of the ellipse, as fractions of width and height.
-
-    Returns:
-        (H, W, 3) uint8 RGB photo and its (H, W) bool object mask.
-    """
-    if long_side < 32:
-        raise ValueError(f"image size must be at least 32 pixels, got {long_side}")
-    w, h = int(long_side), int(round(0.75 * long_side))
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    u, v = x / w, y / h
-    background = np.empty((h, w, 3), dtype=np.float32)
-    for c in range(3):
-        wave = np.zeros((h, w), dtype=np.float32)
-        for _ in range(3):
-            fx, fy = rng.uniform(1.0, 9.0, size=2)
-            wave += np.sin(2 * np.pi * (fx * u + fy * v) + rng.uniform(0, 2 * np.pi)).astype(np.float32)
-        background[..., c] = rng.uniform(90, 150) + 18.0 * wave
-    ex = (u - center[0]) / axes[0]
-    ey = (v - center[1]) / axes[1]
-    r2 = ex * ex + ey * ey
-    mask = r2 <= 1.0
-    colour = np.array([215.0, 60.0, 45.0]) if seed % 2 == 0 else np.array([205.0, 70.0, 55.0])
-    shade = (1.0 - 0.25 * r2)[..., None]  # a lit, rounded object
-    photo = np.where(mask[..., None], colour * shade, background)
-    photo += rng.normal(0.0, 6.0, size=photo.shape).astype(np.float32)
-    return np.clip(photo + 0.5, 0, 255).astype(np.uint8), mask
 
 
 @dataclass(frozen=True)
