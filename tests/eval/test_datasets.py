@@ -1,4 +1,4 @@
-"""Tests for persam.eval.datasets on synthetic PerSeg and DAVIS 2017 folders."""
+"""Tests for persam.eval.perseg and persam.eval.davis on synthetic PerSeg and DAVIS 2017 folders."""
 
 from __future__ import annotations
 
@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from persam.eval.datasets import (
-    Davis2017Dataset,
-    PerSegDataset,
-    evaluate_davis,
-    evaluate_perseg,
-    read_davis_labels,
-    read_perseg_mask,
-)
-from persam.eval.metrics import score_davis_sequence, summarize_davis
+from persam.eval.davis import Davis2017Dataset, evaluate_davis, read_davis_labels
+from persam.eval.davis_metrics import score_davis_sequence, summarize_davis
+from persam.eval.perseg import PerSegDataset, evaluate_perseg, read_perseg_mask
 from persam.io import save_label_map as save_palette  # DAVIS palette: colours differ from indices
 
 

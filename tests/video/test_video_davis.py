@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from persam.eval.datasets import evaluate_davis
+from persam.eval.davis import evaluate_davis
 from persam.jobs.synthetic import synthetic_clip_frame
 from persam.jobs.video_bench import video_frame_extra_s
 from persam.jobs.davis import run_davis

@@ -109,7 +109,7 @@ def predict_perseg(dataset, model, out: Path, method: str, settings: PersamSetti
 
 
 def run_perseg(args: argparse.Namespace) -> int:
-    from persam.eval.datasets import PerSegDataset, evaluate_perseg
+    from persam.eval.perseg import PerSegDataset, evaluate_perseg
 
     dataset = PerSegDataset(args.root)  # a broken layout fails here, before the model loads
     method = args.method or "persam"
@@ -169,7 +169,7 @@ def _davis_row(name: str, stats: dict, width: int) -> str:
 
 
 def run_davis(args: argparse.Namespace) -> int:
-    from persam.eval.datasets import evaluate_davis
+    from persam.eval.davis import evaluate_davis
 
     sequences = None
     if args.sequences is not None:
@@ -178,7 +178,7 @@ def run_davis(args: argparse.Namespace) -> int:
             raise ValueError("--sequences is empty; pass comma-separated sequence names, e.g. bear,blackswan")
     pred = args.pred
     if pred is None:
-        from persam.eval.datasets import Davis2017Dataset
+        from persam.eval.davis import Davis2017Dataset
         from persam.jobs.davis import run_davis as run_video
 
         Davis2017Dataset(args.root, sequences)  # a malformed layout fails before the model loads

@@ -1,9 +1,9 @@
 """Running the video protocol on DAVIS 2017 (semi-supervised: first-frame annotation given).
 
-Layout (``persam.eval.datasets``): ``ROOT/JPEGImages/480p/<seq>/00000.jpg``,
+Layout (``persam.eval.davis``): ``ROOT/JPEGImages/480p/<seq>/00000.jpg``,
 ``ROOT/Annotations/480p/<seq>/00000.png``, ``ROOT/ImageSets/2017/val.txt``.
 Output: ``OUT_DIR/<seq>/<frame>.png`` palette PNGs of object ids, one per
-frame, named like the frames; ready for ``persam.eval.datasets.evaluate_davis``.
+frame, named like the frames; ready for ``persam.eval.davis.evaluate_davis``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from persam.eval.datasets import Davis2017Dataset, read_davis_labels
-from persam.eval.metrics import DAVIS_VOID_LABEL
+from persam.eval.davis import Davis2017Dataset, read_davis_labels
+from persam.eval.davis_metrics import DAVIS_VOID_LABEL
 from persam.io import first_frame_labels, load_image, save_label_map
 from persam.session.video import VideoSession, VideoSettings
 
