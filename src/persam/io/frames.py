@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from persam.io.atomic import PendingFile
-from persam.io.images import IMAGE_EXTENSIONS, load_image
+from persam.io.images import DECODE_ERRORS, IMAGE_EXTENSIONS, load_image, open_image
 from persam.io.masks import davis_palette
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".avi", ".mkv"})
@@ -144,12 +143,13 @@ def open_frames(path: str | os.PathLike) -> FrameSource:
 
 def image_size(path: Path) -> tuple[int, int]:
     """(W, H) of an image file in display orientation, from its header."""
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
+    with open_image(path, load=False) as img:
+        w, h = img.size
+        try:
             orientation = img.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable image ({exc.__class__.__name__}); remove it from the frame folder") from None
+        except DECODE_ERRORS as exc:
+            raise ValueError(f"{path}: not a readable image ({exc.__class__.__name__}); remove it from the frame "
+                             "folder") from None
     return (h, w) if orientation in _TRANSPOSED else (w, h)
 
 
