@@ -18,6 +18,6 @@ from persam.io.masks import (
 __all__ = [
     "IMAGE_EXTENSIONS", "ImageLike", "OutputPathError", "PendingFile", "as_label_map", "atomic_open", "atomic_path",
     "atomic_save", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "davis_palette", "file_sha256",
-    "find_images", "first_frame_labels", "load_image", "max_pixels", "open_image", "overlay", "read_binary_mask", "read_label_map",
-    "save_label_map", "save_mask", "save_overlay", "set_max_pixels",
+    "find_images", "first_frame_labels", "load_image", "max_pixels", "open_image", "overlay", "read_binary_mask",
+    "read_label_map", "save_label_map", "save_mask", "save_overlay", "set_max_pixels",
 ]
