@@ -24,7 +24,7 @@ def _mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-@pytest.mark.parametrize("writer", ["text", "json", "save", "open", "path", "pending"])
+@pytest.mark.parametrize("writer", ["text", "json", "save", "save_new_file", "open", "path", "pending"])
 def test_files_get_the_users_umask(tmp_path, umask_027, writer):
     target = tmp_path / "new" / "deeper" / f"out-{writer}.txt"  # parent folders are created
     if writer == "text":
@@ -33,6 +33,11 @@ def test_files_get_the_users_umask(tmp_path, umask_027, writer):
         atomic_write_json(target, {"a": 1})
     elif writer == "save":
         atomic_save(target, lambda tmp: open(tmp, "w").write("x"))
+    elif writer == "save_new_file":  # a writer that replaces the file with a private one (as safetensors does)
+        def private(tmp):
+            os.unlink(tmp)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600))
+        atomic_save(target, private)
     elif writer == "open":
         with atomic_open(target) as fh:
             fh.write(b"x")
@@ -127,3 +132,11 @@ def test_bad_mode_is_refused(tmp_path):
         with atomic_open(tmp_path / "x", "a"):
             pass
     assert os.listdir(tmp_path) == []
+
+
+def test_concept_style_safetensors_file_gets_the_umask(tmp_path, umask_027):
+    import torch
+    from safetensors.torch import save_file
+
+    atomic_save(tmp_path / "c.persam", lambda tmp: save_file({"a": torch.zeros(2)}, tmp))
+    assert _mode(tmp_path / "c.persam") == 0o640

@@ -21,6 +21,7 @@ import errno
 import json
 import os
 import secrets
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
@@ -78,18 +79,25 @@ class PendingFile:
             temp = self.target.with_name(f".{self.target.name}.{secrets.token_hex(4)}.tmp")
             try:
                 # 0o666 filtered by the process umask, as open() does.
-                os.close(os.open(temp, flags, 0o666))
+                fd = os.open(temp, flags, 0o666)
             except FileExistsError:
                 continue
             except OSError as exc:
                 raise _output_error(self.target, exc, "write") from None
             break
+        try:
+            self._mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
         self.temp = temp
         self.done = False
 
     def commit(self) -> Path:
         """Move the finished temp file onto the target; returns the target."""
         try:
+            # A writer that replaced the temp file (safetensors does) may have made it 0600.
+            if stat.S_IMODE(os.stat(self.temp).st_mode) != self._mode:
+                os.chmod(self.temp, self._mode)
             os.replace(self.temp, self.target)
         except OSError as exc:
             self.discard()
