@@ -90,7 +90,6 @@ class PendingFile:
         finally:
             os.close(fd)
         self.temp = temp
-        self.done = False
 
     def commit(self) -> Path:
         """Move the finished temp file onto the target; returns the target."""
@@ -102,13 +101,11 @@ class PendingFile:
         except OSError as exc:
             self.discard()
             raise _output_error(self.target, exc, "write") from None
-        self.done = True
         return self.target
 
     def discard(self) -> None:
         """Remove the temp file (safe to call more than once)."""
         self.temp.unlink(missing_ok=True)
-        self.done = True
 
 
 @contextmanager
