@@ -22,21 +22,21 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from persam.backends.builders import write_random_checkpoint
-from persam.jobs.bench import synthetic_photo
+from persam.jobs.synthetic import synthetic_photo
+from persam.jobs.timing import stopwatch
 
 
 def _persam(*args: str) -> tuple[float, str]:
     """Run ``python -m persam ARGS``: (wall seconds, its stdout)."""
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "persam", *args], check=True, stdout=subprocess.PIPE, text=True)
-    return time.perf_counter() - start, done.stdout.strip()
+    with stopwatch() as lap:
+        done = subprocess.run([sys.executable, "-m", "persam", *args], check=True, stdout=subprocess.PIPE, text=True)
+    return lap.seconds, done.stdout.strip()
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import persam
 from persam.backends.builders import write_random_checkpoint
-from persam.eval.datasets import PerSegDataset
+from persam.eval.perseg import PerSegDataset
 
 
 def main() -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import persam
 from persam.backends.builders import write_random_checkpoint
-from persam.jobs.bench import synthetic_photo
+from persam.jobs.synthetic import synthetic_photo
+from persam.jobs.timing import seconds
 
 
 def main() -> None:
@@ -41,10 +41,9 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in stages}
         for round_ in range(args.runs + 1):
             for name, fn in stages.items():
-                start = time.perf_counter()
-                fn()
+                elapsed = seconds(fn, "cpu")
                 if round_:
-                    times[name].append(time.perf_counter() - start)
+                    times[name].append(elapsed)
     med = {name: statistics.median(values) * 1000 for name, values in times.items()}
     for name, ms in med.items():
         print(f"{name:<14} {ms:8.1f} ms")

@@ -19,7 +19,7 @@ import persam
 import persam.io
 from persam.backends import EncodedImage
 from persam.backends.builders import write_random_checkpoint
-from persam.eval.datasets import PerSegDataset
+from persam.eval.perseg import PerSegDataset
 
 
 def main() -> None:

@@ -184,7 +184,7 @@ def test_exception_mid_stream_cleans_up_temp_file(monkeypatch, tmp_path):
     assert "ConnectionResetError" in _assert_user_message(excinfo.value)
     assert calls and calls[0].get("timeout")  # urlopen is given a timeout
     # the download went to a temp file beside the target, and it is gone now
-    assert seen_during_download[0] and seen_during_download[0][0].startswith("test.pth.partial-")
+    assert seen_during_download[0] and seen_during_download[0][0].startswith(".test.pth.")
     assert list(cache.iterdir()) == []
 
 
@@ -330,3 +330,86 @@ def test_import_does_no_work(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert not (tmp_path / "fresh").exists()
+
+
+# ------------------------------------------------------------------ wrong-family checkpoints
+
+
+def _shapes(spec: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    return {k: torch.empty(shape, device="meta") for k, shape in spec.items()}
+
+
+def _vit(depth: int, width: int) -> dict[str, torch.Tensor]:
+    spec = {"image_encoder.patch_embed.proj.weight": (width, 3, 16, 16), "mask_decoder.iou_token.weight": (1, 256)}
+    spec.update({f"image_encoder.blocks.{i}.attn.qkv.weight": (3 * width, width) for i in range(depth)})
+    return _shapes(spec)
+
+
+@pytest.mark.parametrize("depth, width, label, model_type", [
+    (12, 768, "SAM ViT-B (12 blocks of width 768)", "vit_b"),
+    (24, 1024, "SAM ViT-L (24 blocks of width 1024)", "vit_l"),
+    (32, 1280, "SAM ViT-H (32 blocks of width 1280)", "vit_h"),
+])
+def test_sam_vits_are_told_apart(depth, width, label, model_type):
+    from persam.backends.families import identify_checkpoint, mismatch_message
+
+    state = _vit(depth, width)
+    family = identify_checkpoint(state)
+    assert (family.label, family.model_type) == (label, model_type)
+    msg = mismatch_message("vit_t", state, _vit(1, 48))
+    assert msg == (f"weights do not fit model type 'vit_t': the file looks like {label}; pass --model {model_type}, "
+                   "or another --checkpoint PATH")
+
+
+def test_sam2_and_hq_sam_are_named_without_a_backend():
+    from persam.backends.families import identify_checkpoint, mismatch_message
+
+    sam2 = {"image_encoder.trunk.patch_embed.proj.weight": (96, 3, 7, 7), "memory_attention.norm.weight": (256,)}
+    sam2.update({f"image_encoder.trunk.blocks.{i}.mlp.layers.0.weight": (384, 96) for i in range(12)})
+    assert identify_checkpoint(_shapes(sam2)).label == "SAM 2 (Hiera-T)"
+    msg = mismatch_message("vit_b", _shapes(sam2), _vit(12, 768))
+    assert "looks like SAM 2 (Hiera-T); persam has no backend for it" in msg
+    hq = _vit(32, 1280)
+    hq["mask_decoder.hf_token.weight"] = torch.empty((1, 256), device="meta")
+    family = identify_checkpoint(hq)
+    assert family.model_type is None and "HQ-SAM" in family.label
+    assert identify_checkpoint(_shapes({"x.weight": (2, 2)})) is None
+
+
+def test_tinyvit_families_from_the_real_modules():
+    from persam.backends.builders import BUILDERS
+    from persam.backends.families import identify_checkpoint, mismatch_message
+
+    mobile = BUILDERS["vit_t"]()[3].state_dict()
+    lite = BUILDERS["litemedsam"]()[3].state_dict()
+    assert identify_checkpoint(mobile).model_type == "vit_t"
+    assert identify_checkpoint(lite).model_type == "litemedsam"
+    msg = mismatch_message("litemedsam", mobile, lite)
+    assert msg.endswith("looks like MobileSAM (TinyViT image encoder); pass --model vit_t, or another --checkpoint PATH")
+
+
+def test_same_family_damaged_file_counts_keys():
+    from persam.backends.families import mismatch_message
+
+    expected = _vit(12, 768)
+    state = dict(expected)
+    del state["mask_decoder.iou_token.weight"]
+    state["image_encoder.extra.weight"] = torch.empty((1,), device="meta")
+    state["image_encoder.patch_embed.proj.weight"] = torch.empty((768, 3, 8, 8), device="meta")
+    msg = mismatch_message("vit_b", state, expected)
+    assert "looks like SAM ViT-B (12 blocks of width 768), but keys: 1 missing, e.g. 'mask_decoder.iou_token.weight'" in msg
+    assert "1 unexpected, e.g. 'image_encoder.extra.weight'" in msg
+    assert "1 of another shape, e.g. 'image_encoder.patch_embed.proj.weight'" in msg
+    del state["image_encoder.blocks.3.attn.qkv.weight"]  # an unknown ViT size: counted too, not sent elsewhere
+    assert "looks like a SAM ViT (11 blocks of width 768), but keys: 2 missing" in mismatch_message("vit_b", state, expected)
+
+
+def test_wrong_family_through_load_is_one_short_line(tiny_checkpoint):
+    import persam
+
+    with pytest.raises(CheckpointError) as excinfo:
+        persam.load("litemedsam", tiny_checkpoint, device="cpu")
+    msg = _assert_user_message(excinfo.value)
+    assert len(msg) < 300
+    assert msg == (f"{tiny_checkpoint}: weights do not fit model type 'litemedsam': the file looks like the tiny "
+                   "test SAM (1 blocks of width 48); pass --model sam_tiny, or another --checkpoint PATH")

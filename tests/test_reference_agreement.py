@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 import persam
+from persam.jobs.synthetic import ellipse_r2
 from persam.method.settings import PersamSettings
 from reference_oracle import (
     OracleImage,
@@ -67,8 +68,7 @@ def synthetic_photo(seed: int, centre: tuple[int, int], radii: tuple[int, int], 
     h, w = 300, 400
     rng = np.random.default_rng(seed)
     img = rng.integers(0, 256, (h, w, 3)).astype(np.float32) * 0.3 + 90
-    yy, xx = np.mgrid[:h, :w]
-    blob = ((yy - centre[0]) / radii[0]) ** 2 + ((xx - centre[1]) / radii[1]) ** 2 <= 1
+    blob = ellipse_r2((h, w), (centre[1], centre[0]), (radii[1], radii[0])) <= 1
     img[blob] = np.asarray(colour, np.float32) * 0.8 + rng.integers(0, 50, (int(blob.sum()), 3))
     return img.clip(0, 255).astype(np.uint8), blob
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from persam.cli.main import main
-from persam.eval.datasets import evaluate_davis, evaluate_perseg
+from persam.eval.davis import evaluate_davis
+from persam.eval.perseg import evaluate_perseg
 from persam.io import save_label_map as save_palette  # DAVIS palette: colours differ from indices
 
 TINY = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]

@@ -1,4 +1,4 @@
-"""Tests for persam.eval.datasets on synthetic PerSeg and DAVIS 2017 folders."""
+"""Tests for persam.eval.perseg and persam.eval.davis on synthetic PerSeg and DAVIS 2017 folders."""
 
 from __future__ import annotations
 
@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from persam.eval.datasets import (
-    Davis2017Dataset,
-    PerSegDataset,
-    evaluate_davis,
-    evaluate_perseg,
-    read_binary_mask,
-    read_label_mask,
-)
-from persam.eval.metrics import score_davis_sequence, summarize_davis
+from persam.eval.davis import Davis2017Dataset, evaluate_davis, read_davis_labels
+from persam.eval.davis_metrics import score_davis_sequence, summarize_davis
+from persam.eval.perseg import PerSegDataset, evaluate_perseg, read_perseg_mask
 from persam.io import save_label_map as save_palette  # DAVIS palette: colours differ from indices
 
 
@@ -145,14 +139,14 @@ def test_perseg_no_objects(tmp_path: Path) -> None:
 
 def test_read_binary_mask_modes(tmp_path: Path) -> None:
     save_palette(tmp_path / "p.png", square().astype(np.uint8))
-    np.testing.assert_array_equal(read_binary_mask(tmp_path / "p.png"), square())
+    np.testing.assert_array_equal(read_perseg_mask(tmp_path / "p.png"), square())
     save_gray(tmp_path / "l.png", square())
-    np.testing.assert_array_equal(read_binary_mask(tmp_path / "l.png"), square())
+    np.testing.assert_array_equal(read_perseg_mask(tmp_path / "l.png"), square())
     rgb = np.zeros((1, 3, 3), dtype=np.uint8)
     rgb[0, 1] = (0, 0, 4)  # gray (cv2 weights) rounds to 0, as cv2.imread + BGR2GRAY
     rgb[0, 2] = (0, 0, 5)  # gray rounds to 1
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    np.testing.assert_array_equal(read_binary_mask(tmp_path / "rgb.png"), [[False, False, True]])
+    np.testing.assert_array_equal(read_perseg_mask(tmp_path / "rgb.png"), [[False, False, True]])
 
 
 # ------------------------------------------------------------------ DAVIS
@@ -197,17 +191,17 @@ def test_davis_listing(davis: Path) -> None:
     assert Davis2017Dataset(davis, ["bear", "dog"]).names == ["bear", "dog"]
 
 
-def test_read_label_mask(tmp_path: Path, davis: Path) -> None:
-    labels = read_label_mask(davis / "Annotations" / "480p" / "bear" / "00000.png")
+def test_read_davis_labels(tmp_path: Path, davis: Path) -> None:
+    labels = read_davis_labels(davis / "Annotations" / "480p" / "bear" / "00000.png")
     assert labels.dtype == np.uint8
     np.testing.assert_array_equal(labels, davis_frame(0))  # palette indices, not colours
     Image.fromarray(davis_frame(1), mode="L").save(tmp_path / "l.png")
-    np.testing.assert_array_equal(read_label_mask(tmp_path / "l.png"), davis_frame(1))
+    np.testing.assert_array_equal(read_davis_labels(tmp_path / "l.png"), davis_frame(1))
     Image.fromarray(np.repeat(davis_frame(1)[..., None], 3, axis=2)).save(tmp_path / "gray_rgb.png")
-    np.testing.assert_array_equal(read_label_mask(tmp_path / "gray_rgb.png"), davis_frame(1))
+    np.testing.assert_array_equal(read_davis_labels(tmp_path / "gray_rgb.png"), davis_frame(1))
     Image.open(davis / "Annotations" / "480p" / "bear" / "00000.png").convert("RGB").save(tmp_path / "rgb.png")
     with pytest.raises(ValueError, match=r"colour \(RGB\) image; expected a palette"):
-        read_label_mask(tmp_path / "rgb.png")
+        read_davis_labels(tmp_path / "rgb.png")
 
 
 def test_evaluate_davis_perfect_and_missing_object(davis: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Golden and cross-check tests for persam.eval.metrics (PerSeg IoU/bIoU, DAVIS J&F)."""
+"""Golden and cross-check tests for persam.eval.perseg_metrics and persam.eval.davis_metrics (PerSeg IoU/bIoU, DAVIS J&F)."""
 
 from __future__ import annotations
 
@@ -8,25 +8,27 @@ import time
 import numpy as np
 import pytest
 
-from persam.eval.metrics import (
+from persam.eval.davis_metrics import (
     DavisObjectScore,
     FrameStatistics,
-    PerSegImageCounts,
-    boundary_dilation,
     boundary_f,
-    boundary_iou,
     boundary_tolerance,
     db_statistics,
     dilate_disk,
     disk_footprint,
-    erode_square,
     jaccard,
-    mask_to_boundary,
-    perseg_image_counts,
     score_davis_sequence,
-    score_perseg_object,
     seg2bmap,
     summarize_davis,
+)
+from persam.eval.perseg_metrics import (
+    PerSegImageCounts,
+    boundary_dilation,
+    boundary_iou,
+    erode_square,
+    mask_to_boundary,
+    perseg_image_counts,
+    score_perseg_object,
     summarize_perseg,
 )
 

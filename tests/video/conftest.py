@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from persam.jobs.synthetic import tiled_texture
+
 COLOURS = {1: (220, 40, 40), 2: (40, 70, 220), 3: (50, 200, 60)}
 
 
@@ -21,9 +23,7 @@ class Clip:
 
 def make_clip(n_frames: int = 6, h: int = 96, w: int = 128, n_objects: int = 3, seed: int = 0) -> Clip:
     """Object 1 (red square) moves right and leaves the frame; 2 (blue disc) drifts down; 3 (green bar) moves left."""
-    rng = np.random.default_rng(seed)
-    tiles = rng.integers(70, 160, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
-    background = np.kron(tiles, np.ones((8, 8, 1), dtype=np.uint8))[:h, :w]
+    background = tiled_texture((h, w), np.random.default_rng(seed), tile=8, low=70, high=160)
     yy, xx = np.mgrid[0:h, 0:w]
     frames, labels = [], []
     for t in range(n_frames):

@@ -162,7 +162,10 @@ def test_unreadable_video_and_wrong_input(tmp_path, clip, capsys):
 
 
 def test_label_map_formats(tmp_path):
-    from persam.io.frames import load_label_map
+    from persam.io.masks import first_frame_labels, read_label_map
+
+    def load_label_map(path):
+        return first_frame_labels(read_label_map(path), name=str(path), drawn_mask=True)
 
     labels = np.zeros((7, 9), np.uint8)
     labels[1:3, 1:4], labels[4:6, 5:8] = 1, 3

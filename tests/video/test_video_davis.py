@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from persam.eval.datasets import evaluate_davis
-from persam.jobs.video_bench import synthetic_clip_frame, video_frame_extra_s
+from persam.eval.davis import evaluate_davis
+from persam.jobs.synthetic import synthetic_clip_frame
+from persam.jobs.video_bench import video_frame_extra_s
 from persam.jobs.davis import run_davis
 from persam.io import save_label_map as save_palette  # DAVIS palette: colours differ from indices
 

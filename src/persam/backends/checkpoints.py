@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -24,6 +23,9 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import platformdirs
 from tqdm import tqdm
+
+from persam.io.atomic import OutputPathError, atomic_open
+from persam.io.hashing import file_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -124,15 +126,6 @@ def cached_checkpoint(model_type: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Return the SHA-256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _url_env_var(model_type: str) -> str:
     return "PERSAM_CHECKPOINT_URL_" + re.sub(r"[^A-Z0-9]", "_", model_type.upper())
 
@@ -210,26 +203,17 @@ def download_checkpoint(info: CheckpointInfo, *, cache: Path | None = None,
     if progress is None:
         progress = sys.stderr.isatty()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f"{info.filename}.partial-", dir=folder)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write to the checkpoint folder {folder} ({_brief(exc)}); set "
-                              f"PERSAM_HOME to a writable folder, or {_hint(info.model_type)}") from exc
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_open(target, "wb") as out:
             digest = _fetch(source, out, info, progress)
-        if info.sha256 is not None and digest != info.sha256:
-            raise CheckpointError(f"SHA-256 mismatch for {source}: expected {info.sha256}, got {digest}; "
-                                  f"the download is damaged or the mirror serves another file; try "
-                                  f"again, or {_hint(info.model_type)}")
-        if info.sha256 is None:
-            logger.info("no published SHA-256 for %s; downloaded file has SHA-256 %s", source, digest)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            if info.sha256 is not None and digest != info.sha256:
+                raise CheckpointError(f"SHA-256 mismatch for {source}: expected {info.sha256}, got {digest}; "
+                                      f"the download is damaged or the mirror serves another file; try "
+                                      f"again, or {_hint(info.model_type)}")
+    except OutputPathError as exc:
+        raise CheckpointError(f"{exc}, or set PERSAM_HOME to a writable folder, or "
+                              f"{_hint(info.model_type)}") from None
+    if info.sha256 is None:
+        logger.info("no published SHA-256 for %s; downloaded file has SHA-256 %s", source, digest)
     return target
 
 

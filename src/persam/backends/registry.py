@@ -145,18 +145,14 @@ def create_backend(
     sha = "random"
     if not random_weights:
         from persam.backends.checkpoints import CheckpointError, file_sha256, load_state_dict
+        from persam.backends.families import mismatch_message
 
         path = _checkpoint_path(spec, checkpoint, progress)
         state = load_state_dict(path)
         try:
             module.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            detail = first[1].strip() if len(first) > 1 else first[0]
-            raise CheckpointError(
-                f"{path}: weights do not fit model type {name!r} ({detail}); "
-                f"pass the matching --model, or another --checkpoint PATH"
-            ) from None
+        except RuntimeError:
+            raise CheckpointError(f"{path}: {mismatch_message(name, state, module.state_dict())}") from None
         sha = file_sha256(path)
     module.eval().requires_grad_(False).to(dev)
     prepare_image_encoder(image_encoder, precision)

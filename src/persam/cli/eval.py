@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from persam.cli.common import add_model_options, load_model, progress, warn
@@ -73,18 +71,10 @@ def _finite(value: object) -> object:
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as indented JSON atomically (temporary file, then ``os.replace``)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_finite(data), fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as indented JSON atomically (persam.io.atomic)."""
+    from persam.io.atomic import atomic_write_json
+
+    atomic_write_json(path, _finite(data))
 
 
 # ------------------------------------------------------------------ PerSeg
@@ -119,7 +109,7 @@ def predict_perseg(dataset, model, out: Path, method: str, settings: PersamSetti
 
 
 def run_perseg(args: argparse.Namespace) -> int:
-    from persam.eval.datasets import PerSegDataset, evaluate_perseg
+    from persam.eval.perseg import PerSegDataset, evaluate_perseg
 
     dataset = PerSegDataset(args.root)  # a broken layout fails here, before the model loads
     method = args.method or "persam"
@@ -179,7 +169,7 @@ def _davis_row(name: str, stats: dict, width: int) -> str:
 
 
 def run_davis(args: argparse.Namespace) -> int:
-    from persam.eval.datasets import evaluate_davis
+    from persam.eval.davis import evaluate_davis
 
     sequences = None
     if args.sequences is not None:
@@ -188,7 +178,7 @@ def run_davis(args: argparse.Namespace) -> int:
             raise ValueError("--sequences is empty; pass comma-separated sequence names, e.g. bear,blackswan")
     pred = args.pred
     if pred is None:
-        from persam.eval.datasets import Davis2017Dataset
+        from persam.eval.davis import Davis2017Dataset
         from persam.jobs.davis import run_davis as run_video
 
         Davis2017Dataset(args.root, sequences)  # a malformed layout fails before the model loads

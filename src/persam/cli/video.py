@@ -34,21 +34,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from persam.io import save_label_map
-    from persam.io.frames import OverlayWriter, load_label_map, open_frames, tint
+    from persam.io.frames import OverlayWriter, open_frames, tint
+    from persam.io.masks import first_frame_labels, read_label_map
     from persam.session.video import VideoSession, VideoSettings
 
     source = open_frames(args.input)
-    labels = load_label_map(args.mask)
+    labels = read_label_map(args.mask)
     frames = iter(source)
     first = next(frames, None)
     if first is None:
         raise ValueError(f"{args.input}: no frame could be decoded ({source.stopped or 'empty video'}); "
                          "re-encode the video or pass a folder of frames")
-    if labels.shape != first.shape[:2]:
-        raise ValueError(f"{args.mask} is {labels.shape[1]}x{labels.shape[0]} but the frames of {args.input} are "
-                         f"{first.shape[1]}x{first.shape[0]}; pass the mask drawn on the first frame")
-    if not labels.any():
-        raise ValueError(f"{args.mask} has no object pixel (all 0); mark each object with its id, or 255 for one object")
+    labels = first_frame_labels(labels, first.shape[:2], name=str(args.mask), frame=f"the frames of {args.input} are",
+                                drawn_mask=True)
     model = load_model(args)
     settings = VideoSettings(detect_absent=args.detect_absent, presence_threshold=args.presence_threshold)
     session = VideoSession(model, first, labels, finetune=args.finetune, settings=settings)

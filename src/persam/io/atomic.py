@@ -1,30 +1,187 @@
 """Atomic file writes: a temp file in the target's folder, renamed into place.
 
-A reader never sees a half-written file, and an error leaves no temp file.
+Every file persam writes goes through :class:`PendingFile` (directly, or
+through :func:`atomic_path`, :func:`atomic_open`, :func:`atomic_save`,
+:func:`atomic_write_text`, :func:`atomic_write_json`), so that:
+
+- a reader never sees a half-written file (``os.replace`` is atomic);
+- the file is created with the user's umask (mode ``0o666 & ~umask``, as
+  ``open()`` would), not ``mkstemp``'s private 0600, so shared results need
+  no ``chmod``;
+- missing parent folders are created;
+- every error path, ``KeyboardInterrupt`` included, removes the temp file;
+- a folder that cannot be created or written gives a one-line
+  :class:`OutputPathError` naming the target (never the hidden temp name)
+  and the fix.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
-import tempfile
+import secrets
+import stat
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import IO, Any, Callable, Iterator
 
 
-def atomic_save(path: Path, save: Callable[[str], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    """Write ``path`` through ``save(tmp)`` on a temp file in the same folder, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+class OutputPathError(PermissionError):
+    """The target's folder cannot be created or written, or the target is not a file.
+
+    A ``PermissionError`` so that front ends report it in one line like other
+    user errors; ``str(exc)`` names the target path and the fix.
+    """
+
+
+def _describe(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _output_error(target: Path, exc: OSError, action: str) -> OutputPathError:
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "choose a folder you can write to"
+    elif exc.errno == errno.ENOSPC:
+        fix = "free disk space or choose another folder"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        fix = "a file stands where a folder is needed; choose another output path"
+    elif exc.errno == errno.EISDIR:
+        fix = "a folder has that name; choose another output file name"
+    else:
+        fix = "choose another output path"
+    return OutputPathError(f"cannot {action} {target} ({_describe(exc)}); {fix}")
+
+
+class PendingFile:
+    """A temp file beside ``target``, moved onto it by :meth:`commit`.
+
+    The temp file exists (empty) from construction; write it by name
+    (``self.temp``), then :meth:`commit` or :meth:`discard`. Used directly by
+    writers whose lifetime spans several calls (a video encoder); everything
+    else uses the context managers below.
+
+    Args:
+        target: the file to produce.
+
+    Raises:
+        OutputPathError: the folder cannot be created or written.
+    """
+
+    def __init__(self, target: str | os.PathLike) -> None:
+        self.target = Path(target)
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _output_error(self.target, exc, "create the folder for") from None
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        while True:
+            temp = self.target.with_name(f".{self.target.name}.{secrets.token_hex(4)}.tmp")
+            try:
+                # 0o666 filtered by the process umask, as open() does.
+                fd = os.open(temp, flags, 0o666)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise _output_error(self.target, exc, "write") from None
+            break
+        try:
+            self._mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+        self.temp = temp
+
+    def commit(self) -> Path:
+        """Move the finished temp file onto the target; returns the target."""
+        try:
+            # A writer that replaced the temp file (safetensors does) may have made it 0600.
+            if stat.S_IMODE(os.stat(self.temp).st_mode) != self._mode:
+                os.chmod(self.temp, self._mode)
+            os.replace(self.temp, self.target)
+        except OSError as exc:
+            self.discard()
+            raise _output_error(self.target, exc, "write") from None
+        return self.target
+
+    def discard(self) -> None:
+        """Remove the temp file (safe to call more than once)."""
+        self.temp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``target``; on a clean exit it becomes ``target``.
+
+    Any exception in the block (``KeyboardInterrupt`` too) removes the temp
+    file and propagates.
+    """
+    pending = PendingFile(target)
     try:
-        save(tmp)
-        os.replace(tmp, path)
+        yield pending.temp
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        pending.discard()
         raise
+    pending.commit()
 
+
+@contextmanager
+def atomic_open(target: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
+    """Yield a file handle (``mode`` ``"wb"`` or ``"w"``) whose content becomes ``target`` on a clean exit.
+
+    The data is flushed to disk before the rename; an ``OSError`` then (disk
+    full) is reported as :class:`OutputPathError` naming ``target``. Errors
+    raised inside the block propagate unchanged (after the temp file is removed).
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open mode {mode!r}; pass 'wb' or 'w'")
+    if mode == "w" and encoding is None:
+        encoding = "utf-8"
+    with atomic_path(target) as temp:
+        handle = open(temp, mode, encoding=encoding)
+        try:
+            yield handle
+        except BaseException:
+            handle.close()
+            raise
+        try:
+            with handle:
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise _output_error(Path(target), exc, "write") from None
+
+
+def atomic_save(path: str | os.PathLike, save: Callable[[str], object]) -> None:
+    """Write ``path`` through ``save(temp_name)`` (e.g. ``img.save``), then rename it into place."""
+    with atomic_path(path) as temp:
+        save(str(temp))
+
+
+def _write(handle: IO[Any], data: Any, target: str | os.PathLike) -> None:
+    try:
+        handle.write(data)
+    except OSError as exc:
+        raise _output_error(Path(target), exc, "write") from None
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes to ``path`` atomically."""
+    with atomic_open(path, "wb") as handle:
+        _write(handle, data, path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file atomically (temp file in the same folder, then rename)."""
-    atomic_save(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    """Write UTF-8 text to ``path`` atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        _write(handle, text, path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    """Write ``obj`` as strict JSON (no NaN/Infinity: pass None for those) plus a newline, atomically.
+
+    Raises:
+        ValueError: ``obj`` holds a non-finite float or a value JSON cannot hold
+            (nothing is written then).
+    """
+    text = json.dumps(obj, indent=indent, allow_nan=False) + "\n"
+    atomic_write_text(path, text)

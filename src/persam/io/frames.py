@@ -8,16 +8,15 @@ video is read or written.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from persam.io.images import IMAGE_EXTENSIONS, load_image
+from persam.io.atomic import PendingFile
+from persam.io.images import DECODE_ERRORS, IMAGE_EXTENSIONS, load_image, open_image
 from persam.io.masks import davis_palette
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".avi", ".mkv"})
@@ -144,12 +143,13 @@ def open_frames(path: str | os.PathLike) -> FrameSource:
 
 def image_size(path: Path) -> tuple[int, int]:
     """(W, H) of an image file in display orientation, from its header."""
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
+    with open_image(path, load=False) as img:
+        w, h = img.size
+        try:
             orientation = img.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable image ({exc.__class__.__name__}); remove it from the frame folder") from None
+        except DECODE_ERRORS as exc:
+            raise ValueError(f"{path}: not a readable image ({exc.__class__.__name__}); remove it from the frame "
+                             "folder") from None
     return (h, w) if orientation in _TRANSPOSED else (w, h)
 
 
@@ -160,66 +160,6 @@ def _check_sizes(files: list[Path]) -> None:
         if size != first:
             raise ValueError(f"{path} is {size[0]}x{size[1]} but {files[0].name} is {first[0]}x{first[1]}; "
                              "resize all frames of the folder to one size")
-
-
-def load_label_map(path: str | os.PathLike) -> np.ndarray:
-    """Read a first-frame mask as an (H, W) uint8 label map (0 = background, else object id).
-
-    Palette PNGs give their indices, grayscale images their values; a binary
-    mask whose only nonzero value is 255 becomes one object (id 1). RGB
-    images must be gray (R = G = B) or use DAVIS palette colours.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: unreadable image, unknown colours, values above 255,
-            a soft (anti-aliased) mask with many grey levels.
-    """
-    src = Path(path)
-    if not src.is_file():
-        raise FileNotFoundError(f"{src}: no such mask file; check the --mask path")
-    try:
-        with Image.open(src) as img:
-            img.load()
-            if img.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
-                arr = np.asarray(img.convert("RGB"))
-            elif img.mode in ("LA", "PA"):
-                arr = np.asarray(img)[..., 0]
-            else:  # P (indices), L, 1, I;16, I, F
-                arr = np.asarray(img)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{src}: not a readable image ({exc.__class__.__name__}); pass a PNG label map or binary mask") from None
-    if arr.ndim == 3:
-        arr = _colours_to_ids(arr[..., :3], src)
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{src}: mask of non-integer values; save it as an 8-bit PNG of object ids")
-    if arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise ValueError(f"{src}: mask values go above 255; save it as an 8-bit PNG of object ids")
-    labels = arr.astype(np.uint8)
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
-    if ids.tolist() == [255]:
-        return (labels == 255).astype(np.uint8)
-    if ids.size > 32:
-        raise ValueError(f"{src}: {ids.size} different nonzero values, like an anti-aliased mask; "
-                         "save it as a binary 0/255 mask or a palette PNG of object ids")
-    return labels
-
-
-def _colours_to_ids(rgb: np.ndarray, src: Path) -> np.ndarray:
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-        return rgb[..., 0]
-    palette = np.asarray(davis_palette(), dtype=np.int64).reshape(256, 3)
-    codes = (rgb.astype(np.int64) << np.array([16, 8, 0])).sum(axis=2)
-    table = {int(c): i for i, c in reversed(list(enumerate((palette << np.array([16, 8, 0])).sum(axis=1))))}
-    uniq, inverse = np.unique(codes, return_inverse=True)
-    unknown = [int(u) for u in uniq if int(u) not in table]
-    if unknown:
-        c = unknown[0]
-        raise ValueError(f"{src}: colour ({c >> 16}, {(c >> 8) & 255}, {c & 255}) is not a DAVIS palette colour; "
-                         "pass a palette or grayscale PNG whose values are object ids")
-    return np.asarray([table[int(u)] for u in uniq], dtype=np.uint8)[inverse.reshape(codes.shape)]
 
 
 def tint(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -246,13 +186,14 @@ class OverlayWriter:
     def __init__(self, path: str | os.PathLike, fps: Fraction, hw: tuple[int, int]) -> None:
         av = _import_av()
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".mp4", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._pending = PendingFile(self.path)
         self._hw = hw
         self.frames = 0
-        self._container = av.open(str(self._tmp), "w", format="mp4")
+        try:
+            self._container = av.open(str(self._pending.temp), "w", format="mp4")
+        except BaseException:
+            self._pending.discard()
+            raise
         codec = _encoder_name(av)
         self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001 * 1000))
         self._stream.width = hw[1] + hw[1] % 2
@@ -278,7 +219,7 @@ class OverlayWriter:
         for packet in self._stream.encode():
             self._container.mux(packet)
         self._container.close()
-        os.replace(self._tmp, self.path)
+        self._pending.commit()
 
     def abort(self) -> None:
         """Drop the unfinished file."""
@@ -286,7 +227,7 @@ class OverlayWriter:
             self._container.close()
         except Exception:  # noqa: BLE001 - best effort on an error path
             pass
-        self._tmp.unlink(missing_ok=True)
+        self._pending.discard()
 
 
 def _encoder_name(av) -> str:

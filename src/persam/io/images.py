@@ -1,36 +1,115 @@
-"""Reading photos (any mode, EXIF-rotated) and writing overlays.
+"""The one image-file reader (size-guarded, any mode, EXIF-rotated) and overlay writing.
 
 Images: a path, a PIL image or an array. Whatever the source (grayscale,
-RGBA, palette, 16-bit, EXIF-rotated), the result is (H, W, 3) uint8 RGB in
-display orientation.
+RGBA, palette, CMYK, 16-bit, EXIF-rotated), the result is (H, W, 3) uint8
+RGB in display orientation.
+
+Every image file persam reads (photos, masks, video frames) is opened by
+:func:`open_image`, which refuses files of more than :func:`max_pixels`
+pixels (default 64 megapixels) from their header, before decoding: a small
+file can declare a huge image (a "decompression bomb"). Errors are one-line
+``ValueError``/``FileNotFoundError`` messages naming the file and the fix.
 """
 
 from __future__ import annotations
 
 import os
+import struct
+import threading
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from persam.io.atomic import atomic_save
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
+#: Default largest image (width x height) a file may declare: 64 megapixels.
+DEFAULT_MAX_PIXELS = 64_000_000
+_max_pixels: int | None = DEFAULT_MAX_PIXELS
+_UNSET = object()
+#: What a broken or hostile file makes Pillow's decoders raise.
+DECODE_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, SyntaxError, EOFError, struct.error,
+                  ZeroDivisionError, Image.DecompressionBombError)
+#: Pillow's own bomb check reads a module global; it is switched off (our limit applies instead) under this lock.
+_PIL_LIMIT_LOCK = threading.Lock()
 
-def open_image(source: str | os.PathLike) -> Image.Image:
-    """Open and decode an image file; one-line errors naming the file."""
+
+def max_pixels() -> int | None:
+    """The current pixel limit of :func:`open_image` (None = no limit)."""
+    return _max_pixels
+
+
+def set_max_pixels(limit: int | None) -> None:
+    """Set the pixel limit of :func:`open_image` for this process (e.g. from ``--max-pixels``).
+
+    Args:
+        limit: largest width x height accepted, or None for no limit.
+
+    Raises:
+        ValueError: ``limit`` is not a positive integer or None.
+    """
+    global _max_pixels
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"the pixel limit must be a positive whole number (or None for no limit), got {limit!r}")
+    _max_pixels = limit
+
+
+def _open_header(path: Path) -> Image.Image:
+    """``Image.open`` (header only) with Pillow's bomb check replaced by ours."""
+    with _PIL_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def open_image(source: str | os.PathLike, *, limit: int | None | object = _UNSET, load: bool = True) -> Image.Image:
+    """Open an image file, refuse it if it declares too many pixels, and decode it.
+
+    Args:
+        source: the file.
+        limit: largest width x height accepted; default :func:`max_pixels`;
+            None = no limit.
+        load: decode the pixels (False: header only, e.g. to read the size).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a readable image (unknown format, empty, truncated,
+            damaged), or more pixels than ``limit``.
+    """
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; check the path")
+    cap = _max_pixels if limit is _UNSET else limit
     try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        img = _open_header(path)
+    except DECODE_ERRORS as exc:
         raise ValueError(f"{path}: not a readable image ({exc.__class__.__name__}); pass a JPEG or PNG file") from None
+    w, h = img.size
+    if cap is not None and w * h > cap:
+        img.close()
+        raise ValueError(f"{path}: {w}x{h} is {w * h / 1e6:.4g} megapixels, above the limit of {cap / 1e6:g} "
+                         "megapixels (a guard against decompression bombs); downscale the image, or raise the "
+                         "limit (--max-pixels N) if you trust the file")
+    if load:
+        try:
+            img.load()
+        except DECODE_ERRORS as exc:
+            img.close()
+            raise ValueError(f"{path}: not a readable image ({exc.__class__.__name__}: {_first_line(exc)}); "
+                             "pass a complete JPEG or PNG file") from None
     return img
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:120] if text else "no detail"
 
 
 def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
@@ -58,7 +137,7 @@ def load_image(source: ImageLike) -> np.ndarray:
         ValueError: the file is not an image or the array has another shape.
     """
     if isinstance(source, Image.Image):
-        return _to_rgb_uint8(source)
+        return _convert(source, "the given image")
     if isinstance(source, np.ndarray):
         arr = source
         if arr.dtype == np.uint16:
@@ -72,7 +151,16 @@ def load_image(source: ImageLike) -> np.ndarray:
         if arr.ndim != 3 or arr.shape[2] not in (3, 4):
             raise ValueError(f"image array has shape {source.shape}; pass (H, W), (H, W, 3) or (H, W, 4)")
         return np.ascontiguousarray(arr[..., :3])
-    return _to_rgb_uint8(open_image(source))
+    with open_image(source) as img:
+        return _convert(img, str(source))
+
+
+def _convert(img: Image.Image, name: str) -> np.ndarray:
+    try:
+        return _to_rgb_uint8(img)
+    except DECODE_ERRORS as exc:
+        raise ValueError(f"{name}: cannot read the orientation or colours of this {img.mode} image "
+                         f"({exc.__class__.__name__}); save it again as an 8-bit RGB JPEG or PNG") from None
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 40, 40), alpha: float = 0.5) -> np.ndarray:

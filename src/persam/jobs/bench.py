@@ -34,8 +34,8 @@ The stages are run in rounds (one call of each stage per round, round 0 a
 warm-up), so a slow spell of a shared machine slows every stage alike and
 the ratios between stages stay meaningful.
 
-Times are wall-clock seconds (``time.perf_counter``); on CUDA the device is
-synchronised around each run.
+Times are wall-clock seconds (``persam.jobs.timing.seconds``: on CUDA and MPS
+the device is synchronised around each run).
 """
 
 from __future__ import annotations
@@ -43,12 +43,14 @@ from __future__ import annotations
 import resource
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Literal
 
 import numpy as np
 import torch
+
+from persam.jobs.synthetic import synthetic_photo
+from persam.jobs.timing import seconds
 
 #: Keys of ``BenchResult.to_dict()`` that are durations in seconds.
 TIMING_KEYS = ("encoder_s", "decoder_pass_s", "official_decoder_pass_s", "persam_extra_s", "persam_f_extra_s", "fit_s", "decode_only_s", "video_extra_s")
@@ -60,43 +62,6 @@ RATIO_KEYS = (
     "video_extra_over_encoder",
     "video_gflop_over_encoder",
 )
-
-
-def synthetic_photo(long_side: int, seed: int, center: tuple[float, float] = (0.45, 0.5),
-                    axes: tuple[float, float] = (0.2, 0.26)) -> tuple[np.ndarray, np.ndarray]:
-    """A deterministic test photo: textured background and a coloured ellipse.
-
-    Args:
-        long_side: width N of the photo; its height is ``round(0.75 N)``.
-        seed: seed of the texture, the colours and the noise.
-        center: (x, y) of the ellipse centre, as fractions of width and height.
-        axes: (x, y) half-axes of the ellipse, as fractions of width and height.
-
-    Returns:
-        (H, W, 3) uint8 RGB photo and its (H, W) bool object mask.
-    """
-    if long_side < 32:
-        raise ValueError(f"image size must be at least 32 pixels, got {long_side}")
-    w, h = int(long_side), int(round(0.75 * long_side))
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    u, v = x / w, y / h
-    background = np.empty((h, w, 3), dtype=np.float32)
-    for c in range(3):
-        wave = np.zeros((h, w), dtype=np.float32)
-        for _ in range(3):
-            fx, fy = rng.uniform(1.0, 9.0, size=2)
-            wave += np.sin(2 * np.pi * (fx * u + fy * v) + rng.uniform(0, 2 * np.pi)).astype(np.float32)
-        background[..., c] = rng.uniform(90, 150) + 18.0 * wave
-    ex = (u - center[0]) / axes[0]
-    ey = (v - center[1]) / axes[1]
-    r2 = ex * ex + ey * ey
-    mask = r2 <= 1.0
-    colour = np.array([215.0, 60.0, 45.0]) if seed % 2 == 0 else np.array([205.0, 70.0, 55.0])
-    shade = (1.0 - 0.25 * r2)[..., None]  # a lit, rounded object
-    photo = np.where(mask[..., None], colour * shade, background)
-    photo += rng.normal(0.0, 6.0, size=photo.shape).astype(np.float32)
-    return np.clip(photo + 0.5, 0, 255).astype(np.uint8), mask
 
 
 @dataclass(frozen=True)
@@ -196,15 +161,6 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def _seconds(fn: Callable[[], object], sync: Callable[[], None]) -> float:
-    """Wall time of one call of ``fn`` (device synchronised around it)."""
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
-
-
 def run_benchmark(
     model: str = "vit_t",
     checkpoint: str | None = None,
@@ -243,12 +199,6 @@ def run_benchmark(
     stage("loading the model")
     session = load(model, checkpoint, device=device, precision=precision, random_weights=random_weights, progress=False)
     backend = session.backend
-    if backend.device.type == "cuda":
-        sync = lambda: torch.cuda.synchronize(backend.device)  # noqa: E731
-    elif backend.device.type == "mps":
-        sync = torch.mps.synchronize
-    else:
-        sync = lambda: None  # noqa: E731
 
     encoded_ref = session.encode(ref_image)
     encoded_tgt = session.encode(tgt_image)
@@ -283,11 +233,11 @@ def run_benchmark(
         stage("warm-up" if round_ == 0 else f"round {round_}/{runs}")
         for name, fn in stages.items():
             calls = backend.encoder_calls
-            seconds = _seconds(fn, sync)
+            elapsed = seconds(fn, backend.device)
             if name in cached and backend.encoder_calls != calls:
                 raise RuntimeError("the image encoder ran during a decoder-only measurement; the timings are not valid")
             if round_:
-                times[name].append(seconds)
+                times[name].append(elapsed)
     medians = {name: statistics.median(values) for name, values in times.items()}
     stage("counting arithmetic")
     encoder_gflop = gflop(lambda: backend.encode(tgt_image))

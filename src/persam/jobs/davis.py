@@ -1,23 +1,23 @@
 """Running the video protocol on DAVIS 2017 (semi-supervised: first-frame annotation given).
 
-Layout (``persam.eval.datasets``): ``ROOT/JPEGImages/480p/<seq>/00000.jpg``,
+Layout (``persam.eval.davis``): ``ROOT/JPEGImages/480p/<seq>/00000.jpg``,
 ``ROOT/Annotations/480p/<seq>/00000.png``, ``ROOT/ImageSets/2017/val.txt``.
 Output: ``OUT_DIR/<seq>/<frame>.png`` palette PNGs of object ids, one per
-frame, named like the frames; ready for ``persam.eval.datasets.evaluate_davis``.
+frame, named like the frames; ready for ``persam.eval.davis.evaluate_davis``.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from persam.eval.datasets import Davis2017Dataset, read_label_mask
-from persam.eval.metrics import DAVIS_VOID_LABEL
-from persam.io import load_image, save_label_map
+from persam.eval.davis import Davis2017Dataset, DavisSequence, read_davis_labels
+from persam.eval.davis_metrics import DAVIS_VOID_LABEL
+from persam.io import first_frame_labels, load_image, save_label_map
+from persam.jobs.timing import stopwatch
 from persam.session.video import VideoSession, VideoSettings
 
 if TYPE_CHECKING:
@@ -93,26 +93,27 @@ def run_davis(
     out_root = Path(out_dir)
     runs = []
     for seq in dataset:
-        start = time.perf_counter()
-        first_path = seq.annotations[0]
-        if first_path.stem != seq.frames[0].stem:
-            raise ValueError(f"sequence {seq.name!r}: first annotation {first_path.name} does not match the first "
-                             f"frame {seq.frames[0].name}; the first frame must be annotated")
-        labels = read_label_mask(first_path)
-        labels = np.where(labels == DAVIS_VOID_LABEL, 0, labels).astype(np.uint8)
-        if not labels.any():
-            raise ValueError(f"{first_path}: the first-frame annotation has no object; sequence {seq.name!r} cannot be run")
-        first = load_image(seq.frames[0])
-        if labels.shape != first.shape[:2]:
-            raise ValueError(f"{first_path} is {labels.shape[1]}x{labels.shape[0]} but {seq.frames[0]} is "
-                             f"{first.shape[1]}x{first.shape[0]}; use annotations and frames of one resolution")
-        session = VideoSession(model, first, labels, finetune=finetune, settings=settings)
-        stream = session.run(_frames(seq.frames[1:]))
-        if progress is not None:
-            stream = progress(stream, len(seq.frames), seq.name, unit="frame")
-        count = 0
-        for index, frame_labels, _ in stream:
-            save_label_map(out_root / seq.name / f"{seq.frames[index].stem}.png", frame_labels)
-            count += 1
-        runs.append(SequenceRun(seq.name, count, tuple(session.object_ids), time.perf_counter() - start, tuple(session.notes)))
+        with stopwatch(model.backend.device) as lap:
+            session = _start_session(model, seq, finetune, settings)
+            stream = session.run(_frames(seq.frames[1:]))
+            if progress is not None:
+                stream = progress(stream, len(seq.frames), seq.name, unit="frame")
+            count = 0
+            for index, frame_labels, _ in stream:
+                save_label_map(out_root / seq.name / f"{seq.frames[index].stem}.png", frame_labels)
+                count += 1
+        runs.append(SequenceRun(seq.name, count, tuple(session.object_ids), lap.seconds, tuple(session.notes)))
     return runs
+
+
+def _start_session(model: "PersamModel", seq: DavisSequence, finetune: bool,
+                   settings: VideoSettings | None) -> VideoSession:
+    """A video session on the sequence's first frame and annotation (void pixels = background)."""
+    first_path = seq.annotations[0]
+    if first_path.stem != seq.frames[0].stem:
+        raise ValueError(f"sequence {seq.name!r}: first annotation {first_path.name} does not match the first "
+                         f"frame {seq.frames[0].name}; the first frame must be annotated")
+    first = load_image(seq.frames[0])
+    labels = first_frame_labels(read_davis_labels(first_path), first.shape[:2], name=str(first_path),
+                                frame=f"{seq.frames[0]} is", void=DAVIS_VOID_LABEL)
+    return VideoSession(model, first, labels, finetune=finetune, settings=settings)

@@ -2,46 +2,13 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
-import torch
+from persam.jobs.synthetic import synthetic_clip_frame
+from persam.jobs.timing import median_seconds
 
 if TYPE_CHECKING:
     from persam.session.photo import PersamModel
-
-COLOURS = ((215, 60, 45), (40, 90, 210), (60, 190, 70), (230, 200, 40), (170, 60, 200))
-
-
-def synthetic_clip_frame(long_side: int, n_objects: int, shift: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A textured (round(0.75 N), N) frame with ``n_objects`` coloured ellipses.
-
-    Args:
-        long_side: width N.
-        n_objects: ellipses, ids 1..n, spread along a diagonal.
-        shift: pixels every object is moved right (a later frame).
-        seed: texture seed.
-
-    Returns:
-        (H, W, 3) uint8 RGB frame and its (H, W) uint8 label map.
-    """
-    if long_side < 32 or n_objects < 1:
-        raise ValueError("long_side must be at least 32 and n_objects at least 1")
-    w, h = int(long_side), int(round(0.75 * long_side))
-    rng = np.random.default_rng(seed)
-    tiles = rng.integers(70, 170, size=(h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
-    frame = np.kron(tiles, np.ones((16, 16, 1), dtype=np.uint8))[:h, :w].copy()
-    labels = np.zeros((h, w), dtype=np.uint8)
-    y, x = np.mgrid[0:h, 0:w]
-    for i in range(n_objects):
-        cx = (i + 0.5) / n_objects * w + shift
-        cy = (0.3 + 0.4 * i / max(n_objects - 1, 1)) * h
-        inside = ((x - cx) / (0.35 * w / n_objects)) ** 2 + ((y - cy) / (0.15 * h)) ** 2 <= 1.0
-        frame[inside] = COLOURS[i % len(COLOURS)]
-        labels[inside] = i + 1
-    return frame, labels
 
 
 def video_frame_runner(model: "PersamModel", n_objects: int = 3, size: int = 1024) -> Callable[[], object]:
@@ -84,14 +51,4 @@ def video_frame_extra_s(model: "PersamModel", n_objects: int = 3, size: int = 10
     if runs < 1:
         raise ValueError(f"runs must be at least 1, got {runs}")
     run = video_frame_runner(model, n_objects, size)
-    backend = model.backend
-    sync = (lambda: torch.cuda.synchronize(backend.device)) if backend.device.type == "cuda" else (lambda: None)
-    run()
-    times = []
-    for _ in range(runs):
-        sync()
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(run, model.backend.device, runs=runs, warmup=1)

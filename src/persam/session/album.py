@@ -13,7 +13,6 @@ for SAM's 256x64x64) or float32 for masks bit-identical to a direct run.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from persam.backends import Backend, EncodedImage
+from persam.io.hashing import file_sha256
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -32,14 +32,6 @@ CREATE TABLE IF NOT EXISTS photos (
     dtype TEXT NOT NULL, shape TEXT NOT NULL, embedding BLOB NOT NULL
 );
 """
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass

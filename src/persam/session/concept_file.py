@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from persam.io.atomic import atomic_save
 from persam.session.photo import Concept, PersamModel
 from persam.method.presence import PresenceStats
 from persam.method.settings import PersamSettings
@@ -55,15 +55,7 @@ def save_concept(concept: Concept, path: str | os.PathLike) -> Path:
         "tensors_sha256": _digest(tensors),
     }
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"persam": json.dumps(meta)})
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save(out, lambda tmp: save_file(tensors, tmp, metadata={"persam": json.dumps(meta)}))
     return out
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from persam.backends import Backend, EncodedImage, create_backend
-from persam.io import ImageLike, load_image, load_mask
+from persam.io import ImageLike, load_image, read_binary_mask
 from persam.method.decoder import PromptRecord
 from persam.method.fit import merge_problems, optimise
 from persam.method.persam import segment_persam
@@ -137,7 +137,7 @@ class PersamModel:
         features, refs = [], []
         for img, msk in zip(images, masks):
             encoded = self.encode(img)
-            ref_mask = self._check_mask(load_mask(msk, label), encoded, _describe(msk))
+            ref_mask = self._check_mask(read_binary_mask(msk, label), encoded, _describe(msk))
             try:
                 features.append(masked_features(encoded, ref_mask, settings.cell_threshold))
             except ValueError as exc:

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from persam.backends.base import EncodedImage
-from persam.io import ImageLike, load_image
+from persam.io import ImageLike, first_frame_labels, load_image
 from persam.method.decoder import Prompt, PromptRecord, decode_many
 from persam.method.fit import optimise
 from persam.method.persam_f import fit_problems, weighted_start
@@ -166,20 +166,6 @@ class FramePrediction:
     prompts: dict[int, ObjectPrompt]
 
 
-def as_label_map(labels: np.ndarray) -> np.ndarray:
-    """Check and convert a first-frame label map to (H, W) uint8 (bool -> id 1)."""
-    arr = np.asarray(labels)
-    if arr.ndim != 2:
-        raise ValueError(f"the first-frame label map has shape {arr.shape}; pass an (H, W) array of object ids")
-    if arr.dtype == bool:
-        return arr.astype(np.uint8)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"the first-frame label map has dtype {arr.dtype}; pass integer object ids (uint8)")
-    if arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise ValueError("the first-frame label map has ids outside 0..255; pass uint8 object ids")
-    return arr.astype(np.uint8)
-
-
 class VideoSession:
     """Segments the objects of a first-frame label map in the following frames.
 
@@ -202,14 +188,9 @@ class VideoSession:
         self.finetune = finetune
         self.settings = settings or VideoSettings()
         frame = load_image(first_frame)
-        labels = as_label_map(first_labels)
         self.hw: tuple[int, int] = (int(frame.shape[0]), int(frame.shape[1]))
-        if labels.shape != self.hw:
-            raise ValueError(f"the first-frame mask is {labels.shape[1]}x{labels.shape[0]} but the frame is "
-                             f"{self.hw[1]}x{self.hw[0]}; pass the mask drawn on the first frame")
+        labels = first_frame_labels(first_labels, self.hw)
         self.object_ids: list[int] = [int(v) for v in np.unique(labels) if v != 0]
-        if not self.object_ids:
-            raise ValueError("the first-frame mask is empty (all 0); mark each object with its id (nonzero)")
         self.first_labels = labels
         self.notes: list[str] = []
         self.index = 0

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from persam.io import atomic_write_text, find_images, load_image, save_mask, save_overlay
+from persam.io import atomic_save, atomic_write_json, atomic_write_text, find_images, load_image, save_mask, save_overlay
 
 #: A plausible subject covers at least this fraction of the photo ...
 MIN_AREA = 0.01
@@ -121,16 +121,11 @@ def prepare_dataset(
         image_rel, mask_rel = f"images/{name}.png", f"masks/{name}.png"
         from PIL import Image
 
-        image_path = root / image_rel
-        image_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = image_path.with_name(f".{image_path.name}.tmp")
-        Image.fromarray(pixels).save(tmp, format="PNG")
-        os.replace(tmp, image_path)
+        atomic_save(root / image_rel, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
         save_mask(root / mask_rel, result.mask)
         save_overlay(root / "overlays" / f"{name}.jpg", pixels, result.mask)
         report.kept.append({"file_name": image_rel, "mask_file_name": mask_rel, "text": prompt})
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "rejected.json", json.dumps(report.rejected, indent=2) + "\n")
+    atomic_write_json(root / "rejected.json", report.rejected)
     atomic_write_text(root / "metadata.jsonl", "".join(json.dumps(row) + "\n" for row in report.kept))
     if not report.kept:
         raise ValueError(f"no photo kept ({len(report.rejected)} rejected, see {root / 'rejected.json'}); check the reference mask or pass --force")

@@ -120,9 +120,9 @@ def load_mask_tensor(path: Path, resolution: int) -> torch.Tensor:
     """(1, R, R) float {0, 1}, cropped like the photo."""
     from PIL import Image
 
-    from persam.io import load_mask
+    from persam.io import read_binary_mask
 
-    img = _square(Image.fromarray(load_mask(path).astype(np.uint8) * 255), resolution, Image.NEAREST)
+    img = _square(Image.fromarray(read_binary_mask(path).astype(np.uint8) * 255), resolution, Image.NEAREST)
     return torch.from_numpy(np.asarray(img) > 127).float()[None]
 
 

@@ -1,8 +1,5 @@
-"""Pure-numpy metrics reproducing the PerSAM (PerSeg) and DAVIS 2017 evaluation code.
+"""DAVIS 2017 semi-supervised metrics, as ``davis2017-evaluation`` computes them (pure numpy).
 
-PerSeg (PerSAM ``eval_miou.py``): object IoU = sum(intersection) / (sum(union) + 1e-10) over
-its test images, mIoU = mean over objects; boundary IoU (boundary-iou-api) likewise on
-:func:`mask_to_boundary` bands. DAVIS 2017 (``davis2017-evaluation``, semi-supervised):
 :func:`jaccard` and :func:`boundary_f` (F = ``.f``) per object and frame, :func:`db_statistics`
 per object, :func:`summarize_davis` over objects. Masks are ``(H, W)``, nonzero = object.
 """
@@ -15,179 +12,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
-BoolArray = NDArray[np.bool_]
-FloatArray = NDArray[np.float64]
+from persam.eval.common import BoolArray, FloatArray, as_mask, as_mask_pair, window_sum
 
 #: Label value of "void" pixels in DAVIS annotations.
 DAVIS_VOID_LABEL = 255
 
 
-def _as_mask(mask: ArrayLike, name: str) -> BoolArray:
-    arr = np.asarray(mask)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (H, W) mask, got an array of shape {arr.shape}")
-    return arr.astype(bool)
-
-
-def _as_pair(pred: ArrayLike, gt: ArrayLike) -> tuple[BoolArray, BoolArray]:
-    p, g = _as_mask(pred, "pred"), _as_mask(gt, "gt")
-    if p.shape != g.shape:
-        raise ValueError(f"pred has shape {p.shape} but gt has shape {g.shape}; expected equal (H, W)")
-    return p, g
-
-
 def _drop_void(pred: ArrayLike, gt: ArrayLike, void: ArrayLike | None) -> tuple[BoolArray, BoolArray]:
     """Both masks with the void pixels set to background."""
-    p, g = _as_pair(pred, gt)
+    p, g = as_mask_pair(pred, gt)
     if void is None:
         return p, g
-    v = _as_mask(void, "void")
+    v = as_mask(void, "void")
     if v.shape != p.shape:
         raise ValueError(f"void has shape {v.shape} but the masks have shape {p.shape}; expected equal (H, W)")
     return p & ~v, g & ~v
-
-
-def _window_sum(mask: BoolArray, half: int, axis: int) -> NDArray[np.int32]:
-    """Count of ones in the window ``[i - half, i + half]`` along ``axis`` (zeros outside), O(H*W)."""
-    n, width = mask.shape[axis], 2 * half + 1
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (half + 1, half)
-    csum = np.cumsum(np.pad(mask.astype(np.int32), pad), axis=axis, dtype=np.int32)
-    return csum[width:] - csum[:n] if axis == 0 else csum[:, width:] - csum[:, :n]
-
-
-def erode_square(mask: ArrayLike, iterations: int) -> BoolArray:
-    """Erode an ``(H, W)`` mask ``iterations`` times by a 3x3 square, zeros outside; ``(H, W)`` bool.
-
-    Equals a ``(2k+1)``-square minimum filter with zeros outside (boundary-iou-api's
-    ``cv2.erode`` of the mask padded by one zero pixel), done as separable window sums.
-    """
-    m = _as_mask(mask, "mask")
-    if iterations < 0:
-        raise ValueError(f"iterations must be >= 0, got {iterations}")
-    if iterations == 0:
-        return m.copy()
-    kx, ky = min(iterations, m.shape[1]), min(iterations, m.shape[0])  # larger k erodes everything too
-    rows: BoolArray = _window_sum(m, kx, axis=1) == 2 * kx + 1
-    eroded: BoolArray = _window_sum(rows, ky, axis=0) == 2 * ky + 1
-    return eroded
-
-
-def boundary_dilation(height: int, width: int, dilation_ratio: float = 0.02) -> int:
-    """Boundary band width ``d = max(1, int(round(ratio * sqrt(h^2 + w^2))))`` in pixels."""
-    return max(int(round(dilation_ratio * math.sqrt(height * height + width * width))), 1)
-
-
-def mask_to_boundary(mask: ArrayLike, dilation_ratio: float = 0.02, *, dilation: int | None = None) -> BoolArray:
-    """Inner boundary band ``mask & ~erode(mask, d)`` of an ``(H, W)`` mask (boundary-iou-api).
-
-    Pixels outside the image count as background, so a mask touching the border gets a
-    band along that border. ``dilation`` (pixels) overrides ``dilation_ratio`` (fraction of
-    the diagonal, see :func:`boundary_dilation`). Returns an ``(H, W)`` boolean array.
-    """
-    m = _as_mask(mask, "mask")
-    d = boundary_dilation(m.shape[0], m.shape[1], dilation_ratio) if dilation is None else dilation
-    return m & ~erode_square(m, d)
-
-
-@dataclass(frozen=True)
-class PerSegImageCounts:
-    """Pixel counts of one PerSeg test image: mask and boundary intersection/union."""
-
-    intersection: int
-    union: int
-    boundary_intersection: int
-    boundary_union: int
-
-    @property
-    def iou(self) -> float:
-        """Per-image IoU as a fraction; 1.0 when both masks are empty."""
-        return self.intersection / self.union if self.union else 1.0
-
-    @property
-    def boundary_iou(self) -> float:
-        """Per-image boundary IoU as a fraction; defined as 1.0 when both boundaries are empty."""
-        return self.boundary_intersection / self.boundary_union if self.boundary_union else 1.0
-
-
-def perseg_image_counts(pred: ArrayLike, gt: ArrayLike, dilation_ratio: float = 0.02) -> PerSegImageCounts:
-    """Intersection/union counts of two ``(H, W)`` masks and of their boundary bands."""
-    p, g = _as_pair(pred, gt)
-    pb, gb = mask_to_boundary(p, dilation_ratio), mask_to_boundary(g, dilation_ratio)
-    return PerSegImageCounts(
-        intersection=int(np.count_nonzero(p & g)),
-        union=int(np.count_nonzero(p | g)),
-        boundary_intersection=int(np.count_nonzero(pb & gb)),
-        boundary_union=int(np.count_nonzero(pb | gb)),
-    )
-
-
-def boundary_iou(pred: ArrayLike, gt: ArrayLike, dilation_ratio: float = 0.02) -> float:
-    """Boundary IoU of one ``(H, W)`` image pair as a fraction (1.0 when both boundaries are empty)."""
-    return perseg_image_counts(pred, gt, dilation_ratio).boundary_iou
-
-
-@dataclass(frozen=True)
-class PerSegObjectScore:
-    """Summed counts of one PerSeg object over its test images; ``iou``/``biou`` in percent."""
-
-    name: str
-    num_images: int
-    intersection: int
-    union: int
-    boundary_intersection: int
-    boundary_union: int
-
-    @property
-    def iou(self) -> float:
-        """``100 * sum(intersection) / (sum(union) + 1e-10)``."""
-        return 100.0 * self.intersection / (self.union + 1e-10)
-
-    @property
-    def biou(self) -> float:
-        """Boundary IoU aggregated like :attr:`iou`, in percent."""
-        return 100.0 * self.boundary_intersection / (self.boundary_union + 1e-10)
-
-
-def score_perseg_object(name: str, images: Iterable[PerSegImageCounts]) -> PerSegObjectScore:
-    """Sum the per-image counts of one object."""
-    counts = list(images)
-    return PerSegObjectScore(
-        name=name,
-        num_images=len(counts),
-        intersection=sum(c.intersection for c in counts),
-        union=sum(c.union for c in counts),
-        boundary_intersection=sum(c.boundary_intersection for c in counts),
-        boundary_union=sum(c.boundary_union for c in counts),
-    )
-
-
-@dataclass(frozen=True)
-class PerSegReport:
-    """PerSeg results: per-object scores and the means over objects (percent)."""
-
-    objects: tuple[PerSegObjectScore, ...]
-    miou: float
-    mbiou: float
-
-    def as_dict(self) -> dict[str, float | dict[str, float]]:
-        """``{"mIoU": .., "bIoU": .., "<object>": {"IoU": .., "bIoU": ..}, ...}`` in percent."""
-        out: dict[str, float | dict[str, float]] = {"mIoU": self.miou, "bIoU": self.mbiou}
-        out.update({o.name: {"IoU": o.iou, "bIoU": o.biou} for o in self.objects})
-        return out
-
-
-def summarize_perseg(objects: Iterable[PerSegObjectScore]) -> PerSegReport:
-    """Average the per-object IoU and bIoU (percent)."""
-    objs = tuple(objects)
-    if not objs:
-        raise ValueError("no PerSeg objects to summarise; expected at least one object")
-    return PerSegReport(objs, float(np.mean([o.iou for o in objs])), float(np.mean([o.biou for o in objs])))
-
-
-# --------------------------------------------------------------------------- DAVIS
 
 
 def seg2bmap(seg: ArrayLike) -> BoolArray:
@@ -197,7 +38,7 @@ def seg2bmap(seg: ArrayLike) -> BoolArray:
     (zeros outside); the last row compares only to the right, the last column only to
     the bottom, and the bottom-right pixel is never boundary.
     """
-    s0 = _as_mask(seg, "seg")
+    s0 = as_mask(seg, "seg")
     east, south, south_east = np.zeros_like(s0), np.zeros_like(s0), np.zeros_like(s0)
     east[:, :-1] = s0[:, 1:]
     south[:-1, :] = s0[1:, :]
@@ -223,7 +64,7 @@ def dilate_disk(mask: ArrayLike, radius: int) -> BoolArray:
     The disk is split into rows: offset ``dy`` spans half-width ``isqrt(r^2 - dy^2)``. Each
     distinct span is a 1-D running max (cumulative sum); shifted rows are OR-ed.
     """
-    m = _as_mask(mask, "mask")
+    m = as_mask(mask, "mask")
     if radius < 0:
         raise ValueError(f"disk radius must be >= 0, got {radius}")
     h, w = m.shape
@@ -232,7 +73,7 @@ def dilate_disk(mask: ArrayLike, radius: int) -> BoolArray:
     for dy in range(-min(radius, h - 1), min(radius, h - 1) + 1):
         half = math.isqrt(radius * radius - dy * dy)
         if half not in spans:
-            spans[half] = m if half == 0 else _window_sum(m, min(half, w), axis=1) > 0
+            spans[half] = m if half == 0 else window_sum(m, min(half, w), axis=1) > 0
         if dy >= 0:  # out[y] |= span[y + dy]
             out[: h - dy] |= spans[half][dy:]
         else:
