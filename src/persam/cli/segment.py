@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +14,7 @@ import numpy as np
 
 from persam.cli.common import add_model_options, load_model, progress, user_errors, warn
 from persam.cli.references import add_reference_options, build_concept
+from persam.jobs.outputs import Done, OutputOptions, Outputs, write_result
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,46 +39,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-@dataclass
-class Outputs:
-    """What a batch wrote, for manifest.json and annotations.json."""
-
-    root: Path
-    entries: list[dict] = field(default_factory=list)
-    coco_images: list[dict] = field(default_factory=list)
-    coco_annotations: list[dict] = field(default_factory=list)
-
-    def add(self, done: "Done") -> None:
-        """Record one photo, numbering its COCO records."""
-        self.entries.append(done.entry)
-        if done.coco is not None:
-            image, annotations = done.coco
-            image_id = len(self.coco_images) + 1
-            self.coco_images.append({"id": image_id, **image})
-            for ann in annotations:
-                self.coco_annotations.append({"id": len(self.coco_annotations) + 1, "image_id": image_id, **ann})
-
-    def write_json(self, name: str, payload: object) -> None:
-        from persam.io import atomic_write_text
-
-        atomic_write_text(self.root / name, json.dumps(payload, indent=2) + "\n")
-
-
-def coco_records(path: Path, shape: tuple[int, int], results: list) -> tuple[dict, list[dict]]:
-    """COCO image and annotation records (without ids) of one photo's present results."""
-    from pycocotools import mask as mask_utils
-
-    image = {"file_name": str(path), "height": shape[0], "width": shape[1]}
-    annotations = []
-    for r in results:
-        rle = mask_utils.encode(np.asfortranarray(r.mask.astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode("ascii")
-        x0, y0, w, h = (float(v) for v in mask_utils.toBbox(rle))
-        annotations.append({"category_id": 1, "segmentation": rle, "area": int(r.mask.sum()), "bbox": [x0, y0, w, h],
-                            "iscrowd": 0, "score": float(r.score), "present": bool(r.present)})
-    return image, annotations
-
-
 def segment_one(concept, image, args: argparse.Namespace) -> tuple[np.ndarray, list]:
     """(mask or label map, results) of one photo, as the options ask."""
     detect = args.detect_absent or args.presence_threshold is not None
@@ -88,40 +47,6 @@ def segment_one(concept, image, args: argparse.Namespace) -> tuple[np.ndarray, l
         return found.labels, found.instances
     result = concept.segment(image, detect_absent=detect)
     return result.mask, [result]
-
-
-@dataclass
-class Done:
-    """What one photo produced: its manifest entry and, with --format coco, its records."""
-
-    entry: dict
-    coco: tuple[dict, list[dict]] | None = None
-
-    @classmethod
-    def skipped(cls, path: Path, exc: Exception) -> "Done":
-        return cls({"input": str(path), "status": "skipped", "reason": str(exc)})
-
-
-def write_result(root: Path, path: Path, stem: Path, pixels, written: np.ndarray, results: list, args) -> Done:
-    """Write one photo's mask (and overlay) under ``root``; safe to call from several threads."""
-    from persam.io import save_label_map, save_mask, save_overlay
-
-    target = root / stem.with_suffix(".png")
-    if args.max_instances > 1:
-        save_label_map(target, written)
-        tint = written > 0
-    else:
-        save_mask(target, written)
-        tint = written
-    entry = {"input": str(path), "status": "written", "mask": str(target.relative_to(root)),
-             "present": any(r.present for r in results), "instances": sum(r.present for r in results),
-             "scores": [round(float(r.score), 6) for r in results]}
-    if args.overlay and pixels is not None:
-        overlay_path = root / f"{stem}_overlay.jpg"
-        save_overlay(overlay_path, pixels, tint)
-        entry["overlay"] = str(overlay_path.relative_to(root))
-    coco = coco_records(path, written.shape, [r for r in results if r.present]) if args.format == "coco" else None
-    return Done(entry, coco)
 
 
 def default_workers(device) -> int:
@@ -185,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no image files among the targets; pass .jpg/.png files or folders holding them (or --index FILE)")
     model = load_model(args)
     concept = build_concept(args, model)
-    outputs = Outputs(Path(args.output))
+    outputs = Outputs(Path(args.output), OutputOptions(args.max_instances, args.overlay, args.format == "coco"))
     errors = user_errors()
     workers = args.workers if args.workers is not None else default_workers(model.backend.device)
 
@@ -194,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             written, results = segment_one(concept, image, args)
         except errors as exc:
             return Done.skipped(path, exc)
-        return write_result(outputs.root, path, stem, pixels, written, results, args)
+        return write_result(outputs.root, path, stem, pixels, written, results, outputs.options)
 
     def submitted(pool):
         """Read each photo (or its stored embedding) here, segment and write it in the pool."""
@@ -216,10 +141,7 @@ def run(args: argparse.Namespace) -> int:
             if done.entry["status"] == "skipped":
                 warn(f"skipped {done.entry['input']}: {done.entry['reason']}")
             outputs.add(done)
-    outputs.write_json("manifest.json", {"method": concept.method, "model": model.backend.name, "inputs": outputs.entries})
-    if args.format == "coco":
-        outputs.write_json("annotations.json", {"images": outputs.coco_images, "annotations": outputs.coco_annotations,
-                                                "categories": [{"id": 1, "name": "concept"}]})
+    outputs.save(concept.method, model.backend.name)
     failed = sum(e["status"] == "skipped" for e in outputs.entries)
     if failed:
         warn(f"{failed} of {len(targets)} targets skipped; the others were written to {outputs.root} (see manifest.json)")
