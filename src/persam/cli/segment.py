@@ -8,13 +8,15 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterator
 
 from persam.cli.common import add_model_options, load_model, progress, user_errors, warn
 from persam.cli.references import add_reference_options, build_concept
-from persam.jobs.outputs import Done, OutputOptions, Outputs, write_result
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from persam.jobs.outputs import Done
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def segment_one(concept, image, args: argparse.Namespace) -> tuple[np.ndarray, list]:
+def segment_one(concept, image, args: argparse.Namespace) -> "tuple[np.ndarray, list]":
     """(mask or label map, results) of one photo, as the options ask."""
     detect = args.detect_absent or args.presence_threshold is not None
     if args.max_instances > 1:
@@ -91,6 +93,7 @@ def index_targets(paths: list[str]) -> list[tuple[Path, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     from persam.io import find_images, load_image
+    from persam.jobs.outputs import Done, OutputOptions, Outputs, write_result
 
     if args.concept and args.ref:
         raise ValueError("pass either --concept FILE or --ref/--ref-mask, not both")
