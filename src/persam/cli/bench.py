@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from persam.jobs.bench import run_benchmark
     from persam.cli.common import write_json
 
+    if args.random_weights and args.checkpoint:
+        raise ValueError(f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them")
     if args.runs < 1:
         raise ValueError(f"--runs must be at least 1, got {args.runs}")
     if args.image_size < 32:

@@ -34,6 +34,9 @@ def device_name(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+DEFAULT_MODEL = "vit_t"
+
+
 def model_help() -> str:
     """``--model`` help naming the offered backends."""
     from persam.backends.registry import offered_names
@@ -47,11 +50,11 @@ DEVICE_HELP = "cpu, cuda, cuda:N (GPU index) or mps; default: cuda, then mps, th
 def add_model_options(parser: argparse.ArgumentParser, precision: bool = True) -> None:
     """--model, --checkpoint, --device, --precision (unless ``precision`` is False), --random-weights."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", type=model_name, default="vit_t", metavar="NAME", help=model_help())
+    group.add_argument("--model", type=model_name, metavar="NAME", help=model_help())
     group.add_argument("--checkpoint", metavar="PATH", help="local weights file (official key layout) instead of the download")
     group.add_argument("--device", type=device_name, metavar="DEVICE", help=DEVICE_HELP)
     if precision:
-        group.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs); the decoder stays fp32")
+        group.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs; default fp32); the decoder stays fp32")
     group.add_argument("--random-weights", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -60,12 +63,24 @@ def load_model(args: argparse.Namespace):
     from persam.session.photo import load
 
     return load(
-        args.model,
+        args.model or DEFAULT_MODEL,
         args.checkpoint,
         device=args.device,
-        precision=getattr(args, "precision", "fp32"),
+        precision=getattr(args, "precision", None) or "fp32",
         random_weights=getattr(args, "random_weights", False),
     )
+
+
+def given_model_options(args: argparse.Namespace) -> list[str]:
+    """The model options given on the command line (their defaults are None / False)."""
+    names = ("model", "checkpoint", "device", "precision", "random_weights")
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) not in (None, False)]
+
+
+def refuse(options: list[str], reason: str) -> None:
+    """ValueError (exit 2) naming the ``options`` that would be ignored, unless there are none."""
+    if options:
+        raise ValueError(f"{' and '.join(options)} {'has' if len(options) == 1 else 'have'} no effect {reason}; drop {'it' if len(options) == 1 else 'them'}")
 
 
 def progress(items: Iterable[T], total: int, desc: str, unit: str = "img") -> Iterator[T]:

@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (checkpoints/, pipeline/)")
     tr.add_argument("--class-data", metavar="DIR", help="class images for prior preservation")
     tr.add_argument("--class-prompt", help='e.g. "a photo of a dog" (with --class-data)')
-    tr.add_argument("--prior-weight", type=float, default=1.0, help="weight of the prior-preservation loss (default 1.0)")
+    tr.add_argument("--prior-weight", type=float, help="weight of the prior-preservation loss (with --class-data; default 1.0)")
     tr.add_argument("--steps", type=int, default=400, help="total optimiser steps (default 400)")
     tr.add_argument("--lr", type=float, default=5e-6, help="learning rate (default 5e-6)")
     tr.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no", help="accelerate mixed precision (default no)")
@@ -73,9 +73,11 @@ def run_prepare(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from persam.jobs.dreambooth.train import MissingExtrasError, TrainConfig, train
 
+    if args.prior_weight is not None and args.class_data is None:
+        raise ValueError("--prior-weight has no effect without --class-data DIR (no prior-preservation loss); drop it or pass --class-data and --class-prompt")
     config = TrainConfig(
         data=args.data, model=args.base_model, instance_prompt=args.instance_prompt, output=args.output,
-        class_data=args.class_data, class_prompt=args.class_prompt, prior_weight=args.prior_weight, steps=args.steps,
+        class_data=args.class_data, class_prompt=args.class_prompt, prior_weight=1.0 if args.prior_weight is None else args.prior_weight, steps=args.steps,
         lr=args.lr, mixed_precision=args.mixed_precision, resolution=args.resolution, batch_size=args.batch_size,
         seed=args.seed, dilate=args.dilate, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         gradient_checkpointing=args.gradient_checkpointing,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from persam.cli.common import add_model_options, load_model, progress, warn, write_json
+from persam.cli.common import add_model_options, given_model_options, load_model, progress, refuse, write_json
 from persam.method.settings import COMPONENTS, PersamSettings
 
 METHODS = ("persam", "persam-f")
@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     dv.add_argument("root", metavar="ROOT", help="DAVIS 2017 root (Annotations/480p/<seq>/, ImageSets/2017/val.txt)")
     dv.add_argument("--pred", metavar="DIR", help="score predictions DIR/<seq>/00000.png (palette or grayscale object ids) instead of running the model")
-    dv.add_argument("--method", choices=["persam-f", "persam"], default="persam-f", help="video method to run (default persam-f, as the paper's DAVIS figure)")
+    dv.add_argument("--method", choices=["persam-f", "persam"], help="video method to run (default persam-f, as the paper's DAVIS figure)")
     dv.add_argument("-o", "--output", metavar="DIR", help="where to write the predicted palette PNGs (default ./persam-eval/davis-<method>)")
     dv.add_argument("--sequences", metavar="A,B", help="comma-separated sequences (default: ImageSets/2017/val.txt)")
     dv.add_argument("--json", metavar="FILE", help="also write the global and per-object figures as JSON")
@@ -92,8 +92,8 @@ def run_perseg(args: argparse.Namespace) -> int:
     method = args.method or "persam"
     info: dict[str, object] = {"method": None, "model": None, "settings": None}
     if args.pred is not None:
-        if args.method is not None or args.without or args.output is not None:
-            warn("--method, --without and --output are ignored with --pred (the masks in it are only scored)")
+        given = [n for n, v in (("--method", args.method), ("--without", args.without), ("--output", args.output)) if v]
+        refuse(given + given_model_options(args), "with --pred (the masks in it are only scored)")
         pred_dir = Path(args.pred)
     else:
         if method == "persam-f" and args.without:
@@ -154,14 +154,18 @@ def run_davis(args: argparse.Namespace) -> int:
         if not sequences:
             raise ValueError("--sequences is empty; pass comma-separated sequence names, e.g. bear,blackswan")
     pred = args.pred
-    if pred is None:
+    if pred is not None:
+        given = [n for n, v in (("--method", args.method), ("--output", args.output)) if v]
+        refuse(given + given_model_options(args), "with --pred (the predictions in it are only scored)")
+    else:
         from persam.eval.datasets import Davis2017Dataset
         from persam.jobs.davis import run_davis as run_video
 
         Davis2017Dataset(args.root, sequences)  # a malformed layout fails before the model loads
-        pred = args.output or str(Path("persam-eval") / f"davis-{args.method}")
+        method = args.method or "persam-f"
+        pred = args.output or str(Path("persam-eval") / f"davis-{method}")
         model = load_model(args)
-        run_video(model, args.root, pred, finetune=args.method == "persam-f", sequences=sequences, progress=progress)
+        run_video(model, args.root, pred, finetune=method == "persam-f", sequences=sequences, progress=progress)
     args.pred = pred
     report = evaluate_davis(args.root, pred, sequences)
     glob = report.as_dict(per_object=False)
