@@ -64,7 +64,9 @@ def test_index_then_segment_decoder_only(album, tiny_checkpoint, capsys):
     assert main(["index", str(album / "photos"), "-o", str(idx), "--dtype", "float32", *args]) == 0
     assert "3 encoded now" in capsys.readouterr().out
     assert main(["index", str(album / "photos"), "-o", str(idx), *args]) == 0
-    assert "0 encoded now, 3 unchanged" in capsys.readouterr().out
+    assert "0 encoded now, 3 unchanged, 0 skipped" in capsys.readouterr().out
+    assert main(["index", str(album / "photos"), "-o", str(idx), "--quiet", *args]) == 0
+    assert capsys.readouterr().out == ""
     concept = album / "c.persam"
     main(["personalize", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"), "-o", str(concept), *args])
     out_idx, out_direct = album / "from_index", album / "direct"

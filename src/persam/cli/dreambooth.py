@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from persam.cli.common import add_model_options, load_model, progress, warn
+from persam.cli.common import (
+    add_model_options, add_quiet_option, check_inputs_exist, check_output_folder, load_model, progress, summary, warn,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--force", action="store_true", help="keep photos whose mask is absent or implausible (still listed in rejected.json)")
     prep.add_argument("-o", "--output", required=True, metavar="DATA", help="data folder to write")
     add_model_options(prep)
+    add_quiet_option(prep)
     prep.set_defaults(func=run_prepare)
 
     tr = dsub.add_parser(
@@ -59,6 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from persam.jobs.dreambooth.prepare import prepare_dataset
 
+    check_output_folder(args.output)
+    check_inputs_exist([args.ref, args.ref_mask, args.checkpoint, *args.photos], "input")
     model = load_model(args)
     concept = model.personalize(args.ref, args.ref_mask, finetune=args.finetune)
     report = prepare_dataset(concept, args.photos, args.output, prompt=args.prompt, force=args.force,
@@ -66,7 +71,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     for entry in report.rejected:
         verb = "kept (--force)" if entry["included"] else "rejected"
         warn(f"{verb} {entry['photo']}: {entry['reason']}")
-    warn(f"{len(report.kept)} photos written to {report.root} ({len(report.rejected)} flagged, see rejected.json)")
+    summary(args, f"persam dreambooth prepare: {len(report.kept)} photos written to {report.root} "
+                  f"({len(report.rejected)} flagged, see rejected.json)")
     return 0
 
 
