@@ -62,6 +62,8 @@ def load_model(args: argparse.Namespace):
     """The session model from the parsed model options."""
     from persam.session.photo import load
 
+    if getattr(args, "random_weights", False) and args.checkpoint:
+        raise ValueError(f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them")
     if getattr(args, "random_weights", False):  # the same random weights every run (a re-run may resume)
         import torch
 
