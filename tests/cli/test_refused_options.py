@@ -135,3 +135,23 @@ def test_method_refusals_are_usage_errors(tmp_path, capsys, monkeypatch) -> None
     assert main(["personalize", "--ref", f["p"], "--ref-mask", f["m"], "--finetune", "--without", "semantic-prompt",
                  "-o", str(tmp_path / "x.persam"), *TINY]) == 2
     assert "PerSAM-F does not use semantic-prompt" in one_line_error(capsys)
+
+
+def test_output_paths_are_checked_before_the_model(tmp_path, capsys, no_model) -> None:
+    f = _files(tmp_path)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cases = [
+        ["personalize", "--ref", f["p"], "--ref-mask", f["m"], "-o", str(folder), *TINY],
+        ["personalize", "--ref", f["p"], "--ref-mask", f["m"], "-o", str(blocker / "c.persam"), *TINY],
+        ["bench", "--model", "sam_tiny", "--random-weights", "--json", str(folder)],
+        ["dreambooth", "train", str(tmp_path), "--base-model", str(tmp_path), "--instance-prompt", "x", "-o", str(blocker)],
+        ["dreambooth", "prepare", f["p"], "--ref", f["p"], "--ref-mask", f["m"], "-o", str(blocker), *TINY],
+        ["index", f["p"], "-o", str(folder), *TINY],
+    ]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        line = one_line_error(capsys)
+        assert "is a folder" in line or "is a file" in line, line

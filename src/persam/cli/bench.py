@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from persam.cli.common import DEVICE_HELP, device_name, model_help, model_name
+from persam.cli.common import DEVICE_HELP, check_output_file, device_name, model_help, model_name
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.random_weights and args.checkpoint:
         raise ValueError(f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them")
+    if args.json:
+        check_output_file(args.json, "--json")
     if args.runs < 1:
         raise ValueError(f"--runs must be at least 1, got {args.runs}")
     if args.image_size < 32:

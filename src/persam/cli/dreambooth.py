@@ -79,6 +79,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from persam.jobs.dreambooth.train import MissingExtrasError, TrainConfig, train
 
+    check_output_folder(args.output)
     if args.prior_weight is not None and args.class_data is None:
         raise ValueError("--prior-weight has no effect without --class-data DIR (no prior-preservation loss); drop it or pass --class-data and --class-prompt")
     config = TrainConfig(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from persam.cli.common import add_model_options, given_model_options, load_model, progress, refuse, write_json
+from persam.cli.common import (
+    add_model_options, check_output_file, check_output_folder, given_model_options, load_model, progress, refuse, write_json,
+)
 from persam.method.settings import COMPONENTS, PersamSettings
 
 METHODS = ("persam", "persam-f")
@@ -88,6 +90,8 @@ def predict_perseg(dataset, model, out: Path, method: str, settings: PersamSetti
 def run_perseg(args: argparse.Namespace) -> int:
     from persam.eval.datasets import PerSegDataset, evaluate_perseg
 
+    if args.json:
+        check_output_file(args.json, "--json")
     dataset = PerSegDataset(args.root)  # a broken layout fails here, before the model loads
     method = args.method or "persam"
     info: dict[str, object] = {"method": None, "model": None, "settings": None}
@@ -99,7 +103,7 @@ def run_perseg(args: argparse.Namespace) -> int:
         if method == "persam-f" and args.without:
             raise ValueError("--without applies to training-free PerSAM only; PerSAM-F does not use these components")
         settings = PersamSettings().without(*args.without)
-        pred_dir = Path(args.output) if args.output else default_perseg_out(method, args.without)
+        pred_dir = check_output_folder(args.output if args.output else default_perseg_out(method, args.without))
         model = load_model(args)
         predict_perseg(dataset, model, pred_dir, method, settings)
         backend = model.backend
@@ -163,7 +167,9 @@ def run_davis(args: argparse.Namespace) -> int:
 
         Davis2017Dataset(args.root, sequences)  # a malformed layout fails before the model loads
         method = args.method or "persam-f"
-        pred = args.output or str(Path("persam-eval") / f"davis-{method}")
+        pred = str(check_output_folder(args.output or Path("persam-eval") / f"davis-{method}"))
+        if args.json:
+            check_output_file(args.json, "--json")
         model = load_model(args)
         run_video(model, args.root, pred, finetune=method == "persam-f", sequences=sequences, progress=progress)
     args.pred = pred
