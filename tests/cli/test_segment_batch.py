@@ -236,3 +236,18 @@ def test_empty_file_as_index_is_an_error(tmp_path, refs, capsys, no_model) -> No
     assert main(["segment", *refs, "--index", str(idx), "-o", str(tmp_path / "o"), *TINY]) == 2
     assert "empty.idx" in one_line_error(capsys)
     assert idx.stat().st_size == 0
+
+
+def test_indexed_photo_deleted_since_is_segmented_from_its_embedding(tmp_path, refs, capsys, tiny_checkpoint) -> None:
+    photos = tmp_path / "photos"
+    for i in range(2):
+        save_photo(photos / f"p{i}.png", i)
+    idx = tmp_path / "album.idx"
+    model = ["--model", "sam_tiny", "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]
+    assert main(["index", str(photos), "-o", str(idx), *model]) == 0
+    (photos / "p1.png").unlink()
+    out = tmp_path / "o"
+    assert main(["segment", *refs, "--index", str(idx), "-o", str(out), *model]) == 0
+    assert (out / "p1.png").is_file()
+    assert main(["segment", *refs, "--index", str(idx), "-o", str(out), *model]) == 0
+    assert "1 by an earlier run" in capsys.readouterr().out.splitlines()[-1]  # p0 (unchanged) is not redone; p1 has no file to compare

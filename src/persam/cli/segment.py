@@ -2,8 +2,9 @@
 
 Batch behaviour: every check that needs no model runs first (paths, output folder, optional packages);
 photos under the output folder are not inputs; output names never collide (``persam.jobs.outputs``);
-``manifest.json`` is rewritten (atomically) after each photo with ``"complete": false`` until the end, so a
-run stopped by Ctrl-C or killed leaves a consistent manifest, and the same command again skips the photos
+``manifest.json`` is rewritten (atomically) as photos finish (after each one, or every second for fast
+photos in big batches) with ``"complete": false`` until the end, so a run stopped by Ctrl-C, an error or a
+kill leaves a consistent manifest, and the same command again skips the photos
 already written with the same settings (``--overwrite`` redoes them).
 
 ``--workers N`` shares torch's threads among N photos at a time. Matrix products summed over a different
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -125,7 +127,7 @@ def check_args(args: argparse.Namespace) -> Path:
     check_reference_options(args)
     if args.index and args.targets:
         raise ValueError(f"pass either TARGET photos or --index {args.index} (its photos are the targets), not both")
-    if args.index and args.concept and args.precision == "bf16":
+    if args.index and args.concept and args.precision is not None:
         raise ValueError("--precision has no effect with --index and --concept (nothing is encoded: the index holds the "
                          "embeddings); drop it, or index the photos with `persam index --precision bf16`")
     if args.max_instances < 1:
@@ -204,8 +206,16 @@ def run(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else default_workers(model.backend.device)
     reused = 0
 
-    def save(complete: bool) -> None:
+    pace = {"last": 0.0, "cost": 0.0}
+
+    def save(complete: bool, now: bool = True) -> None:
+        """Write the manifest; with ``now=False`` only if the last write is older than 1 s and than 10 times
+        its own duration (big batches spend at most about a tenth of their time rewriting it)."""
+        start = time.monotonic()
+        if not now and start - pace["last"] < max(1.0, 10 * pace["cost"]):
+            return
         outputs.save(concept.method, model.backend.name, settings=settings, complete=complete)
+        pace["last"], pace["cost"] = time.monotonic(), time.monotonic() - start
 
     def job(path: Path, stem: Path, pixels, image, sha: str) -> Done:
         try:
@@ -221,9 +231,9 @@ def run(args: argparse.Namespace) -> int:
         nonlocal reused
         for path, stem in targets:
             try:
-                sha = file_sha256(path)
+                sha = file_sha256(path) if album is None or Path(path).is_file() else None  # indexed: the embedding suffices
                 before = previous.get(str(path))
-                if before is not None and before.entry.get("sha256") == sha and before.entry["mask"] == stem.with_suffix(".png").as_posix():
+                if before is not None and sha is not None and before.entry.get("sha256") == sha and before.entry["mask"] == stem.with_suffix(".png").as_posix():
                     reused += 1
                     yield None, before
                     continue
@@ -237,28 +247,32 @@ def run(args: argparse.Namespace) -> int:
                 continue
             yield pool.submit(job, path, stem, pixels, image, sha), None
 
-    def record(item: tuple[Future | None, Done | None]) -> None:
+    def result(item: tuple[Future | None, Done | None]) -> Done:
         future, done = item
-        done = done if future is None else future.result()
+        return done if future is None else future.result()
+
+    def add(done: Done) -> None:
         if done.entry["status"] == "skipped":
             warn(f"skipped {done.entry['input']}: {done.entry['reason']}")
         outputs.add(done)
-        save(complete=False)
+        save(complete=False, now=False)
 
     window: deque = deque()
-    current: list = []
+    current: list = []  # the item being waited for, while it is
     try:
         with worker_threads(workers) as pool:
             for item in progress(_ordered(submitted(pool), 2 * workers, window), len(targets), "segment"):
                 current[:] = [item]
-                record(item)
+                done = result(item)
                 current.clear()
-    except KeyboardInterrupt:
+                add(done)
+    except BaseException:  # Ctrl-C or an unexpected error
         # the pool has finished the photos it was segmenting and dropped the others: record those, in order
         for item in [*current, *window]:
             if not _finished(item):
                 break
-            record(item)
+            add(result(item))
+        save(complete=False)
         raise
     finally:
         if album is not None:
