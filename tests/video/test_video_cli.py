@@ -77,7 +77,7 @@ def test_frame_folder_with_binary_mask_and_finetune(tmp_path, clip, capsys):
     out, overlay = tmp_path / "out", tmp_path / "ov.mp4"
     rc = main(["video", str(folder), "--mask", str(mask), "-o", str(out), "--finetune", "--overlay-video", str(overlay), *TINY])
     assert rc == 0
-    assert capsys.readouterr().out.strip() == f"persam video: {len(clip.frames)} frames of 1 objects written to {out} and {overlay}"
+    assert capsys.readouterr().out.strip() == f"persam video: {len(clip.frames)} frames of 1 object written to {out} and {overlay}"
     first = np.asarray(Image.open(out / "00000.png"))
     assert set(np.unique(first)) == {0, 1}  # 0/255 -> one object, id 1
     for i in range(1, len(clip.frames)):

@@ -9,9 +9,9 @@ import os
 import sys
 from typing import Iterable, Iterator, TypeVar
 
-T = TypeVar("T")
-
 from persam.jobs.errors import USER_ERRORS, user_errors  # noqa: F401  (errors reported in one line, exit 2)
+
+T = TypeVar("T")
 
 
 def model_name(value: str) -> str:
@@ -47,14 +47,13 @@ def model_help() -> str:
 DEVICE_HELP = "cpu, cuda, cuda:N (GPU index) or mps; default: cuda, then mps, then cpu"
 
 
-def add_model_options(parser: argparse.ArgumentParser, precision: bool = True) -> None:
-    """--model, --checkpoint, --device, --precision (unless ``precision`` is False), --random-weights."""
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --checkpoint, --device, --precision, --random-weights (defaults None: a given option is seen)."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", type=model_name, metavar="NAME", help=model_help())
     group.add_argument("--checkpoint", metavar="PATH", help="local weights file (official key layout) instead of the download")
     group.add_argument("--device", type=device_name, metavar="DEVICE", help=DEVICE_HELP)
-    if precision:
-        group.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs; default fp32); the decoder stays fp32")
+    group.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs; default fp32); the decoder stays fp32")
     group.add_argument("--random-weights", action="store_true", help=argparse.SUPPRESS)
 
 

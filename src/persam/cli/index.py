@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             warn(f"skipped {path}: {exc}")
             continue
         album.add(path, encoded, args.dtype)
-    summary(args, f"{args.output}: {len(album.paths())} photos indexed ({len(todo) - failed} encoded now, "
+    summary(args, f"persam index: {args.output}: {len(album.paths())} photos indexed ({len(todo) - failed} encoded now, "
                   f"{len(photos) - len(todo)} unchanged, {failed} skipped)")
     album.close()
     return 1 if failed else 0

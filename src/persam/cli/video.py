@@ -84,5 +84,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.input}: {source.stopped}; the {written} frames decoded were segmented into {out}; "
                          "re-encode or re-download the video to segment the rest")
     shown_video = f" and {args.overlay_video}" if writer is not None else ""
-    summary(args, f"persam video: {written} frames of {len(session.object_ids)} objects written to {out}{shown_video}")
+    objects = len(session.object_ids)
+    summary(args, f"persam video: {written} frames of {objects} object{'s' if objects != 1 else ''} written to {out}{shown_video}")
     return 0
