@@ -59,7 +59,7 @@ def format_result(result) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from persam.jobs.bench import run_benchmark
-    from persam.cli.eval import write_json
+    from persam.cli.common import write_json
 
     if args.runs < 1:
         raise ValueError(f"--runs must be at least 1, got {args.runs}")

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import sys
 from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
-#: Errors a user can fix: reported in one line, exit status 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError, PermissionError)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """USER_ERRORS plus the checkpoint errors (imported lazily)."""
-    from persam.backends.checkpoints import CheckpointError
-
-    return USER_ERRORS + (CheckpointError,)
+from persam.jobs.errors import USER_ERRORS, user_errors  # noqa: F401  (errors reported in one line, exit 2)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -55,3 +50,21 @@ def progress(items: Iterable[T], total: int, desc: str, unit: str = "img") -> It
 def warn(message: str) -> None:
     """One line on stderr."""
     print(f"persam: {message}", file=sys.stderr)
+
+
+def _finite(value: object) -> object:
+    """``value`` with NaN / infinite floats replaced by None (strict JSON), recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write ``data`` as indented strict JSON (NaN -> null), atomically, creating the folder."""
+    from persam.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
-import tempfile
 from pathlib import Path
 
-from persam.cli.common import add_model_options, load_model, progress, warn
+from persam.cli.common import add_model_options, load_model, progress, warn, write_json
 from persam.method.settings import COMPONENTS, PersamSettings
 
 METHODS = ("persam", "persam-f")
@@ -56,35 +52,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dv.add_argument("--json", metavar="FILE", help="also write the global and per-object figures as JSON")
     add_model_options(dv)
     dv.set_defaults(func=run_davis)
-
-
-# ------------------------------------------------------------------ JSON
-
-
-def _finite(value: object) -> object:
-    """``value`` with NaN / infinite floats replaced by None (strict JSON), recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as indented JSON atomically (temporary file, then ``os.replace``)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_finite(data), fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------ PerSeg

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from persam.cli.common import add_model_options, load_model
-from persam.cli.segment import add_reference_options, build_concept
+from persam.cli.references import add_reference_options, build_concept
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from persam.cli.common import add_model_options, load_model, progress, user_errors, warn
-from persam.method.settings import COMPONENTS, PersamSettings
-
-
-def add_reference_options(p: argparse.ArgumentParser) -> None:
-    """--ref/--ref-mask (repeatable, or folders of pairs), --label, --finetune, --without."""
-    p.add_argument("--ref", action="append", default=[], metavar="IMAGE", help="reference photo (repeatable), or a folder of them")
-    p.add_argument("--ref-mask", action="append", default=[], metavar="MASK", help="its mask, nonzero = object (one per --ref), or a folder of masks named like the photos")
-    p.add_argument("--label", type=int, help="use only this value of multi-label reference masks")
-    p.add_argument("--finetune", action="store_true", help="PerSAM-F: fit the two mask-scale weights (about a second)")
-    p.add_argument("--without", action="append", default=[], choices=COMPONENTS, help="switch a component off (ablation); repeatable")
+from persam.cli.references import add_reference_options, build_concept
+from persam.jobs.outputs import Done, OutputOptions, Outputs, write_result
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,85 +39,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def reference_pairs(refs: list[str], masks: list[str]) -> tuple[list[Path], list[Path]]:
-    """Expand --ref/--ref-mask into matching lists (folders are paired by file stem)."""
-    from persam.io import find_images
-
-    if not refs:
-        raise ValueError("no reference given; pass --ref IMAGE --ref-mask MASK (or --concept FILE)")
-    if len(refs) != len(masks):
-        raise ValueError(f"got {len(refs)} --ref and {len(masks)} --ref-mask; pass one mask per reference photo")
-    images, mask_paths = [], []
-    for ref, mask in zip(refs, masks):
-        ref_p, mask_p = Path(ref), Path(mask)
-        if ref_p.is_dir():
-            by_stem = {stem.as_posix(): p for p, stem in find_images([mask_p])} if mask_p.is_dir() else {}
-            for img, stem in find_images([ref_p]):
-                if stem.as_posix() not in by_stem:
-                    raise FileNotFoundError(f"{img}: no mask named {stem}.* in {mask_p}; put each photo's mask there under the same name")
-                images.append(img)
-                mask_paths.append(by_stem[stem.as_posix()])
-        else:
-            images.append(ref_p)
-            mask_paths.append(mask_p)
-    return images, mask_paths
-
-
-def build_concept(args: argparse.Namespace, model):
-    """The concept from --concept, or learned from the references."""
-    if args.concept:
-        from persam.session.concept_file import load_concept
-
-        concept = load_concept(args.concept, model)
-    else:
-        images, masks = reference_pairs(args.ref, args.ref_mask)
-        settings = PersamSettings().without(*args.without)
-        concept = model.personalize(images, masks, finetune=args.finetune, label=args.label, settings=settings)
-    if getattr(args, "presence_threshold", None) is not None:
-        concept.presence_threshold = args.presence_threshold
-    return concept
-
-
-@dataclass
-class Outputs:
-    """What a batch wrote, for manifest.json and annotations.json."""
-
-    root: Path
-    entries: list[dict] = field(default_factory=list)
-    coco_images: list[dict] = field(default_factory=list)
-    coco_annotations: list[dict] = field(default_factory=list)
-
-    def add(self, done: "Done") -> None:
-        """Record one photo, numbering its COCO records."""
-        self.entries.append(done.entry)
-        if done.coco is not None:
-            image, annotations = done.coco
-            image_id = len(self.coco_images) + 1
-            self.coco_images.append({"id": image_id, **image})
-            for ann in annotations:
-                self.coco_annotations.append({"id": len(self.coco_annotations) + 1, "image_id": image_id, **ann})
-
-    def write_json(self, name: str, payload: object) -> None:
-        from persam.io import atomic_write_text
-
-        atomic_write_text(self.root / name, json.dumps(payload, indent=2) + "\n")
-
-
-def coco_records(path: Path, shape: tuple[int, int], results: list) -> tuple[dict, list[dict]]:
-    """COCO image and annotation records (without ids) of one photo's present results."""
-    from pycocotools import mask as mask_utils
-
-    image = {"file_name": str(path), "height": shape[0], "width": shape[1]}
-    annotations = []
-    for r in results:
-        rle = mask_utils.encode(np.asfortranarray(r.mask.astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode("ascii")
-        x0, y0, w, h = (float(v) for v in mask_utils.toBbox(rle))
-        annotations.append({"category_id": 1, "segmentation": rle, "area": int(r.mask.sum()), "bbox": [x0, y0, w, h],
-                            "iscrowd": 0, "score": float(r.score), "present": bool(r.present)})
-    return image, annotations
-
-
 def segment_one(concept, image, args: argparse.Namespace) -> tuple[np.ndarray, list]:
     """(mask or label map, results) of one photo, as the options ask."""
     detect = args.detect_absent or args.presence_threshold is not None
@@ -136,40 +47,6 @@ def segment_one(concept, image, args: argparse.Namespace) -> tuple[np.ndarray, l
         return found.labels, found.instances
     result = concept.segment(image, detect_absent=detect)
     return result.mask, [result]
-
-
-@dataclass
-class Done:
-    """What one photo produced: its manifest entry and, with --format coco, its records."""
-
-    entry: dict
-    coco: tuple[dict, list[dict]] | None = None
-
-    @classmethod
-    def skipped(cls, path: Path, exc: Exception) -> "Done":
-        return cls({"input": str(path), "status": "skipped", "reason": str(exc)})
-
-
-def write_result(root: Path, path: Path, stem: Path, pixels, written: np.ndarray, results: list, args) -> Done:
-    """Write one photo's mask (and overlay) under ``root``; safe to call from several threads."""
-    from persam.io import save_label_map, save_mask, save_overlay
-
-    target = root / stem.with_suffix(".png")
-    if args.max_instances > 1:
-        save_label_map(target, written)
-        tint = written > 0
-    else:
-        save_mask(target, written)
-        tint = written
-    entry = {"input": str(path), "status": "written", "mask": str(target.relative_to(root)),
-             "present": any(r.present for r in results), "instances": sum(r.present for r in results),
-             "scores": [round(float(r.score), 6) for r in results]}
-    if args.overlay and pixels is not None:
-        overlay_path = root / f"{stem}_overlay.jpg"
-        save_overlay(overlay_path, pixels, tint)
-        entry["overlay"] = str(overlay_path.relative_to(root))
-    coco = coco_records(path, written.shape, [r for r in results if r.present]) if args.format == "coco" else None
-    return Done(entry, coco)
 
 
 def default_workers(device) -> int:
@@ -233,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no image files among the targets; pass .jpg/.png files or folders holding them (or --index FILE)")
     model = load_model(args)
     concept = build_concept(args, model)
-    outputs = Outputs(Path(args.output))
+    outputs = Outputs(Path(args.output), OutputOptions(args.max_instances, args.overlay, args.format == "coco"))
     errors = user_errors()
     workers = args.workers if args.workers is not None else default_workers(model.backend.device)
 
@@ -242,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             written, results = segment_one(concept, image, args)
         except errors as exc:
             return Done.skipped(path, exc)
-        return write_result(outputs.root, path, stem, pixels, written, results, args)
+        return write_result(outputs.root, path, stem, pixels, written, results, outputs.options)
 
     def submitted(pool):
         """Read each photo (or its stored embedding) here, segment and write it in the pool."""
@@ -264,10 +141,7 @@ def run(args: argparse.Namespace) -> int:
             if done.entry["status"] == "skipped":
                 warn(f"skipped {done.entry['input']}: {done.entry['reason']}")
             outputs.add(done)
-    outputs.write_json("manifest.json", {"method": concept.method, "model": model.backend.name, "inputs": outputs.entries})
-    if args.format == "coco":
-        outputs.write_json("annotations.json", {"images": outputs.coco_images, "annotations": outputs.coco_annotations,
-                                                "categories": [{"id": 1, "name": "concept"}]})
+    outputs.save(concept.method, model.backend.name)
     failed = sum(e["status"] == "skipped" for e in outputs.entries)
     if failed:
         warn(f"{failed} of {len(targets)} targets skipped; the others were written to {outputs.root} (see manifest.json)")

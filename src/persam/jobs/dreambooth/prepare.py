@@ -94,7 +94,7 @@ def prepare_dataset(
     Raises:
         ValueError: no photos, or no photo kept.
     """
-    from persam.cli.common import user_errors
+    from persam.jobs.errors import user_errors
 
     targets = find_images(list(photos))
     if not targets:
