@@ -14,13 +14,47 @@ T = TypeVar("T")
 from persam.jobs.errors import USER_ERRORS, user_errors  # noqa: F401  (errors reported in one line, exit 2)
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --checkpoint, --device, --precision, --random-weights."""
+def model_name(value: str) -> str:
+    """argparse type of ``--model``: a registered backend (the test-only ones are accepted, not offered)."""
+    from persam.backends.registry import get_spec
+
+    try:
+        return get_spec(value).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def device_name(value: str) -> str:
+    """argparse type of ``--device``: cpu, cuda, cuda:N or mps (whether it exists is checked on loading)."""
+    from persam.backends.registry import check_device_name
+
+    try:
+        return check_device_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+DEFAULT_MODEL = "vit_t"
+
+
+def model_help() -> str:
+    """``--model`` help naming the offered backends."""
+    from persam.backends.registry import offered_names
+
+    return f"backend: {', '.join(offered_names())} (default vit_t, MobileSAM; see `persam models`)"
+
+
+DEVICE_HELP = "cpu, cuda, cuda:N (GPU index) or mps; default: cuda, then mps, then cpu"
+
+
+def add_model_options(parser: argparse.ArgumentParser, precision: bool = True) -> None:
+    """--model, --checkpoint, --device, --precision (unless ``precision`` is False), --random-weights."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default="vit_t", help="backend: vit_t (default, MobileSAM), vit_b, vit_l, vit_h, litemedsam")
+    group.add_argument("--model", type=model_name, metavar="NAME", help=model_help())
     group.add_argument("--checkpoint", metavar="PATH", help="local weights file (official key layout) instead of the download")
-    group.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: cuda, then mps, then cpu")
-    group.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs); the decoder stays fp32")
+    group.add_argument("--device", type=device_name, metavar="DEVICE", help=DEVICE_HELP)
+    if precision:
+        group.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs; default fp32); the decoder stays fp32")
     group.add_argument("--random-weights", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -29,12 +63,24 @@ def load_model(args: argparse.Namespace):
     from persam.session.photo import load
 
     return load(
-        args.model,
+        args.model or DEFAULT_MODEL,
         args.checkpoint,
         device=args.device,
-        precision=args.precision,
+        precision=getattr(args, "precision", None) or "fp32",
         random_weights=getattr(args, "random_weights", False),
     )
+
+
+def given_model_options(args: argparse.Namespace) -> list[str]:
+    """The model options given on the command line (their defaults are None / False)."""
+    names = ("model", "checkpoint", "device", "precision", "random_weights")
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) not in (None, False)]
+
+
+def refuse(options: list[str], reason: str) -> None:
+    """ValueError (exit 2) naming the ``options`` that would be ignored, unless there are none."""
+    if options:
+        raise ValueError(f"{' and '.join(options)} {'has' if len(options) == 1 else 'have'} no effect {reason}; drop {'it' if len(options) == 1 else 'them'}")
 
 
 def progress(items: Iterable[T], total: int, desc: str, unit: str = "img") -> Iterator[T]:

@@ -41,6 +41,17 @@ def reference_pairs(refs: list[str], masks: list[str]) -> tuple[list[Path], list
     return images, mask_paths
 
 
+def check_reference_options(args: argparse.Namespace) -> None:
+    """Refuse (exit 2) the learning options given with ``--concept`` (a concept file is already learned)."""
+    if not getattr(args, "concept", None):
+        return
+    given = [name for name, value in (("--ref", args.ref), ("--ref-mask", args.ref_mask), ("--label", args.label is not None),
+                                      ("--finetune", args.finetune), ("--without", args.without)) if value]
+    if given:
+        raise ValueError(f"{', '.join(given)} only apply when learning from --ref/--ref-mask; {args.concept} is already "
+                         f"learned: drop {', '.join(given)} or pass --ref/--ref-mask instead of --concept")
+
+
 def build_concept(args: argparse.Namespace, model):
     """The concept from --concept, or learned from the references."""
     if getattr(args, "concept", None):

@@ -8,13 +8,15 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterator
 
 from persam.cli.common import add_model_options, load_model, progress, user_errors, warn
-from persam.cli.references import add_reference_options, build_concept
-from persam.jobs.outputs import Done, OutputOptions, Outputs, write_result
+from persam.cli.references import add_reference_options, build_concept, check_reference_options
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from persam.jobs.outputs import Done
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def segment_one(concept, image, args: argparse.Namespace) -> tuple[np.ndarray, list]:
+def segment_one(concept, image, args: argparse.Namespace) -> "tuple[np.ndarray, list]":
     """(mask or label map, results) of one photo, as the options ask."""
     detect = args.detect_absent or args.presence_threshold is not None
     if args.max_instances > 1:
@@ -91,9 +93,14 @@ def index_targets(paths: list[str]) -> list[tuple[Path, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     from persam.io import find_images, load_image
+    from persam.jobs.outputs import Done, OutputOptions, Outputs, write_result
 
-    if args.concept and args.ref:
-        raise ValueError("pass either --concept FILE or --ref/--ref-mask, not both")
+    check_reference_options(args)
+    if args.index and args.targets:
+        raise ValueError(f"pass either TARGET photos or --index {args.index} (its photos are the targets), not both")
+    if args.index and args.concept and args.precision == "bf16":
+        raise ValueError("--precision has no effect with --index and --concept (nothing is encoded: the index holds the "
+                         "embeddings); drop it, or index the photos with `persam index --precision bf16`")
     if args.max_instances < 1:
         raise ValueError(f"--max-instances must be at least 1, got {args.max_instances}")
     if args.workers is not None and args.workers < 1:
