@@ -3,45 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from persam.cli.common import add_model_options, load_model
-
-
-def _numbers(text: str, count: int, what: str, example: str) -> tuple[float, ...]:
-    parts = text.replace(" ", "").split(",")
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != count or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{what} {text!r} is malformed; write {example} in photo pixels (x right, y down)")
-    return values
-
-
-def parse_point(text: str, what: str = "point") -> tuple[float, float]:
-    """``"X,Y"`` -> (x, y) photo pixels; ValueError naming the fix when malformed."""
-    x, y = _numbers(text, 2, what, "X,Y, e.g. 320,240")
-    return x, y
-
-
-def parse_box(text: str, what: str = "box") -> tuple[float, float, float, float]:
-    """``"X0,Y0,X1,Y1"`` -> XYXY photo pixels; ValueError naming the fix when malformed."""
-    x0, y0, x1, y1 = _numbers(text, 4, what, "X0,Y0,X1,Y1 (top-left, bottom-right corners), e.g. 40,30,300,220")
-    return x0, y0, x1, y1
-
-
-def prompts_from_args(points: list[str], negatives: list[str], box: str | None, prefix: str = "--") -> dict:
-    """Keyword arguments of ``PersamModel.mask_from_prompts`` from option strings (None when no prompt)."""
-    if not points and not negatives and box is None:
-        return {}
-    xy = [parse_point(p, f"{prefix}point") for p in points] + [parse_point(p, f"{prefix}negative-point") for p in negatives]
-    return {
-        "points_xy": xy or None,
-        "point_labels": [1] * len(points) + [0] * len(negatives) if xy else None,
-        "box_xyxy": None if box is None else parse_box(box, f"{prefix}box"),
-    }
+from persam.cli.references import prompts_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

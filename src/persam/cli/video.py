@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from persam.cli.common import add_model_options, load_model, progress
+from persam.cli.references import object_prompts_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +19,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("input", metavar="INPUT", help="folder of frames (sorted by name) or a video file (mp4/mov/webm/avi/mkv)")
-    p.add_argument("--mask", required=True, metavar="FIRST.png",
+    p.add_argument("--mask", metavar="FIRST.png",
                    help="first-frame mask: palette or grayscale PNG of object ids, or a binary 0/255 mask (one object)")
+    p.add_argument("--point", action="append", default=[], metavar="ID:X,Y",
+                   help="instead of --mask: a click on object ID (1..255) in the first frame, photo pixels (repeatable)")
+    p.add_argument("--negative-point", action="append", default=[], metavar="ID:X,Y",
+                   help="a background click for object ID's mask (repeatable)")
+    p.add_argument("--box", action="append", default=[], metavar="ID:X0,Y0,X1,Y1",
+                   help="instead of --mask: a box around object ID in the first frame (one per object)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder for the per-frame label maps")
     p.add_argument("--overlay-video", metavar="OUT.mp4", help="also write the frames with the objects tinted, as mp4")
     p.add_argument("--finetune", action="store_true", help="PerSAM-F: fit two mask-scale weights per object on the first frame")
@@ -37,19 +44,34 @@ def run(args: argparse.Namespace) -> int:
     from persam.io.frames import OverlayWriter, load_label_map, open_frames, tint
     from persam.session.video import VideoSession, VideoSettings
 
+    objects = object_prompts_from_args(args.point, args.negative_point, args.box)
+    if bool(objects) == bool(args.mask):
+        raise ValueError("pass the first frame's objects either as --mask FIRST.png or as --point ID:X,Y / "
+                         "--box ID:X0,Y0,X1,Y1 (exactly one of the two)")
     source = open_frames(args.input)
-    labels = load_label_map(args.mask)
+    labels = load_label_map(args.mask) if args.mask else None
     frames = iter(source)
     first = next(frames, None)
     if first is None:
         raise ValueError(f"{args.input}: no frame could be decoded ({source.stopped or 'empty video'}); "
                          "re-encode the video or pass a folder of frames")
-    if labels.shape != first.shape[:2]:
-        raise ValueError(f"{args.mask} is {labels.shape[1]}x{labels.shape[0]} but the frames of {args.input} are "
-                         f"{first.shape[1]}x{first.shape[0]}; pass the mask drawn on the first frame")
-    if not labels.any():
-        raise ValueError(f"{args.mask} has no object pixel (all 0); mark each object with its id, or 255 for one object")
-    model = load_model(args)
+    if labels is None:
+        from persam.session.prompts import Prompts, labels_from_prompts
+
+        for oid, kwargs in objects.items():  # bad coordinates fail before the model loads
+            try:
+                Prompts.checked(first.shape[:2], **kwargs)
+            except ValueError as exc:
+                raise ValueError(f"{args.input}, first frame, object {oid}: {exc}") from None
+        model = load_model(args)
+        labels = labels_from_prompts(model, first, objects)
+    else:
+        if labels.shape != first.shape[:2]:
+            raise ValueError(f"{args.mask} is {labels.shape[1]}x{labels.shape[0]} but the frames of {args.input} are "
+                             f"{first.shape[1]}x{first.shape[0]}; pass the mask drawn on the first frame")
+        if not labels.any():
+            raise ValueError(f"{args.mask} has no object pixel (all 0); mark each object with its id, or 255 for one object")
+        model = load_model(args)
     settings = VideoSettings(detect_absent=args.detect_absent, presence_threshold=args.presence_threshold)
     session = VideoSession(model, first, labels, finetune=args.finetune, settings=settings)
     out = Path(args.output)

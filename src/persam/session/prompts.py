@@ -128,3 +128,33 @@ def mask_from_prompts(backend: Backend, encoded: EncodedImage, prompts: Prompts)
     logits, score = out.best()
     full = upscale_logits(logits[None], encoded.geometry)[0]
     return PromptMask(mask=(full > 0).cpu().numpy(), score=score, low_res_logits=logits.float().cpu().numpy())
+
+
+def labels_from_prompts(model, frame, objects: dict[int, dict]) -> np.ndarray:
+    """(H, W) uint8 label map of several objects, each made by SAM from its prompts on one photo.
+
+    Args:
+        model: a ``persam.session.photo.PersamModel`` (the photo is encoded once).
+        frame: the photo (e.g. a video's first frame), anything ``model.encode`` takes.
+        objects: object id (1..255) -> ``mask_from_prompts`` keywords
+            (``points_xy``, ``point_labels``, ``box_xyxy``).
+
+    Where masks overlap, the lower id keeps the pixel.
+
+    Raises:
+        ValueError: an id outside 1..255, bad prompts (named by object), or an
+            object whose mask comes out empty.
+    """
+    encoded = model.encode(frame)
+    labels = np.zeros(encoded.geometry.original_hw, dtype=np.uint8)
+    for oid in sorted(objects, reverse=True):
+        if not 1 <= oid <= 255:
+            raise ValueError(f"object id {oid} is outside 1..255; number the objects 1, 2, ...")
+        try:
+            mask = model.mask_from_prompts(encoded, **objects[oid]).mask
+        except ValueError as exc:
+            raise ValueError(f"object {oid}: {exc}") from None
+        if not mask.any():
+            raise ValueError(f"object {oid}: SAM's mask for its prompts is empty; click inside the object or box it")
+        labels[mask] = oid
+    return labels
