@@ -107,6 +107,14 @@ def test_bench_refuses_checkpoint_with_random_weights(tmp_path, capsys) -> None:
     assert "--random-weights" in one_line_error(capsys)
 
 
+def test_checkpoint_with_random_weights_is_refused(tmp_path, capsys, no_model) -> None:
+    f = _files(tmp_path)
+    (tmp_path / "w.pth").write_bytes(b"x")
+    assert main(["personalize", "--ref", f["p"], "--ref-mask", f["m"], "-o", str(tmp_path / "x.persam"), "--checkpoint",
+                 str(tmp_path / "w.pth"), *TINY]) == 2
+    assert "--random-weights" in one_line_error(capsys)
+
+
 def test_dreambooth_train_refuses_prior_weight_without_class_data(tmp_path, capsys) -> None:
     assert main(["dreambooth", "train", str(tmp_path), "--base-model", str(tmp_path), "--instance-prompt", "x",
                  "-o", str(tmp_path / "o"), "--prior-weight", "0.5"]) == 2

@@ -151,6 +151,7 @@ def test_prepare_train_resume_end_to_end(tmp_path, capsys, monkeypatch):
                  "-o", str(data), "--prompt", "a photo of sks toy", "--force", "--model", "sam_tiny", "--random-weights", "--device", "cpu"])
     assert code == 0
     assert shown == [["dreambooth prepare", 3, 3]]
+    assert f"persam dreambooth prepare: 3 photos written to {data}" in capsys.readouterr().out
     rows = [json.loads(line) for line in (data / "metadata.jsonl").read_text().splitlines()]
     assert [r["file_name"] for r in rows] == ["images/p0.png", "images/p1.png", "images/p2.png"]
     assert all(r["text"] == "a photo of sks toy" and (data / r["mask_file_name"]).is_file() for r in rows)

@@ -62,6 +62,12 @@ def load_model(args: argparse.Namespace):
     """The session model from the parsed model options."""
     from persam.session.photo import load
 
+    if getattr(args, "random_weights", False) and args.checkpoint:
+        raise ValueError(f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them")
+    if getattr(args, "random_weights", False):  # the same random weights every run (a re-run may resume)
+        import torch
+
+        torch.manual_seed(0)
     return load(
         args.model or DEFAULT_MODEL,
         args.checkpoint,
@@ -114,3 +120,64 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
     from persam.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+
+
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    """-q/--quiet: no summary line at the end (warnings and errors still go to stderr)."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="no summary line at the end")
+
+
+def summary(args: argparse.Namespace, line: str) -> None:
+    """The summary line of a batch command on stdout, unless --quiet."""
+    if not getattr(args, "quiet", False):
+        print(line, flush=True)
+
+
+def check_output_folder(path: str | os.PathLike, option: str = "-o") -> "Path":
+    """``path`` as an output folder: refused (before any model loads) when it is an existing file, lies
+    under a file, or its nearest existing folder is not writable."""
+    from pathlib import Path
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{option} {folder}: is a file, not a folder; pass a folder path (it is created if missing)")
+    parent = folder
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option} {folder}: {parent} is a file, so no folder can be made under it; pass another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{option} {folder}: {parent} is not writable; pass a folder you can write to")
+    return folder
+
+
+def check_output_file(path: str | os.PathLike, option: str = "-o") -> "Path":
+    """``path`` as an output file: refused when it is a folder or its folder cannot be made/written."""
+    from pathlib import Path
+
+    file = Path(path)
+    if file.is_dir():
+        raise ValueError(f"{option} {file}: is a folder; pass a file path")
+    check_output_folder(file.parent, option)
+    return file
+
+
+def check_inputs_exist(paths: Iterable[str | os.PathLike | None], what: str) -> None:
+    """FileNotFoundError naming the first of ``paths`` that does not exist (None entries are ignored)."""
+    from pathlib import Path
+
+    for path in paths:
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such file or folder; check the {what} path")
+
+
+#: Optional packages: import name -> (extra of persam, what needs it).
+EXTRAS = {"pycocotools": "coco", "av": "video"}
+
+
+def require_extra(module: str, needed_by: str) -> None:
+    """ValueError with the install command when ``module`` (an optional dependency) is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"{needed_by} needs {module}, which is not installed: pip install \"persam[{EXTRAS[module]}]\"")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from persam.cli.common import add_model_options, load_model, progress, warn
+from persam.cli.common import (
+    add_model_options, add_quiet_option, check_inputs_exist, check_output_folder, load_model, progress, summary, warn,
+)
 from persam.cli.references import add_prompt_options, prompt_reference
 
 
@@ -31,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--force", action="store_true", help="keep photos whose mask is absent or implausible (still listed in rejected.json)")
     prep.add_argument("-o", "--output", required=True, metavar="DATA", help="data folder to write")
     add_model_options(prep)
+    add_quiet_option(prep)
     prep.set_defaults(func=run_prepare)
 
     tr = dsub.add_parser(
@@ -61,6 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from persam.jobs.dreambooth.prepare import prepare_dataset
 
+    check_output_folder(args.output)
+    check_inputs_exist([args.ref, args.ref_mask, args.checkpoint, *args.photos], "input")
     prompted = prompt_reference(args)
     if prompted is None and not args.ref_mask:
         raise ValueError("no reference mask; pass --ref-mask MASK, or --ref-point X,Y / --ref-box X0,Y0,X1,Y1 on the --ref photo")
@@ -74,7 +79,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     for entry in report.rejected:
         verb = "kept (--force)" if entry["included"] else "rejected"
         warn(f"{verb} {entry['photo']}: {entry['reason']}")
-    warn(f"{len(report.kept)} photos written to {report.root} ({len(report.rejected)} flagged, see rejected.json)")
+    summary(args, f"persam dreambooth prepare: {len(report.kept)} photos written to {report.root} "
+                  f"({len(report.rejected)} flagged, see rejected.json)")
     return 0
 
 

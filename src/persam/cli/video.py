@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from persam.cli.common import add_model_options, load_model, progress
+from persam.cli.common import (
+    add_model_options, add_quiet_option, check_output_file, check_output_folder, load_model, progress, require_extra, summary,
+)
 from persam.cli.references import object_prompts_from_args
 
 
@@ -36,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--presence-threshold", type=float, metavar="S",
                    help="one presence threshold for every object (implies --detect-absent)")
     add_model_options(p)
+    add_quiet_option(p)
     p.set_defaults(func=run)
 
 
@@ -48,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     if bool(objects) == bool(args.mask):
         raise ValueError("pass the first frame's objects either as --mask FIRST.png or as --point ID:X,Y / "
                          "--box ID:X0,Y0,X1,Y1 (exactly one of the two)")
+    out = check_output_folder(args.output)
+    if args.overlay_video:
+        check_output_file(args.overlay_video, "--overlay-video")
+        require_extra("av", "--overlay-video")
     source = open_frames(args.input)
     labels = load_label_map(args.mask) if args.mask else None
     frames = iter(source)
@@ -74,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args)
     settings = VideoSettings(detect_absent=args.detect_absent, presence_threshold=args.presence_threshold)
     session = VideoSession(model, first, labels, finetune=args.finetune, settings=settings)
-    out = Path(args.output)
     writer = OverlayWriter(args.overlay_video, source.fps, session.hw) if args.overlay_video else None
     shown = {"frame": first}
 
@@ -99,4 +105,6 @@ def run(args: argparse.Namespace) -> int:
     if source.stopped:
         raise ValueError(f"{args.input}: {source.stopped}; the {written} frames decoded were segmented into {out}; "
                          "re-encode or re-download the video to segment the rest")
+    shown_video = f" and {args.overlay_video}" if writer is not None else ""
+    summary(args, f"persam video: {written} frames of {len(session.object_ids)} objects written to {out}{shown_video}")
     return 0

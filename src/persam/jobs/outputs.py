@@ -4,15 +4,24 @@ and, for COCO, ``annotations.json``. No front end here: ``persam segment`` and t
 Files under the output folder ``root``:
     ``<stem>.png``          binary mask (0/255), or a label map 1..N with ``max_instances > 1``
     ``<stem>_overlay.jpg``  the photo with the mask tinted (``overlay``)
-    ``manifest.json``       ``{"method", "model", "inputs": [entry, ...]}``, one entry per photo in input order:
+    ``manifest.json``       ``{"method", "model", ..., "inputs": [entry, ...]}``, one entry per photo in input order:
                             ``{"input", "status": "written", "mask", "present", "instances", "scores"[, "overlay"]}``
-                            or ``{"input", "status": "skipped", "reason"}``
+                            or ``{"input", "status": "skipped", "reason"}``; callers may add keys (``save(**extra)``)
     ``annotations.json``    (``coco``) COCO images / annotations with RLE masks, category 1 "concept"
+
+Output names (``output_stems``): a photo found in a folder keeps its path relative to that folder, a photo
+given as a file its name, without the extension (``cats/a/01.jpg`` given as ``cats`` -> ``a/01.png``). When
+several photos would get the same name (case ignored), each of them is named after its path relative to
+their common folder (``cat/01.jpg`` and ``dog/01.jpg`` -> ``cat/01.png``, ``dog/01.png``); photos still
+colliding keep their extension in the name (``x.jpg``, ``x.png`` -> ``x_jpg.png``, ``x_png.png``); a name
+still taken gets ``_2``, ``_3``... in input order.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -130,9 +139,9 @@ class Outputs:
             for ann in annotations:
                 self.coco_annotations.append({"id": len(self.coco_annotations) + 1, "image_id": image_id, **ann})
 
-    def manifest(self, method: str, model: str) -> dict:
-        """The ``manifest.json`` payload."""
-        return {"method": method, "model": model, "inputs": self.entries}
+    def manifest(self, method: str, model: str, **extra: object) -> dict:
+        """The ``manifest.json`` payload (``extra`` keys go before ``inputs``)."""
+        return {"method": method, "model": model, **extra, "inputs": self.entries}
 
     def annotations(self) -> dict:
         """The ``annotations.json`` payload (COCO)."""
@@ -145,9 +154,11 @@ class Outputs:
 
         atomic_write_text(self.root / name, json.dumps(payload, indent=2) + "\n")
 
-    def save(self, method: str, model: str) -> None:
-        """Write ``manifest.json`` (and ``annotations.json`` with ``coco``) as they stand now; atomic each."""
-        self.write_json(MANIFEST, self.manifest(method, model))
+    def save(self, method: str, model: str, **extra: object) -> None:
+        """Write ``manifest.json`` (and ``annotations.json`` with ``coco``) as they stand now; atomic each.
+
+        ``extra``: more manifest keys (JSON values), e.g. the settings for ``finished``."""
+        self.write_json(MANIFEST, self.manifest(method, model, **extra))
         if self.options.coco:
             self.write_json(ANNOTATIONS, self.annotations())
 
@@ -156,3 +167,84 @@ class Outputs:
         written = [e for e in self.entries if e["status"] == "written"]
         return {"written": len(written), "skipped": len(self.entries) - len(written),
                 "absent": sum(not e["present"] for e in written)}
+
+
+def _key(stem: Path) -> str:
+    return stem.as_posix().casefold()
+
+
+def output_stems(targets: Sequence[tuple[Path, Path]]) -> list[Path]:
+    """Unique output names for ``(photo, stem)`` pairs (as ``persam.io.find_images`` gives them); the rule
+    is in the module docstring. Pass each photo once."""
+    stems = [Path(stem) for _, stem in targets]
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, stem in enumerate(stems):
+        groups[_key(stem)].append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        paths = [Path(os.path.abspath(targets[i][0])) for i in members]
+        common = Path(os.path.commonpath([str(p.parent) for p in paths]))
+        for i, path in zip(members, paths):
+            stems[i] = path.relative_to(common).with_suffix("")
+        again: dict[str, list[int]] = defaultdict(list)
+        for i in members:
+            again[_key(stems[i])].append(i)
+        for same in again.values():
+            if len(same) > 1:
+                for i in same:
+                    stems[i] = stems[i].with_name(f"{stems[i].name}_{Path(targets[i][0]).suffix.lower().lstrip('.')}")
+    taken: set[str] = set()
+    unique = []
+    for stem in stems:
+        name, n = stem, 2
+        while _key(name) in taken:
+            name, n = stem.with_name(f"{stem.name}_{n}"), n + 1
+        taken.add(_key(name))
+        unique.append(name)
+    return unique
+
+
+def outside(targets: Sequence[tuple[Path, Path]], root: str | os.PathLike) -> tuple[list[tuple[Path, Path]], int]:
+    """(the targets not under the output folder ``root``, how many were), so a batch never reads its own outputs."""
+    base = Path(root).resolve()
+    kept = [t for t in targets if base not in Path(t[0]).resolve().parents]
+    return kept, len(targets) - len(kept)
+
+
+def finished(root: str | os.PathLike, settings: dict, options: OutputOptions) -> dict[str, Done]:
+    """What a previous run into ``root`` completed with the same ``settings``: {input: Done}.
+
+    A photo counts when ``manifest.json`` (its ``"settings"`` equal to ``settings``) lists it as written
+    and its mask (and overlay, with ``options.overlay``) exist, and, with ``options.coco``, its records
+    are in ``annotations.json``. Anything unreadable counts as not done.
+    """
+    root = Path(root)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        if manifest.get("settings") != json.loads(json.dumps(settings)):
+            return {}
+        entries = list(manifest["inputs"])
+        records: dict[str, tuple[dict, list[dict]]] = {}
+        if options.coco:
+            coco = json.loads((root / ANNOTATIONS).read_text(encoding="utf-8"))
+            by_id = {}
+            for image in coco["images"]:
+                record = ({k: v for k, v in image.items() if k != "id"}, [])
+                by_id[image["id"]] = record
+                records[image["file_name"]] = record
+            for ann in coco["annotations"]:
+                by_id[ann["image_id"]][1].append({k: v for k, v in ann.items() if k not in ("id", "image_id")})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    done = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("status") != "written" or "mask" not in entry:
+            continue
+        files = [entry["mask"]] + ([entry.get("overlay")] if options.overlay else [])
+        if None in files or not all((root / f).is_file() for f in files):
+            continue
+        if options.coco and entry["input"] not in records:
+            continue
+        done[entry["input"]] = Done(entry, records.get(entry["input"]) if options.coco else None)
+    return done
