@@ -48,7 +48,12 @@ def test_segment_from_ref_prompts_equals_segment_from_persam_mask(photos, tiny_c
     assert list(a) == ["t0.png", "t1.png"] and list(b) == list(a)
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
-    assert json.loads((from_prompt / "manifest.json").read_text())["method"] == "persam"
+    manifest = json.loads((from_prompt / "manifest.json").read_text())
+    assert manifest["method"] == "persam"
+    # the prompts are part of the run's settings: the same run again finds its photos done
+    assert main(["segment", str(photos / "targets"), "--ref", str(ref), *ref_prompt, "-o", str(from_prompt),
+                 *_model(tiny_checkpoint)]) == 0
+    assert json.loads((from_prompt / "manifest.json").read_text())["settings"] == manifest["settings"]
 
 
 def test_personalize_from_a_box_equals_personalize_from_its_mask(photos, tiny_checkpoint):
