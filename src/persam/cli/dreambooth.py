@@ -8,6 +8,7 @@ import sys
 from persam.cli.common import (
     add_model_options, add_quiet_option, check_inputs_exist, check_output_folder, load_model, progress, summary, warn,
 )
+from persam.cli.references import add_prompt_options, prompt_reference
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     prep.add_argument("photos", nargs="+", metavar="PHOTO", help="training photos or folders (searched recursively)")
     prep.add_argument("--ref", required=True, metavar="IMAGE", help="reference photo of the subject")
-    prep.add_argument("--ref-mask", required=True, metavar="MASK", help="its mask, nonzero = subject")
+    prep.add_argument("--ref-mask", metavar="MASK", help="its mask, nonzero = subject (or --ref-point / --ref-box)")
+    add_prompt_options(prep)
     prep.add_argument("--finetune", action="store_true", help="PerSAM-F: fit the two mask-scale weights (about a second)")
     prep.add_argument("--prompt", default="a photo of sks object", help='the "text" of every row (default: "a photo of sks object")')
     prep.add_argument("--force", action="store_true", help="keep photos whose mask is absent or implausible (still listed in rejected.json)")
@@ -64,8 +66,14 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     check_output_folder(args.output)
     check_inputs_exist([args.ref, args.ref_mask, args.checkpoint, *args.photos], "input")
+    prompted = prompt_reference(args)
+    if prompted is None and not args.ref_mask:
+        raise ValueError("no reference mask; pass --ref-mask MASK, or --ref-point X,Y / --ref-box X0,Y0,X1,Y1 on the --ref photo")
     model = load_model(args)
-    concept = model.personalize(args.ref, args.ref_mask, finetune=args.finetune)
+    if prompted is None:
+        concept = model.personalize(args.ref, args.ref_mask, finetune=args.finetune)
+    else:
+        concept = model.personalize(args.ref, finetune=args.finetune, **prompted[1])
     report = prepare_dataset(concept, args.photos, args.output, prompt=args.prompt, force=args.force,
                              on_error=lambda path, exc: warn(f"rejected {path}: {exc}"), progress=progress)
     for entry in report.rejected:

@@ -6,14 +6,14 @@ import argparse
 import sys
 
 from persam import __version__
-from persam.cli import bench, dreambooth, eval as evaluate, index, models, personalize, segment, video
+from persam.cli import app, bench, dreambooth, eval as evaluate, index, mask, models, personalize, segment, video
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="persam", description="Personalize Segment Anything with one shot (PerSAM, PerSAM-F).")
     parser.add_argument("--version", action="version", version=f"persam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (segment, personalize, index, video, evaluate, bench, models, dreambooth):
+    for module in (segment, personalize, mask, app, index, video, evaluate, bench, models, dreambooth):
         module.add_parser(sub)
     return parser
 

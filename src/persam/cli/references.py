@@ -1,8 +1,9 @@
-"""Reference options shared by ``segment`` and ``personalize``: how the concept is learned (or loaded)."""
+"""Reference options shared by the commands: how the concept is learned (or loaded), and photo-pixel prompts (X,Y points, X0,Y0,X1,Y1 boxes)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from persam.method.settings import COMPONENTS, PersamSettings
@@ -12,9 +13,123 @@ def add_reference_options(p: argparse.ArgumentParser) -> None:
     """--ref/--ref-mask (repeatable, or folders of pairs), --label, --finetune, --without."""
     p.add_argument("--ref", action="append", default=[], metavar="IMAGE", help="reference photo (repeatable), or a folder of them")
     p.add_argument("--ref-mask", action="append", default=[], metavar="MASK", help="its mask, nonzero = object (one per --ref), or a folder of masks named like the photos")
+    add_prompt_options(p)
     p.add_argument("--label", type=int, help="use only this value of multi-label reference masks")
     p.add_argument("--finetune", action="store_true", help="PerSAM-F: fit the two mask-scale weights (about a second)")
     p.add_argument("--without", action="append", default=[], choices=COMPONENTS, help="switch a component off (ablation); repeatable")
+
+
+def _numbers(text: str, count: int, what: str, example: str) -> tuple[float, ...]:
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{what} {text!r} is malformed; write {example} in photo pixels (x right, y down)")
+    return values
+
+
+def parse_point(text: str, what: str = "point") -> tuple[float, float]:
+    """``"X,Y"`` -> (x, y) photo pixels; ValueError naming the fix when malformed."""
+    x, y = _numbers(text, 2, what, "X,Y, e.g. 320,240")
+    return x, y
+
+
+def parse_box(text: str, what: str = "box") -> tuple[float, float, float, float]:
+    """``"X0,Y0,X1,Y1"`` -> XYXY photo pixels; ValueError naming the fix when malformed."""
+    x0, y0, x1, y1 = _numbers(text, 4, what, "X0,Y0,X1,Y1 (top-left, bottom-right corners), e.g. 40,30,300,220")
+    return x0, y0, x1, y1
+
+
+def prompts_from_args(points: list[str], negatives: list[str], box: str | None, prefix: str = "--") -> dict:
+    """Keyword arguments of ``PersamModel.mask_from_prompts`` from option strings (None when no prompt)."""
+    if not points and not negatives and box is None:
+        return {}
+    xy = [parse_point(p, f"{prefix}point") for p in points] + [parse_point(p, f"{prefix}negative-point") for p in negatives]
+    return {
+        "points_xy": xy or None,
+        "point_labels": [1] * len(points) + [0] * len(negatives) if xy else None,
+        "box_xyxy": None if box is None else parse_box(box, f"{prefix}box"),
+    }
+
+
+def _object_id(text: str, option: str, example: str) -> tuple[int, str]:
+    oid, sep, rest = text.partition(":")
+    if not sep or not oid.strip().isdigit() or not 1 <= int(oid) <= 255:
+        raise ValueError(f"{option} {text!r} is malformed; write ID:{example} with an object id 1..255, e.g. 1:{example}")
+    return int(oid), rest
+
+
+def object_prompts_from_args(points: list[str], negatives: list[str], boxes: list[str]) -> dict[int, dict]:
+    """Per-object ``mask_from_prompts`` keywords from ``ID:X,Y`` / ``ID:X0,Y0,X1,Y1`` option strings ({} when none)."""
+    objects: dict[int, dict] = {}
+
+    def entry(oid: int) -> dict:
+        return objects.setdefault(oid, {"points_xy": [], "point_labels": [], "box_xyxy": None})
+
+    for texts, label, option in ((points, 1, "--point"), (negatives, 0, "--negative-point")):
+        for text in texts:
+            oid, rest = _object_id(text, option, "X,Y")
+            entry(oid)["points_xy"].append(parse_point(rest, option))
+            entry(oid)["point_labels"].append(label)
+    for text in boxes:
+        oid, rest = _object_id(text, "--box", "X0,Y0,X1,Y1")
+        if entry(oid)["box_xyxy"] is not None:
+            raise ValueError(f"object {oid} has two --box; pass one box per object")
+        entry(oid)["box_xyxy"] = parse_box(rest, "--box")
+    for oid, kwargs in objects.items():
+        if not kwargs["points_xy"]:
+            kwargs["points_xy"] = kwargs["point_labels"] = None
+    return objects
+
+
+def add_prompt_options(p: argparse.ArgumentParser) -> None:
+    """--ref-point, --ref-negative-point, --ref-box: SAM makes the reference mask instead of --ref-mask."""
+    p.add_argument("--ref-point", action="append", default=[], metavar="X,Y",
+                   help="instead of --ref-mask: a click on the object in the (single) --ref photo, photo pixels (repeatable)")
+    p.add_argument("--ref-negative-point", action="append", default=[], metavar="X,Y",
+                   help="with --ref-point/--ref-box: a click on the background (repeatable)")
+    p.add_argument("--ref-box", metavar="X0,Y0,X1,Y1",
+                   help="instead of --ref-mask: a box around the object in the --ref photo (SAM's single mask)")
+
+
+def reference_prompts(args: argparse.Namespace, ref: str | None = None) -> dict:
+    """``PersamModel.personalize`` keywords (box, points, point_labels) from the prompt options; {} without them.
+
+    With ``ref`` (the photo), the prompts are also checked against its size.
+    """
+    kwargs = prompts_from_args(args.ref_point, args.ref_negative_point, args.ref_box, prefix="--ref-")
+    if not kwargs:
+        return {}
+    if ref is not None:
+        from persam.io import load_image
+        from persam.session.prompts import Prompts
+
+        try:
+            Prompts.checked(load_image(ref).shape[:2], **kwargs)
+        except ValueError as exc:
+            raise ValueError(f"{ref}: {exc}") from None
+    return {"box": kwargs["box_xyxy"], "points": kwargs["points_xy"], "point_labels": kwargs["point_labels"]}
+
+
+def prompt_reference(args: argparse.Namespace) -> tuple[str, dict] | None:
+    """(reference photo, personalize keywords) when the prompt options are given, checked; else None."""
+    given = [name for name, value in (("--ref-point", args.ref_point), ("--ref-negative-point", args.ref_negative_point),
+                                      ("--ref-box", args.ref_box)) if value]
+    if not given:
+        return None
+    refs = args.ref if isinstance(args.ref, list) else [args.ref]
+    if getattr(args, "ref_mask", None):
+        raise ValueError(f"pass either --ref-mask or {'/'.join(given)}, not both (SAM makes the mask from the prompts)")
+    if len(refs) != 1 or Path(refs[0]).is_dir():
+        raise ValueError(f"{'/'.join(given)} mark the object in one --ref photo, got {len(refs)} --ref "
+                         f"{'folder' if refs and Path(refs[0]).is_dir() else 'values'}; pass one photo, or masks with --ref-mask")
+    if getattr(args, "label", None) is not None:
+        raise ValueError("--label applies to --ref-mask files; drop it with --ref-point/--ref-box")
+    if args.ref_negative_point and not args.ref_point and not args.ref_box:
+        raise ValueError("--ref-negative-point alone marks no object; add --ref-point X,Y or --ref-box X0,Y0,X1,Y1")
+    return refs[0], reference_prompts(args, refs[0])
 
 
 def reference_pairs(refs: list[str], masks: list[str]) -> tuple[list[Path], list[Path]]:
@@ -22,9 +137,9 @@ def reference_pairs(refs: list[str], masks: list[str]) -> tuple[list[Path], list
     from persam.io import find_images
 
     if not refs:
-        raise ValueError("no reference given; pass --ref IMAGE --ref-mask MASK (or --concept FILE)")
+        raise ValueError("no reference given; pass --ref IMAGE with --ref-mask MASK, --ref-point X,Y or --ref-box X0,Y0,X1,Y1 (or --concept FILE)")
     if len(refs) != len(masks):
-        raise ValueError(f"got {len(refs)} --ref and {len(masks)} --ref-mask; pass one mask per reference photo")
+        raise ValueError(f"got {len(refs)} --ref and {len(masks)} --ref-mask; pass one mask per reference photo (or, for one photo, --ref-point X,Y / --ref-box X0,Y0,X1,Y1)")
     images, mask_paths = [], []
     for ref, mask in zip(refs, masks):
         ref_p, mask_p = Path(ref), Path(mask)
@@ -44,9 +159,12 @@ def reference_pairs(refs: list[str], masks: list[str]) -> tuple[list[Path], list
 def check_reference_options(args: argparse.Namespace) -> None:
     """Refuse (exit 2) the learning options given with ``--concept`` (a concept file is already learned)."""
     if not getattr(args, "concept", None):
+        prompt_reference(args)  # bad coordinates fail here, before the model loads
         return
     given = [name for name, value in (("--ref", args.ref), ("--ref-mask", args.ref_mask), ("--label", args.label is not None),
-                                      ("--finetune", args.finetune), ("--without", args.without)) if value]
+                                      ("--finetune", args.finetune), ("--without", args.without),
+                                      ("--ref-point", args.ref_point), ("--ref-negative-point", args.ref_negative_point),
+                                      ("--ref-box", args.ref_box)) if value]
     if given:
         raise ValueError(f"{', '.join(given)} only apply when learning from --ref/--ref-mask; {args.concept} is already "
                          f"learned: drop {', '.join(given)} or pass --ref/--ref-mask instead of --concept")
@@ -58,6 +176,10 @@ def build_concept(args: argparse.Namespace, model):
         from persam.session.concept_file import load_concept
 
         concept = load_concept(args.concept, model)
+    elif (prompted := prompt_reference(args)) is not None:
+        ref, prompts = prompted
+        settings = PersamSettings().without(*args.without)
+        concept = model.personalize(ref, finetune=args.finetune, settings=settings, **prompts)
     else:
         images, masks = reference_pairs(args.ref, args.ref_mask)
         settings = PersamSettings().without(*args.without)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import time
 from collections import deque
@@ -27,7 +28,7 @@ from persam.cli.common import (
     add_model_options, add_quiet_option, check_inputs_exist, check_output_folder, load_model, progress, require_extra,
     summary, user_errors, warn,
 )
-from persam.cli.references import add_reference_options, build_concept, check_reference_options
+from persam.cli.references import add_reference_options, build_concept, check_reference_options, prompt_reference
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -149,6 +150,9 @@ def run_settings(args: argparse.Namespace, backend) -> dict:
 
     if args.concept:
         source = {"concept": file_sha256(args.concept)}
+    elif (prompted := prompt_reference(args)) is not None:  # SAM made the reference mask from these prompts
+        source = {"references": [[file_sha256(prompted[0]), json.loads(json.dumps(prompted[1]))]], "label": None,
+                  "finetune": args.finetune, "without": sorted(args.without)}
     else:
         from persam.cli.references import reference_pairs
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from persam.cli.common import (
     add_model_options, add_quiet_option, check_output_file, check_output_folder, load_model, progress, require_extra, summary,
 )
+from persam.cli.references import object_prompts_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +21,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("input", metavar="INPUT", help="folder of frames (sorted by name) or a video file (mp4/mov/webm/avi/mkv)")
-    p.add_argument("--mask", required=True, metavar="FIRST.png",
+    p.add_argument("--mask", metavar="FIRST.png",
                    help="first-frame mask: palette or grayscale PNG of object ids, or a binary 0/255 mask (one object)")
+    p.add_argument("--point", action="append", default=[], metavar="ID:X,Y",
+                   help="instead of --mask: a click on object ID (1..255) in the first frame, photo pixels (repeatable)")
+    p.add_argument("--negative-point", action="append", default=[], metavar="ID:X,Y",
+                   help="a background click for object ID's mask (repeatable)")
+    p.add_argument("--box", action="append", default=[], metavar="ID:X0,Y0,X1,Y1",
+                   help="instead of --mask: a box around object ID in the first frame (one per object)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder for the per-frame label maps")
     p.add_argument("--overlay-video", metavar="OUT.mp4", help="also write the frames with the objects tinted, as mp4")
     p.add_argument("--finetune", action="store_true", help="PerSAM-F: fit two mask-scale weights per object on the first frame")
@@ -41,20 +48,35 @@ def run(args: argparse.Namespace) -> int:
     from persam.io.masks import first_frame_labels, read_label_map
     from persam.session.video import VideoSession, VideoSettings
 
+    objects = object_prompts_from_args(args.point, args.negative_point, args.box)
+    if bool(objects) == bool(args.mask):
+        raise ValueError("pass the first frame's objects either as --mask FIRST.png or as --point ID:X,Y / "
+                         "--box ID:X0,Y0,X1,Y1 (exactly one of the two)")
     out = check_output_folder(args.output)
     if args.overlay_video:
         check_output_file(args.overlay_video, "--overlay-video")
         require_extra("av", "--overlay-video")
     source = open_frames(args.input)
-    labels = read_label_map(args.mask)
+    labels = read_label_map(args.mask) if args.mask else None
     frames = iter(source)
     first = next(frames, None)
     if first is None:
         raise ValueError(f"{args.input}: no frame could be decoded ({source.stopped or 'empty video'}); "
                          "re-encode the video or pass a folder of frames")
-    labels = first_frame_labels(labels, first.shape[:2], name=str(args.mask), frame=f"the frames of {args.input} are",
-                                drawn_mask=True)
-    model = load_model(args)
+    if labels is None:
+        from persam.session.prompts import Prompts, labels_from_prompts
+
+        for oid, kwargs in objects.items():  # bad coordinates fail before the model loads
+            try:
+                Prompts.checked(first.shape[:2], **kwargs)
+            except ValueError as exc:
+                raise ValueError(f"{args.input}, first frame, object {oid}: {exc}") from None
+        model = load_model(args)
+        labels = labels_from_prompts(model, first, objects)
+    else:
+        labels = first_frame_labels(labels, first.shape[:2], name=str(args.mask),
+                                    frame=f"the frames of {args.input} are", drawn_mask=True)
+        model = load_model(args)
     settings = VideoSettings(detect_absent=args.detect_absent, presence_threshold=args.presence_threshold)
     session = VideoSession(model, first, labels, finetune=args.finetune, settings=settings)
     writer = OverlayWriter(args.overlay_video, source.fps, session.hw) if args.overlay_video else None

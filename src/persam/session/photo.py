@@ -102,11 +102,47 @@ class PersamModel:
                 self._cache.popitem(last=False)
         return encoded
 
+    def mask_from_prompts(
+        self,
+        image: ImageLike | EncodedImage,
+        points_xy: Sequence[Sequence[float]] | np.ndarray | None = None,
+        point_labels: Sequence[int] | np.ndarray | None = None,
+        box_xyxy: Sequence[float] | np.ndarray | None = None,
+    ) -> SegmentationResult:
+        """SAM's own mask for clicks and/or a box, from the photo's (cached) embedding.
+
+        A box (with or without points) gives SAM's single-mask output; points
+        alone the multi-mask output's best predicted IoU. See ``persam.session.prompts``.
+
+        Args:
+            image: the photo, or its encoded image.
+            points_xy: (N, 2) (x, y) photo pixels, x right, y down.
+            point_labels: (N,) 1 = object, 0 = background (default: all 1).
+            box_xyxy: (4,) XYXY photo pixels.
+
+        Returns:
+            The mask with its prompts (points rounded to whole pixels).
+
+        Raises:
+            ValueError: no prompt, or a point / box outside the photo.
+        """
+        from persam.session.prompts import Prompts, mask_from_prompts
+
+        encoded = self.encode(image)
+        prompts = Prompts.checked(encoded.geometry.original_hw, points_xy, point_labels, box_xyxy)
+        out = mask_from_prompts(self.backend, encoded, prompts)
+        box = None if prompts.box_xyxy is None else np.rint(prompts.box_xyxy).astype(np.int64)
+        return SegmentationResult(mask=out.mask, score=out.score, points_xy=np.rint(prompts.points_xy).astype(np.int64),
+                                  point_labels=prompts.point_labels, box_xyxy=box, low_res_logits=out.low_res_logits)
+
     def personalize(
         self,
         image: ImageLike | Sequence[ImageLike],
-        mask: ImageLike | Sequence[ImageLike],
+        mask: ImageLike | Sequence[ImageLike] | None = None,
         *,
+        box: Sequence[float] | np.ndarray | None = None,
+        points: Sequence[Sequence[float]] | np.ndarray | None = None,
+        point_labels: Sequence[int] | np.ndarray | None = None,
         finetune: bool = False,
         label: int | None = None,
         settings: PersamSettings | None = None,
@@ -116,7 +152,12 @@ class PersamModel:
 
         Args:
             image: the reference photo, or a list of them.
-            mask: its mask (nonzero = object), or a list matching ``image``.
+            mask: its mask (nonzero = object), or a list matching ``image``;
+                or None with prompts below.
+            box: instead of a mask, a (4,) XYXY box on the (single) reference
+                photo; SAM makes the mask (``mask_from_prompts``, same encoding).
+            points: instead of a mask (or with ``box``), (N, 2) (x, y) clicks.
+            point_labels: (N,) 1 = object, 0 = background (default: all 1).
             finetune: PerSAM-F: fit the two mask-scale weights on the reference(s).
             label: use only pixels of this value in multi-label masks.
             settings: PerSAM components (defaults = reference behaviour).
@@ -128,6 +169,14 @@ class PersamModel:
         """
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         masks = list(mask) if isinstance(mask, (list, tuple)) else [mask]
+        if (box is not None or points is not None) == (mask is not None):
+            raise ValueError("pass either a reference mask or prompts (box=..., points=...), exactly one of them")
+        if mask is None:
+            if len(images) != 1:
+                raise ValueError(f"prompts describe one reference photo, got {len(images)}; pass one mask per photo instead")
+            masks = [self.mask_from_prompts(images[0], points, point_labels, box).mask]
+            if not masks[0].any():
+                raise ValueError("SAM's mask for these prompts is empty; click inside the object or draw a box around it")
         if len(images) != len(masks) or not images:
             raise ValueError(f"got {len(images)} reference photos and {len(masks)} masks; pass one mask per photo")
         settings = settings or PersamSettings()

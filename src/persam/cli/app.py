@@ -1,0 +1,42 @@
+"""``persam app``: the web app (Gradio) around one model loaded once."""
+
+from __future__ import annotations
+
+import argparse
+
+from persam.cli.common import add_model_options, load_model
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "app",
+        help="web app: personalize from clicks, segment photos, follow objects in a video",
+        description="Serve the web app on HOST:PORT (default 127.0.0.1:7860: this machine only). One model is "
+        "loaded once; requests wait in one queue. Needs the app extra: pip install 'persam[app]'.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--max-file-size", default="200mb", metavar="SIZE", help="largest upload, e.g. 50mb, 1gb (default 200mb)")
+    p.add_argument("--queue-size", type=int, default=64, metavar="N", help="requests waiting at most (default 64)")
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise ValueError("the web app needs Gradio; install it with: pip install 'persam[app]'") from None
+    from persam.app.ui import build
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be 1..65535, got {args.port}")
+    if args.queue_size < 1:
+        raise ValueError(f"--queue-size must be at least 1, got {args.queue_size}")
+    model = load_model(args)
+    demo = build(model)
+    demo.queue(default_concurrency_limit=1, max_size=args.queue_size)
+    print(f"persam app: {model.backend.name} on {model.backend.device}; open http://{args.host}:{args.port}", flush=True)
+    demo.launch(server_name=args.host, server_port=args.port, max_file_size=args.max_file_size, share=False,
+                ssr_mode=False, mcp_server=False, show_error=False, quiet=True)
+    return 0
