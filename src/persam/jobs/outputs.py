@@ -5,7 +5,10 @@ Files under the output folder ``root``:
     ``<stem>.png``          binary mask (0/255), or a label map 1..N with ``max_instances > 1``
     ``<stem>_overlay.jpg``  the photo with the mask tinted (``overlay``)
     ``manifest.json``       ``{"method", "model", ..., "inputs": [entry, ...]}``, one entry per photo in input order:
-                            ``{"input", "status": "written", "mask", "present", "instances", "scores"[, "overlay"]}``
+                            ``{"input", "status": "written", "mask", "present", "instances", "scores", "prompts"[, "overlay"]}``
+                            where ``prompts`` holds, per instance (parallel to ``scores``), the prompts of every
+                            decoder pass that made its mask, first pass first: ``[{"points_xy": [[x, y], ...],
+                            "point_labels": [1, 0, ...], "box_xyxy": [x0, y0, x1, y1] or null}, ...]``, photo pixels
                             or ``{"input", "status": "skipped", "reason"}``; callers may add keys (``save(**extra)``)
     ``annotations.json``    (``coco``) COCO images / annotations with RLE masks, category 1 "concept"
 
@@ -107,7 +110,8 @@ def write_result(root: Path, path: Path, stem: Path, pixels: np.ndarray | None, 
         tint = written
     entry = {"input": str(path), "status": "written", "mask": target.relative_to(root).as_posix(),
              "present": any(bool(r.present) for r in results), "instances": int(sum(bool(r.present) for r in results)),
-             "scores": [round(float(r.score), 6) for r in results]}
+             "scores": [round(float(r.score), 6) for r in results],
+             "prompts": [[record.to_dict() for record in getattr(r, "prompts", ())] for r in results]}
     if options.overlay and pixels is not None:
         overlay_path = root / f"{Path(stem).as_posix()}_overlay.jpg"
         save_overlay(overlay_path, pixels, tint)
