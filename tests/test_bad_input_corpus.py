@@ -211,3 +211,18 @@ def test_a_checkpoint_of_another_family_is_named_in_one_short_line(tmp_path, ref
                    "--device", "cpu", "--checkpoint", str(tiny_checkpoint)])
     line = one_line(capsys.readouterr().err)
     assert status == 2 and "sam_tiny.pth" in line and len(line) < 400, line
+
+
+def test_max_pixels_sets_the_limit_for_the_run(tmp_path, refs, tiny_checkpoint, capsys):
+    Image.fromarray(PHOTO).save(tmp_path / "target.png")  # 160 x 120 = 19200 pixels
+    out = tmp_path / "out"
+    args = ["segment", *refs, str(tmp_path / "target.png"), "-o", str(out), *TINY, "--checkpoint", str(tiny_checkpoint)]
+    line = one_line(capsys.readouterr().err) if main([*args, "--max-pixels", "10000"]) == 2 else None
+    assert line is not None and "above the limit" in line and "--max-pixels" in line
+    assert main([*args, "--max-pixels", "20000"]) == 0 and (out / "target.png").is_file()
+    assert main(["segment", "--help"]) == 0 and "--max-pixels" in capsys.readouterr().out
+
+
+def test_max_pixels_must_be_a_whole_number(capsys):
+    assert main(["segment", "x.png", "-o", "out", "--max-pixels", "lots"]) == 2
+    assert "--max-pixels takes a whole number" in capsys.readouterr().err

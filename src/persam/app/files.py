@@ -1,4 +1,4 @@
-"""Reading what visitors upload: photos with Pillow's decompression-bomb guard, zips of photos, masks.
+"""Reading what visitors upload: photos (through persam.io's reader and its pixel limit), zips of photos, masks.
 
 Every error is a ``ValueError`` naming the upload (its file name, not the
 server's temporary path) and what to do instead.
@@ -7,7 +7,6 @@ server's temporary path) and what to do instead.
 from __future__ import annotations
 
 import os
-import warnings
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -24,19 +23,12 @@ def display_name(path: str | os.PathLike) -> str:
 
 
 def _guarded(read, path: str | os.PathLike):
-    """Run ``read(path)`` with Pillow's bomb warning raised as an error; one-line ValueErrors."""
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            return read(path)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ValueError(f"{display_name(path)}: too many pixels for a photo (over {Image.MAX_IMAGE_PIXELS} allowed); "
-                             "upload a smaller image") from None
-        except (ValueError, FileNotFoundError) as exc:
-            message = str(exc).replace(str(path), display_name(path))
-            raise ValueError(message) from None
+    """Run ``read(path)`` (persam.io's readers: one-line errors, the pixel limit); name the upload, not the server path."""
+    try:
+        return read(path)
+    except (ValueError, FileNotFoundError) as exc:
+        message = str(exc).replace(str(path), display_name(path))
+        raise ValueError(message) from None
 
 
 def read_photo(path: str | os.PathLike) -> np.ndarray:
@@ -48,9 +40,9 @@ def read_photo(path: str | os.PathLike) -> np.ndarray:
 
 def read_mask(path: str | os.PathLike, hw: tuple[int, int]) -> np.ndarray:
     """(H, W) bool of an uploaded mask (nonzero = object), checked against the photo's (H, W)."""
-    from persam.io import load_mask
+    from persam.io import read_binary_mask
 
-    mask = _guarded(load_mask, path)
+    mask = _guarded(read_binary_mask, path)
     if mask.shape != tuple(hw):
         raise ValueError(f"{display_name(path)}: the mask is {mask.shape[1]}x{mask.shape[0]} but the photo is "
                          f"{hw[1]}x{hw[0]}; upload the mask drawn on this photo")

@@ -55,6 +55,20 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", type=device_name, metavar="DEVICE", help=DEVICE_HELP)
     group.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs; default fp32); the decoder stays fp32")
     group.add_argument("--random-weights", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--max-pixels", type=pixel_limit, metavar="N",
+                        help="largest photo (width x height) read, a guard against decompression bombs "
+                             "(default 64000000; 0 = no limit)")
+
+
+def pixel_limit(text: str) -> int:
+    """``--max-pixels``: a whole number of pixels, 0 for no limit."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--max-pixels takes a whole number of pixels (0 = no limit), got {text!r}")
+    return value
 
 
 def load_model(args: argparse.Namespace):

@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help / --version (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
     from persam.cli.common import user_errors
+    from persam.io.images import max_pixels, set_max_pixels
 
+    previous = max_pixels()
+    if getattr(args, "max_pixels", None) is not None:
+        set_max_pixels(args.max_pixels or None)
     try:
         return args.func(args)
     except user_errors() as exc:
@@ -36,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("persam: interrupted", file=sys.stderr)
         return 130
+    finally:
+        set_max_pixels(previous)
 
 
 if __name__ == "__main__":
