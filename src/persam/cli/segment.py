@@ -18,6 +18,8 @@ import argparse
 import contextlib
 import json
 import os
+import signal
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -108,6 +110,30 @@ def _ordered(items: Iterator[tuple[Future | None, Done | None]], ahead: int, win
             yield window.popleft()
     while window:
         yield window.popleft()
+
+
+class _Stopped(Exception):
+    """A photo not started because of Ctrl-C."""
+
+
+@contextlib.contextmanager
+def stopped_by_ctrl_c(stop: threading.Event) -> Iterator[None]:
+    """Meanwhile, a first Ctrl-C (SIGINT) only sets ``stop`` (the batch stops after the photos being
+    segmented); a second one interrupts at once. Only in the main thread (where signals arrive)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _finished(item: tuple[Future | None, Done | None]) -> bool:
@@ -221,7 +247,11 @@ def run(args: argparse.Namespace) -> int:
         outputs.save(concept.method, model.backend.name, settings=settings, complete=complete)
         pace["last"], pace["cost"] = time.monotonic(), time.monotonic() - start
 
+    stop = threading.Event()  # set by Ctrl-C: no photo starts after it
+
     def job(path: Path, stem: Path, pixels, image, sha: str) -> Done:
+        if stop.is_set():
+            raise _Stopped
         try:
             written, results = segment_one(concept, image, args)
         except errors as exc:
@@ -234,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
         """Read each photo (or its stored embedding) here, segment and write it in the pool."""
         nonlocal reused
         for path, stem in targets:
+            if stop.is_set():
+                return
             try:
                 sha = file_sha256(path) if album is None or Path(path).is_file() else None  # indexed: the embedding suffices
                 before = previous.get(str(path))
@@ -264,12 +296,14 @@ def run(args: argparse.Namespace) -> int:
     window: deque = deque()
     current: list = []  # the item being waited for, while it is
     try:
-        with worker_threads(workers) as pool:
+        with stopped_by_ctrl_c(stop), worker_threads(workers) as pool:
             for item in progress(_ordered(submitted(pool), 2 * workers, window), len(targets), "segment"):
                 current[:] = [item]
                 done = result(item)
                 current.clear()
                 add(done)
+                if stop.is_set():
+                    raise KeyboardInterrupt
     except BaseException:  # Ctrl-C or an unexpected error
         # the pool has finished the photos it was segmenting and dropped the others: record those, in order
         for item in [*current, *window]:
