@@ -176,10 +176,10 @@ def test_first_frame_labels_void_and_drawn_masks():
 
 
 def test_absent_label_through_the_cli(tmp_path, tiny_checkpoint, capsys):
-    from conftest import synthetic_photo
     from persam.cli.main import main
+    from persam.jobs.synthetic import tiled_photo
 
-    ref, mask = synthetic_photo(seed=0)
+    ref, mask = tiled_photo(seed=0)
     Image.fromarray(ref).save(tmp_path / "ref.jpg")
     labels = np.where(mask, 2, 0).astype(np.uint8)
     save_label_map(tmp_path / "ref_mask.png", labels)
