@@ -47,9 +47,9 @@ def png_header_only(path: Path, w: int, h: int) -> Path:
 
 def test_read_photo_refuses_a_decompression_bomb(tmp_path):
     bomb = png_header_only(tmp_path / "huge.png", 40000, 40000)
-    with pytest.raises(ValueError, match="huge.png: too many pixels"):
+    with pytest.raises(ValueError, match="huge.png: .*pixels"):
         files.read_photo(bomb)
-    with pytest.raises(ValueError, match="huge.png: too many pixels"):  # between 1x and 2x the limit: a warning in Pillow
+    with pytest.raises(ValueError, match="huge.png: .*pixels"):  # 100 megapixels: above the limits
         files.read_photo(png_header_only(tmp_path / "huge.png", 10000, 10000))
 
 

@@ -48,9 +48,9 @@ def read_photo(path: str | os.PathLike) -> np.ndarray:
 
 def read_mask(path: str | os.PathLike, hw: tuple[int, int]) -> np.ndarray:
     """(H, W) bool of an uploaded mask (nonzero = object), checked against the photo's (H, W)."""
-    from persam.io import load_mask
+    from persam.io import read_binary_mask
 
-    mask = _guarded(load_mask, path)
+    mask = _guarded(read_binary_mask, path)
     if mask.shape != tuple(hw):
         raise ValueError(f"{display_name(path)}: the mask is {mask.shape[1]}x{mask.shape[0]} but the photo is "
                          f"{hw[1]}x{hw[0]}; upload the mask drawn on this photo")
