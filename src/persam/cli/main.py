@@ -18,6 +18,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def set_pixel_limit(limit: int | None):
+    """Apply ``--max-pixels`` (0 = no limit) for one command; returns what puts the previous limit back.
+
+    The image reader is imported only when the option is given, so that
+    ``persam models`` stays free of numpy and Pillow.
+    """
+    if limit is None:
+        return lambda: None
+    from persam.io.images import max_pixels, set_max_pixels
+
+    previous = max_pixels()
+    set_max_pixels(limit or None)
+    return lambda: set_max_pixels(previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for usage errors, 0 after --help)."""
     parser = build_parser()
@@ -26,11 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help / --version (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
     from persam.cli.common import user_errors
-    from persam.io.images import max_pixels, set_max_pixels
 
-    previous = max_pixels()
-    if getattr(args, "max_pixels", None) is not None:
-        set_max_pixels(args.max_pixels or None)
+    restore = set_pixel_limit(getattr(args, "max_pixels", None))
     try:
         return args.func(args)
     except user_errors() as exc:
@@ -41,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print("persam: interrupted", file=sys.stderr)
         return 130
     finally:
-        set_max_pixels(previous)
+        restore()
 
 
 if __name__ == "__main__":
