@@ -20,12 +20,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --checkpoint, --device, --precision, --random-weights."""
+    """--model, --checkpoint, --device, --precision, --runtime, --random-weights."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="vit_t", help="backend: vit_t (default, MobileSAM), vit_b, vit_l, vit_h, litemedsam")
     group.add_argument("--checkpoint", metavar="PATH", help="local weights file (official key layout) instead of the download")
     group.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: cuda, then mps, then cpu")
     group.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs); the decoder stays fp32")
+    group.add_argument("--runtime", choices=["torch", "openvino", "onnxruntime"], default="torch", help="run the image encoder through PyTorch (default) or an inference runtime on the CPU (converted once per checkpoint and cached; pip install 'persam[openvino]' or 'persam[onnx]')")
     group.add_argument("--random-weights", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -39,6 +40,7 @@ def load_model(args: argparse.Namespace):
         device=args.device,
         precision=args.precision,
         random_weights=getattr(args, "random_weights", False),
+        runtime=getattr(args, "runtime", "torch"),
     )
 
 
