@@ -199,3 +199,31 @@ def test_litemedsam_real_weights_through_openvino(cache):
     ref = _embedding(persam.load("litemedsam", device="cpu"), image)
     model = persam.load("litemedsam", device="cpu", runtime="openvino")
     assert _rel(_embedding(model, image), ref) < RTOL
+
+
+@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+def test_bench_compares_runtimes_with_torch_fp32(tmp_path, cache, capsys):
+    import json
+
+    from persam.cli.main import main
+
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--model", "sam_tiny", "--random-weights", "--image-size", "64", "--runs", "1",
+                 "--runtime", "openvino", "--runtime", "openvino:bf16", "--json", str(out)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "x torch fp32" in table
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["runtime"], r["precision"]) for r in rows] == [("torch", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
+    assert rows[0]["encoder_speedup"] == 1.0 and rows[0]["max_rel_diff"] == 0.0
+    assert rows[1]["max_rel_diff"] < RTOL and rows[1]["converted"]
+    assert all(r["encoder_s"] > 0 and r["photo_s"] >= r["encoder_s"] * 0.5 for r in rows)
+
+
+def test_bench_runtime_spec_is_checked():
+    from persam.jobs.runtime_bench import parse_config
+
+    assert parse_config("openvino:bf16") == ("openvino", "bf16")
+    assert parse_config("onnxruntime", "fp32") == ("onnxruntime", "fp32")
+    with pytest.raises(ValueError, match="RUNTIME:PRECISION"):
+        parse_config("openvino:int4")
