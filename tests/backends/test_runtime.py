@@ -146,12 +146,16 @@ def test_random_weights_are_converted_for_the_run_only(cache, conversions):
 
 
 @pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
-def test_bf16_runs_close_to_fp32(tiny_ckpt, cache):
+def test_bf16_runs_close_to_fp32_from_the_same_conversion(tiny_ckpt, cache, conversions):
     image, _ = synthetic_photo(200, 260, seed=0)
     ref = _embedding(persam.load("sam_tiny", tiny_ckpt, device="cpu"), image)
-    out = _embedding(persam.load("sam_tiny", tiny_ckpt, device="cpu", precision="bf16", runtime="openvino"), image)
+    fp32 = _embedding(persam.load("sam_tiny", tiny_ckpt, device="cpu", runtime="openvino"), image)
+    bf16 = persam.load("sam_tiny", tiny_ckpt, device="cpu", precision="bf16", runtime="openvino")
+    assert conversions["openvino"] == 1  # the precision is a compile hint: one conversion serves both
+    out = _embedding(bf16, image)
     assert out.dtype == torch.float32 and out.shape == ref.shape
     assert _rel(out, ref) < 0.1  # bf16 keeps 8 bits of mantissa
+    assert _rel(fp32, ref) < RTOL
 
 
 def test_missing_extra_names_the_pip_command(tiny_ckpt, cache, monkeypatch):

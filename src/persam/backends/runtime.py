@@ -7,7 +7,7 @@ decoder stay in PyTorch. The runtime takes the same (1, 3, S, S) float32
 row-major input as the PyTorch encoder and gives the same (1, C, h, w)
 float32 row-major embedding.
 
-Cache: one folder per converted encoder under
+Cache: one folder per converted encoder (OpenVINO: one for both precisions) under
 ``persam.backends.checkpoints.cache_dir() / "encoders"``, named from the model,
 runtime, precision, input size and the checkpoint's SHA-256, holding the
 runtime's files and a ``manifest.json`` written last with the full key
@@ -67,7 +67,9 @@ class EncoderKey:
         model: backend name ("vit_t", ...).
         weights_sha256: SHA-256 of the checkpoint file.
         input_size: side S of the (1, 3, S, S) encoder input.
-        precision: "fp32" or "bf16".
+        precision: "fp32" or "bf16"; "any" where the runtime's files do not
+            depend on it (OpenVINO: the precision is a compile-time hint, one
+            conversion serves both).
         runtime: "openvino" or "onnxruntime".
         runtime_version: the runtime package's version.
         torch_version: the PyTorch that traced the encoder.
@@ -95,6 +97,8 @@ class _Runtime(Protocol):
     extra: str
     label: str
     precisions: tuple[str, ...]
+    #: Whether the converted files depend on the precision (OpenVINO's do not: it is a compile hint).
+    precision_in_files: bool
 
     def version(self) -> str: ...
 
@@ -106,6 +110,7 @@ class _Runtime(Protocol):
 class _OpenVino:
     name, package, extra, label = "openvino", "openvino", "openvino", "OpenVINO"
     precisions = ("fp32", "bf16")
+    precision_in_files = False
 
     def version(self) -> str:
         import openvino
@@ -144,6 +149,7 @@ class _OpenVino:
 class _OnnxRuntime:
     name, package, extra, label = "onnxruntime", "onnxruntime", "onnx", "ONNX Runtime"
     precisions = ("fp32",)
+    precision_in_files = True
 
     def version(self) -> str:
         import onnxruntime
@@ -249,6 +255,9 @@ def _convert_into(impl: _Runtime, encoder: nn.Module, key: EncoderKey, folder: P
 def _build_cached(impl: _Runtime, encoder: nn.Module, key: EncoderKey, target: Path) -> None:
     """Convert into a temporary sibling of ``target``, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    for left in target.parent.glob(f".{target.name}.*-*"):  # left by a killed conversion a day ago or more
+        if time.time() - left.stat().st_mtime > 86400:
+            shutil.rmtree(left, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         _convert_into(impl, encoder, key, tmp)
@@ -300,7 +309,8 @@ def load_runtime_encoder(
             f"use --runtime openvino for --precision {precision}, or --runtime torch"
         )
     _import_check(impl)
-    key = EncoderKey(model, weights_sha256, int(input_size), precision, runtime, impl.version())
+    key = EncoderKey(model, weights_sha256, int(input_size), precision if impl.precision_in_files else "any",
+                     runtime, impl.version())
     threads = int(threads or torch.get_num_threads())
     start = time.perf_counter()
     what = f"the {model} image encoder for {impl.label} ({precision}, {input_size}x{input_size} input)"
