@@ -157,6 +157,9 @@ class Backend:
         precision: "fp32" or "bf16": the image encoder's weights and arithmetic;
             the prompt encoder and mask decoder always run in fp32.
         checkpoint_sha256: SHA-256 of the weights file, or "random" for random weights.
+        runtime: "torch", or the inference runtime that runs the image encoder
+            (``persam.backends.runtime.attach_runtime``; its PyTorch module then stays fp32).
+        runtime_encoder: that runtime's encoder, (1, 3, S, S) -> (1, C, h, w) float32; None for torch.
     """
 
     name: str
@@ -167,6 +170,8 @@ class Backend:
     device: torch.device
     precision: Literal["fp32", "bf16"] = "fp32"
     checkpoint_sha256: str = "random"
+    runtime: str = "torch"
+    runtime_encoder: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     encoder_calls: int = field(default=0, repr=False)
     _dense_pe: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
@@ -195,10 +200,13 @@ class Backend:
         Returns:
             The (1, C, h, w) float32 embedding with the image geometry.
         """
-        x = self.preprocessing.to_tensor(image, self.device).contiguous(memory_format=torch.channels_last)
-        # The encoder's weights are already in the working precision
-        # (``persam.backends.optimize``), so no autocast here.
-        embedding = self.image_encoder(x.to(self.encoder_dtype))
+        x = self.preprocessing.to_tensor(image, self.device)
+        if self.runtime_encoder is not None:
+            embedding = self.runtime_encoder(x)
+        else:
+            # The encoder's weights are already in the working precision
+            # (``persam.backends.optimize``), so no autocast here.
+            embedding = self.image_encoder(x.contiguous(memory_format=torch.channels_last).to(self.encoder_dtype))
         self.encoder_calls += 1
         # Row-major (not channels-last): the same layout as an embedding read back
         # from an album index, so both give bit-identical masks.

@@ -159,6 +159,7 @@ def create_backend(
     precision: Literal["fp32", "bf16"] = "fp32",
     random_weights: bool = False,
     progress: bool | None = None,
+    runtime: str = "torch",
 ) -> "Backend":
     """Build a backend and load its weights.
 
@@ -170,6 +171,8 @@ def create_backend(
         precision: "fp32" (exact) or "bf16" (image encoder weights and arithmetic).
         random_weights: skip loading (speed measurements, tests).
         progress: download progress bar; None = only on a terminal.
+        runtime: "torch", or "openvino" / "onnxruntime" for the image encoder on the
+            CPU (``persam.backends.runtime``; device None then means the CPU).
 
     Raises:
         ValueError: unknown name, device or precision.
@@ -184,7 +187,7 @@ def create_backend(
     spec = get_spec(name)
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
-    dev = resolve_device(device)
+    dev = resolve_device("cpu" if device is None and runtime != "torch" else device)
     image_encoder, prompt_encoder, mask_decoder, module = BUILDERS[name]()
     sha = "random"
     if not random_weights:
@@ -199,8 +202,8 @@ def create_backend(
             raise CheckpointError(f"{path}: {mismatch_message(name, state, module.state_dict())}") from None
         sha = file_sha256(path)
     module.eval().requires_grad_(False).to(dev)
-    prepare_image_encoder(image_encoder, precision)
-    return Backend(
+    prepare_image_encoder(image_encoder, precision if runtime == "torch" else "fp32")
+    backend = Backend(
         name=name,
         image_encoder=image_encoder,
         prompt_encoder=prompt_encoder,
@@ -210,3 +213,8 @@ def create_backend(
         precision=precision,
         checkpoint_sha256=sha,
     )
+    if runtime != "torch":
+        from persam.backends.runtime import attach_runtime
+
+        attach_runtime(backend, runtime)
+    return backend

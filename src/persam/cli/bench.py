@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 image encoder (default fp32)")
     p.add_argument("--image-size", type=int, default=1024, metavar="N", help="long side of the synthetic photos (default 1024)")
     p.add_argument("--runs", type=int, default=5, metavar="N", help="timed runs per stage after one warm-up (default 5)")
+    p.add_argument("--runtime", action="append", metavar="RUNTIME[:PRECISION]", help="compare the image encoder and a new photo end to end through this runtime (torch, openvino, onnxruntime; e.g. openvino:bf16; repeatable) with PyTorch fp32, in interleaved rounds on the CPU")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     p.set_defaults(func=run)
 
@@ -74,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
         def on_stage(name: str) -> None:
             print(f"\r\033[Kpersam bench: {name} ...", end="", file=sys.stderr, flush=True)
 
+    if args.runtime:
+        return _run_runtimes(args, on_stage)
+
     result = run_benchmark(
         args.model,
         args.checkpoint,
@@ -87,6 +91,23 @@ def run(args: argparse.Namespace) -> int:
     if on_stage is not None:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
     print(format_result(result))
+    if args.json:
+        write_json(args.json, result.to_dict())
+    return 0
+
+
+def _run_runtimes(args: argparse.Namespace, on_stage) -> int:
+    from persam.cli.eval import write_json
+    from persam.jobs.runtime_bench import format_runtime_result, parse_config, run_runtime_benchmark
+
+    if args.device not in (None, "cpu"):
+        raise ValueError("--runtime compares encoders on the CPU; leave out --device or use --device cpu")
+    configs = [parse_config(text, args.precision) for text in args.runtime]
+    result = run_runtime_benchmark(args.model, args.checkpoint, configs=configs, random_weights=args.random_weights,
+                                   image_size=args.image_size, runs=args.runs, on_stage=on_stage)
+    if on_stage is not None:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    print(format_runtime_result(result))
     if args.json:
         write_json(args.json, result.to_dict())
     return 0

@@ -48,12 +48,13 @@ DEVICE_HELP = "cpu, cuda, cuda:N (GPU index) or mps; default: cuda, then mps, th
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --checkpoint, --device, --precision, --random-weights (defaults None: a given option is seen)."""
+    """--model, --checkpoint, --device, --precision, --runtime, --random-weights (defaults None: a given option is seen)."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", type=model_name, metavar="NAME", help=model_help())
     group.add_argument("--checkpoint", metavar="PATH", help="local weights file (official key layout) instead of the download")
     group.add_argument("--device", type=device_name, metavar="DEVICE", help=DEVICE_HELP)
     group.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs; default fp32); the decoder stays fp32")
+    group.add_argument("--runtime", choices=["torch", "openvino", "onnxruntime"], help="run the image encoder through PyTorch (default) or an inference runtime on the CPU (converted once per checkpoint and cached; pip install 'persam[openvino]' or 'persam[onnx]')")
     group.add_argument("--random-weights", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--max-pixels", type=pixel_limit, metavar="N",
                         help="largest photo (width x height) read, a guard against decompression bombs "
@@ -87,12 +88,13 @@ def load_model(args: argparse.Namespace):
         device=args.device,
         precision=getattr(args, "precision", None) or "fp32",
         random_weights=getattr(args, "random_weights", False),
+        runtime=getattr(args, "runtime", None) or "torch",
     )
 
 
 def given_model_options(args: argparse.Namespace) -> list[str]:
     """The model options given on the command line (their defaults are None / False)."""
-    names = ("model", "checkpoint", "device", "precision", "random_weights")
+    names = ("model", "checkpoint", "device", "precision", "runtime", "random_weights")
     return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) not in (None, False)]
 
 

@@ -358,6 +358,7 @@ def load(
     precision: Literal["fp32", "bf16"] = "fp32",
     random_weights: bool = False,
     progress: bool | None = None,
+    runtime: str = "torch",
 ) -> PersamModel:
     """Load a backend (downloading its checkpoint once) and return a session.
 
@@ -369,8 +370,11 @@ def load(
             faster on CPUs with AMX/AVX512-BF16; the decoder stays fp32).
         random_weights: no weights at all (speed tests).
         progress: download progress bar; None = on a terminal only.
+        runtime: "torch", or "openvino" / "onnxruntime": the image encoder through
+            that inference runtime on the CPU (``persam.backends.runtime``).
     """
     backend = create_backend(
-        model, checkpoint, device=device, precision=precision, random_weights=random_weights, progress=progress
+        model, checkpoint, device=device, precision=precision, random_weights=random_weights, progress=progress,
+        runtime=runtime,
     )
     return PersamModel(backend)

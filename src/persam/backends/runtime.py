@@ -1,0 +1,371 @@
+"""The image encoder through an inference runtime: OpenVINO or ONNX Runtime (CPU).
+
+``attach_runtime(backend, "openvino")`` converts the backend's prepared fp32
+PyTorch encoder once, caches the converted model, and makes
+``Backend.encode`` run it instead of PyTorch. The prompt encoder and the mask
+decoder stay in PyTorch. The runtime takes the same (1, 3, S, S) float32
+row-major input as the PyTorch encoder and gives the same (1, C, h, w)
+float32 row-major embedding.
+
+Cache: one folder per converted encoder (OpenVINO: one for both precisions) under
+``persam.backends.checkpoints.cache_dir() / "encoders"``, named from the model,
+runtime, precision, input size and the checkpoint's SHA-256, holding the
+runtime's files and a ``manifest.json`` written last with the full key
+(checkpoint SHA-256, model, input size, precision, runtime and its version,
+the conversion format) and the SHA-256 of every file. A folder is built under
+a temporary name and renamed into place, so an interrupted conversion leaves
+nothing that looks complete; on load the manifest and the files' hashes are
+checked, and a stale or damaged folder is converted again (one line on
+stderr). Random weights (no checkpoint file, so no SHA-256 to key on) are
+converted into a temporary folder for this process only.
+
+Precision: "fp32" is exact (float rounding only); "bf16" is OpenVINO's
+``INFERENCE_PRECISION_HINT`` (matrix products in bf16). ONNX Runtime runs fp32
+only on CPUs. The runtimes run on the CPU only: ``attach_runtime`` refuses a
+backend on another device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from persam.backends.base import Backend
+
+#: The values of ``--runtime``; "torch" is persam's own PyTorch encoder.
+RUNTIMES = ("torch", "openvino", "onnxruntime")
+#: Bumped when the conversion changes, so older cached folders count as stale.
+CONVERSION_FORMAT = 1
+_MANIFEST = "manifest.json"
+
+
+class RuntimeUnavailableError(ValueError):
+    """The runtime's package is not installed, or it cannot run what was asked (one line for the user)."""
+
+
+def notice(message: str) -> None:
+    """One line on stderr (conversion progress, rebuilt caches)."""
+    print(f"persam: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class EncoderKey:
+    """What a converted encoder depends on; two equal keys give the same converted model.
+
+    Attributes:
+        model: backend name ("vit_t", ...).
+        weights_sha256: SHA-256 of the checkpoint file.
+        input_size: side S of the (1, 3, S, S) encoder input.
+        precision: "fp32" or "bf16"; "any" where the runtime's files do not
+            depend on it (OpenVINO: the precision is a compile-time hint, one
+            conversion serves both).
+        runtime: "openvino" or "onnxruntime".
+        runtime_version: the runtime package's version.
+        torch_version: the PyTorch that traced the encoder.
+        conversion_format: ``CONVERSION_FORMAT``.
+    """
+
+    model: str
+    weights_sha256: str
+    input_size: int
+    precision: str
+    runtime: str
+    runtime_version: str
+    torch_version: str = field(default_factory=lambda: str(torch.__version__))
+    conversion_format: int = CONVERSION_FORMAT
+
+    @property
+    def folder_name(self) -> str:
+        """Cache folder name: one per model, runtime, precision, size and checkpoint."""
+        return f"{self.model}-{self.runtime}-{self.precision}-{self.input_size}-{self.weights_sha256[:16]}"
+
+
+class _Runtime(Protocol):
+    name: str
+    package: str
+    extra: str
+    label: str
+    precisions: tuple[str, ...]
+    #: Whether the converted files depend on the precision (OpenVINO's do not: it is a compile hint).
+    precision_in_files: bool
+
+    def version(self) -> str: ...
+
+    def convert(self, encoder: nn.Module, example: torch.Tensor, folder: Path) -> None: ...
+
+    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], np.ndarray]: ...
+
+
+class _OpenVino:
+    name, package, extra, label = "openvino", "openvino", "openvino", "OpenVINO"
+    precisions = ("fp32", "bf16")
+    precision_in_files = False
+
+    def version(self) -> str:
+        import openvino
+
+        return str(openvino.__version__)
+
+    def convert(self, encoder: nn.Module, example: torch.Tensor, folder: Path) -> None:
+        import warnings
+
+        import openvino as ov
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notices
+            model = ov.convert_model(encoder, example_input=example)
+        # compress_to_fp16=False: the saved weights stay fp32, so fp32 stays exact.
+        ov.save_model(model, str(folder / "encoder.xml"), compress_to_fp16=False)
+
+    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+        import openvino as ov
+
+        core = ov.Core()
+        hint = "bf16" if precision == "bf16" else "f32"
+        compiled = core.compile_model(
+            core.read_model(str(folder / "encoder.xml")), "CPU",
+            {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": int(threads)},
+        )
+        request = compiled.create_infer_request()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            request.infer({0: x})
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+        return run
+
+
+class _OnnxRuntime:
+    name, package, extra, label = "onnxruntime", "onnxruntime", "onnx", "ONNX Runtime"
+    precisions = ("fp32",)
+    precision_in_files = True
+
+    def version(self) -> str:
+        import onnxruntime
+
+        return str(onnxruntime.__version__)
+
+    def convert(self, encoder: nn.Module, example: torch.Tensor, folder: Path) -> None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+            torch.onnx.export(
+                encoder, (example,), str(folder / "encoder.onnx"), dynamo=False, opset_version=17,
+                input_names=["image"], output_names=["embedding"],
+            )
+
+    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads)
+        session = ort.InferenceSession(str(folder / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(session.run(None, {"image": x})[0], dtype=np.float32)
+
+        return run
+
+
+#: The runtimes by ``--runtime`` name (tests may wrap ``convert`` to count conversions).
+RUNTIME_IMPLS: dict[str, _Runtime] = {impl.name: impl for impl in (_OpenVino(), _OnnxRuntime())}
+
+
+@dataclass
+class RuntimeEncoder:
+    """A converted image encoder: ``(1, 3, S, S) float32 -> (1, C, h, w) float32`` on the CPU.
+
+    Attributes:
+        runtime: "openvino" or "onnxruntime".
+        precision: "fp32" or "bf16".
+        key: what the converted model was built from.
+        folder: the cache folder it was loaded from (``None``: a temporary folder, random weights).
+        converted: whether loading it needed a conversion.
+        load_s: seconds spent converting (if any) and loading.
+    """
+
+    runtime: str
+    precision: str
+    key: EncoderKey
+    folder: Path | None
+    converted: bool
+    load_s: float
+    _run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, 3, S, S) input (any float dtype, any layout, CPU) -> (1, C, h, w) float32 row-major."""
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self._run(array))
+
+
+def _import_check(impl: _Runtime) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(impl.package) is None:
+        raise RuntimeUnavailableError(
+            f"--runtime {impl.name} needs the {impl.label} package, which is not installed; "
+            f"install it with: pip install 'persam[{impl.extra}]' (or use --runtime torch)"
+        )
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    from persam.backends.checkpoints import file_sha256
+
+    return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != _MANIFEST}
+
+
+def _verify(folder: Path, key: EncoderKey) -> str | None:
+    """``None`` if ``folder`` holds a complete conversion for ``key``, else why not."""
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "its manifest is missing or unreadable"
+    if manifest.get("key") != asdict(key):
+        return "it was converted from other weights or by another runtime version"
+    try:
+        if _file_hashes(folder) != manifest.get("files"):
+            return "its files do not match their recorded SHA-256"
+    except OSError:
+        return "its files cannot be read"
+    return None
+
+
+def _convert_into(impl: _Runtime, encoder: nn.Module, key: EncoderKey, folder: Path) -> None:
+    """Convert into ``folder`` (empty) and write the manifest last."""
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(1, 3, key.input_size, key.input_size, generator=generator)
+    with torch.no_grad():
+        impl.convert(encoder, example, folder)
+    manifest = {"key": asdict(key), "files": _file_hashes(folder)}
+    (folder / _MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+
+def _build_cached(impl: _Runtime, encoder: nn.Module, key: EncoderKey, target: Path) -> None:
+    """Convert into a temporary sibling of ``target``, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for left in target.parent.glob(f".{target.name}.*-*"):  # left by a killed conversion a day ago or more
+        if time.time() - left.stat().st_mtime > 86400:
+            shutil.rmtree(left, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        _convert_into(impl, encoder, key, tmp)
+        if target.exists():  # stale or damaged: move it aside, then drop it
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / "x")
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if _verify(target, key) is not None:  # not a finished twin from another process
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_runtime_encoder(
+    encoder: nn.Module,
+    *,
+    model: str,
+    weights_sha256: str,
+    input_size: int,
+    precision: str,
+    runtime: str,
+    threads: int | None = None,
+    cache: Path | None = None,
+) -> RuntimeEncoder:
+    """The cached conversion of ``encoder`` for ``runtime``, converting it first if needed.
+
+    Args:
+        encoder: the prepared fp32 PyTorch image encoder, on the CPU, in eval mode.
+        model: backend name (part of the cache key).
+        weights_sha256: the checkpoint's SHA-256; "random" converts into a temporary folder.
+        input_size: side S of the encoder input.
+        precision: "fp32" or "bf16".
+        runtime: "openvino" or "onnxruntime".
+        threads: CPU threads the runtime may use (default: ``torch.get_num_threads()``).
+        cache: parent folder of the cached conversions (default: ``cache_dir() / "encoders"``).
+
+    Raises:
+        RuntimeUnavailableError: unknown runtime, its package missing, or a precision it cannot run.
+    """
+    if runtime not in RUNTIME_IMPLS:
+        raise RuntimeUnavailableError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    impl = RUNTIME_IMPLS[runtime]
+    if precision not in impl.precisions:
+        raise RuntimeUnavailableError(
+            f"--runtime {runtime} runs the encoder in {' or '.join(impl.precisions)} only on CPUs; "
+            f"use --runtime openvino for --precision {precision}, or --runtime torch"
+        )
+    _import_check(impl)
+    key = EncoderKey(model, weights_sha256, int(input_size), precision if impl.precision_in_files else "any",
+                     runtime, impl.version())
+    threads = int(threads or torch.get_num_threads())
+    start = time.perf_counter()
+    what = f"the {model} image encoder for {impl.label} ({precision}, {input_size}x{input_size} input)"
+    if weights_sha256 == "random":
+        with tempfile.TemporaryDirectory(prefix="persam-encoder-", ignore_cleanup_errors=True) as tmp:
+            _convert_into(impl, encoder, key, Path(tmp))
+            run = impl.load(Path(tmp), precision, threads)
+        return RuntimeEncoder(runtime, precision, key, None, True, time.perf_counter() - start, run)
+    if cache is None:
+        from persam.backends.checkpoints import cache_dir
+
+        cache = cache_dir() / "encoders"
+    folder = Path(cache) / key.folder_name
+    problem = _verify(folder, key) if folder.exists() else "absent"
+    if problem is not None:
+        if problem != "absent":
+            notice(f"the cached encoder {folder} is stale or damaged ({problem}); converting it again")
+        notice(f"converting {what}; this happens once per checkpoint ...")
+        _build_cached(impl, encoder, key, folder)
+        run = impl.load(folder, precision, threads)
+        seconds = time.perf_counter() - start
+        notice(f"converted {what} in {seconds:.1f} s; cached in {folder}")
+        return RuntimeEncoder(runtime, precision, key, folder, True, seconds, run)
+    return RuntimeEncoder(runtime, precision, key, folder, False, time.perf_counter() - start,
+                          impl.load(folder, precision, threads))
+
+
+def attach_runtime(backend: Backend, runtime: str, *, cache: Path | None = None) -> Backend:
+    """Make ``backend.encode`` run its image encoder through ``runtime`` ("torch": unchanged).
+
+    The backend's PyTorch encoder must be prepared in fp32 (it is what gets
+    converted); ``backend.precision`` says which precision the runtime runs.
+
+    Raises:
+        RuntimeUnavailableError: an unknown runtime, a missing package, a
+            precision the runtime cannot run, or a backend not on the CPU.
+    """
+    if runtime == "torch":
+        backend.runtime, backend.runtime_encoder = "torch", None
+        return backend
+    if runtime not in RUNTIME_IMPLS:
+        raise RuntimeUnavailableError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    if backend.device.type != "cpu":
+        raise RuntimeUnavailableError(
+            f"--runtime {runtime} runs the image encoder on the CPU only; use --device cpu, "
+            f"or --runtime torch on {backend.device.type}"
+        )
+    backend.runtime_encoder = load_runtime_encoder(
+        backend.image_encoder,
+        model=backend.name,
+        weights_sha256=backend.checkpoint_sha256,
+        input_size=backend.preprocessing.input_size,
+        precision=backend.precision,
+        runtime=runtime,
+        cache=cache,
+    )
+    backend.runtime = runtime
+    return backend
