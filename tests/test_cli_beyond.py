@@ -64,7 +64,9 @@ def test_index_then_segment_decoder_only(album, tiny_checkpoint, capsys):
     assert main(["index", str(album / "photos"), "-o", str(idx), "--dtype", "float32", *args]) == 0
     assert "3 encoded now" in capsys.readouterr().out
     assert main(["index", str(album / "photos"), "-o", str(idx), *args]) == 0
-    assert "0 encoded now, 3 unchanged" in capsys.readouterr().out
+    assert "0 encoded now, 3 unchanged, 0 skipped" in capsys.readouterr().out
+    assert main(["index", str(album / "photos"), "-o", str(idx), "--quiet", *args]) == 0
+    assert capsys.readouterr().out == ""
     concept = album / "c.persam"
     main(["personalize", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"), "-o", str(concept), *args])
     out_idx, out_direct = album / "from_index", album / "direct"
@@ -107,8 +109,18 @@ def test_several_references(album, tiny_checkpoint):
     assert main(["segment", "--ref", str(album / "ref.jpg"), str(album / "photos"), "-o", str(album / "o"), *model_args(tiny_checkpoint)]) == 2
 
 
+#: --workers N sums matrix products over another number of threads than --workers 1: the documented tolerance.
+SCORE_TOL, MIN_IOU = 1e-4, 0.999
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a > 0, b > 0).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a > 0, b > 0).sum() / union)
+
+
 def test_workers_write_the_same_outputs_in_input_order(album, tiny_checkpoint, capsys):
-    """Two photos at a time (threads) == one at a time: masks, manifest order, COCO ids; bad files still skipped."""
+    """Two photos at a time (threads) == one at a time within the documented tolerance: masks (IoU >= 0.999),
+    scores (1e-4), manifest order, COCO ids; bad files still skipped."""
     (album / "photos" / "broken.jpg").write_bytes(b"not a jpeg")
     for i in range(3, 8):
         Image.fromarray(synthetic_photo(seed=51 + i)[0]).save(album / "photos" / f"more{i}.png")
@@ -122,13 +134,21 @@ def test_workers_write_the_same_outputs_in_input_order(album, tiny_checkpoint, c
         assert "broken.jpg" in capsys.readouterr().err
         outs[workers] = out
     one, two = (json.loads((outs[w] / "manifest.json").read_text()) for w in (1, 2))
-    assert one["inputs"] == two["inputs"]
+    assert len(one["inputs"]) == len(two["inputs"]) == 9
+    for a, b in zip(one["inputs"], two["inputs"]):
+        assert {k: v for k, v in a.items() if k != "scores"} == {k: v for k, v in b.items() if k != "scores"}
+        assert np.allclose(a.get("scores", []), b.get("scores", []), rtol=0, atol=SCORE_TOL)
     assert sum(e["status"] == "written" for e in two["inputs"]) == 8
     for e in two["inputs"]:
         if e["status"] == "written":
-            assert np.array_equal(np.asarray(Image.open(outs[1] / e["mask"])), np.asarray(Image.open(outs[2] / e["mask"])))
+            m1, m2 = (np.asarray(Image.open(outs[w] / e["mask"])) for w in (1, 2))
+            assert mask_iou(m1, m2) >= MIN_IOU, e["mask"]
     coco1, coco2 = (json.loads((outs[w] / "annotations.json").read_text()) for w in (1, 2))
-    assert coco1 == coco2
+    assert coco1["images"] == coco2["images"] and coco1["categories"] == coco2["categories"]
+    assert [(a["id"], a["image_id"]) for a in coco1["annotations"]] == [(a["id"], a["image_id"]) for a in coco2["annotations"]]
+    for a, b in zip(coco1["annotations"], coco2["annotations"]):
+        assert abs(a["score"] - b["score"]) <= SCORE_TOL
+        assert abs(a["area"] - b["area"]) <= (1 - MIN_IOU) * max(a["area"], b["area"]) + 1
     assert [im["id"] for im in coco2["images"]] == list(range(1, len(coco2["images"]) + 1))
 
 

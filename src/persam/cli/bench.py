@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-MODELS = ("vit_t", "vit_b", "vit_l", "vit_h", "litemedsam", "sam_tiny")
+from persam.cli.common import DEVICE_HELP, check_output_file, device_name, model_help, model_name
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,10 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "on deterministic synthetic photos of N x round(0.75 N) pixels."
         ),
     )
-    p.add_argument("--model", choices=MODELS, default="vit_t", help="backend (default vit_t)")
+    p.add_argument("--model", type=model_name, default="vit_t", metavar="NAME", help=model_help())
     p.add_argument("--checkpoint", metavar="PATH", help="local weights file instead of the download")
     p.add_argument("--random-weights", action="store_true", help="no weights at all: speed only, nothing is downloaded")
-    p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: cuda, then mps, then cpu")
+    p.add_argument("--device", type=device_name, metavar="DEVICE", help=DEVICE_HELP)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 image encoder (default fp32)")
     p.add_argument("--image-size", type=int, default=1024, metavar="N", help="long side of the synthetic photos (default 1024)")
     p.add_argument("--runs", type=int, default=5, metavar="N", help="timed runs per stage after one warm-up (default 5)")
@@ -59,8 +59,12 @@ def format_result(result) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from persam.jobs.bench import run_benchmark
-    from persam.cli.eval import write_json
+    from persam.cli.common import write_json
 
+    if args.random_weights and args.checkpoint:
+        raise ValueError(f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them")
+    if args.json:
+        check_output_file(args.json, "--json")
     if args.runs < 1:
         raise ValueError(f"--runs must be at least 1, got {args.runs}")
     if args.image_size < 32:

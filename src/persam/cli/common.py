@@ -3,29 +3,57 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import sys
 from typing import Iterable, Iterator, TypeVar
 
+from persam.jobs.errors import USER_ERRORS, user_errors  # noqa: F401  (errors reported in one line, exit 2)
+
 T = TypeVar("T")
 
-#: Errors a user can fix: reported in one line, exit status 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError, PermissionError)
+
+def model_name(value: str) -> str:
+    """argparse type of ``--model``: a registered backend (the test-only ones are accepted, not offered)."""
+    from persam.backends.registry import get_spec
+
+    try:
+        return get_spec(value).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """USER_ERRORS plus the checkpoint errors (imported lazily)."""
-    from persam.backends.checkpoints import CheckpointError
+def device_name(value: str) -> str:
+    """argparse type of ``--device``: cpu, cuda, cuda:N or mps (whether it exists is checked on loading)."""
+    from persam.backends.registry import check_device_name
 
-    return USER_ERRORS + (CheckpointError,)
+    try:
+        return check_device_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+DEFAULT_MODEL = "vit_t"
+
+
+def model_help() -> str:
+    """``--model`` help naming the offered backends."""
+    from persam.backends.registry import offered_names
+
+    return f"backend: {', '.join(offered_names())} (default vit_t, MobileSAM; see `persam models`)"
+
+
+DEVICE_HELP = "cpu, cuda, cuda:N (GPU index) or mps; default: cuda, then mps, then cpu"
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --checkpoint, --device, --precision, --random-weights."""
+    """--model, --checkpoint, --device, --precision, --random-weights (defaults None: a given option is seen)."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default="vit_t", help="backend: vit_t (default, MobileSAM), vit_b, vit_l, vit_h, litemedsam")
+    group.add_argument("--model", type=model_name, metavar="NAME", help=model_help())
     group.add_argument("--checkpoint", metavar="PATH", help="local weights file (official key layout) instead of the download")
-    group.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: cuda, then mps, then cpu")
-    group.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs); the decoder stays fp32")
+    group.add_argument("--device", type=device_name, metavar="DEVICE", help=DEVICE_HELP)
+    group.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs; default fp32); the decoder stays fp32")
     group.add_argument("--random-weights", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -33,13 +61,31 @@ def load_model(args: argparse.Namespace):
     """The session model from the parsed model options."""
     from persam.session.photo import load
 
+    if getattr(args, "random_weights", False) and args.checkpoint:
+        raise ValueError(f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them")
+    if getattr(args, "random_weights", False):  # the same random weights every run (a re-run may resume)
+        import torch
+
+        torch.manual_seed(0)
     return load(
-        args.model,
+        args.model or DEFAULT_MODEL,
         args.checkpoint,
         device=args.device,
-        precision=args.precision,
+        precision=getattr(args, "precision", None) or "fp32",
         random_weights=getattr(args, "random_weights", False),
     )
+
+
+def given_model_options(args: argparse.Namespace) -> list[str]:
+    """The model options given on the command line (their defaults are None / False)."""
+    names = ("model", "checkpoint", "device", "precision", "random_weights")
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) not in (None, False)]
+
+
+def refuse(options: list[str], reason: str) -> None:
+    """ValueError (exit 2) naming the ``options`` that would be ignored, unless there are none."""
+    if options:
+        raise ValueError(f"{' and '.join(options)} {'has' if len(options) == 1 else 'have'} no effect {reason}; drop {'it' if len(options) == 1 else 'them'}")
 
 
 def progress(items: Iterable[T], total: int, desc: str, unit: str = "img") -> Iterator[T]:
@@ -55,3 +101,82 @@ def progress(items: Iterable[T], total: int, desc: str, unit: str = "img") -> It
 def warn(message: str) -> None:
     """One line on stderr."""
     print(f"persam: {message}", file=sys.stderr)
+
+
+def _finite(value: object) -> object:
+    """``value`` with NaN / infinite floats replaced by None (strict JSON), recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write ``data`` as indented strict JSON (NaN -> null), atomically, creating the folder."""
+    from persam.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+
+
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    """-q/--quiet: no summary line at the end (warnings and errors still go to stderr)."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="no summary line at the end")
+
+
+def summary(args: argparse.Namespace, line: str) -> None:
+    """The summary line of a batch command on stdout, unless --quiet."""
+    if not getattr(args, "quiet", False):
+        print(line, flush=True)
+
+
+def check_output_folder(path: str | os.PathLike, option: str = "-o") -> "Path":
+    """``path`` as an output folder: refused (before any model loads) when it is an existing file, lies
+    under a file, or its nearest existing folder is not writable."""
+    from pathlib import Path
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{option} {folder}: is a file, not a folder; pass a folder path (it is created if missing)")
+    parent = folder
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option} {folder}: {parent} is a file, so no folder can be made under it; pass another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{option} {folder}: {parent} is not writable; pass a folder you can write to")
+    return folder
+
+
+def check_output_file(path: str | os.PathLike, option: str = "-o") -> "Path":
+    """``path`` as an output file: refused when it is a folder or its folder cannot be made/written."""
+    from pathlib import Path
+
+    file = Path(path)
+    if file.is_dir():
+        raise ValueError(f"{option} {file}: is a folder; pass a file path")
+    check_output_folder(file.parent, option)
+    return file
+
+
+def check_inputs_exist(paths: Iterable[str | os.PathLike | None], what: str) -> None:
+    """FileNotFoundError naming the first of ``paths`` that does not exist (None entries are ignored)."""
+    from pathlib import Path
+
+    for path in paths:
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such file or folder; check the {what} path")
+
+
+#: Optional packages: import name -> (extra of persam, what needs it).
+EXTRAS = {"pycocotools": "coco", "av": "video"}
+
+
+def require_extra(module: str, needed_by: str) -> None:
+    """ValueError with the install command when ``module`` (an optional dependency) is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"{needed_by} needs {module}, which is not installed: pip install \"persam[{EXTRAS[module]}]\"")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from persam.cli.common import add_model_options, load_model, warn
+from persam.cli.common import (
+    add_model_options, add_quiet_option, check_inputs_exist, check_output_folder, load_model, progress, summary, warn,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--force", action="store_true", help="keep photos whose mask is absent or implausible (still listed in rejected.json)")
     prep.add_argument("-o", "--output", required=True, metavar="DATA", help="data folder to write")
     add_model_options(prep)
+    add_quiet_option(prep)
     prep.set_defaults(func=run_prepare)
 
     tr = dsub.add_parser(
@@ -37,12 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="DreamBooth on diffusers + accelerate with the foreground-only loss; resumes from OUT/checkpoints when rerun.",
     )
     tr.add_argument("data", metavar="DATA", help="folder written by `persam dreambooth prepare`")
-    tr.add_argument("--model", required=True, metavar="PATH_OR_NAME", help="diffusers Stable Diffusion folder (or hub name)")
+    tr.add_argument("--base-model", required=True, metavar="PATH_OR_NAME", help="diffusers Stable Diffusion folder (or hub name) to fine-tune")
     tr.add_argument("--instance-prompt", required=True, help='e.g. "a photo of sks dog"')
     tr.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (checkpoints/, pipeline/)")
     tr.add_argument("--class-data", metavar="DIR", help="class images for prior preservation")
     tr.add_argument("--class-prompt", help='e.g. "a photo of a dog" (with --class-data)')
-    tr.add_argument("--prior-weight", type=float, default=1.0, help="weight of the prior-preservation loss (default 1.0)")
+    tr.add_argument("--prior-weight", type=float, help="weight of the prior-preservation loss (with --class-data; default 1.0)")
     tr.add_argument("--steps", type=int, default=400, help="total optimiser steps (default 400)")
     tr.add_argument("--lr", type=float, default=5e-6, help="learning rate (default 5e-6)")
     tr.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no", help="accelerate mixed precision (default no)")
@@ -59,29 +62,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from persam.jobs.dreambooth.prepare import prepare_dataset
 
+    check_output_folder(args.output)
+    check_inputs_exist([args.ref, args.ref_mask, args.checkpoint, *args.photos], "input")
     model = load_model(args)
     concept = model.personalize(args.ref, args.ref_mask, finetune=args.finetune)
     report = prepare_dataset(concept, args.photos, args.output, prompt=args.prompt, force=args.force,
-                             on_error=lambda path, exc: warn(f"rejected {path}: {exc}"))
+                             on_error=lambda path, exc: warn(f"rejected {path}: {exc}"), progress=progress)
     for entry in report.rejected:
         verb = "kept (--force)" if entry["included"] else "rejected"
         warn(f"{verb} {entry['photo']}: {entry['reason']}")
-    warn(f"{len(report.kept)} photos written to {report.root} ({len(report.rejected)} flagged, see rejected.json)")
+    summary(args, f"persam dreambooth prepare: {len(report.kept)} photos written to {report.root} "
+                  f"({len(report.rejected)} flagged, see rejected.json)")
     return 0
 
 
 def run_train(args: argparse.Namespace) -> int:
     from persam.jobs.dreambooth.train import MissingExtrasError, TrainConfig, train
 
+    check_output_folder(args.output)
+    if args.prior_weight is not None and args.class_data is None:
+        raise ValueError("--prior-weight has no effect without --class-data DIR (no prior-preservation loss); drop it or pass --class-data and --class-prompt")
     config = TrainConfig(
-        data=args.data, model=args.model, instance_prompt=args.instance_prompt, output=args.output,
-        class_data=args.class_data, class_prompt=args.class_prompt, prior_weight=args.prior_weight, steps=args.steps,
+        data=args.data, model=args.base_model, instance_prompt=args.instance_prompt, output=args.output,
+        class_data=args.class_data, class_prompt=args.class_prompt, prior_weight=1.0 if args.prior_weight is None else args.prior_weight, steps=args.steps,
         lr=args.lr, mixed_precision=args.mixed_precision, resolution=args.resolution, batch_size=args.batch_size,
         seed=args.seed, dilate=args.dilate, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         gradient_checkpointing=args.gradient_checkpointing,
     )
     try:
-        train(config)
+        train(config, progress=progress)
     except MissingExtrasError as exc:
         print(f"persam: error: {exc}", file=sys.stderr)
         return 2

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
-import tempfile
 from pathlib import Path
 
-from persam.cli.common import add_model_options, load_model, progress, warn
+from persam.cli.common import (
+    add_model_options, check_output_file, check_output_folder, given_model_options, load_model, progress, refuse, write_json,
+)
 from persam.method.settings import COMPONENTS, PersamSettings
 
 METHODS = ("persam", "persam-f")
@@ -36,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ps.add_argument("root", metavar="ROOT", help="PerSeg root holding Images/<object>/NN.jpg and Annotations/<object>/NN.png")
     ps.add_argument("--method", choices=METHODS, help="persam (training-free, default) or persam-f (fit on the reference)")
     ps.add_argument("--pred", metavar="DIR", help="score the masks in DIR/<object>/NN.png instead of running the model")
-    ps.add_argument("--out", metavar="DIR", help="where to write the masks (default ./persam-eval/perseg-<method>[-no-<component>...])")
+    ps.add_argument("-o", "--output", metavar="DIR", help="where to write the masks (default ./persam-eval/perseg-<method>[-no-<component>...])")
     ps.add_argument("--without", action="append", default=[], choices=COMPONENTS,
                     help="switch a PerSAM component off (ablation); repeatable")
     ps.add_argument("--json", metavar="FILE", help="also write every reported figure and the settings as JSON")
@@ -50,41 +48,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     dv.add_argument("root", metavar="ROOT", help="DAVIS 2017 root (Annotations/480p/<seq>/, ImageSets/2017/val.txt)")
     dv.add_argument("--pred", metavar="DIR", help="score predictions DIR/<seq>/00000.png (palette or grayscale object ids) instead of running the model")
-    dv.add_argument("--method", choices=["persam-f", "persam"], default="persam-f", help="video method to run (default persam-f, as the paper's DAVIS figure)")
-    dv.add_argument("--out", metavar="DIR", help="where to write the predicted palette PNGs (default ./persam-eval/davis-<method>)")
+    dv.add_argument("--method", choices=["persam-f", "persam"], help="video method to run (default persam-f, as the paper's DAVIS figure)")
+    dv.add_argument("-o", "--output", metavar="DIR", help="where to write the predicted palette PNGs (default ./persam-eval/davis-<method>)")
     dv.add_argument("--sequences", metavar="A,B", help="comma-separated sequences (default: ImageSets/2017/val.txt)")
     dv.add_argument("--json", metavar="FILE", help="also write the global and per-object figures as JSON")
     add_model_options(dv)
     dv.set_defaults(func=run_davis)
-
-
-# ------------------------------------------------------------------ JSON
-
-
-def _finite(value: object) -> object:
-    """``value`` with NaN / infinite floats replaced by None (strict JSON), recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as indented JSON atomically (temporary file, then ``os.replace``)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_finite(data), fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------ PerSeg
@@ -121,18 +90,20 @@ def predict_perseg(dataset, model, out: Path, method: str, settings: PersamSetti
 def run_perseg(args: argparse.Namespace) -> int:
     from persam.eval.datasets import PerSegDataset, evaluate_perseg
 
+    if args.json:
+        check_output_file(args.json, "--json")
     dataset = PerSegDataset(args.root)  # a broken layout fails here, before the model loads
     method = args.method or "persam"
     info: dict[str, object] = {"method": None, "model": None, "settings": None}
     if args.pred is not None:
-        if args.method is not None or args.without or args.out is not None:
-            warn("--method, --without and --out are ignored with --pred (the masks in it are only scored)")
+        given = [n for n, v in (("--method", args.method), ("--without", args.without), ("--output", args.output)) if v]
+        refuse(given + given_model_options(args), "with --pred (the masks in it are only scored)")
         pred_dir = Path(args.pred)
     else:
         if method == "persam-f" and args.without:
             raise ValueError("--without applies to training-free PerSAM only; PerSAM-F does not use these components")
         settings = PersamSettings().without(*args.without)
-        pred_dir = Path(args.out) if args.out else default_perseg_out(method, args.without)
+        pred_dir = check_output_folder(args.output if args.output else default_perseg_out(method, args.without))
         model = load_model(args)
         predict_perseg(dataset, model, pred_dir, method, settings)
         backend = model.backend
@@ -187,14 +158,20 @@ def run_davis(args: argparse.Namespace) -> int:
         if not sequences:
             raise ValueError("--sequences is empty; pass comma-separated sequence names, e.g. bear,blackswan")
     pred = args.pred
-    if pred is None:
+    if pred is not None:
+        given = [n for n, v in (("--method", args.method), ("--output", args.output)) if v]
+        refuse(given + given_model_options(args), "with --pred (the predictions in it are only scored)")
+    else:
         from persam.eval.datasets import Davis2017Dataset
         from persam.jobs.davis import run_davis as run_video
 
         Davis2017Dataset(args.root, sequences)  # a malformed layout fails before the model loads
-        pred = args.out or str(Path("persam-eval") / f"davis-{args.method}")
+        method = args.method or "persam-f"
+        pred = str(check_output_folder(args.output or Path("persam-eval") / f"davis-{method}"))
+        if args.json:
+            check_output_file(args.json, "--json")
         model = load_model(args)
-        run_video(model, args.root, pred, finetune=args.method == "persam-f", sequences=sequences, progress=progress)
+        run_video(model, args.root, pred, finetune=method == "persam-f", sequences=sequences, progress=progress)
     args.pred = pred
     report = evaluate_davis(args.root, pred, sequences)
     glob = report.as_dict(per_object=False)

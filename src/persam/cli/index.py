@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from persam.cli.common import add_model_options, load_model, progress, user_errors, warn
+from persam.cli.common import (
+    add_model_options, add_quiet_option, check_output_file, load_model, progress, summary, user_errors, warn,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,6 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="index file, e.g. album.idx")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored embedding precision (float32: masks identical to a direct run)")
     add_model_options(p)
+    add_quiet_option(p)
     p.set_defaults(func=run)
 
 
@@ -20,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from persam.session.album import AlbumIndex
     from persam.io import find_images, load_image
 
+    check_output_file(args.output)
     photos = [path.resolve() for path, _ in find_images(args.photos)]
     if not photos:
         raise ValueError("no image files among the photos; pass .jpg/.png files or folders holding them")
@@ -37,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
             warn(f"skipped {path}: {exc}")
             continue
         album.add(path, encoded, args.dtype)
-    print(f"{args.output}: {len(album.paths())} photos indexed ({len(todo) - failed} encoded now, {len(photos) - len(todo)} unchanged)")
+    summary(args, f"persam index: {args.output}: {len(album.paths())} photos indexed ({len(todo) - failed} encoded now, "
+                  f"{len(photos) - len(todo)} unchanged, {failed} skipped)")
     album.close()
     return 1 if failed else 0

@@ -19,9 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for usage errors)."""
+    """Run the command line; returns the exit status (2 for usage errors, 0 after --help)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help / --version (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else 2
     from persam.cli.common import user_errors
 
     try:

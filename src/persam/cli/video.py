@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from persam.cli.common import add_model_options, load_model, progress
+from persam.cli.common import (
+    add_model_options, add_quiet_option, check_output_file, check_output_folder, load_model, progress, require_extra, summary,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--presence-threshold", type=float, metavar="S",
                    help="one presence threshold for every object (implies --detect-absent)")
     add_model_options(p)
+    add_quiet_option(p)
     p.set_defaults(func=run)
 
 
@@ -37,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from persam.io.frames import OverlayWriter, load_label_map, open_frames, tint
     from persam.session.video import VideoSession, VideoSettings
 
+    out = check_output_folder(args.output)
+    if args.overlay_video:
+        check_output_file(args.overlay_video, "--overlay-video")
+        require_extra("av", "--overlay-video")
     source = open_frames(args.input)
     labels = load_label_map(args.mask)
     frames = iter(source)
@@ -52,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     settings = VideoSettings(detect_absent=args.detect_absent, presence_threshold=args.presence_threshold)
     session = VideoSession(model, first, labels, finetune=args.finetune, settings=settings)
-    out = Path(args.output)
     writer = OverlayWriter(args.overlay_video, source.fps, session.hw) if args.overlay_video else None
     shown = {"frame": first}
 
@@ -77,4 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if source.stopped:
         raise ValueError(f"{args.input}: {source.stopped}; the {written} frames decoded were segmented into {out}; "
                          "re-encode or re-download the video to segment the rest")
+    shown_video = f" and {args.overlay_video}" if writer is not None else ""
+    objects = len(session.object_ids)
+    summary(args, f"persam video: {written} frames of {objects} object{'s' if objects != 1 else ''} written to {out}{shown_video}")
     return 0

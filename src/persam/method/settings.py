@@ -1,10 +1,15 @@
-"""Settings of the method: small frozen dataclasses whose defaults are the reference's."""
+"""Settings of the method: small frozen dataclasses whose defaults are the reference's (no torch here:
+the command line builds its options from this module)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from persam.method.target import CELL_THRESHOLD
+
+# The reference draws the mask as red 128 and thresholds it after SAM's pixel
+# normalisation (red mean 123.675): a cell counts when its bilinear sample of
+# the resized mask exceeds 123.675 / 128 of full coverage.
+CELL_THRESHOLD = 123.675 / 128
 
 #: Components that ``--without`` can switch off (ablations of the paper).
 COMPONENTS = ("guided-attention", "semantic-prompt", "negative-point", "refinement")

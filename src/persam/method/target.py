@@ -15,12 +15,10 @@ from PIL import Image
 
 from persam.backends.base import EncodedImage, ImageGeometry
 from persam.method.resample import similarity_operator
+from persam.method.settings import CELL_THRESHOLD
 
-# The reference draws the mask as red 128 and thresholds it after SAM's pixel
-# normalisation (red mean 123.675): a cell counts when its bilinear sample of
-# the resized mask exceeds 123.675 / 128 of full coverage.
+# The reference draws the mask as red 128 (CELL_THRESHOLD: see persam.method.settings).
 MASK_VALUE = 128
-CELL_THRESHOLD = 123.675 / 128
 
 
 def target_cells(mask: torch.Tensor, geometry: ImageGeometry, threshold: float = CELL_THRESHOLD) -> torch.Tensor:

@@ -78,6 +78,7 @@ def prepare_dataset(
     min_area: float = MIN_AREA,
     max_area: float = MAX_AREA,
     on_error=None,
+    progress=None,
 ) -> PrepareReport:
     """Segment the subject (with absence detection) in every photo and write the data folder.
 
@@ -90,11 +91,13 @@ def prepare_dataset(
             ``rejected.json``, with ``"included": true``).
         on_error: called with (photo, exception) for an unreadable photo
             (which is rejected); default: re-raise.
+        progress: ``progress(items, total, desc, unit=...)`` wrapping the photo
+            loop (as ``persam.jobs.davis.run_davis``'s); None = no progress display.
 
     Raises:
         ValueError: no photos, or no photo kept.
     """
-    from persam.cli.common import user_errors
+    from persam.jobs.errors import user_errors
 
     targets = find_images(list(photos))
     if not targets:
@@ -102,7 +105,10 @@ def prepare_dataset(
     root = Path(output)
     report = PrepareReport(root)
     errors = user_errors()
-    for (path, _), name in zip(targets, _unique_names([stem for _, stem in targets])):
+    work = list(zip(targets, _unique_names([stem for _, stem in targets])))
+    if progress is not None:
+        work = progress(work, len(work), "dreambooth prepare", unit="photo")
+    for (path, _), name in work:
         try:
             pixels = load_image(path)
             result = concept.segment(pixels, detect_absent=True)

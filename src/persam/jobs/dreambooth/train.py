@@ -145,12 +145,15 @@ def _log(message: str) -> None:
     print(f"persam: {message}", file=sys.stderr, flush=True)
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig, progress=None) -> TrainResult:
     """Fine-tune the UNet of a Stable Diffusion pipeline on the prepared data.
 
     Resumes from the last complete checkpoint in ``OUT/checkpoints`` when
     there is one (steps already done are skipped); with ``steps`` already
     reached it only (re)writes ``OUT/pipeline``.
+
+    ``progress``: ``progress(items, total, desc, unit=...)`` wrapping the step
+    loop (as ``persam.jobs.davis.run_davis``'s); None = no progress display.
     """
     config.check()
     require_extras()
@@ -225,7 +228,10 @@ def train(config: TrainConfig) -> TrainResult:
     loss_value = None
     log = open(output / "log.jsonl", "a", encoding="utf-8") if accelerator.is_main_process else None
     try:
-        for step in range(start_step, config.steps):
+        steps = range(start_step, config.steps)
+        if progress is not None:
+            steps = progress(steps, len(steps), f"dreambooth train (from step {start_step})" if start_step else "dreambooth train", unit="step")
+        for step in steps:
             g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
             picks = torch.randint(len(instances), (config.batch_size,), generator=g).tolist()
             pixels = torch.stack([load_pixels(instances[i][0], config.resolution) for i in picks])

@@ -1,0 +1,250 @@
+"""What a batch of photos writes: one mask (or label map) per photo, optional overlays, ``manifest.json``
+and, for COCO, ``annotations.json``. No front end here: ``persam segment`` and the web app both use it.
+
+Files under the output folder ``root``:
+    ``<stem>.png``          binary mask (0/255), or a label map 1..N with ``max_instances > 1``
+    ``<stem>_overlay.jpg``  the photo with the mask tinted (``overlay``)
+    ``manifest.json``       ``{"method", "model", ..., "inputs": [entry, ...]}``, one entry per photo in input order:
+                            ``{"input", "status": "written", "mask", "present", "instances", "scores"[, "overlay"]}``
+                            or ``{"input", "status": "skipped", "reason"}``; callers may add keys (``save(**extra)``)
+    ``annotations.json``    (``coco``) COCO images / annotations with RLE masks, category 1 "concept"
+
+Output names (``output_stems``): a photo found in a folder keeps its path relative to that folder, a photo
+given as a file its name, without the extension (``cats/a/01.jpg`` given as ``cats`` -> ``a/01.png``). When
+several photos would get the same name (case ignored), each of them is named after its path relative to
+their common folder (``cat/01.jpg`` and ``dog/01.jpg`` -> ``cat/01.png``, ``dog/01.png``); photos still
+colliding keep their extension in the name (``x.jpg``, ``x.png`` -> ``x_jpg.png``, ``x_png.png``); a name
+still taken gets ``_2``, ``_3``... in input order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+ANNOTATIONS = "annotations.json"
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What to write per photo.
+
+    Attributes:
+        max_instances: above 1 the mask file is a label map (0 background, 1..N instances).
+        overlay: also write ``<stem>_overlay.jpg``.
+        coco: also collect COCO records (``annotations.json``; needs pycocotools).
+    """
+
+    max_instances: int = 1
+    overlay: bool = False
+    coco: bool = False
+
+
+@dataclass
+class Done:
+    """What one photo produced: its manifest entry and, with ``coco``, its (image, annotations) records."""
+
+    entry: dict
+    coco: tuple[dict, list[dict]] | None = None
+
+    @classmethod
+    def skipped(cls, path: Path, exc: BaseException) -> "Done":
+        """The entry of a photo that could not be read or segmented."""
+        return cls({"input": str(path), "status": "skipped", "reason": str(exc)})
+
+
+def coco_records(path: Path, shape: tuple[int, int], results: Sequence) -> tuple[dict, list[dict]]:
+    """COCO image and annotation records (without ids) of one photo's results.
+
+    Args:
+        path: the photo (its ``file_name``).
+        shape: (H, W) of the photo.
+        results: objects with ``mask`` (H, W) bool, ``score`` and ``present``; pass the present ones.
+    Returns:
+        (image record, annotation records); bbox is COCO XYWH in photo pixels.
+    """
+    from pycocotools import mask as mask_utils
+
+    image = {"file_name": str(path), "height": int(shape[0]), "width": int(shape[1])}
+    annotations = []
+    for r in results:
+        rle = mask_utils.encode(np.asfortranarray(r.mask.astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        x0, y0, w, h = (float(v) for v in mask_utils.toBbox(rle))
+        annotations.append({"category_id": 1, "segmentation": rle, "area": int(r.mask.sum()), "bbox": [x0, y0, w, h],
+                            "iscrowd": 0, "score": float(r.score), "present": bool(r.present)})
+    return image, annotations
+
+
+def write_result(root: Path, path: Path, stem: Path, pixels: np.ndarray | None, written: np.ndarray,
+                 results: Sequence, options: OutputOptions) -> Done:
+    """Write one photo's mask (and overlay) under ``root``; safe to call from several threads.
+
+    Args:
+        root: the output folder.
+        path: the input photo (recorded in the manifest).
+        stem: output name relative to ``root``, without suffix (``sub/01`` -> ``root/sub/01.png``).
+        pixels: (H, W, 3) uint8 photo for the overlay, or None (no overlay).
+        written: (H, W) bool mask, or (H, W) integer label map when ``options.max_instances > 1``.
+        results: the per-instance results (``mask``, ``score``, ``present``).
+        options: what to write.
+    """
+    from persam.io import save_label_map, save_mask, save_overlay
+
+    target = root / Path(stem).with_suffix(".png")
+    if options.max_instances > 1:
+        save_label_map(target, written)
+        tint = written > 0
+    else:
+        save_mask(target, written)
+        tint = written
+    entry = {"input": str(path), "status": "written", "mask": target.relative_to(root).as_posix(),
+             "present": any(bool(r.present) for r in results), "instances": int(sum(bool(r.present) for r in results)),
+             "scores": [round(float(r.score), 6) for r in results]}
+    if options.overlay and pixels is not None:
+        overlay_path = root / f"{Path(stem).as_posix()}_overlay.jpg"
+        save_overlay(overlay_path, pixels, tint)
+        entry["overlay"] = overlay_path.relative_to(root).as_posix()
+    coco = coco_records(path, written.shape, [r for r in results if r.present]) if options.coco else None
+    return Done(entry, coco)
+
+
+@dataclass
+class Outputs:
+    """What a batch wrote so far, in input order, for ``manifest.json`` and ``annotations.json``."""
+
+    root: Path
+    options: OutputOptions = field(default_factory=OutputOptions)
+    entries: list[dict] = field(default_factory=list)
+    coco_images: list[dict] = field(default_factory=list)
+    coco_annotations: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    def add(self, done: Done) -> None:
+        """Record one photo, numbering its COCO records."""
+        self.entries.append(done.entry)
+        if done.coco is not None:
+            image, annotations = done.coco
+            image_id = len(self.coco_images) + 1
+            self.coco_images.append({"id": image_id, **image})
+            for ann in annotations:
+                self.coco_annotations.append({"id": len(self.coco_annotations) + 1, "image_id": image_id, **ann})
+
+    def manifest(self, method: str, model: str, **extra: object) -> dict:
+        """The ``manifest.json`` payload (``extra`` keys go before ``inputs``)."""
+        return {"method": method, "model": model, **extra, "inputs": self.entries}
+
+    def annotations(self) -> dict:
+        """The ``annotations.json`` payload (COCO)."""
+        return {"images": self.coco_images, "annotations": self.coco_annotations,
+                "categories": [{"id": 1, "name": "concept"}]}
+
+    def write_json(self, name: str, payload: object) -> None:
+        """Write ``root/name`` as indented JSON, atomically."""
+        from persam.io import atomic_write_text
+
+        atomic_write_text(self.root / name, json.dumps(payload, indent=2) + "\n")
+
+    def save(self, method: str, model: str, **extra: object) -> None:
+        """Write ``manifest.json`` (and ``annotations.json`` with ``coco``) as they stand now; atomic each.
+
+        ``extra``: more manifest keys (JSON values), e.g. the settings for ``finished``."""
+        self.write_json(MANIFEST, self.manifest(method, model, **extra))
+        if self.options.coco:
+            self.write_json(ANNOTATIONS, self.annotations())
+
+    def counts(self) -> dict[str, int]:
+        """{"written", "skipped", "absent"}: photos written, photos skipped, written photos without the object."""
+        written = [e for e in self.entries if e["status"] == "written"]
+        return {"written": len(written), "skipped": len(self.entries) - len(written),
+                "absent": sum(not e["present"] for e in written)}
+
+
+def _key(stem: Path) -> str:
+    return stem.as_posix().casefold()
+
+
+def output_stems(targets: Sequence[tuple[Path, Path]]) -> list[Path]:
+    """Unique output names for ``(photo, stem)`` pairs (as ``persam.io.find_images`` gives them); the rule
+    is in the module docstring. Pass each photo once."""
+    stems = [Path(stem) for _, stem in targets]
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, stem in enumerate(stems):
+        groups[_key(stem)].append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        paths = [Path(os.path.abspath(targets[i][0])) for i in members]
+        common = Path(os.path.commonpath([str(p.parent) for p in paths]))
+        for i, path in zip(members, paths):
+            stems[i] = path.relative_to(common).with_suffix("")
+        again: dict[str, list[int]] = defaultdict(list)
+        for i in members:
+            again[_key(stems[i])].append(i)
+        for same in again.values():
+            if len(same) > 1:
+                for i in same:
+                    stems[i] = stems[i].with_name(f"{stems[i].name}_{Path(targets[i][0]).suffix.lower().lstrip('.')}")
+    taken: set[str] = set()
+    unique = []
+    for stem in stems:
+        name, n = stem, 2
+        while _key(name) in taken:
+            name, n = stem.with_name(f"{stem.name}_{n}"), n + 1
+        taken.add(_key(name))
+        unique.append(name)
+    return unique
+
+
+def outside(targets: Sequence[tuple[Path, Path]], root: str | os.PathLike) -> tuple[list[tuple[Path, Path]], int]:
+    """(the targets not under the output folder ``root``, how many were), so a batch never reads its own outputs."""
+    base = Path(root).resolve()
+    kept = [t for t in targets if base not in Path(t[0]).resolve().parents]
+    return kept, len(targets) - len(kept)
+
+
+def finished(root: str | os.PathLike, settings: dict, options: OutputOptions) -> dict[str, Done]:
+    """What a previous run into ``root`` completed with the same ``settings``: {input: Done}.
+
+    A photo counts when ``manifest.json`` (its ``"settings"`` equal to ``settings``) lists it as written
+    and its mask (and overlay, with ``options.overlay``) exist, and, with ``options.coco``, its records
+    are in ``annotations.json``. Anything unreadable counts as not done.
+    """
+    root = Path(root)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        if manifest.get("settings") != json.loads(json.dumps(settings)):
+            return {}
+        entries = list(manifest["inputs"])
+        records: dict[str, tuple[dict, list[dict]]] = {}
+        if options.coco:
+            coco = json.loads((root / ANNOTATIONS).read_text(encoding="utf-8"))
+            by_id = {}
+            for image in coco["images"]:
+                record = ({k: v for k, v in image.items() if k != "id"}, [])
+                by_id[image["id"]] = record
+                records[image["file_name"]] = record
+            for ann in coco["annotations"]:
+                by_id[ann["image_id"]][1].append({k: v for k, v in ann.items() if k not in ("id", "image_id")})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    done = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("status") != "written" or "mask" not in entry:
+            continue
+        files = [entry["mask"]] + ([entry.get("overlay")] if options.overlay else [])
+        if None in files or not all((root / f).is_file() for f in files):
+            continue
+        if options.coco and entry["input"] not in records:
+            continue
+        done[entry["input"]] = Done(entry, records.get(entry["input"]) if options.coco else None)
+    return done
