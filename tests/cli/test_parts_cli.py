@@ -80,3 +80,15 @@ def test_prior_with_a_concept_is_refused(tmp_path, refs, capsys):
     target = photo(tmp_path / "t.png", 9)
     assert main(["segment", "--concept", str(concept), "--prior", "part-aware", str(target), "-o", str(tmp_path / "o"), *TINY]) == 2
     assert "--prior" in capsys.readouterr().err
+
+
+def test_bench_reports_the_part_aware_cost(tmp_path, capsys):
+    report = tmp_path / "bench.json"
+    argv = ["bench", "--model", "sam_tiny", "--random-weights", "--device", "cpu", "--runs", "1", "--image-size", "256",
+            "--json", str(report)]
+    assert main(argv) == 0
+    data = json.loads(report.read_text())
+    assert data["parts_extra_s"] > 0 and 0 < data["parts_transport_share"] < 1
+    assert data["parts_over_persam"] == pytest.approx(data["parts_extra_s"] / data["persam_extra_s"])
+    printed = capsys.readouterr().out
+    assert "part-aware prior beyond the encoder" in printed and "x PerSAM's" in printed

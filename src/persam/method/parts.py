@@ -18,6 +18,7 @@ feature cells (N, C) in row-major grid order.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -164,11 +165,13 @@ class PartsOutput:
         output: the chosen candidate's mask, points and prompts.
         parts: the chosen part count.
         candidates: every count's transport score, in increasing count.
+        transport_s: wall time spent on the transport problems (for ``persam bench``).
     """
 
     output: MethodOutput
     parts: int
     candidates: list[PartScore] = field(default_factory=list)
+    transport_s: float = 0.0
 
 
 def transport_cost(source: torch.Tensor, target: torch.Tensor) -> float:
@@ -243,17 +246,19 @@ def segment_parts(backend: Backend, encoded: EncodedImage, prior: PartPrior, set
     finals = refine(backend, encoded, starts, [None] * len(starts), box_first=False) if settings.refinement else starts
     scores: list[PartScore] = []
     best: int | None = None
+    start = time.perf_counter()
     for i, (n, out) in enumerate(zip(counts, finals)):
         cells = mask_cells(out.low_res_logits, encoded.geometry)
         cost = transport_cost(prior.cells, cell_features(encoded, cells)) if bool(cells.any()) else None
         scores.append(PartScore(n, cost))
         if cost is not None and (best is None or cost < scores[best].transport):
             best = i
+    transport_s = time.perf_counter() - start
     notes = [f"parts {n} skipped: the references cover fewer than {n} cells" for n in prior.skipped]
     if best is None:
         best = 0
         notes.append(f"no candidate's mask covers a feature cell; kept {counts[0]} part(s)")
     chosen = finals[best]
     chosen.notes = notes + chosen.notes
-    return PartsOutput(output=chosen, parts=counts[best], candidates=scores)
+    return PartsOutput(output=chosen, parts=counts[best], candidates=scores, transport_s=transport_s)
 
