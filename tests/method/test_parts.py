@@ -265,3 +265,19 @@ def test_similarity_concepts_stay_version_1(tiny_model, photo, tmp_path):
     meta, _ = read_concept_metadata(save_concept(tiny_model.personalize(image, mask), tmp_path / "s.persam"))
     assert meta["version"] == 1 and meta["prior"] == "similarity" and meta["parts"] is None
     assert load_concept(tmp_path / "s.persam", tiny_model).parts is None
+
+
+def test_refinement_runs_all_part_counts_together(tiny_model, photo, monkeypatch):
+    image, mask = photo
+    concept = tiny_model.personalize(image, mask, prior="part-aware")
+    calls = []
+    real = parts_mod.refine
+
+    def counting(backend, encoded, starts, boxes, box_first):
+        calls.append([int(s.point_labels.sum()) for s in starts])
+        return real(backend, encoded, starts, boxes, box_first)
+
+    monkeypatch.setattr(parts_mod, "refine", counting)
+    result = concept.segment(image)
+    assert calls == [[1, 2, 3, 4, 5]]
+    assert len(result.prompts) == 3  # guided pass and two refinements of the chosen count
