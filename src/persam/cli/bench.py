@@ -45,6 +45,7 @@ def format_result(result) -> str:
         ("  the same, official modules", result.official_decoder_pass_s, result.official_decoder_pass_s / result.decoder_pass_s),
         ("PerSAM on an encoded photo", result.persam_extra_s, result.persam_extra_over_decoder),
         ("PerSAM-F on an encoded photo", result.persam_f_extra_s, result.persam_f_extra_over_decoder),
+        ("part-aware prior, parts 1..5, encoded photo", result.parts_extra_s, result.parts_extra_s / result.decoder_pass_s),
         ("PerSAM, cached embedding (decode only)", result.decode_only_s, result.decode_only_over_decoder),
         ("PerSAM-F fit on an encoded reference", result.fit_s, None),
         ("video frame beyond the encoder, 3 objects (ratio: to the encoder)", result.video_extra_s, result.video_extra_over_encoder),
@@ -52,6 +53,9 @@ def format_result(result) -> str:
     for name, seconds, ratio in rows:
         tail = f"{ratio:9.2f}" if ratio is not None else f"{'':>9}"
         lines.append(f"{name:<38} {seconds * 1000:10.2f}  {tail}")
+    lines.append(f"part-aware prior beyond the encoder: {result.parts_over_persam:.2f} x PerSAM's "
+                 f"({result.parts_extra_s / result.decoder_pass_s:.1f} vs {result.persam_extra_over_decoder:.1f} decoder passes), "
+                 f"{100 * result.parts_transport_share:.1f}% of it optimal transport")
     lines.append(f"{'peak resident memory':<38} {result.peak_rss_mb:8.0f} MB")
     lines.append(f"arithmetic: encoder {result.encoder_gflop:.2f} GFLOP, video frame beyond it {result.video_gflop:.2f} GFLOP "
                  f"({result.video_gflop_over_encoder:.2f} x the encoder's)")

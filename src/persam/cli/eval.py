@@ -8,6 +8,7 @@ from pathlib import Path
 from persam.cli.common import (
     add_model_options, check_output_file, check_output_folder, given_model_options, load_model, progress, refuse, write_json,
 )
+from persam.cli.references import add_prior_options, prior_options
 from persam.method.settings import COMPONENTS, PersamSettings
 
 METHODS = ("persam", "persam-f")
@@ -38,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ps.add_argument("--without", action="append", default=[], choices=COMPONENTS,
                     help="switch a PerSAM component off (ablation); repeatable")
     ps.add_argument("--json", metavar="FILE", help="also write every reported figure and the settings as JSON")
+    add_prior_options(ps)
     add_model_options(ps)
     ps.set_defaults(func=run_perseg)
 
@@ -65,7 +67,7 @@ def default_perseg_out(method: str, without: list[str]) -> Path:
     return Path("persam-eval") / f"perseg-{method}{suffix}"
 
 
-def predict_perseg(dataset, model, out: Path, method: str, settings: PersamSettings) -> int:
+def predict_perseg(dataset, model, out: Path, method: str, settings: PersamSettings, prior: dict | None = None) -> int:
     """Personalize on each object's reference, segment its test images, write ``out/<obj>/NN.png``.
 
     Returns:
@@ -78,7 +80,8 @@ def predict_perseg(dataset, model, out: Path, method: str, settings: PersamSetti
     for obj, stem, image in progress(tasks, len(tasks), f"perseg {method}"):
         if obj.name != current:
             try:
-                concept = model.personalize(obj.ref_image, obj.ref_mask, finetune=method == "persam-f", settings=settings)
+                concept = model.personalize(obj.ref_image, obj.ref_mask, finetune=method == "persam-f", settings=settings,
+                                            **(prior or {}))
             except ValueError as exc:
                 raise ValueError(f"object {obj.name!r}: {exc}") from None
             current = obj.name
@@ -96,18 +99,27 @@ def run_perseg(args: argparse.Namespace) -> int:
     method = args.method or "persam"
     info: dict[str, object] = {"method": None, "model": None, "settings": None}
     if args.pred is not None:
-        given = [n for n, v in (("--method", args.method), ("--without", args.without), ("--output", args.output)) if v]
+        given = [n for n, v in (("--method", args.method), ("--without", args.without), ("--output", args.output),
+                                ("--prior", args.prior != "similarity"), ("--parts", args.parts is not None)) if v]
         refuse(given + given_model_options(args), "with --pred (the masks in it are only scored)")
         pred_dir = Path(args.pred)
     else:
         if method == "persam-f" and args.without:
             raise ValueError("--without applies to training-free PerSAM only; PerSAM-F does not use these components")
         settings = PersamSettings().without(*args.without)
-        pred_dir = check_output_folder(args.output if args.output else default_perseg_out(method, args.without))
+        prior = prior_options(args)
+        if prior["prior"] == "part-aware" and method == "persam-f":
+            raise ValueError("the part-aware prior is training-free; drop --method persam-f or use --prior similarity")
+        name = method if prior["prior"] == "similarity" else f"{method}-parts"
+        pred_dir = check_output_folder(args.output if args.output else default_perseg_out(name, args.without))
         model = load_model(args)
-        predict_perseg(dataset, model, pred_dir, method, settings)
+        predict_perseg(dataset, model, pred_dir, method, settings, prior)
         backend = model.backend
-        recorded: dict[str, object] = {**settings.to_dict(), "without": settings.disabled()}
+        recorded: dict[str, object] = {**settings.to_dict(), "without": settings.disabled(), "prior": prior["prior"]}
+        if prior["prior"] == "part-aware":
+            from persam.method.parts import DEFAULT_PARTS
+
+            recorded["parts"] = list(prior.get("parts", DEFAULT_PARTS))
         if method == "persam-f":
             from persam.method.settings import FitSettings
 

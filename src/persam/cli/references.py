@@ -8,6 +8,37 @@ from pathlib import Path
 
 from persam.method.settings import COMPONENTS, PersamSettings
 
+PRIORS = ("similarity", "part-aware")
+
+
+def part_range(text: str) -> tuple[int, int]:
+    """``MIN..MAX`` (or one number) -> (min, max) part counts; argparse type."""
+    lo, sep, hi = text.partition("..")
+    try:
+        value = (int(lo), int(hi) if sep else int(lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MIN..MAX (e.g. 1..5)") from None
+    if value[0] < 1 or value[1] < value[0]:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 1 <= MIN <= MAX (e.g. 1..5)")
+    return value
+
+
+def add_prior_options(p: argparse.ArgumentParser) -> None:
+    """--prior similarity|part-aware and --parts MIN..MAX (segment, personalize, eval perseg)."""
+    p.add_argument("--prior", choices=PRIORS, default="similarity",
+                   help="similarity: PerSAM's one point (default); part-aware: P2SAM's parts, best of --parts by optimal transport")
+    p.add_argument("--parts", type=part_range, metavar="MIN..MAX",
+                   help="part counts the part-aware prior tries (default 1..5, the published setting)")
+
+
+def prior_options(args: argparse.Namespace) -> dict:
+    """``personalize`` keywords for --prior/--parts; --parts without --prior part-aware is refused."""
+    if args.parts is not None and args.prior != "part-aware":
+        raise ValueError("--parts applies to the part-aware prior only; add --prior part-aware or drop --parts")
+    if args.prior == "part-aware" and getattr(args, "max_instances", 1) > 1:
+        raise ValueError("--max-instances finds several instances with the similarity prior only; drop it or use --prior similarity")
+    return {"prior": args.prior} if args.parts is None else {"prior": args.prior, "parts": args.parts}
+
 
 def add_reference_options(p: argparse.ArgumentParser) -> None:
     """--ref/--ref-mask (repeatable, or folders of pairs), --label, --finetune, --without."""
@@ -17,6 +48,7 @@ def add_reference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", type=int, help="use only this value of multi-label reference masks")
     p.add_argument("--finetune", action="store_true", help="PerSAM-F: fit the two mask-scale weights (about a second)")
     p.add_argument("--without", action="append", default=[], choices=COMPONENTS, help="switch a component off (ablation); repeatable")
+    add_prior_options(p)
 
 
 def _numbers(text: str, count: int, what: str, example: str) -> tuple[float, ...]:
@@ -164,7 +196,8 @@ def check_reference_options(args: argparse.Namespace) -> None:
     given = [name for name, value in (("--ref", args.ref), ("--ref-mask", args.ref_mask), ("--label", args.label is not None),
                                       ("--finetune", args.finetune), ("--without", args.without),
                                       ("--ref-point", args.ref_point), ("--ref-negative-point", args.ref_negative_point),
-                                      ("--ref-box", args.ref_box)) if value]
+                                      ("--ref-box", args.ref_box),
+                                      ("--prior", args.prior != "similarity"), ("--parts", args.parts is not None)) if value]
     if given:
         raise ValueError(f"{', '.join(given)} only apply when learning from --ref/--ref-mask; {args.concept} is already "
                          f"learned: drop {', '.join(given)} or pass --ref/--ref-mask instead of --concept")
@@ -183,7 +216,8 @@ def build_concept(args: argparse.Namespace, model):
     else:
         images, masks = reference_pairs(args.ref, args.ref_mask)
         settings = PersamSettings().without(*args.without)
-        concept = model.personalize(images, masks, finetune=args.finetune, label=args.label, settings=settings)
+        concept = model.personalize(images, masks, finetune=args.finetune, label=args.label, settings=settings,
+                                    **prior_options(args))
     if getattr(args, "presence_threshold", None) is not None:
         concept.presence_threshold = args.presence_threshold
     return concept

@@ -184,7 +184,8 @@ def run_settings(args: argparse.Namespace, backend) -> dict:
 
         images, masks = reference_pairs(args.ref, args.ref_mask)
         source = {"references": [[file_sha256(i), file_sha256(m)] for i, m in zip(images, masks)], "label": args.label,
-                  "finetune": args.finetune, "without": sorted(args.without)}
+                  "finetune": args.finetune, "without": sorted(args.without), "prior": args.prior,
+                  "parts": None if args.parts is None else list(args.parts)}
     return {**source, "model": backend.name, "checkpoint_sha256": backend.checkpoint_sha256, "precision": backend.precision,
             "index": bool(args.index), "max_instances": args.max_instances, "presence_threshold": args.presence_threshold,
             "detect_absent": bool(args.detect_absent or args.presence_threshold is not None), "format": args.format,

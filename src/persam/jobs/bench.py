@@ -53,7 +53,7 @@ from persam.jobs.synthetic import synthetic_photo
 from persam.jobs.timing import seconds
 
 #: Keys of ``BenchResult.to_dict()`` that are durations in seconds.
-TIMING_KEYS = ("encoder_s", "decoder_pass_s", "official_decoder_pass_s", "persam_extra_s", "persam_f_extra_s", "fit_s", "decode_only_s", "video_extra_s")
+TIMING_KEYS = ("encoder_s", "decoder_pass_s", "official_decoder_pass_s", "persam_extra_s", "persam_f_extra_s", "fit_s", "decode_only_s", "video_extra_s", "parts_extra_s")
 #: Ratios of ``BenchResult.to_dict()``: a stage's time over one decoder pass (video: over the encoder).
 RATIO_KEYS = (
     "persam_extra_over_decoder",
@@ -61,6 +61,7 @@ RATIO_KEYS = (
     "decode_only_over_decoder",
     "video_extra_over_encoder",
     "video_gflop_over_encoder",
+    "parts_over_persam",
 )
 
 
@@ -91,6 +92,8 @@ class BenchResult:
             matrix products and convolutions) for one photo.
         video_gflop: the same for one video frame beyond the encoder, 3 objects.
         peak_rss_mb: peak resident memory of the process (MiB).
+        parts_extra_s: the part-aware prior (parts 1..5) on an encoded photo (``persam.jobs.parts_bench``).
+        parts_transport_share: the fraction of its method step spent on optimal transport.
     """
 
     model: str
@@ -113,6 +116,12 @@ class BenchResult:
     encoder_gflop: float
     video_gflop: float
     peak_rss_mb: float
+    parts_extra_s: float = float("nan")
+    parts_transport_share: float = float("nan")
+
+    @property
+    def parts_over_persam(self) -> float:
+        return self.parts_extra_s / self.persam_extra_s if self.persam_extra_s > 0 else float("inf")
 
     def _over_decoder(self, seconds: float) -> float:
         return seconds / self.decoder_pass_s if self.decoder_pass_s > 0 else float("inf")
@@ -217,6 +226,9 @@ def run_benchmark(
         encoded.forget_derived()
         return encoded
 
+    from persam.jobs.parts_bench import PartsStage
+
+    parts_stage = PartsStage(session, encoded_ref, ref_mask, encoded_tgt, fresh)
     stages: dict[str, Callable[[], object]] = {
         "encoder_s": lambda: backend.encode(tgt_image),
         "decoder_pass_s": lambda: decode(backend, fresh(encoded_tgt), prompt, multimask=True),
@@ -226,6 +238,7 @@ def run_benchmark(
         "persam_f_extra_s": lambda: concept_f.segment(fresh(encoded_tgt)),
         "decode_only_s": lambda: (fresh(encoded_tgt), concept.segment(tgt_image)),
         "video_extra_s": video_frame,
+        "parts_extra_s": parts_stage,
     }
     cached = ("decode_only_s",)
     times: dict[str, list[float]] = {name: [] for name in stages}
@@ -238,6 +251,8 @@ def run_benchmark(
                 raise RuntimeError("the image encoder ran during a decoder-only measurement; the timings are not valid")
             if round_:
                 times[name].append(elapsed)
+        if round_:
+            parts_stage.measure_transport()
     medians = {name: statistics.median(values) for name, values in times.items()}
     stage("counting arithmetic")
     encoder_gflop = gflop(lambda: backend.encode(tgt_image))
@@ -264,4 +279,6 @@ def run_benchmark(
         encoder_gflop=encoder_gflop,
         video_gflop=video_gflop,
         peak_rss_mb=peak_rss_mb(),
+        parts_extra_s=medians["parts_extra_s"],
+        parts_transport_share=parts_stage.transport_share,
     )

@@ -112,6 +112,8 @@ def write_result(root: Path, path: Path, stem: Path, pixels: np.ndarray | None, 
              "present": any(bool(r.present) for r in results), "instances": int(sum(bool(r.present) for r in results)),
              "scores": [round(float(r.score), 6) for r in results],
              "prompts": [[record.to_dict() for record in getattr(r, "prompts", ())] for r in results]}
+    if any(getattr(r, "part_count", None) is not None for r in results):  # the part-aware prior's choice
+        entry["parts"] = [{"chosen": r.part_count, "candidates": [s.to_dict() for s in r.part_scores]} for r in results]
     if options.overlay and pixels is not None:
         overlay_path = root / f"{Path(stem).as_posix()}_overlay.jpg"
         save_overlay(overlay_path, pixels, tint)

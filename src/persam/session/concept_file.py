@@ -2,7 +2,9 @@
 
 A concept file holds everything segmenting needs except the model: the target
 features, PerSAM-F's weights, the presence statistics and threshold, the
-settings, and which backend and checkpoint (SHA-256) made it. Tensors go in
+settings, the part-aware prior's reference cells and prototypes (one tensor
+per part count; version 2 files), and which backend and checkpoint (SHA-256)
+made it. Tensors go in
 the safetensors body; the rest is JSON in its metadata, with a SHA-256 of
 the tensors so that a damaged file is refused rather than half-loaded.
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 import torch
 
 from persam.io.atomic import atomic_save
+from persam.method.parts import PartPrior
 from persam.session.photo import Concept, PersamModel
 from persam.method.presence import PresenceStats
 from persam.method.settings import PersamSettings
@@ -24,6 +27,8 @@ from persam.method.target import TargetFeatures
 
 FORMAT = "persam-concept"
 VERSION = 1
+#: Files with the part-aware prior are version 2 (a version-1 reader refuses them).
+PARTS_VERSION = 2
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -41,10 +46,14 @@ def save_concept(concept: Concept, path: str | os.PathLike) -> Path:
     tensors = {"target_mean": concept.target.mean.float().cpu(), "target_max": concept.target.max.float().cpu()}
     if concept.weights is not None:
         tensors["weights"] = concept.weights.float().cpu()
+    if concept.parts is not None:
+        tensors["part_cells"] = concept.parts.cells.float().cpu()
+        for n, protos in concept.parts.prototypes.items():
+            tensors[f"part_prototypes_{n}"] = protos.float().cpu()
     backend = concept.model.backend
     meta = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION if concept.parts is None else PARTS_VERSION,
         "backend": backend.name,
         "checkpoint_sha256": backend.checkpoint_sha256,
         "method": concept.method,
@@ -52,6 +61,9 @@ def save_concept(concept: Concept, path: str | os.PathLike) -> Path:
         "settings": concept.settings.to_dict(),
         "presence": None if concept.presence is None else {"fg_mean": concept.presence.fg_mean, "bg_max": concept.presence.bg_max},
         "presence_threshold": concept.presence_threshold,
+        "prior": concept.prior,
+        "parts": None if concept.parts is None else {"range": list(concept.parts.parts), "skipped": list(concept.parts.skipped),
+                                                     "counts": sorted(concept.parts.prototypes)},
         "tensors_sha256": _digest(tensors),
     }
     out = Path(path)
@@ -81,7 +93,7 @@ def read_concept_metadata(path: str | os.PathLike) -> tuple[dict, dict[str, torc
         raise ValueError(f"{file}: damaged or not a persam concept file ({exc.__class__.__name__}); save the concept again") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{file}: not a persam concept file; create one with `persam personalize`")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in (VERSION, PARTS_VERSION):
         raise ValueError(f"{file}: concept format version {meta.get('version')} is not supported by this persam; save it again")
     if meta.get("tensors_sha256") != _digest(tensors):
         raise ValueError(f"{file}: concept file is damaged (checksum mismatch); save the concept again")
@@ -106,6 +118,15 @@ def load_concept(path: str | os.PathLike, model: PersamModel) -> Concept:
     dev = backend.device
     target = TargetFeatures(mean=tensors["target_mean"].to(dev), max=tensors["target_max"].to(dev), count=int(meta["cell_count"]))
     presence = None if meta["presence"] is None else PresenceStats(**meta["presence"])
+    parts = None
+    if meta.get("parts") is not None:
+        info = meta["parts"]
+        try:
+            parts = PartPrior(cells=tensors["part_cells"].to(dev),
+                              prototypes={int(n): tensors[f"part_prototypes_{n}"].to(dev) for n in info["counts"]},
+                              parts=tuple(info["range"]), skipped=tuple(info["skipped"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: concept file lacks the part-aware prior's {exc}; save the concept again") from None
     return Concept(
         model=model,
         target=target,
@@ -113,4 +134,5 @@ def load_concept(path: str | os.PathLike, model: PersamModel) -> Concept:
         settings=PersamSettings(**meta["settings"]),
         presence=presence,
         presence_threshold=meta["presence_threshold"],
+        parts=parts,
     )

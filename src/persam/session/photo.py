@@ -25,13 +25,14 @@ from persam.backends import Backend, EncodedImage, create_backend
 from persam.io import ImageLike, load_image, read_binary_mask
 from persam.method.decoder import PromptRecord
 from persam.method.fit import merge_problems, optimise
+from persam.method.parts import DEFAULT_PARTS, PartPrior, PartScore, build_part_prior, part_cells, segment_parts
 from persam.method.persam import segment_persam
 from persam.method.persam_f import check_settings, fit_problems, point_prompt, segment_persam_f
 from persam.method.presence import PresenceStats, pool_stats, reference_similarities
 from persam.method.refine import MethodOutput
 from persam.method.resample import upscale_logits
 from persam.method.settings import FitSettings, PersamSettings
-from persam.method.target import TargetFeatures, masked_features, similarity
+from persam.method.target import TargetFeatures, cell_features, masked_features, similarity
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class SegmentationResult:
         notes: anything that left the usual path (e.g. an empty stage kept).
         prompts: the prompts of every decoder pass that made the mask, first
             pass first, then each refinement's (photo pixels); empty when absent.
+        part_count: the part count the part-aware prior chose, or None (similarity prior).
+        part_scores: each part count's transport score (part-aware prior), in increasing count.
     """
 
     mask: np.ndarray
@@ -62,6 +65,8 @@ class SegmentationResult:
     present: bool = True
     notes: tuple[str, ...] = ()
     prompts: tuple[PromptRecord, ...] = ()
+    part_count: int | None = None
+    part_scores: tuple[PartScore, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mask.ndim != 2 or self.mask.dtype != bool:
@@ -147,6 +152,8 @@ class PersamModel:
         label: int | None = None,
         settings: PersamSettings | None = None,
         fit: FitSettings | None = None,
+        prior: Literal["similarity", "part-aware"] = "similarity",
+        parts: tuple[int, int] = DEFAULT_PARTS,
     ) -> "Concept":
         """Learn a concept from one (or several) reference photos and masks.
 
@@ -162,6 +169,9 @@ class PersamModel:
             label: use only pixels of this value in multi-label masks.
             settings: PerSAM components (defaults = reference behaviour).
             fit: PerSAM-F fit settings (defaults = reference behaviour).
+            prior: ``"similarity"`` (PerSAM's one point) or ``"part-aware"``
+                (P2SAM: parts clustered once here, see ``persam.method.parts``).
+            parts: (min, max) part counts tried by the part-aware prior.
 
         Raises:
             ValueError: empty or full mask, mask size differing from the photo,
@@ -181,6 +191,13 @@ class PersamModel:
             raise ValueError(f"got {len(images)} reference photos and {len(masks)} masks; pass one mask per photo")
         settings = settings or PersamSettings()
         fit = fit or FitSettings()
+        if prior not in ("similarity", "part-aware"):
+            raise ValueError(f"unknown prior {prior!r}; choose similarity or part-aware")
+        part_aware = prior == "part-aware"
+        if part_aware and finetune:
+            raise ValueError("the part-aware prior is training-free; drop --finetune (PerSAM-F) or use --prior similarity")
+        if part_aware and settings.cell_threshold != PersamSettings().cell_threshold:
+            raise ValueError("the part-aware prior uses its own reference-cell rule; leave the cell threshold at its default")
         if finetune:
             check_settings(settings)
         features, refs = [], []
@@ -188,7 +205,12 @@ class PersamModel:
             encoded = self.encode(img)
             ref_mask = self._check_mask(read_binary_mask(msk, label), encoded, _describe(msk))
             try:
-                features.append(masked_features(encoded, ref_mask, settings.cell_threshold))
+                if part_aware:
+                    features.append(cell_features(encoded, part_cells(ref_mask, encoded.geometry)))
+                    if not len(features[-1]):
+                        raise ValueError("the reference mask covers no cell centre of the feature grid; draw a larger mask")
+                else:
+                    features.append(masked_features(encoded, ref_mask, settings.cell_threshold))
             except ValueError as exc:
                 raise ValueError(f"{_describe(msk)}: {exc}") from None
             refs.append((encoded, ref_mask))
@@ -199,7 +221,8 @@ class PersamModel:
             weights = optimise(merge_problems(problems), fit)
         direction = target.direction("maxmean" if finetune else "mean")
         presence = pool_stats([reference_similarities(e, m, direction, settings.cell_threshold) for e, m in refs])
-        return Concept(model=self, target=target, weights=weights, settings=settings, presence=presence)
+        part_prior = build_part_prior(features, parts) if part_aware else None
+        return Concept(model=self, target=target, weights=weights, settings=settings, presence=presence, parts=part_prior)
 
     @staticmethod
     def _check_mask(mask: np.ndarray, encoded: EncodedImage, name: str) -> torch.Tensor:
@@ -238,6 +261,7 @@ class Concept:
         settings: PerSAM components in use.
         presence: the references' similarity statistics (see ``persam.method.presence``).
         presence_threshold: user override of the calibrated threshold, or None.
+        parts: the part-aware prior's clustered references, or None (PerSAM's similarity prior).
     """
 
     model: PersamModel
@@ -246,6 +270,11 @@ class Concept:
     settings: PersamSettings = field(default_factory=PersamSettings)
     presence: PresenceStats | None = None
     presence_threshold: float | None = None
+    parts: PartPrior | None = None
+
+    @property
+    def prior(self) -> Literal["similarity", "part-aware"]:
+        return "similarity" if self.parts is None else "part-aware"
 
     @property
     def method(self) -> Literal["persam", "persam-f"]:
@@ -280,6 +309,9 @@ class Concept:
         sim = self._similarity(encoded)
         if detect_absent and float(sim.max()) < self.threshold:
             return _absent(encoded, float(sim.max()), self.threshold)
+        if self.parts is not None:
+            found = segment_parts(self.model.backend, encoded, self.parts, self.settings)
+            return _result(found.output, encoded, found.parts, tuple(found.candidates))
         return _result(self._run(encoded, sim), encoded)
 
     def segment_instances(
@@ -296,6 +328,8 @@ class Concept:
         """
         if max_instances < 1:
             raise ValueError(f"max_instances must be at least 1, got {max_instances}")
+        if self.parts is not None:
+            raise ValueError("several instances are found with the similarity prior only; use --prior similarity")
         encoded = self.model.encode(image)
         sim = self._similarity(encoded).clone()
         first_best = float(sim.max())
@@ -336,7 +370,8 @@ def _absent(encoded: EncodedImage, best: float, threshold: float) -> Segmentatio
     )
 
 
-def _result(out: MethodOutput, encoded: EncodedImage) -> SegmentationResult:
+def _result(out: MethodOutput, encoded: EncodedImage, part_count: int | None = None,
+            part_scores: tuple[PartScore, ...] = ()) -> SegmentationResult:
     full = upscale_logits(out.low_res_logits[None], encoded.geometry)[0]
     return SegmentationResult(
         mask=(full > 0).cpu().numpy(),
@@ -347,6 +382,8 @@ def _result(out: MethodOutput, encoded: EncodedImage) -> SegmentationResult:
         low_res_logits=out.low_res_logits.float().cpu().numpy(),
         notes=tuple(out.notes),
         prompts=tuple(out.prompts),
+        part_count=part_count,
+        part_scores=part_scores,
     )
 
 
