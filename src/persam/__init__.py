@@ -20,13 +20,14 @@ __version__ = "0.1.0"
 __all__ = ["Concept", "PersamModel", "SegmentationResult", "load", "segment_video", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from persam.session.photo import Concept, PersamModel, SegmentationResult, load
+    from persam.session.photo import Concept, PersamModel, load
+    from persam.session.results import SegmentationResult
     from persam.session.video import segment_video
 
 _LAZY = {
     "Concept": "persam.session.photo",
     "PersamModel": "persam.session.photo",
-    "SegmentationResult": "persam.session.photo",
+    "SegmentationResult": "persam.session.results",
     "load": "persam.session.photo",
     "segment_video": "persam.session.video",
 }

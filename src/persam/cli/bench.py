@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_runtimes(args: argparse.Namespace, on_stage) -> int:
-    from persam.cli.eval import write_json
+    from persam.cli.common import write_json
     from persam.jobs.runtime_bench import format_runtime_result, parse_config, run_runtime_benchmark
 
     if args.device not in (None, "cpu"):

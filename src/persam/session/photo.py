@@ -23,54 +23,15 @@ import torch.nn.functional as F
 
 from persam.backends import Backend, EncodedImage, create_backend
 from persam.io import ImageLike, load_image, read_binary_mask
-from persam.method.decoder import PromptRecord
 from persam.method.fit import merge_problems, optimise
-from persam.method.parts import DEFAULT_PARTS, PartPrior, PartScore, build_part_prior, part_cells, segment_parts
+from persam.method.parts import DEFAULT_PARTS, PartPrior, build_part_prior, part_cells, segment_parts
 from persam.method.persam import segment_persam
 from persam.method.persam_f import check_settings, fit_problems, point_prompt, segment_persam_f
 from persam.method.presence import PresenceStats, pool_stats, reference_similarities
 from persam.method.refine import MethodOutput
-from persam.method.resample import upscale_logits
 from persam.method.settings import FitSettings, PersamSettings
 from persam.method.target import TargetFeatures, cell_features, masked_features, similarity
-
-
-@dataclass(frozen=True)
-class SegmentationResult:
-    """The concept found in one photo.
-
-    Attributes:
-        mask: (H, W) bool, photo pixels.
-        score: the decoder's predicted IoU of the final mask.
-        points_xy: (N, 2) int (x, y) prompt points in photo pixels.
-        point_labels: (N,) int, 1 = foreground, 0 = background.
-        box_xyxy: (4,) int XYXY box of the last refinement prompt, or None.
-        low_res_logits: (4h, 4w) float32 decoder logits of the final mask.
-        present: whether the concept was found; False only when absence
-            detection was asked for and the best similarity (then ``score``)
-            fell below the concept's presence threshold.
-        notes: anything that left the usual path (e.g. an empty stage kept).
-        prompts: the prompts of every decoder pass that made the mask, first
-            pass first, then each refinement's (photo pixels); empty when absent.
-        part_count: the part count the part-aware prior chose, or None (similarity prior).
-        part_scores: each part count's transport score (part-aware prior), in increasing count.
-    """
-
-    mask: np.ndarray
-    score: float
-    points_xy: np.ndarray
-    point_labels: np.ndarray
-    box_xyxy: np.ndarray | None
-    low_res_logits: np.ndarray
-    present: bool = True
-    notes: tuple[str, ...] = ()
-    prompts: tuple[PromptRecord, ...] = ()
-    part_count: int | None = None
-    part_scores: tuple[PartScore, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.mask.ndim != 2 or self.mask.dtype != bool:
-            raise TypeError("mask must be an (H, W) bool array")
+from persam.session.results import InstancesResult, SegmentationResult, absent_result, method_result
 
 
 def _describe(source: ImageLike) -> str:
@@ -237,19 +198,6 @@ class PersamModel:
         return torch.from_numpy(mask)
 
 
-@dataclass(frozen=True)
-class InstancesResult:
-    """Every instance of the concept found in one photo.
-
-    Attributes:
-        labels: (H, W) uint8 label map, 0 = background, i = instance i.
-        instances: the instances, in the order found (best similarity first).
-    """
-
-    labels: np.ndarray
-    instances: list[SegmentationResult]
-
-
 @dataclass
 class Concept:
     """A personalized concept: everything needed to find it in new photos.
@@ -308,11 +256,11 @@ class Concept:
         encoded = self.model.encode(image)
         sim = self._similarity(encoded)
         if detect_absent and float(sim.max()) < self.threshold:
-            return _absent(encoded, float(sim.max()), self.threshold)
+            return absent_result(encoded, float(sim.max()), self.threshold)
         if self.parts is not None:
             found = segment_parts(self.model.backend, encoded, self.parts, self.settings)
-            return _result(found.output, encoded, found.parts, tuple(found.candidates))
-        return _result(self._run(encoded, sim), encoded)
+            return method_result(found.output, encoded, found.parts, tuple(found.candidates))
+        return method_result(self._run(encoded, sim), encoded)
 
     def segment_instances(
         self, image: ImageLike | EncodedImage, *, max_instances: int = 5, overlap: float = 0.5, detect_absent: bool = True
@@ -341,7 +289,7 @@ class Concept:
             best = float(sim.max())
             if (found or detect_absent) and best < self.threshold:
                 break
-            result = _result(self._run(encoded, sim), encoded)
+            result = method_result(self._run(encoded, sim), encoded)
             area = int(result.mask.sum())
             if area == 0 or (found and (labels[result.mask] > 0).sum() > overlap * area):
                 break
@@ -351,40 +299,8 @@ class Concept:
             cells = F.max_pool2d(covered, 4)[0, 0] > 0  # low-res (4h, 4w) -> grid (h, w)
             sim[cells.to(sim.device)] = floor
         if not found and detect_absent:
-            return InstancesResult(labels=labels, instances=[_absent(encoded, first_best, self.threshold)])
+            return InstancesResult(labels=labels, instances=[absent_result(encoded, first_best, self.threshold)])
         return InstancesResult(labels=labels, instances=found)
-
-
-def _absent(encoded: EncodedImage, best: float, threshold: float) -> SegmentationResult:
-    h, w = encoded.geometry.original_hw
-    lh, lw = encoded.geometry.low_res_hw
-    return SegmentationResult(
-        mask=np.zeros((h, w), dtype=bool),
-        score=best,
-        points_xy=np.zeros((0, 2), dtype=np.int64),
-        point_labels=np.zeros((0,), dtype=np.int64),
-        box_xyxy=None,
-        low_res_logits=np.full((lh, lw), -20.0, dtype=np.float32),
-        present=False,
-        notes=(f"absent: best similarity {best:.4f} < presence threshold {threshold:.4f}",),
-    )
-
-
-def _result(out: MethodOutput, encoded: EncodedImage, part_count: int | None = None,
-            part_scores: tuple[PartScore, ...] = ()) -> SegmentationResult:
-    full = upscale_logits(out.low_res_logits[None], encoded.geometry)[0]
-    return SegmentationResult(
-        mask=(full > 0).cpu().numpy(),
-        score=out.score,
-        points_xy=out.points_xy.cpu().numpy().astype(np.int64),
-        point_labels=out.point_labels.cpu().numpy().astype(np.int64),
-        box_xyxy=None if out.box_xyxy is None else np.asarray(out.box_xyxy, dtype=np.int64),
-        low_res_logits=out.low_res_logits.float().cpu().numpy(),
-        notes=tuple(out.notes),
-        prompts=tuple(out.prompts),
-        part_count=part_count,
-        part_scores=part_scores,
-    )
 
 
 def load(
