@@ -155,7 +155,7 @@ def test_part_aware_result_records_every_candidate(tiny_model, photo):
 
 def test_one_part_equals_persam_up_to_the_cell_rule(tiny_model, photo):
     image, mask = photo
-    other, _ = __import__("conftest").synthetic_photo(seed=3, center=(0.45, 0.55))
+    other = np.ascontiguousarray(np.roll(image, (9, 14), axis=(0, 1)))  # the object moved
     from persam.method.target import TargetFeatures, cell_features
     from persam.session.photo import Concept
 
@@ -233,7 +233,7 @@ def test_saved_concept_and_album_index_segment_without_clustering(tiny_model, ph
     from persam.session.concept_file import load_concept, read_concept_metadata, save_concept
 
     image, mask = photo
-    other, _ = __import__("conftest").synthetic_photo(seed=5, center=(0.55, 0.5))
+    other = np.ascontiguousarray(np.roll(image, (12, -10), axis=(0, 1)))  # the object moved
     concept = tiny_model.personalize(image, mask, prior="part-aware")
     direct = concept.segment(other)
     path = save_concept(concept, tmp_path / "c.persam")
