@@ -183,31 +183,44 @@ def test_changed_settings_or_photo_redo_the_work(tmp_path, refs, capsys) -> None
     assert "earlier run" not in capsys.readouterr().out
 
 
-def test_ctrl_c_leaves_a_consistent_manifest(tmp_path, refs, capsys, monkeypatch) -> None:
+#: Runs ``persam segment`` in a process of its own whose segmenting sends Ctrl-C (SIGINT) to itself while the
+#: third photo is segmented: a real signal to a real process (other tests' libraries never share its state).
+CTRL_C_DRIVER = """
+import os, signal, sys
+import persam.cli.segment as segment
+from persam.cli.main import main
+real, calls = segment.segment_one, []
+def interrupted(concept, image, args):
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(concept, image, args)
+segment.segment_one = interrupted
+code = main(sys.argv[1:])
+print("calls", len(calls))
+sys.exit(code)
+"""
+
+
+def test_ctrl_c_leaves_a_consistent_manifest(tmp_path, refs, capsys) -> None:
+    import subprocess
+    import sys
+
     photos = tmp_path / "photos"
     for i in range(6):
         save_photo(photos / f"p{i}.png", i)
     out = tmp_path / "out"
-    import persam.cli.segment as segment
-
-    real = segment.segment_one
-    calls = []
-
-    def interrupted(concept, image, args):
-        calls.append(1)
-        if len(calls) == 3:  # Ctrl-C while the third photo is segmented: the signal reaches the main thread
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(concept, image, args)
-
-    monkeypatch.setattr(segment, "segment_one", interrupted)
-    assert main(["segment", *refs, str(photos), "-o", str(out), "--workers", "1", *TINY]) == 130
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(persam.session.photo.__file__).parents[2]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", CTRL_C_DRIVER, "segment", *refs, str(photos), "-o", str(out),
+                          "--workers", "1", *TINY], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 130, run.stderr
+    assert "Traceback" not in run.stderr and "calls 3" in run.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is False
     # the photo being segmented is finished and recorded; none is started after it
     assert [Path(e["input"]).name for e in manifest["inputs"]] == ["p0.png", "p1.png", "p2.png"]
-    assert len(calls) == 3 and sorted(p.name for p in out.glob("p*.png")) == ["p0.png", "p1.png", "p2.png"]
-    monkeypatch.setattr(segment, "segment_one", real)
-    capsys.readouterr()
+    assert sorted(p.name for p in out.glob("p*.png")) == ["p0.png", "p1.png", "p2.png"]
     assert main(["segment", *refs, str(photos), "-o", str(out), *TINY]) == 0
     assert "3 by an earlier run" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
