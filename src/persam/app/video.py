@@ -114,8 +114,8 @@ def run(vw: VideoWork, model: PersamModel, *, finetune: bool, detect_absent: boo
     Raises:
         ValueError: no clip, or no object picked.
     """
-    from persam.io import save_label_map
-    from persam.io.frames import OverlayWriter, open_frames, tint
+    from persam.io.frames import OverlayWriter, open_frames
+    from persam.jobs.video import write_video
     from persam.session.video import VideoSession, VideoSettings
 
     labels = vw.labels()
@@ -131,25 +131,14 @@ def run(vw: VideoWork, model: PersamModel, *, finetune: bool, detect_absent: boo
         raise ValueError(f"{display_name(vw.path)}: no frame could be decoded any more; upload the clip again")
     session = VideoSession(model, first, labels, finetune=finetune, settings=VideoSettings(detect_absent=detect_absent))
     writer = OverlayWriter(out / "overlay.mp4", source.fps, session.hw)
-    shown = {"frame": first}
 
-    def remembered():
-        for frame in frames:
-            shown["frame"] = frame
-            yield frame
-
-    written = 0
-    try:
-        for index, frame_labels, _ in session.run(remembered()):
+    def reported(items):
+        for item in items:
             if progress is not None:
-                progress(index, source.total, f"frame {index + 1}")
-            save_label_map(masks_dir / f"{index:05d}.png", frame_labels)
-            writer.write(tint(shown["frame"], frame_labels))
-            written += 1
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()
+                progress(item[0], source.total, f"frame {item[0] + 1}")
+            yield item
+
+    written = write_video(session, first, frames, masks_dir, writer, wrap=reported)
     zip_path = out / "persam-video-masks.zip"
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for file in sorted(masks_dir.glob("*.png")):

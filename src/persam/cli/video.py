@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from persam.cli.common import (
     add_model_options, add_quiet_option, check_output_file, check_output_folder, load_model, progress, require_extra, summary,
@@ -43,8 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam.io import save_label_map
-    from persam.io.frames import OverlayWriter, open_frames, tint
+    from persam.io.frames import OverlayWriter, open_frames
+    from persam.jobs.video import write_video
     from persam.io.masks import first_frame_labels, read_label_map
     from persam.session.video import VideoSession, VideoSettings
 
@@ -80,26 +79,8 @@ def run(args: argparse.Namespace) -> int:
     settings = VideoSettings(detect_absent=args.detect_absent, presence_threshold=args.presence_threshold)
     session = VideoSession(model, first, labels, finetune=args.finetune, settings=settings)
     writer = OverlayWriter(args.overlay_video, source.fps, session.hw) if args.overlay_video else None
-    shown = {"frame": first}
-
-    def remembered():
-        for frame in frames:
-            shown["frame"] = frame
-            yield frame
-
-    written = 0
-    try:
-        for index, frame_labels, _ in progress(session.run(remembered()), source.total, "video", unit="frame"):
-            save_label_map(out / f"{index:05d}.png", frame_labels)
-            if writer is not None:
-                writer.write(tint(shown["frame"], frame_labels))
-            written += 1
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    if writer is not None:
-        writer.close()
+    written = write_video(session, first, frames, out, writer,
+                          wrap=lambda items: progress(items, source.total, "video", unit="frame"))
     if source.stopped:
         raise ValueError(f"{args.input}: {source.stopped}; the {written} frames decoded were segmented into {out}; "
                          "re-encode or re-download the video to segment the rest")
