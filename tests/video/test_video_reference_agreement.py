@@ -52,7 +52,9 @@ def run_both(clip, finetune: bool, seed: int):
 
 
 @pytest.mark.parametrize("finetune", [False, True], ids=["persam", "persam-f"])
-@pytest.mark.parametrize("seed", [0, 1])
+# Clips on which every object keeps pixels under the random-weight model: on clip 1 object 2 vanishes at frame 2,
+# where the reference crashes (it re-indexes its boxes), leaving nothing to compare.
+@pytest.mark.parametrize("seed", [0, 2, 3])
 def test_every_frame_and_object_matches_the_reference(clip_factory, finetune, seed, capsys):
     clip = clip_factory(n_frames=6, seed=seed)
     session, sam, objects, previous = run_both(clip, finetune, seed)
