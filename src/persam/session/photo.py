@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from persam.backends import Backend, EncodedImage, create_backend
 from persam.io import ImageLike, load_image, read_binary_mask
+from persam.method.decoder import PromptRecord
 from persam.method.fit import merge_problems, optimise
 from persam.method.parts import DEFAULT_PARTS, PartPrior, build_part_prior, part_cells, segment_parts
 from persam.method.persam import segment_persam
@@ -99,7 +100,8 @@ class PersamModel:
         out = mask_from_prompts(self.backend, encoded, prompts)
         box = None if prompts.box_xyxy is None else np.rint(prompts.box_xyxy).astype(np.int64)
         return SegmentationResult(mask=out.mask, score=out.score, points_xy=np.rint(prompts.points_xy).astype(np.int64),
-                                  point_labels=prompts.point_labels, box_xyxy=box, low_res_logits=out.low_res_logits)
+                                  point_labels=prompts.point_labels, box_xyxy=box, low_res_logits=out.low_res_logits,
+                                  prompts=(PromptRecord.of(prompts.to_decoder()),))
 
     def personalize(
         self,
