@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
 from persam.jobs.errors import USER_ERRORS, user_errors  # noqa: F401  (errors reported in one line, exit 2)
@@ -147,10 +148,9 @@ def summary(args: argparse.Namespace, line: str) -> None:
         print(line, flush=True)
 
 
-def check_output_folder(path: str | os.PathLike, option: str = "-o") -> "Path":
+def check_output_folder(path: str | os.PathLike, option: str = "-o") -> Path:
     """``path`` as an output folder: refused (before any model loads) when it is an existing file, lies
     under a file, or its nearest existing folder is not writable."""
-    from pathlib import Path
 
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
@@ -165,9 +165,8 @@ def check_output_folder(path: str | os.PathLike, option: str = "-o") -> "Path":
     return folder
 
 
-def check_output_file(path: str | os.PathLike, option: str = "-o") -> "Path":
+def check_output_file(path: str | os.PathLike, option: str = "-o") -> Path:
     """``path`` as an output file: refused when it is a folder or its folder cannot be made/written."""
-    from pathlib import Path
 
     file = Path(path)
     if file.is_dir():
@@ -178,7 +177,6 @@ def check_output_file(path: str | os.PathLike, option: str = "-o") -> "Path":
 
 def check_inputs_exist(paths: Iterable[str | os.PathLike | None], what: str) -> None:
     """FileNotFoundError naming the first of ``paths`` that does not exist (None entries are ignored)."""
-    from pathlib import Path
 
     for path in paths:
         if path is not None and not Path(path).exists():

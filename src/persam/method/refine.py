@@ -76,13 +76,16 @@ def refine(backend: Backend, encoded: EncodedImage, starts: Sequence[MethodOutpu
     current = [MethodOutput(s.low_res_logits, s.score, s.points_xy, s.point_labels, s.box_xyxy, list(s.notes),
                             list(s.prompts)) for s in starts]
     box = list(boxes) if box_first else [None] * len(current)
+    stopped: set[int] = set()
     for stage in (1, 2):
         with_box = stage == 2 or box_first
         active = []
         for i, out in enumerate(current):
-            if with_box and box[i] is None:
-                if not any(n.startswith("refinement") for n in out.notes):
-                    out.notes.append(f"refinement {stage} skipped: the previous mask is empty")
+            if i in stopped:
+                continue
+            if with_box and box[i] is None:  # the box of an empty mask: keep this stage, stop here
+                out.notes.append(f"refinement {stage} skipped: the previous mask is empty")
+                stopped.add(i)
                 continue
             active.append(i)
         prompts = [_prompt(current[i], box[i] if with_box else None) for i in active]
