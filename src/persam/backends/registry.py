@@ -31,6 +31,8 @@ class BackendSpec:
         downloadable: a known checkpoint URL exists (see ``persam.backends.checkpoints``).
         bundled_checkpoint: the weights ship inside a Python package.
         for_tests: a toy architecture, random weights only.
+        family: "sam" (SAM 1 decoder: segment-anything, MobileSAM, LiteMedSAM) or
+            "sam2" (SAM 2.1 through the ``sam2`` package, ``persam.backends.sam2_models``).
     """
 
     name: str
@@ -40,6 +42,7 @@ class BackendSpec:
     downloadable: bool = False
     bundled_checkpoint: bool = False
     for_tests: bool = False
+    family: Literal["sam", "sam2"] = "sam"
 
     @property
     def preprocessing(self) -> "Preprocessing":
@@ -64,6 +67,16 @@ _SPECS: dict[str, BackendSpec] = {
             bundled_checkpoint=True,
         ),
         BackendSpec("sam_tiny", "tiny random SAM for tests and smoke runs", input_size=256, for_tests=True),
+        BackendSpec("sam2.1_hiera_tiny", "SAM 2.1 Hiera-T (Meta, 156 MB; needs persam[sam2])", family="sam2",
+                    downloadable=True),
+        BackendSpec("sam2.1_hiera_small", "SAM 2.1 Hiera-S (Meta, 184 MB; needs persam[sam2])", family="sam2",
+                    downloadable=True),
+        BackendSpec("sam2.1_hiera_base_plus", "SAM 2.1 Hiera-B+ (Meta, 324 MB; needs persam[sam2])", family="sam2",
+                    downloadable=True),
+        BackendSpec("sam2.1_hiera_large", "SAM 2.1 Hiera-L (Meta, 898 MB; needs persam[sam2])", family="sam2",
+                    downloadable=True),
+        BackendSpec("sam2_tiny", "tiny random SAM 2 for tests and smoke runs", input_size=256, for_tests=True,
+                    family="sam2"),
     )
 }
 
