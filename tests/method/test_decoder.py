@@ -167,7 +167,7 @@ def test_first_block_products_come_with_the_first_batch_and_stay_with_the_image(
     assert not enc.derived(FIRST_BLOCK, never).projected
     xy = enc.geometry.to_model_xy(torch.tensor([[[30.0, 40.0]], [[100.0, 80.0]]]))
     with torch.no_grad():
-        batch, _ = predict(backend, enc, (xy, torch.ones(2, 1, dtype=torch.int)), None, None, multimask=True)
+        batch = predict(backend, enc, (xy, torch.ones(2, 1, dtype=torch.int)), None, None, multimask=True).logits
     first = enc.derived(FIRST_BLOCK, never)
     assert first.projected
     again = decode(backend, enc, prompt, multimask=True)

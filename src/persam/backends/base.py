@@ -20,6 +20,8 @@ from PIL import Image
 from torch import nn
 
 Normalization = Literal["meanstd", "minmax"]
+ResizeMode = Literal["longest_side", "square"]
+Family = Literal["sam", "sam2"]
 _T = TypeVar("_T")
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -31,23 +33,35 @@ class ImageGeometry:
 
     Attributes:
         original_hw: (H, W) of the photo.
-        resized_hw: (h', w') after resizing the longest side to ``input_size``.
-        input_size: side of the padded square encoder input (1024 for SAM).
-        grid_hw: (h, w) of the image embedding (input_size / 16 for SAM).
+        resized_hw: (h', w') of the photo inside the encoder frame: the longest
+            side resized to ``input_size`` (SAM 1 family, the rest padded), or
+            (S, S) for ``resize == "square"`` (SAM 2: no padding).
+        input_size: side S of the square encoder input (1024 for SAM and SAM 2).
+        grid_hw: (h, w) of the image embedding (input_size / 16).
+        resize: "longest_side" (aspect kept, zero padding; masks come back by
+            upsampling to S, cropping the padding, resizing to (H, W)) or
+            "square" (aspect not kept; masks come back by one bilinear resize
+            from the decoder's (4h, 4w) to (H, W), as ``SAM2Transforms.postprocess_masks``).
     """
 
     original_hw: tuple[int, int]
     resized_hw: tuple[int, int]
     input_size: int
     grid_hw: tuple[int, int]
+    resize: ResizeMode = "longest_side"
 
     @classmethod
-    def for_image(cls, original_hw: tuple[int, int], input_size: int, grid_hw: tuple[int, int]) -> "ImageGeometry":
+    def for_image(cls, original_hw: tuple[int, int], input_size: int, grid_hw: tuple[int, int],
+                  resize: ResizeMode = "longest_side") -> "ImageGeometry":
         h, w = original_hw
-        scale = input_size / max(h, w)
-        # Same rounding as SAM's ResizeLongestSide.get_preprocess_shape.
-        resized = (int(h * scale + 0.5), int(w * scale + 0.5))
-        return cls(original_hw=(int(h), int(w)), resized_hw=resized, input_size=input_size, grid_hw=grid_hw)
+        if resize == "square":
+            resized = (int(input_size), int(input_size))
+        else:
+            scale = input_size / max(h, w)
+            # Same rounding as SAM's ResizeLongestSide.get_preprocess_shape.
+            resized = (int(h * scale + 0.5), int(w * scale + 0.5))
+        return cls(original_hw=(int(h), int(w)), resized_hw=resized, input_size=input_size, grid_hw=grid_hw,
+                   resize=resize)
 
     @property
     def low_res_hw(self) -> tuple[int, int]:
@@ -55,7 +69,12 @@ class ImageGeometry:
         return (4 * self.grid_hw[0], 4 * self.grid_hw[1])
 
     def to_model_xy(self, xy: torch.Tensor) -> torch.Tensor:
-        """Scale (..., 2) (x, y) original pixel coordinates to the encoder frame."""
+        """Scale (..., 2) (x, y) original pixel coordinates to the encoder frame.
+
+        Per axis by (resized / original): SAM's ``apply_coords`` for the SAM 1
+        family, ``SAM2Transforms.transform_coords(normalize=True)`` (x / W * S,
+        y / H * S) for SAM 2.
+        """
         (h, w), (rh, rw) = self.original_hw, self.resized_hw
         scale = torch.tensor([rw / w, rh / h], dtype=torch.float32, device=xy.device)
         return xy.to(torch.float32) * scale
@@ -107,12 +126,17 @@ class EncodedImage:
     """An image after the encoder: everything the decoder needs.
 
     Attributes:
-        embedding: (1, C, h, w) float32 image embedding.
+        embedding: (1, C, h, w) float32 image embedding (SAM 2: with
+            ``no_mem_embed`` added, as ``SAM2ImagePredictor.set_image`` does).
         geometry: how the photo maps onto the encoder frame.
+        high_res_features: SAM 2 only: the decoder's two high-resolution skips,
+            already through ``conv_s0`` / ``conv_s1``: (1, C/8, 4h, 4w) and
+            (1, C/4, 2h, 2w) float32; None for the SAM 1 family.
     """
 
     embedding: torch.Tensor
     geometry: ImageGeometry
+    high_res_features: tuple[torch.Tensor, torch.Tensor] | None = None
     _derived: dict[str, tuple[torch.Tensor, object]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def derived(self, key: str, make: Callable[[torch.Tensor], _T], replace: bool = False) -> _T:
@@ -149,6 +173,9 @@ class Backend:
 
     Attributes:
         name: registry name ("vit_t", "vit_h", "litemedsam", ...).
+        family: "sam" (segment-anything's decoder: SAM, MobileSAM, LiteMedSAM) or
+            "sam2" (SAM 2.1, ``persam.backends.sam2_backend``): tells the method
+            layer which decoder runner to use (``persam.method.decoder``).
         image_encoder: official image encoder module.
         prompt_encoder: official prompt encoder module.
         mask_decoder: official mask decoder module.
@@ -173,6 +200,7 @@ class Backend:
     runtime: str = "torch"
     runtime_encoder: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     encoder_calls: int = field(default=0, repr=False)
+    family: Family = "sam"
     _dense_pe: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     @property

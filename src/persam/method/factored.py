@@ -22,7 +22,7 @@ per-head reshuffling of (N, Ci) tensors:
   per image (``FirstBlock``); each pass then adds only its dense prompt's part.
 
 Mathematically this is the official ``MaskDecoder.predict_masks`` (with
-PerSAM's guidance as in ``persam.method.decoder``); numerically it differs by
+PerSAM's guidance as in ``persam.method.guided``); numerically it differs by
 float rounding (tests compare it with the official modules). Decoders whose
 structure differs fall back to the official path (``supports``).
 """
@@ -79,10 +79,10 @@ def two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, to
             cells_step: Callable[..., tuple[torch.Tensor, torch.Tensor]] = cells_step) -> tuple[torch.Tensor, torch.Tensor]:
     """The two-way transformer's blocks, in the official order, with PerSAM's guidance.
 
-    Guidance as described in ``persam.method.decoder``. The token-to-image
+    Guidance as described in ``persam.method.guided``. The token-to-image
     attention and the cells' update are passed in: the re-associated ones
     here by default, the official modules' own computation in
-    ``decoder.guided_predict_masks``.
+    ``persam.method.guided.guided_transformer``.
 
     Args:
         keys: (B, N, C) image cells (may be one tensor expanded over the batch),

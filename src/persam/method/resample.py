@@ -2,7 +2,8 @@
 
 SAM brings a map on its grid back to the photo with a chain of bilinear
 resizes (``F.interpolate``, ``align_corners=False``): grid -> padded encoder
-frame -> crop to the resized image -> original (H, W). Each resize is linear
+frame -> crop to the resized image -> original (H, W); for SAM 2's square
+geometry (no padding) grid -> original (H, W) directly. Each resize is linear
 and separable, so the whole chain is ``full = Ry @ grid @ Rx.T`` with
 ``Ry`` (H, n) and ``Rx`` (W, n), every row non-negative and summing to one.
 
@@ -182,8 +183,10 @@ def _chain(geometry: ImageGeometry, in_hw: tuple[int, int], pre_upsample: int) -
     for axis in (0, 1):
         n = in_hw[axis]
         m = interp_matrix(n, n * pre_upsample) if pre_upsample != 1 else torch.eye(n, dtype=torch.float64)
-        m = interp_matrix(n * pre_upsample, s) @ m  # to the padded encoder frame
-        m = m[: geometry.resized_hw[axis]]  # crop the padding
+        if geometry.resize == "longest_side":
+            m = interp_matrix(n * pre_upsample, s) @ m  # to the padded encoder frame
+            m = m[: geometry.resized_hw[axis]]  # crop the padding
+        # "square" (SAM 2): no padding; straight to the photo, as SAM2Transforms.postprocess_masks
         out = geometry.original_hw[axis]
         if out != m.shape[0]:
             m = interp_matrix(m.shape[0], out) @ m
@@ -192,10 +195,16 @@ def _chain(geometry: ImageGeometry, in_hw: tuple[int, int], pre_upsample: int) -
 
 
 def upscale_logits(low_res: torch.Tensor, geometry: ImageGeometry) -> torch.Tensor:
-    """SAM's ``postprocess_masks``: (K, 4h, 4w) logits -> (K, H, W) float32 logits."""
+    """SAM's ``postprocess_masks``: (K, 4h, 4w) logits -> (K, H, W) float32 logits.
+
+    For a "square" geometry (SAM 2) one bilinear resize to (H, W), as
+    ``SAM2Transforms.postprocess_masks`` (without its optional hole filling).
+    """
     s = geometry.input_size
-    x = torch.nn.functional.interpolate(low_res[None].float(), (s, s), mode="bilinear", align_corners=False)
-    x = x[..., : geometry.resized_hw[0], : geometry.resized_hw[1]]
+    x = low_res[None].float()
+    if geometry.resize == "longest_side":
+        x = torch.nn.functional.interpolate(x, (s, s), mode="bilinear", align_corners=False)
+        x = x[..., : geometry.resized_hw[0], : geometry.resized_hw[1]]
     if tuple(x.shape[-2:]) != geometry.original_hw:
         x = torch.nn.functional.interpolate(x, geometry.original_hw, mode="bilinear", align_corners=False)
     return x[0]
