@@ -361,14 +361,18 @@ def test_sam_vits_are_told_apart(depth, width, label, model_type):
                    "or another --checkpoint PATH")
 
 
-def test_sam2_and_hq_sam_are_named_without_a_backend():
+def test_sam2_files_are_named_and_hq_sam_has_no_backend():
     from persam.backends.families import identify_checkpoint, mismatch_message
 
     sam2 = {"image_encoder.trunk.patch_embed.proj.weight": (96, 3, 7, 7), "memory_attention.norm.weight": (256,)}
     sam2.update({f"image_encoder.trunk.blocks.{i}.mlp.layers.0.weight": (384, 96) for i in range(12)})
-    assert identify_checkpoint(_shapes(sam2)).label == "SAM 2 (Hiera-T)"
+    assert identify_checkpoint(_shapes(sam2)).label.startswith("SAM 2.0 (Hiera-T)")  # no SAM 2.1 key
     msg = mismatch_message("vit_b", _shapes(sam2), _vit(12, 768))
-    assert "looks like SAM 2 (Hiera-T); persam has no backend for it" in msg
+    assert "persam has no backend for it" in msg
+    sam21 = dict(sam2, no_obj_embed_spatial=(1, 64))
+    assert identify_checkpoint(_shapes(sam21)).model_type == "sam2.1_hiera_tiny"
+    msg = mismatch_message("vit_b", _shapes(sam21), _vit(12, 768))
+    assert "looks like SAM 2.1 (Hiera-T); pass --model sam2.1_hiera_tiny" in msg
     hq = _vit(32, 1280)
     hq["mask_decoder.hf_token.weight"] = torch.empty((1, 256), device="meta")
     family = identify_checkpoint(hq)

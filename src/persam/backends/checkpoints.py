@@ -65,6 +65,7 @@ def _info(model_type: str, url: str, sha256: str | None) -> CheckpointInfo:
 
 
 _SAM = "https://dl.fbaipublicfiles.com/segment_anything/"
+_SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 #: Checkpoints persam can download by itself, keyed by model type.
 KNOWN_CHECKPOINTS: dict[str, CheckpointInfo] = {
     "vit_h": _info("vit_h", _SAM + "sam_vit_h_4b8939.pth",
@@ -76,6 +77,11 @@ KNOWN_CHECKPOINTS: dict[str, CheckpointInfo] = {
     # MobileSAM publishes no hash: the file is accepted and its hash logged.
     "vit_t": _info("vit_t", "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
                    None),
+    # SAM 2.1 (Meta publishes no hashes): the file must load strictly into the
+    # architecture (every key and shape, ``weights_only``); its SHA-256 is logged
+    # at download and recorded as the backend's ``checkpoint_sha256``.
+    **{f"sam2.1_hiera_{size}": _info(f"sam2.1_hiera_{size}", f"{_SAM2}sam2.1_hiera_{size}.pt", None)
+       for size in ("tiny", "small", "base_plus", "large")},
 }
 
 

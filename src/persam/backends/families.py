@@ -4,7 +4,7 @@ A checkpoint of another family than the ``--model`` asked for fails the
 strict key check with thousands of missing and unexpected keys. This module
 names the family the file looks like (SAM ViT-B/L/H by the depth and width
 of ``image_encoder.blocks``, MobileSAM or LiteMedSAM by their TinyViT
-encoder, SAM 2 by its Hiera ``image_encoder.trunk``) so the error can say
+encoder, SAM 2.1 by its Hiera ``image_encoder.trunk``) so the error can say
 which ``--model`` to pass, in one line. No torch import: only ``.shape`` is read.
 """
 
@@ -18,7 +18,9 @@ from typing import Any, Mapping
 _SAM_VITS = {(12, 768): ("SAM ViT-B", "vit_b"), (24, 1024): ("SAM ViT-L", "vit_l"),
              (32, 1280): ("SAM ViT-H", "vit_h"), (1, 48): ("the tiny test SAM", "sam_tiny")}
 #: (blocks, width) of the SAM 2 / 2.1 Hiera trunks.
-_HIERAS = {(12, 96): "Hiera-T", (16, 96): "Hiera-S", (24, 112): "Hiera-B+", (48, 144): "Hiera-L"}
+_HIERAS = {(12, 96): ("Hiera-T", "sam2.1_hiera_tiny"), (16, 96): ("Hiera-S", "sam2.1_hiera_small"),
+           (24, 112): ("Hiera-B+", "sam2.1_hiera_base_plus"), (48, 144): ("Hiera-L", "sam2.1_hiera_large"),
+           (5, 32): ("the reduced test Hiera", "sam2_tiny")}
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class CheckpointFamily:
         label: words for the user, e.g. ``"SAM ViT-H (32 blocks of width 1280)"``.
         model_type: the persam model type that loads it (``"vit_h"``), or None
             when none does (an unknown size, or an unsupported family).
-        supported: False for families persam has no backend for (SAM 2,
+        supported: False for families persam has no backend for (SAM 2.0,
             HQ-SAM, an image encoder alone).
     """
 
@@ -58,8 +60,10 @@ def identify_checkpoint(state: Mapping[str, Any]) -> CheckpointFamily | None:
     if any(k.startswith(("image_encoder.trunk.", "memory_attention.", "sam_mask_decoder.")) for k in keys):
         blocks = len(_indices(keys, "image_encoder.trunk.blocks."))
         width = _dim(state, "image_encoder.trunk.patch_embed.proj.weight")
-        size = _HIERAS.get((blocks, width or 0), f"Hiera, {blocks} blocks of width {width}")
-        return CheckpointFamily(f"SAM 2 ({size})", None, supported=False)
+        size, model_type = _HIERAS.get((blocks, width or 0), (f"Hiera, {blocks} blocks of width {width}", None))
+        if "no_obj_embed_spatial" not in state:  # a key SAM 2.1 added
+            return CheckpointFamily(f"SAM 2.0 ({size}); persam loads SAM 2.1 files", None, supported=False)
+        return CheckpointFamily(f"SAM 2.1 ({size})", model_type)
     if any(k.startswith("image_encoder.layers.") for k in keys):
         kernel = _dim(state, "image_encoder.patch_embed.seq.0.c.weight", axis=2)
         if "image_encoder.head.weight" in state or kernel == 3:
@@ -93,7 +97,7 @@ def mismatch_message(model_type: str, state: Mapping[str, Any], expected: Mappin
     family = identify_checkpoint(state)
     if family is not None and not family.supported:
         return (f"weights do not fit model type {model_type!r}: the file looks like {family.label}; persam has no "
-                "backend for it; pass a SAM, MobileSAM or LiteMedSAM file with --checkpoint PATH")
+                "backend for it; pass a SAM, MobileSAM, LiteMedSAM or SAM 2.1 file with --checkpoint PATH")
     if family is not None and family.model_type not in (None, model_type):
         return (f"weights do not fit model type {model_type!r}: the file looks like {family.label}; "
                 f"pass --model {family.model_type}, or another --checkpoint PATH")

@@ -201,6 +201,11 @@ def create_backend(
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
     dev = resolve_device("cpu" if device is None and runtime != "torch" else device)
+    if spec.family == "sam2":
+        from persam.backends.sam2_backend import build_sam2_backend
+
+        return build_sam2_backend(name, checkpoint, dev, precision, random_weights, runtime,
+                                  resolve=lambda: _checkpoint_path(spec, checkpoint, progress))
     image_encoder, prompt_encoder, mask_decoder, module = BUILDERS[name]()
     sha = "random"
     if not random_weights:
