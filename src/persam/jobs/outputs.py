@@ -8,7 +8,9 @@ Files under the output folder ``root``:
                             ``{"input", "status": "written", "mask", "present", "instances", "scores", "prompts"[, "overlay"]}``
                             where ``prompts`` holds, per instance (parallel to ``scores``), the prompts of every
                             decoder pass that made its mask, first pass first: ``[{"points_xy": [[x, y], ...],
-                            "point_labels": [1, 0, ...], "box_xyxy": [x0, y0, x1, y1] or null}, ...]``, photo pixels
+                            "point_labels": [1, 0, ...], "box_xyxy": [x0, y0, x1, y1] or null}, ...]``, photo pixels;
+                            SAM 2 models add ``"object_scores"`` (per instance, the object-score
+                            logit of its final pass, > 0 = an object is there),
                             or ``{"input", "status": "skipped", "reason"}``; callers may add keys (``save(**extra)``)
     ``annotations.json``    (``coco``) COCO images / annotations with RLE masks, category 1 "concept"
 
@@ -112,6 +114,8 @@ def write_result(root: Path, path: Path, stem: Path, pixels: np.ndarray | None, 
              "present": any(bool(r.present) for r in results), "instances": int(sum(bool(r.present) for r in results)),
              "scores": [round(float(r.score), 6) for r in results],
              "prompts": [[record.to_dict() for record in getattr(r, "prompts", ())] for r in results]}
+    if any(getattr(r, "object_score", None) is not None for r in results):  # SAM 2's object-score logits
+        entry["object_scores"] = [None if r.object_score is None else round(float(r.object_score), 6) for r in results]
     if any(getattr(r, "part_count", None) is not None for r in results):  # the part-aware prior's choice
         entry["parts"] = [{"chosen": r.part_count, "candidates": [s.to_dict() for s in r.part_scores]} for r in results]
     if options.overlay and pixels is not None:

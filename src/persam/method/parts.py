@@ -242,7 +242,7 @@ def segment_parts(backend: Backend, encoded: EncodedImage, prior: PartPrior, set
         guidance = Guidance(attention_bias=bias, target_embedding=target) if bias is not None or target is not None else None
         first = decode(backend, encoded, prompt, multimask=False, guidance=guidance)
         starts.append(MethodOutput(first.low_res_logits[0], float(first.iou[0]), prompt.points_xy.long(), prompt.labels,
-                                   prompts=[PromptRecord.of(prompt)]))
+                                   prompts=[PromptRecord.of(prompt)], object_score=first.object_score))
     finals = refine(backend, encoded, starts, [None] * len(starts), box_first=False) if settings.refinement else starts
     scores: list[PartScore] = []
     best: int | None = None

@@ -89,7 +89,7 @@ def weighted_start(out: DecoderOutput, weights: torch.Tensor, prompt: Prompt, en
         box = op.positive_box(out.best()[0])
         notes.append("weighted mask empty: refinement starts from the box of the best-scored of the three masks")
     start = MethodOutput(weighted, score, prompt.points_xy.to(torch.int64), prompt.labels, None, notes,
-                         list(prompts) or [PromptRecord.of(prompt)])
+                         list(prompts) or [PromptRecord.of(prompt)], out.object_score)
     return start, box
 
 

@@ -14,6 +14,14 @@ threshold = the midpoint of the two (``bg`` when the two are inverted, which
 only happens with meaningless features). A photo whose best cell scores below
 it is declared to hold no instance; each further instance of the concept
 in one photo must pass it too.
+
+SAM 2 models add a second signal: the decoder's object-score head (a logit,
+> 0 = "an object is there", the test SAM 2's own video predictor uses to
+blank a lost object). Absence detection takes both, in order: the
+similarity test first (cheap: no decoder pass); if it passes, PerSAM runs
+and its final mask is kept only if that pass's object score is > 0
+(``object_present``). So a photo counts as holding the concept only when
+both say so; the SAM 1 family, without that head, uses the similarity alone.
 """
 
 from __future__ import annotations
@@ -45,6 +53,11 @@ class PresenceStats:
         if self.fg_mean <= self.bg_max:
             return self.bg_max
         return 0.5 * (self.fg_mean + self.bg_max)
+
+
+def object_present(object_score: float | None) -> bool:
+    """SAM 2's presence test on a mask's object-score logit: > 0; always True without one (SAM 1 family)."""
+    return object_score is None or object_score > 0
 
 
 def reference_similarities(

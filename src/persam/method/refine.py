@@ -38,6 +38,8 @@ class MethodOutput:
         box_xyxy: the last box prompt (XYXY photo pixels), or None.
         notes: what happened off the usual path (e.g. an empty stage kept).
         prompts: the prompts of every decoder pass that made this mask, first pass first.
+        object_score: SAM 2's object-score logit of the pass that made this mask
+            (> 0: an object is there), or None (SAM 1 family).
     """
 
     low_res_logits: torch.Tensor
@@ -47,6 +49,7 @@ class MethodOutput:
     box_xyxy: Box | None = None
     notes: list[str] = field(default_factory=list)
     prompts: list[PromptRecord] = field(default_factory=list)
+    object_score: float | None = None
 
 
 def _prompt(out: MethodOutput, box: Box | None) -> Prompt:
@@ -74,7 +77,7 @@ def refine(backend: Backend, encoded: EncodedImage, starts: Sequence[MethodOutpu
     """
     op = logits_operator(encoded.geometry)
     current = [MethodOutput(s.low_res_logits, s.score, s.points_xy, s.point_labels, s.box_xyxy, list(s.notes),
-                            list(s.prompts)) for s in starts]
+                            list(s.prompts), s.object_score) for s in starts]
     box = list(boxes) if box_first else [None] * len(current)
     stopped: set[int] = set()
     for stage in (1, 2):
@@ -93,6 +96,7 @@ def refine(backend: Backend, encoded: EncodedImage, starts: Sequence[MethodOutpu
             logits, score = dec.best()
             used = box[i] if with_box else None
             current[i] = MethodOutput(logits, score, current[i].points_xy, current[i].point_labels, used,
-                                      current[i].notes, current[i].prompts + [PromptRecord.of(prompt)])
+                                      current[i].notes, current[i].prompts + [PromptRecord.of(prompt)],
+                                      dec.object_score)
             box[i] = op.positive_box(logits)
     return current

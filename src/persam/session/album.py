@@ -9,6 +9,10 @@ is unchanged and re-encodes changed ones.
 
 Embeddings are stored as float16 by default (half the size: 2 MiB per photo
 for SAM's 256x64x64) or float32 for masks bit-identical to a direct run.
+SAM 2.1 models also need the decoder's two high-resolution skips
+(``EncodedImage.high_res_features``: 32x256x256 and 64x128x128 for a 1024-px
+input), stored in the same dtype in the ``features`` table: three times the
+embedding's size again, 8 MiB per photo in float16 (16 MiB in float32).
 """
 
 from __future__ import annotations
@@ -31,7 +35,20 @@ CREATE TABLE IF NOT EXISTS photos (
     path TEXT PRIMARY KEY, sha256 TEXT NOT NULL, height INTEGER NOT NULL, width INTEGER NOT NULL,
     dtype TEXT NOT NULL, shape TEXT NOT NULL, embedding BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS features (
+    path TEXT NOT NULL, level INTEGER NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (path, level)
+);
 """
+
+
+def _blob(x: torch.Tensor, dtype: str) -> tuple[str, bytes]:
+    arr = x[0].detach().cpu().numpy().astype(dtype)
+    return ",".join(map(str, arr.shape)), arr.tobytes()
+
+
+def _tensor(blob: bytes, dtype: str, shape: str, device: torch.device) -> torch.Tensor:
+    arr = np.frombuffer(blob, dtype=dtype).reshape(tuple(int(s) for s in shape.split(",")))
+    return torch.from_numpy(arr.astype(np.float32))[None].to(device)
 
 
 @dataclass
@@ -89,14 +106,17 @@ class AlbumIndex:
         return row is None or row[0] != file_sha256(path)
 
     def add(self, path: Path, encoded: EncodedImage, dtype: Literal["float16", "float32"] = "float16") -> None:
-        """Store one photo's embedding (one transaction)."""
-        emb = encoded.embedding[0].detach().cpu().numpy().astype(dtype)
+        """Store one photo's embedding and (SAM 2) its high-resolution features (one transaction)."""
+        shape, blob = _blob(encoded.embedding, dtype)
         h, w = encoded.geometry.original_hw
+        extras = [(str(path), level, *_blob(f, dtype)) for level, f in enumerate(encoded.high_res_features or ())]
         with self.connection:
             self.connection.execute(
                 "INSERT OR REPLACE INTO photos VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (str(path), file_sha256(path), h, w, dtype, ",".join(map(str, emb.shape)), emb.tobytes()),
+                (str(path), file_sha256(path), h, w, dtype, shape, blob),
             )
+            self.connection.execute("DELETE FROM features WHERE path = ?", (str(path),))
+            self.connection.executemany("INSERT INTO features VALUES (?, ?, ?, ?)", extras)
 
     def encoded(self, path: str | os.PathLike, backend: Backend) -> EncodedImage:
         """The stored embedding of ``path`` as an EncodedImage on ``backend``'s device."""
@@ -107,9 +127,16 @@ class AlbumIndex:
         if row is None:
             raise FileNotFoundError(f"{path}: not in the index {self.path}; run `persam index` on it")
         h, w, dtype, shape, blob = row
-        arr = np.frombuffer(blob, dtype=dtype).reshape(tuple(int(s) for s in shape.split(",")))
-        emb = torch.from_numpy(arr.astype(np.float32))[None].to(backend.device)
-        return EncodedImage(embedding=emb, geometry=backend.geometry((h, w)))
+        emb = _tensor(blob, dtype, shape, backend.device)
+        high_res = None
+        if backend.family == "sam2":
+            rows = self.connection.execute(
+                "SELECT shape, data FROM features WHERE path = ? ORDER BY level", (str(path),)).fetchall()
+            if len(rows) != 2:
+                raise ValueError(f"{self.path}: {path} has no SAM 2 high-resolution features; "
+                                 "build a new index with `persam index`")
+            high_res = tuple(_tensor(data, dtype, fshape, backend.device) for fshape, data in rows)
+        return EncodedImage(embedding=emb, geometry=backend.geometry((h, w)), high_res_features=high_res)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.paths())

@@ -28,7 +28,7 @@ from persam.method.fit import merge_problems, optimise
 from persam.method.parts import DEFAULT_PARTS, PartPrior, build_part_prior, part_cells, segment_parts
 from persam.method.persam import segment_persam
 from persam.method.persam_f import check_settings, fit_problems, point_prompt, segment_persam_f
-from persam.method.presence import PresenceStats, pool_stats, reference_similarities
+from persam.method.presence import PresenceStats, object_present, pool_stats, reference_similarities
 from persam.method.refine import MethodOutput
 from persam.method.settings import FitSettings, PersamSettings
 from persam.method.target import TargetFeatures, cell_features, masked_features, similarity
@@ -252,17 +252,24 @@ class Concept:
         Args:
             image: a photo (path, PIL, array) or an already encoded image.
             detect_absent: return an empty mask with ``present=False`` when the
-                best similarity is below ``threshold`` (off by default: the
-                reference method always returns a mask).
+                best similarity is below ``threshold``, or (SAM 2 models) when the
+                decoder's object score of the final mask is <= 0: both must say
+                "present" (``persam.method.presence``). Off by default: the
+                reference method always returns a mask.
         """
         encoded = self.model.encode(image)
         sim = self._similarity(encoded)
-        if detect_absent and float(sim.max()) < self.threshold:
-            return absent_result(encoded, float(sim.max()), self.threshold)
+        best = float(sim.max())
+        if detect_absent and best < self.threshold:
+            return absent_result(encoded, best, self.threshold)
         if self.parts is not None:
             found = segment_parts(self.model.backend, encoded, self.parts, self.settings)
-            return method_result(found.output, encoded, found.parts, tuple(found.candidates))
-        return method_result(self._run(encoded, sim), encoded)
+            out, extra = found.output, (found.parts, tuple(found.candidates))
+        else:
+            out, extra = self._run(encoded, sim), ()
+        if detect_absent and not object_present(out.object_score):
+            return absent_result(encoded, best, self.threshold, rejected=out)
+        return method_result(out, encoded, *extra)
 
     def segment_instances(
         self, image: ImageLike | EncodedImage, *, max_instances: int = 5, overlap: float = 0.5, detect_absent: bool = True
@@ -272,9 +279,10 @@ class Concept:
         After each instance, the similarity of the grid cells its mask covers
         is suppressed and the next location prior is taken from what is left.
         The search stops after ``max_instances``, when the best remaining
-        similarity is below ``threshold`` (for the first instance only with
-        ``detect_absent``), or when a new mask overlaps the instances found
-        (intersection over its own area above ``overlap``).
+        similarity is below ``threshold`` or (SAM 2) the new mask's object
+        score is <= 0 (for the first instance only with ``detect_absent``), or
+        when a new mask overlaps the instances found (intersection over its
+        own area above ``overlap``).
         """
         if max_instances < 1:
             raise ValueError(f"max_instances must be at least 1, got {max_instances}")
@@ -287,11 +295,16 @@ class Concept:
         h, w = encoded.geometry.original_hw
         labels = np.zeros((h, w), dtype=np.uint8)
         found: list[SegmentationResult] = []
+        rejected: MethodOutput | None = None
         while len(found) < min(max_instances, 255):
             best = float(sim.max())
             if (found or detect_absent) and best < self.threshold:
                 break
-            result = method_result(self._run(encoded, sim), encoded)
+            out = self._run(encoded, sim)
+            if (found or detect_absent) and not object_present(out.object_score):
+                rejected = out
+                break
+            result = method_result(out, encoded)
             area = int(result.mask.sum())
             if area == 0 or (found and (labels[result.mask] > 0).sum() > overlap * area):
                 break
@@ -301,7 +314,8 @@ class Concept:
             cells = F.max_pool2d(covered, 4)[0, 0] > 0  # low-res (4h, 4w) -> grid (h, w)
             sim[cells.to(sim.device)] = floor
         if not found and detect_absent:
-            return InstancesResult(labels=labels, instances=[absent_result(encoded, first_best, self.threshold)])
+            absent = absent_result(encoded, first_best, self.threshold, rejected=rejected)
+            return InstancesResult(labels=labels, instances=[absent])
         return InstancesResult(labels=labels, instances=found)
 
 
