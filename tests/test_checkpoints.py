@@ -230,8 +230,12 @@ def test_persam_home_is_respected_and_not_created(monkeypatch, tmp_path):
 
 
 def test_known_checkpoints_table():
-    assert set(KNOWN_CHECKPOINTS) == {"vit_h", "vit_l", "vit_b", "vit_t"}
+    sam2 = {f"sam2.1_hiera_{s}" for s in ("tiny", "small", "base_plus", "large")}
+    assert set(KNOWN_CHECKPOINTS) == {"vit_h", "vit_l", "vit_b", "vit_t"} | sam2
     assert KNOWN_CHECKPOINTS["vit_t"].sha256 is None
+    assert KNOWN_CHECKPOINTS["sam2.1_hiera_base_plus"].url == (
+        "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt")
+    assert all(KNOWN_CHECKPOINTS[n].sha256 is None for n in sam2)  # none published: strict load instead
     assert KNOWN_CHECKPOINTS["vit_b"].filename == "sam_vit_b_01ec64.pth"
     for info in KNOWN_CHECKPOINTS.values():
         assert info.url.endswith("/" + info.filename)
