@@ -50,6 +50,8 @@ def format_result(result) -> str:
         ("PerSAM-F fit on an encoded reference", result.fit_s, None),
         ("video frame beyond the encoder, 3 objects (ratio: to the encoder)", result.video_extra_s, result.video_extra_over_encoder),
     ]
+    if not result.decoder_fast_path:  # SAM 2: always the official modules, nothing to compare
+        rows = [row for row in rows if row[0] != "  the same, official modules"]
     for name, seconds, ratio in rows:
         tail = f"{ratio:9.2f}" if ratio is not None else f"{'':>9}"
         lines.append(f"{name:<38} {seconds * 1000:10.2f}  {tail}")

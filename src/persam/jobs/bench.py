@@ -81,7 +81,8 @@ class BenchResult:
         runs: timed runs per stage (after one warm-up run).
         encoder_s: image encoder, one photo.
         decoder_pass_s: one multi-mask prompt-encoder + mask-decoder pass.
-        official_decoder_pass_s: the same pass through the official modules.
+        official_decoder_pass_s: the same pass through the official modules (the same
+            computation as ``decoder_pass_s`` for a family without the re-associated decoder).
         persam_extra_s: PerSAM on an encoded photo, full-resolution mask included.
         persam_f_extra_s: PerSAM-F on an encoded photo, full-resolution mask included.
         fit_s: PerSAM-F's fit on an encoded reference (``personalize(finetune=True)``).
@@ -94,6 +95,8 @@ class BenchResult:
         peak_rss_mb: peak resident memory of the process (MiB).
         parts_extra_s: the part-aware prior (parts 1..5) on an encoded photo (``persam.jobs.parts_bench``).
         parts_transport_share: the fraction of its method step spent on optimal transport.
+        decoder_fast_path: whether the model's decoder family runs the re-associated
+            SAM 1 decoder (False for SAM 2: ``official_decoder_pass_s`` then adds nothing).
     """
 
     model: str
@@ -118,6 +121,7 @@ class BenchResult:
     peak_rss_mb: float
     parts_extra_s: float = float("nan")
     parts_transport_share: float = float("nan")
+    decoder_fast_path: bool = True
 
     @property
     def parts_over_persam(self) -> float:
@@ -202,7 +206,7 @@ def run_benchmark(
     tgt_image, _ = synthetic_photo(image_size, seed=1, center=(0.6, 0.45), axes=(0.18, 0.24))
 
     from persam.session.photo import load
-    from persam.method.decoder import Prompt, decode
+    from persam.method.decoder import Prompt, decode, runner_for
 
     stage = on_stage or (lambda name: None)
     stage("loading the model")
@@ -281,4 +285,5 @@ def run_benchmark(
         peak_rss_mb=peak_rss_mb(),
         parts_extra_s=medians["parts_extra_s"],
         parts_transport_share=parts_stage.transport_share,
+        decoder_fast_path=runner_for(backend).fast_path,
     )
