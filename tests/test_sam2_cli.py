@@ -1,0 +1,143 @@
+"""SAM 2.1 through the command line: the models table, the album index, absence, and the sample photos.
+
+The full-size checks use a random-weight SAM 2.1 tiny checkpoint in Meta's
+layout (``write_random_checkpoint``) and are checked against the official
+``SAM2ImagePredictor`` built independently from the same file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from persam.cli.main import main
+
+pytest.importorskip("sam2")
+
+SAMPLE = next((p / "shared" / "data" / "perseg-sample" for p in Path(__file__).resolve().parents
+               if (p / "shared" / "data" / "perseg-sample").is_dir()), Path("/nonexistent/perseg-sample"))
+TINY = ["--model", "sam2_tiny", "--random-weights", "--device", "cpu"]
+
+
+def test_models_table_aligns_the_long_sam2_names(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("PERSAM_HOME", str(tmp_path))
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("model"))
+    end = lines[header].index("input") + len("input")  # the right edge of the input-size column
+    described = lines[header].index("description")  # the left edge of the last column
+    rows = [line for line in lines[header + 1 :] if not line.startswith("--")]
+    assert len(rows) == 9 and any(r.startswith("sam2.1_hiera_base_plus ") for r in rows)
+    for row in rows:
+        assert row[:end].rstrip().endswith(("1024", "256")) and row[end : end + 2] == "  ", row
+        assert row[described - 1] == " " and row[described] != " ", row
+
+
+def _photos(root: Path) -> tuple[Path, Path, Path]:
+    from persam.jobs.synthetic import tiled_photo
+
+    root.mkdir()
+    photo, mask = tiled_photo(h=150, w=260)
+    Image.fromarray(photo).save(root / "ref.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(root / "ref_mask.png")
+    other, _ = tiled_photo(h=170, w=200, seed=3, center=(0.4, 0.6))
+    (root / "photos").mkdir()
+    Image.fromarray(photo).save(root / "photos" / "a.png")
+    Image.fromarray(other).save(root / "photos" / "b.png")
+    return root / "ref.png", root / "ref_mask.png", root / "photos"
+
+
+def test_index_then_segment_and_detect_absent_on_sam2(tmp_path, capsys):
+    """The index keeps SAM 2's high-resolution features: float32 index masks equal a direct run."""
+    ref, ref_mask, photos = _photos(tmp_path / "album")
+    idx = tmp_path / "album.idx"
+    assert main(["index", str(photos), "-o", str(idx), "--dtype", "float32", *TINY]) == 0
+    concept = tmp_path / "c.persam"
+    assert main(["personalize", "--ref", str(ref), "--ref-mask", str(ref_mask), "-o", str(concept), *TINY]) == 0
+    out_idx, out_direct = tmp_path / "from_index", tmp_path / "direct"
+    assert main(["segment", "--index", str(idx), "--concept", str(concept), "-o", str(out_idx), *TINY]) == 0
+    assert main(["segment", "--concept", str(concept), str(photos), "-o", str(out_direct), *TINY]) == 0
+    for name in ("a.png", "b.png"):
+        assert np.array_equal(np.asarray(Image.open(out_idx / name)), np.asarray(Image.open(out_direct / name)))
+    manifest = json.loads((out_direct / "manifest.json").read_text())
+    assert all(len(e["object_scores"]) == 1 for e in manifest["inputs"])
+    absent = tmp_path / "absent"  # from the index: no encoding
+    assert main(["segment", "--index", str(idx), "--concept", str(concept), "-o", str(absent), "--detect-absent",
+                 *TINY]) == 0
+    for entry in json.loads((absent / "manifest.json").read_text())["inputs"]:
+        score = entry.get("object_scores", [None])[0]
+        mask = np.asarray(Image.open(absent / entry["mask"])) > 0
+        if score is None:  # absent by similarity: no decoder pass ran
+            assert not entry["present"] and not mask.any()
+        else:  # the similarity passed: present exactly when the object score is > 0
+            assert entry["present"] == (score > 0) and (mask.any() or score <= 0)
+    capsys.readouterr()
+
+
+@pytest.fixture(scope="module")
+def full_checkpoint(tmp_path_factory) -> Path:
+    from persam.backends.sam2_models import write_random_checkpoint
+
+    return write_random_checkpoint("sam2.1_hiera_tiny", tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_tiny.pt", seed=0)
+
+
+def _segment(ckpt: Path, out: Path, *extra: str) -> dict:
+    images, masks = SAMPLE / "Images" / "cat", SAMPLE / "Annotations" / "cat"
+    code = main(["segment", "--ref", str(images / "00.jpg"), "--ref-mask", str(masks / "00.png"),
+                 "--model", "sam2.1_hiera_tiny", "--checkpoint", str(ckpt), "--device", "cpu", "--workers", "1",
+                 str(images / "01.jpg"), "-o", str(out), *extra])
+    assert code == 0
+    entry = json.loads((out / "manifest.json").read_text())["inputs"][0]
+    assert entry["status"] == "written"
+    return entry
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared PerSeg sample photos not present")
+def test_sample_photos_full_size_sam2_guidance_off_equals_the_official_predictor(full_checkpoint, tmp_path):
+    """Guidance and refinement off: the mask is SAM2ImagePredictor's for the manifest's prompts; guidance changes it."""
+    import torch
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from persam.backends.sam2_models import build_model, load_weights
+
+    ablated = _segment(full_checkpoint, tmp_path / "plain", "--without", "guided-attention", "--without",
+                       "semantic-prompt", "--without", "refinement")
+    guided = _segment(full_checkpoint, tmp_path / "guided", "--without", "refinement")
+    (prompt,) = ablated["prompts"][0]  # one pass: the first
+    assert guided["prompts"][0][0] == prompt  # same location prior, guidance only in the decoder
+    ours = np.asarray(Image.open(tmp_path / "plain" / ablated["mask"])) > 0
+    with_guidance = np.asarray(Image.open(tmp_path / "guided" / guided["mask"])) > 0
+
+    model = build_model("sam2.1_hiera_tiny")
+    load_weights(model, full_checkpoint)
+    predictor = SAM2ImagePredictor(model)
+    with torch.inference_mode():
+        predictor.set_image(np.asarray(Image.open(SAMPLE / "Images" / "cat" / "01.jpg").convert("RGB")))
+        masks, _, _ = predictor.predict(point_coords=np.asarray(prompt["points_xy"], dtype=np.float32),
+                                        point_labels=np.asarray(prompt["point_labels"]), box=prompt["box_xyxy"],
+                                        multimask_output=False)
+    official = masks[0] > 0
+    assert ours.shape == official.shape and ours.any()
+    assert _iou(ours, official) >= 0.99
+    assert not np.array_equal(with_guidance, ours)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared PerSeg sample photos not present")
+def test_sample_photos_full_size_sam2_persam_f(full_checkpoint, tmp_path):
+    entry = _segment(full_checkpoint, tmp_path / "f", "--finetune")
+    manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert manifest["method"] == "persam-f" and manifest["model"] == "sam2.1_hiera_tiny"
+    assert len(entry["prompts"][0]) == 3 and entry["prompts"][0][1]["box_xyxy"] is not None  # PerSAM-F: box first
+    written = Image.open(tmp_path / "f" / entry["mask"])
+    assert written.size == Image.open(SAMPLE / "Images" / "cat" / "01.jpg").size
