@@ -104,32 +104,50 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.slow
 @pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared PerSeg sample photos not present")
 def test_sample_photos_full_size_sam2_guidance_off_equals_the_official_predictor(full_checkpoint, tmp_path):
-    """Guidance and refinement off: the mask is SAM2ImagePredictor's for the manifest's prompts; guidance changes it."""
+    """Guidance and refinement off: the mask is SAM2ImagePredictor's for the manifest's prompts.
+
+    Then, on the predictor's own features and the same prompts, PerSAM's guidance (a target
+    from the cells of that mask) changes the first pass: full-size SAM 2.1 tiny, no second encode.
+    """
     import torch
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
+    from persam.backends import EncodedImage, create_backend
     from persam.backends.sam2_models import build_model, load_weights
+    from persam.method.decoder import Guidance, Prompt, decode
+    from persam.method.target import attention_guidance, similarity, touched_cells
 
     ablated = _segment(full_checkpoint, tmp_path / "plain", "--without", "guided-attention", "--without",
                        "semantic-prompt", "--without", "refinement")
-    guided = _segment(full_checkpoint, tmp_path / "guided", "--without", "refinement")
     (prompt,) = ablated["prompts"][0]  # one pass: the first
-    assert guided["prompts"][0][0] == prompt  # same location prior, guidance only in the decoder
     ours = np.asarray(Image.open(tmp_path / "plain" / ablated["mask"])) > 0
-    with_guidance = np.asarray(Image.open(tmp_path / "guided" / guided["mask"])) > 0
 
     model = build_model("sam2.1_hiera_tiny")
     load_weights(model, full_checkpoint)
     predictor = SAM2ImagePredictor(model)
+    points, labels = np.asarray(prompt["points_xy"], dtype=np.float32), np.asarray(prompt["point_labels"])
     with torch.inference_mode():
         predictor.set_image(np.asarray(Image.open(SAMPLE / "Images" / "cat" / "01.jpg").convert("RGB")))
-        masks, _, _ = predictor.predict(point_coords=np.asarray(prompt["points_xy"], dtype=np.float32),
-                                        point_labels=np.asarray(prompt["point_labels"]), box=prompt["box_xyxy"],
-                                        multimask_output=False)
+        masks, _, low = predictor.predict(point_coords=points, point_labels=labels, box=prompt["box_xyxy"],
+                                          multimask_output=False)
     official = masks[0] > 0
     assert ours.shape == official.shape and ours.any()
     assert _iou(ours, official) >= 0.99
-    assert not np.array_equal(with_guidance, ours)
+
+    backend = create_backend("sam2.1_hiera_tiny", checkpoint=full_checkpoint, device="cpu")
+    hw = predictor._orig_hw[0]
+    encoded = EncodedImage(embedding=predictor._features["image_embed"], geometry=backend.geometry(hw),
+                           high_res_features=tuple(predictor._features["high_res_feats"]))
+    first = Prompt(points_xy=torch.from_numpy(points), labels=torch.from_numpy(labels))
+    plain = decode(backend, encoded, first, multimask=False)
+    torch.testing.assert_close(plain.low_res_logits, torch.as_tensor(low), atol=1e-4, rtol=1e-4)
+    cells = touched_cells(torch.from_numpy(official), encoded.geometry)
+    target = encoded.embedding[0].permute(1, 2, 0)[cells].mean(0)
+    sim = similarity(encoded, target / target.norm())
+    guided = decode(backend, encoded, first, multimask=False,
+                    guidance=Guidance(attention_bias=attention_guidance(sim, encoded.geometry), target_embedding=target))
+    assert (guided.low_res_logits - plain.low_res_logits).abs().max() > 1e-2
+    assert not torch.equal(guided.low_res_logits > 0, plain.low_res_logits > 0)
 
 
 @pytest.mark.slow
