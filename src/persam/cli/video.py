@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return run_sam2(args)
     refuse([n for n, v in (("--concept", args.concept), ("--lost-after", args.lost_after is not None),
                            ("--concept-checkpoint", args.concept_checkpoint)) if v],
-           "with --tracker persam (only --tracker sam2 uses it)")
+           "with --tracker persam (--tracker sam2 options)")
     from persam.io.frames import OverlayWriter, open_frames
     from persam.jobs.video import write_video
     from persam.io.masks import first_frame_labels, read_label_map
