@@ -132,3 +132,14 @@ def test_eval_davis_tracker_refuses_what_does_not_apply(davis_root, tmp_path, ca
     assert rc == 2 and err.count("\n") == 0 and "--method has no effect with --tracker sam2" in err
     rc = main(["eval", "davis", str(davis_root), "--tracker", "sam2", "--random-weights", "-o", str(tmp_path / "p")])
     assert rc == 2 and "needs --model" in capsys.readouterr().err
+
+
+def test_tracker_bench_times_every_tracked_frame(predictor):
+    from persam.jobs.tracker_bench import bench_tracker, format_tracker_bench
+
+    result = bench_tracker(predictor, "sam2_tiny", random_weights=False, n_objects=2, size=128, frames=3)
+    assert result.frame_hw == (96, 128) and result.objects == 2 and len(result.frame_times_s) == 2
+    assert result.frame_s > 0 and result.seed_s > 0 and result.state_mb > 0
+    assert "tracked frame, median of 2" in format_tracker_bench(result)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        bench_tracker(predictor, "sam2_tiny", random_weights=False, frames=1)
