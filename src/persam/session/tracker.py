@@ -21,8 +21,10 @@ with its memory. This module only feeds and reads the predictor:
   After ``lost_after`` consecutive lost frames, if a ``locate`` function is
   given (a saved concept, ``concept_locator``), PerSAM searches the current
   frame for it; if found (presence check passed, mask not empty), the mask
-  is added as a conditioning input of the predictor on that frame and
-  propagation restarts there. A failed search waits another ``lost_after``
+  is added as a conditioning input of the predictor on that frame (with the
+  predictor's ``add_all_frames_to_correct_as_cond`` on for that call, so it
+  is kept as a conditioning frame and not re-tracked over) and propagation
+  restarts there. A failed search waits another ``lost_after``
   frames before the next one.
 
 Coordinates: label maps and masks (H, W) in video pixels; ids 1..255.
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from persam.session.photo import Concept
+
 
 @dataclass(frozen=True)
 class Located:
