@@ -197,3 +197,23 @@ def test_options_that_do_not_apply_are_refused(tmp_path, concept_file, capsys, e
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and message in err, err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_concept_of_a_trained_model_needs_its_weights(tmp_path, tiny_checkpoint, capsys):
+    """A concept made with a weights file: located with --concept-checkpoint, refused in one line without it."""
+    frames, masks = leaving_clip()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(frames[:2]):
+        Image.fromarray(frame).save(folder / f"{i:05d}.png")
+    Image.fromarray(masks[0].astype(np.uint8) * 255).save(tmp_path / "m.png")
+    concept = tmp_path / "c.persam"
+    assert main(["personalize", "--ref", str(folder / "00000.png"), "--ref-mask", str(tmp_path / "m.png"),
+                 "--model", "sam_tiny", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "-o", str(concept)]) == 0
+    base = ["video", str(folder), "--concept", str(concept), "--tracker", "sam2", *SAM2_TINY]
+    rc = main([*base, "-o", str(tmp_path / "a")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "--concept-checkpoint" in err, err
+    rc = main([*base, "-o", str(tmp_path / "b"), "--concept-checkpoint", str(tiny_checkpoint)])
+    assert rc == 0, capsys.readouterr().err
+    assert len(list((tmp_path / "b").glob("*.png"))) == 2

@@ -146,10 +146,11 @@ def _tracker_model(args: argparse.Namespace, metas: list[dict]) -> str:
     raise ValueError(f"--tracker sam2 needs --model NAME, a SAM 2 model (e.g. sam2.1_hiera_tiny): {made}")
 
 
-def _concept_model(args: argparse.Namespace, meta: dict, tracker_model: str, loaded: dict):
+def _concept_model(args: argparse.Namespace, path: str, meta: dict, tracker_model: str, loaded: dict):
     """The PersamModel a concept was made with (loaded once per name): PerSAM locates with the concept's own model."""
     import torch
 
+    from persam.jobs.errors import user_errors
     from persam.session.photo import load
 
     name = meta["backend"]
@@ -161,7 +162,13 @@ def _concept_model(args: argparse.Namespace, meta: dict, tracker_model: str, loa
             random = checkpoint is None and meta.get("checkpoint_sha256") == "random"
         if random:  # the same seeded random weights as `persam personalize --random-weights`
             torch.manual_seed(0)
-        loaded[name] = load(name, None if random else checkpoint, device=args.device, random_weights=random)
+        try:
+            loaded[name] = load(name, None if random else checkpoint, device=args.device, random_weights=random)
+        except user_errors() as exc:
+            if name == tracker_model:
+                raise
+            raise ValueError(f"{path} was made with {name}, which could not be loaded ({exc}); pass its weights "
+                             "with --concept-checkpoint PATH") from None
     return loaded[name]
 
 
@@ -210,7 +217,7 @@ def run_sam2(args: argparse.Namespace) -> int:
         loaded: dict = {}
         concepts = {}
         for oid, (path, meta) in enumerate(zip(args.concept, metas), start=1):
-            concepts[oid] = load_concept(path, _concept_model(args, meta, name, loaded))
+            concepts[oid] = load_concept(path, _concept_model(args, path, meta, name, loaded))
             if args.presence_threshold is not None:
                 concepts[oid].presence_threshold = args.presence_threshold
         detect = args.detect_absent or args.presence_threshold is not None
