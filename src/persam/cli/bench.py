@@ -27,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=int, default=5, metavar="N", help="timed runs per stage after one warm-up (default 5)")
     p.add_argument("--runtime", action="append", metavar="RUNTIME[:PRECISION]", help="compare the image encoder and a new photo end to end through this runtime (torch, openvino, onnxruntime; e.g. openvino:bf16; repeatable) with PyTorch fp32, in interleaved rounds on the CPU")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    p.add_argument("--tracker", choices=["sam2"],
+                   help="time SAM 2's video predictor instead (--model a SAM 2 model): a synthetic clip of --runs + 1 "
+                        "frames of 3 objects, --image-size wide; the median time per tracked frame")
     p.set_defaults(func=run)
 
 
@@ -83,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.runtime:
         return _run_runtimes(args, on_stage)
+    if args.tracker:
+        return _run_tracker(args)
 
     result = run_benchmark(
         args.model,
@@ -114,6 +119,31 @@ def _run_runtimes(args: argparse.Namespace, on_stage) -> int:
     if on_stage is not None:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
     print(format_runtime_result(result))
+    if args.json:
+        write_json(args.json, result.to_dict())
+    return 0
+
+
+def _run_tracker(args: argparse.Namespace) -> int:
+    """``persam bench --tracker sam2``: SAM 2's time per tracked frame (``persam.jobs.tracker_bench``)."""
+    import warnings
+
+    from persam.cli.common import write_json
+    from persam.jobs.tracker_bench import bench_tracker, format_tracker_bench
+    from persam.session.tracker import load_video_predictor
+
+    if args.precision != "fp32":
+        raise ValueError("--precision has no effect with --tracker sam2 (it tracks in fp32); drop it")
+    warnings.filterwarnings("ignore", message=r"cannot import name '_C'")  # sam2 without its compiled hole filling
+    if args.random_weights:
+        import torch
+
+        torch.manual_seed(0)
+    predictor, _ = load_video_predictor(args.model, args.checkpoint, random_weights=args.random_weights,
+                                        device=args.device)
+    result = bench_tracker(predictor, args.model, random_weights=args.random_weights, size=args.image_size,
+                           frames=args.runs + 1)
+    print(format_tracker_bench(result))
     if args.json:
         write_json(args.json, result.to_dict())
     return 0

@@ -54,6 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dv.add_argument("-o", "--output", metavar="DIR", help="where to write the predicted palette PNGs (default ./persam-eval/davis-<method>)")
     dv.add_argument("--sequences", metavar="A,B", help="comma-separated sequences (default: ImageSets/2017/val.txt)")
     dv.add_argument("--json", metavar="FILE", help="also write the global and per-object figures as JSON")
+    dv.add_argument("--tracker", choices=["persam", "sam2"],
+                    help="persam (default): the video method; sam2: SAM 2's video predictor seeded with the first-frame "
+                         "annotation (--model a SAM 2 model)")
     add_model_options(dv)
     dv.set_defaults(func=run_davis)
 
@@ -157,6 +160,23 @@ def run_perseg(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ DAVIS
 
 
+def _track_davis(args: argparse.Namespace, pred: str, sequences: list[str] | None) -> None:
+    """Write SAM 2's tracks of every sequence (``persam.jobs.tracking.run_davis_tracker``)."""
+    import warnings
+
+    from persam.jobs.tracking import run_davis_tracker
+    from persam.session.tracker import load_video_predictor
+
+    warnings.filterwarnings("ignore", message=r"cannot import name '_C'")  # sam2 without its compiled hole filling
+    if args.random_weights:
+        import torch
+
+        torch.manual_seed(0)
+    predictor, _ = load_video_predictor(args.model, args.checkpoint, random_weights=args.random_weights,
+                                        device=args.device)
+    run_davis_tracker(predictor, args.root, pred, sequences=sequences, progress=progress)
+
+
 def _davis_row(name: str, stats: dict, width: int) -> str:
     return f"{name:<{width}}" + "".join(f"  {stats[c]:>8.3f}" for c in DAVIS_COLUMNS)
 
@@ -171,19 +191,29 @@ def run_davis(args: argparse.Namespace) -> int:
             raise ValueError("--sequences is empty; pass comma-separated sequence names, e.g. bear,blackswan")
     pred = args.pred
     if pred is not None:
-        given = [n for n, v in (("--method", args.method), ("--output", args.output)) if v]
+        given = [n for n, v in (("--method", args.method), ("--output", args.output), ("--tracker", args.tracker)) if v]
         refuse(given + given_model_options(args), "with --pred (the predictions in it are only scored)")
     else:
         from persam.eval.davis import Davis2017Dataset
         from persam.jobs.davis import run_davis as run_video
 
         Davis2017Dataset(args.root, sequences)  # a malformed layout fails before the model loads
-        method = args.method or "persam-f"
+        if args.tracker == "sam2":
+            refuse([n for n, v in (("--method", args.method), ("--precision", args.precision),
+                                   ("--runtime", args.runtime)) if v], "with --tracker sam2")
+            if not args.model:
+                raise ValueError("--tracker sam2 needs --model NAME, a SAM 2 model (e.g. sam2.1_hiera_tiny)")
+            if args.random_weights and args.checkpoint:
+                raise ValueError(f"--checkpoint {args.checkpoint} has no effect with --random-weights; drop one of them")
+        method = "sam2" if args.tracker == "sam2" else args.method or "persam-f"
         pred = str(check_output_folder(args.output or Path("persam-eval") / f"davis-{method}"))
         if args.json:
             check_output_file(args.json, "--json")
-        model = load_model(args)
-        run_video(model, args.root, pred, finetune=method == "persam-f", sequences=sequences, progress=progress)
+        if args.tracker == "sam2":
+            _track_davis(args, pred, sequences)
+        else:
+            model = load_model(args)
+            run_video(model, args.root, pred, finetune=method == "persam-f", sequences=sequences, progress=progress)
     args.pred = pred
     report = evaluate_davis(args.root, pred, sequences)
     glob = report.as_dict(per_object=False)
@@ -202,6 +232,7 @@ def run_davis(args: argparse.Namespace) -> int:
     if args.json:
         data = {
             "benchmark": "davis2017",
+            **({"tracker": "sam2", "model": args.model} if args.tracker == "sam2" else {}),
             **glob,
             "objects": per_object,
             "sequences": sorted({o.sequence for o in report.objects}),
