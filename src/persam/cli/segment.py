@@ -232,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
     concept = build_concept(args, model)
     settings = run_settings(args, model.backend)
     outputs = Outputs(out, OutputOptions(args.max_instances, args.overlay, args.format == "coco"))
+    if stale := outputs.remove_stale_temps([stem for _, stem in targets]):
+        warn(f"removed {len(stale)} unfinished temporary file(s) that an interrupted run left in {out}")
     previous = {} if args.overwrite else finished(out, settings, outputs.options)
     errors = user_errors()
     workers = args.workers if args.workers is not None else default_workers(model.backend.device)
