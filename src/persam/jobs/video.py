@@ -55,7 +55,8 @@ def run_settings(source: FrameSource, session: VideoSession) -> dict:
     backend = session.backend
     settings = {"frames": frames, "first_labels_sha256": hashlib.sha256(np.ascontiguousarray(session.first_labels)).hexdigest(),
                 "method": session.method, "video_settings": dataclasses.asdict(session.settings), "model": backend.name,
-                "checkpoint_sha256": backend.checkpoint_sha256, "precision": backend.precision}
+                "checkpoint_sha256": backend.checkpoint_sha256, "precision": backend.precision,
+                "runtime": backend.runtime}
     return json.loads(json.dumps(settings))
 
 
