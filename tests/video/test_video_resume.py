@@ -88,3 +88,17 @@ def test_resume_reports_the_earlier_frames(tmp_path, inputs, capsys):
     assert main(["video", *inputs, "-o", str(out), *TINY[:-1]]) == 0
     assert "(4 of them by an earlier run of the same command)" in capsys.readouterr().out
     assert len(list(out.glob("*.png"))) == 9
+
+
+def test_overlay_inside_the_output_folder_survives_the_temp_cleanup(tmp_path, inputs):
+    pytest.importorskip("av")
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".00003.png.0123abcd.tmp"  # what a kill inside a write leaves
+    stale.touch()
+    import os
+
+    os.utime(stale, (1e9, 1e9))
+    assert main(["video", *inputs, "-o", str(out), "--overlay-video", str(out / "overlay.mp4"), *TINY]) == 0
+    assert (out / "overlay.mp4").stat().st_size > 0 and not stale.exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

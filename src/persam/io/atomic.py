@@ -201,16 +201,19 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     atomic_write_text(path, text)
 
 
-def remove_stale_temps(folders: Iterable[str | os.PathLike], before: float | None = None) -> list[Path]:
+def remove_stale_temps(folders: Iterable[str | os.PathLike], before: float | None = None, *,
+                       keep: Iterable[str | os.PathLike] = ()) -> list[Path]:
     """Remove the temp files an interrupted writer left in ``folders``; returns the paths removed.
 
     Only regular files named like :class:`PendingFile`'s (:data:`TEMP_NAME`),
-    directly in each folder (not in subfolders), and last modified before
-    ``before`` (a ``time.time()`` value; default now): call it when a run
-    starts, before it writes there, with the folders it writes. A missing
-    folder, or a file that cannot be removed, is passed over.
+    directly in each folder (not in subfolders), last modified before
+    ``before`` (a ``time.time()`` value; default now), and not in ``keep``
+    (the run's own pending files): call it when a run starts, before it
+    writes there, with the folders it writes. A missing folder, or a file
+    that cannot be removed, is passed over.
     """
     cutoff = time.time() if before is None else before
+    kept = {os.path.abspath(p) for p in keep}
     removed = []
     for folder in dict.fromkeys(Path(f) for f in folders):
         try:
@@ -218,7 +221,7 @@ def remove_stale_temps(folders: Iterable[str | os.PathLike], before: float | Non
         except OSError:
             continue
         for entry in entries:
-            if not TEMP_NAME.fullmatch(entry.name):
+            if not TEMP_NAME.fullmatch(entry.name) or os.path.abspath(entry.path) in kept:
                 continue
             try:
                 if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:

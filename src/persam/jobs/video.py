@@ -97,7 +97,8 @@ def write_video(session: VideoSession, first: np.ndarray, frames: Iterable[np.nd
     frames = iter(frames)
     reused = 0
     if settings is not None:
-        remove_stale_temps([masks_dir])  # what a kill inside an atomic write left there
+        # what a kill inside an atomic write left there (not this run's own overlay video, if it goes there)
+        remove_stale_temps([masks_dir], keep=[overlay.temp] if overlay is not None else [])
         reused = finished_frames(masks_dir, settings)
     paced = {"last": 0.0}
 
