@@ -1,6 +1,7 @@
 """`persam app` in a real browser: headless Chromium (Debian's package) driven by Playwright.
 
-Uploads a reference, clicks the object, sees the mask, learns the concept,
+Uploads a reference, clicks the object, sees the mask, learns the concept
+(PerSAM's similarity prior, then the part-aware one chosen on the page),
 segments two targets, downloads the zip and checks its masks against the
 session API on the same weights. Saves a screenshot (to the test's tmp
 folder, and to ``$PERSAM_APP_SCREENSHOT`` when set: the Personalize tab
@@ -139,6 +140,12 @@ def test_app_in_a_browser(server, tmp_path, tiny_checkpoint):
             assert int(status.split("mask: ")[1].split(" pixels")[0]) > 0
             page.locator("#learn").click()
             _wait_text(page, "#status", "concept ready")
+            assert "part-aware" not in _wait_text(page, "#status", "concept ready")
+            assert not page.locator("#parts-max").is_visible()  # the part range shows with the part-aware prior only
+            page.locator("#prior label").filter(has_text="Part-aware").click()
+            page.locator("#parts-max").wait_for(state="visible")
+            page.locator("#learn").click()
+            _wait_text(page, "#status", "part-aware prior, parts 1..5")
             _screenshot(page, tmp_path / "personalize.png", "")
 
             page.get_by_role("tab", name="Segment").click()
@@ -158,10 +165,11 @@ def test_app_in_a_browser(server, tmp_path, tiny_checkpoint):
 
     assert (tmp_path / "personalize.png").stat().st_size > 0 and (tmp_path / "segment.png").stat().st_size > 0
     model = persam.load("sam_tiny", tiny_checkpoint, device="cpu")
-    concept = model.personalize(ref, points=[CLICK_XY])
+    concept = model.personalize(ref, points=[CLICK_XY], prior="part-aware")
     with zipfile.ZipFile(zip_path) as z:
         manifest = json.loads(z.read("manifest.json"))
         assert [e["input"] for e in manifest["inputs"]] == ["first.png", "second.jpg"]
+        assert all(e["parts"][0]["chosen"] in range(1, 6) for e in manifest["inputs"])  # the page's prior reached the run
         for target in targets:
             with z.open(f"{target.stem}.png") as f:
                 got = np.asarray(Image.open(f)) > 0

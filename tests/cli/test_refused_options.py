@@ -51,6 +51,7 @@ SEGMENT_CASES = [
     (["--concept", "{c}", "--without", "refinement"], ["--without"]),
     (["--concept", "{c}", "--ref-mask", "{m}"], ["--ref-mask"]),
     (["--concept", "{c}", "--index", "{idx}", "--precision", "bf16"], ["--precision"]),
+    (["--concept", "{c}", "--index", "{idx}", "--runtime", "openvino"], ["--runtime"]),
 ]
 
 

@@ -140,3 +140,34 @@ def test_concept_style_safetensors_file_gets_the_umask(tmp_path, umask_027):
 
     atomic_save(tmp_path / "c.persam", lambda tmp: save_file({"a": torch.zeros(2)}, tmp))
     assert _mode(tmp_path / "c.persam") == 0o640
+
+
+# ------------------------------------------------------- what a hard kill leaves
+
+
+def test_remove_stale_temps_takes_only_old_temp_files_of_its_own_naming(tmp_path):
+    import os
+    import time
+
+    from persam.io.atomic import PendingFile, remove_stale_temps
+
+    out, sub, elsewhere = tmp_path / "out", tmp_path / "out" / "trip", tmp_path / "out" / "not-written"
+    for folder in (out, sub, elsewhere):
+        folder.mkdir(parents=True, exist_ok=True)
+    stale = [PendingFile(out / "a.png").temp, PendingFile(sub / "b.png").temp, out / ".manifest.json.0123abcd.tmp"]
+    stale[-1].write_text("{")
+    kept = [out / ".a.png.0123ABCD.tmp", out / ".a.png.0123abc.tmp", out / "a.png.0123abcd.tmp", out / ".notes.tmp",
+            out / "a.png", PendingFile(elsewhere / "c.png").temp]
+    for path in kept:
+        path.touch()
+    (out / ".dir.0123abcd.tmp").mkdir()  # a folder of that name is not a temp file
+    fresh = PendingFile(out / "d.png").temp  # newer than the run: another writer's, at work now
+    old = time.time() - 60
+    for path in [*stale, *kept, fresh.with_name("unused")]:
+        if path.exists():
+            os.utime(path, (old, old))
+    os.utime(fresh, (time.time() + 60, time.time() + 60))
+    removed = remove_stale_temps([out, sub, out, tmp_path / "missing"], before=time.time())
+    assert sorted(removed) == sorted(stale)
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in [*kept, fresh, out / ".dir.0123abcd.tmp"])

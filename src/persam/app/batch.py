@@ -65,11 +65,13 @@ def _segment(concept: Concept, pixels, options: BatchOptions):
 
 
 def caption(entry: dict, name: str) -> str:
-    """``name · score 0.93 · present`` (best score; instance count when several)."""
+    """``name · score 0.93 · present`` (best score; instance count when several; the part-aware prior's chosen parts)."""
     scores = entry["scores"]
     best = f"score {max(scores):.2f}" if scores else "no score"
     state = "absent" if not entry["present"] else ("present" if entry["instances"] <= 1 else f"{entry['instances']} instances")
-    return f"{name} · {best} · {state}"
+    chosen = [p["chosen"] for p in entry.get("parts", []) if p["chosen"] is not None]
+    parts = f" · {chosen[0]} part{'s' if chosen[0] > 1 else ''}" if len(chosen) == 1 else ""
+    return f"{name} · {best} · {state}{parts}"
 
 
 def segment_uploads(concept: Concept, uploads: list[str | os.PathLike], options: BatchOptions, workdir: Path,
@@ -87,6 +89,9 @@ def segment_uploads(concept: Concept, uploads: list[str | os.PathLike], options:
 
     if not uploads:
         raise ValueError("no photo uploaded; add photos (or a zip of photos) first")
+    if options.max_instances > 1 and concept.parts is not None:
+        raise ValueError("several instances are found with the similarity prior only; set max instances to 1, "
+                         "or learn the concept with the similarity prior")
     workdir.mkdir(parents=True, exist_ok=True)
     run = Path(tempfile.mkdtemp(prefix="segment-", dir=workdir))
     targets = expand_uploads(list(uploads), run)

@@ -13,6 +13,8 @@ from persam.app.clicks import MODES
 from persam.session.photo import PersamModel
 
 METHODS = {"PerSAM (training-free)": False, "PerSAM-F (fits 2 weights, about a second)": True}
+PRIORS = {"Similarity (PerSAM's one point)": "similarity",
+          "Part-aware (P2SAM: a point per part, best part count by optimal transport)": "part-aware"}
 INTRO = """# persam: personalize Segment Anything
 **Personalize**: upload a reference photo and click the object (green = object, red = background; for a box,
 choose *box* and click two opposite corners: the image has no drag-box), or upload its mask. Keep one or more
@@ -97,11 +99,16 @@ def build(model: PersamModel, workdir: Path | None = None):
         return ws, ws.thumbnails(), message
 
     @guarded
-    def on_learn(ws, method, without, threshold):
+    def on_learn(ws, method, without, threshold, prior, fewest, most):
         ws = ws or workspace.Workspace()
         threshold = None if threshold in (None, "") else float(threshold)
-        message = workspace.learn(ws, model, finetune=METHODS[method], without=list(without or []), presence_threshold=threshold)
+        parts = (int(fewest), int(most)) if PRIORS[prior] == "part-aware" else None  # the range shows with that prior only
+        message = workspace.learn(ws, model, finetune=METHODS[method], without=list(without or []), presence_threshold=threshold,
+                                  prior=PRIORS[prior], parts=parts)
         return ws, message
+
+    def on_prior(prior):
+        return gr.update(visible=PRIORS[prior] == "part-aware")
 
     @guarded
     def on_save(ws):
@@ -179,6 +186,11 @@ def build(model: PersamModel, workdir: Path | None = None):
                     mask_file = gr.File(label="...or upload its mask (PNG, nonzero = object)", type="filepath", elem_id="ref-mask")
                     keep_btn = gr.Button("Keep as reference", elem_id="keep")
                     method = gr.Radio(list(METHODS), value=next(iter(METHODS)), label="Method")
+                    prior = gr.Radio(list(PRIORS), value=next(iter(PRIORS)), label="Location prior", elem_id="prior")
+                    with gr.Row(visible=False) as parts_row:
+                        fewest = gr.Slider(1, 10, value=1, step=1, label="Fewest parts", elem_id="parts-min")
+                        most = gr.Slider(1, 10, value=5, step=1, label="Most parts (1..5 is the published setting)",
+                                         elem_id="parts-max")
                     with gr.Accordion("Advanced", open=False):
                         without = gr.CheckboxGroup(list(COMPONENTS), label="Switch off (ablation)")
                         detect_absent = gr.Checkbox(label="Detect absence (empty mask when the object is not there)")
@@ -225,7 +237,8 @@ def build(model: PersamModel, workdir: Path | None = None):
         clear_btn.click(on_clear, [ws], [ws, view, status])
         mask_file.change(on_mask, [mask_file, ws], [ws, view, status])
         keep_btn.click(on_keep, [ws], [ws, refs, status])
-        learn_btn.click(on_learn, [ws, method, without, threshold], [ws, status])
+        learn_btn.click(on_learn, [ws, method, without, threshold, prior, fewest, most], [ws, status])
+        prior.change(on_prior, [prior], [parts_row])
         save_btn.click(on_save, [ws], [concept_out, status])
         concept_in.change(on_load, [concept_in, ws], [ws, status])
         segment_btn.click(on_segment, [targets, ws, detect_absent, max_instances], [gallery, last_batch, zip_out, big, seg_status])

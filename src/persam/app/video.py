@@ -138,7 +138,7 @@ def run(vw: VideoWork, model: PersamModel, *, finetune: bool, detect_absent: boo
                 progress(item[0], source.total, f"frame {item[0] + 1}")
             yield item
 
-    written = write_video(session, first, frames, masks_dir, writer, wrap=reported)
+    written = write_video(session, first, frames, masks_dir, writer, wrap=reported).frames
     zip_path = out / "persam-video-masks.zip"
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for file in sorted(masks_dir.glob("*.png")):

@@ -126,9 +126,23 @@ def keep_reference(ws: Workspace) -> str:
 
 
 def learn(ws: Workspace, model: PersamModel, *, finetune: bool, without: list[str],
-          presence_threshold: float | None) -> str:
-    """Learn the concept from the kept references (or, with none kept, from the current photo and mask)."""
+          presence_threshold: float | None, prior: str = "similarity", parts: tuple[int, int] | None = None) -> str:
+    """Learn the concept from the kept references (or, with none kept, from the current photo and mask).
+
+    ``prior``: ``"similarity"`` (PerSAM's one point) or ``"part-aware"`` (P2SAM);
+    ``parts``: the (min, max) part counts the part-aware prior tries (default 1..5).
+    """
+    from persam.method.parts import DEFAULT_PARTS, check_parts
     from persam.method.settings import PersamSettings
+
+    if prior not in ("similarity", "part-aware"):
+        raise ValueError(f"unknown prior {prior!r}; choose similarity or part-aware")
+    if prior == "part-aware" and finetune:
+        raise ValueError("the part-aware prior is training-free: choose the PerSAM (training-free) method, "
+                         "or the similarity prior for PerSAM-F")
+    if parts is not None and prior != "part-aware":
+        raise ValueError("part counts apply to the part-aware prior only; choose it, or leave the part counts out")
+    parts = DEFAULT_PARTS if parts is None else check_parts(parts)
 
     refs = list(ws.references)
     if not refs and ws.photo is not None and ws.mask is not None and ws.mask.any():
@@ -136,7 +150,8 @@ def learn(ws: Workspace, model: PersamModel, *, finetune: bool, without: list[st
     if not refs:
         raise ValueError("no reference yet: upload a photo and click the object (or upload its mask)")
     settings = PersamSettings().without(*without)
-    concept = model.personalize([r.photo for r in refs], [r.mask for r in refs], finetune=finetune, settings=settings)
+    concept = model.personalize([r.photo for r in refs], [r.mask for r in refs], finetune=finetune, settings=settings,
+                                prior=prior, parts=parts)
     concept.presence_threshold = presence_threshold
     ws.concept = concept
     return describe(concept, len(refs))
@@ -147,7 +162,8 @@ def describe(concept: Concept, references: int | None = None) -> str:
     source = "" if references is None else f" from {references} reference(s)"
     extra = "" if concept.weights is None else ", weights " + ", ".join(f"{w:.3f}" for w in concept.weights.tolist())
     off = concept.settings.disabled()
-    return (f"concept ready: {concept.method}{source} on {concept.model.backend.name}, presence threshold "
+    prior = "" if concept.parts is None else ", part-aware prior, parts {}..{}".format(*concept.parts.parts)
+    return (f"concept ready: {concept.method}{source} on {concept.model.backend.name}{prior}, presence threshold "
             f"{concept.threshold:.4f}{extra}" + (f", without {', '.join(off)}" if off else ""))
 
 

@@ -32,6 +32,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -137,9 +138,12 @@ class _OpenVino:
             core.read_model(str(folder / "encoder.xml")), "CPU",
             {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": int(threads)},
         )
-        request = compiled.create_infer_request()
+        local = threading.local()  # one request per thread: a request runs one inference at a time
 
         def run(x: np.ndarray) -> np.ndarray:
+            request = getattr(local, "request", None)
+            if request is None:
+                request = local.request = compiled.create_infer_request()
             request.infer({0: x})
             return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 

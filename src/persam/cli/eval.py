@@ -133,6 +133,7 @@ def run_perseg(args: argparse.Namespace) -> int:
             "settings": recorded,
             "checkpoint_sha256": backend.checkpoint_sha256,
             "precision": backend.precision,
+            "runtime": backend.runtime,
             "device": str(backend.device),
         }
     report = evaluate_perseg(dataset.root, pred_dir)

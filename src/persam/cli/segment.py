@@ -154,9 +154,10 @@ def check_args(args: argparse.Namespace) -> Path:
     check_reference_options(args)
     if args.index and args.targets:
         raise ValueError(f"pass either TARGET photos or --index {args.index} (its photos are the targets), not both")
-    if args.index and args.concept and args.precision is not None:
-        raise ValueError("--precision has no effect with --index and --concept (nothing is encoded: the index holds the "
-                         "embeddings); drop it, or index the photos with `persam index --precision bf16`")
+    if args.index and args.concept and (args.precision is not None or args.runtime is not None):
+        option = "--precision" if args.precision is not None else "--runtime"
+        raise ValueError(f"{option} has no effect with --index and --concept (nothing is encoded: the index holds the "
+                         f"embeddings); drop it, or index the photos with `persam index {option} ...`")
     if args.max_instances < 1:
         raise ValueError(f"--max-instances must be at least 1, got {args.max_instances}")
     if args.workers is not None and args.workers < 1:
@@ -187,7 +188,7 @@ def run_settings(args: argparse.Namespace, backend) -> dict:
                   "finetune": args.finetune, "without": sorted(args.without), "prior": args.prior,
                   "parts": None if args.parts is None else list(args.parts)}
     return {**source, "model": backend.name, "checkpoint_sha256": backend.checkpoint_sha256, "precision": backend.precision,
-            "index": bool(args.index), "max_instances": args.max_instances, "presence_threshold": args.presence_threshold,
+            "runtime": backend.runtime, "index": bool(args.index), "max_instances": args.max_instances, "presence_threshold": args.presence_threshold,
             "detect_absent": bool(args.detect_absent or args.presence_threshold is not None), "format": args.format,
             "overlay": args.overlay}
 
@@ -232,6 +233,8 @@ def run(args: argparse.Namespace) -> int:
     concept = build_concept(args, model)
     settings = run_settings(args, model.backend)
     outputs = Outputs(out, OutputOptions(args.max_instances, args.overlay, args.format == "coco"))
+    if stale := outputs.remove_stale_temps([stem for _, stem in targets]):
+        warn(f"removed {len(stale)} unfinished temporary file(s) that an interrupted run left in {out}")
     previous = {} if args.overwrite else finished(out, settings, outputs.options)
     errors = user_errors()
     workers = args.workers if args.workers is not None else default_workers(model.backend.device)

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                            ("--concept-checkpoint", args.concept_checkpoint)) if v],
            "with --tracker persam (--tracker sam2 options)")
     from persam.io.frames import OverlayWriter, open_frames
-    from persam.jobs.video import write_video
+    from persam.jobs.video import run_settings, write_video
     from persam.io.masks import first_frame_labels, read_label_map
     from persam.session.video import VideoSession, VideoSettings
 
@@ -102,14 +102,16 @@ def run(args: argparse.Namespace) -> int:
     settings = VideoSettings(detect_absent=args.detect_absent, presence_threshold=args.presence_threshold)
     session = VideoSession(model, first, labels, finetune=args.finetune, settings=settings)
     writer = OverlayWriter(args.overlay_video, source.fps, session.hw) if args.overlay_video else None
-    written = write_video(session, first, frames, out, writer,
-                          wrap=lambda items: progress(items, source.total, "video", unit="frame"))
+    done = write_video(session, first, frames, out, writer, settings=run_settings(source, session),
+                       wrap=lambda items: progress(items, source.total, "video", unit="frame"))
+    written = done.frames
     if source.stopped:
         raise ValueError(f"{args.input}: {source.stopped}; the {written} frames decoded were segmented into {out}; "
                          "re-encode or re-download the video to segment the rest")
     shown_video = f" and {args.overlay_video}" if writer is not None else ""
     objects = len(session.object_ids)
-    summary(args, f"persam video: {written} frames of {objects} object{'s' if objects != 1 else ''} written to {out}{shown_video}")
+    earlier = f" ({done.reused} of them by an earlier run of the same command)" if done.reused else ""
+    summary(args, f"persam video: {written} frames of {objects} object{'s' if objects != 1 else ''} written to {out}{shown_video}{earlier}")
     return 0
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from persam.io.atomic import (
         OutputPathError, PendingFile, atomic_open, atomic_path, atomic_save, atomic_write_bytes, atomic_write_json,
-        atomic_write_text,
+        atomic_write_text, remove_stale_temps,
     )
     from persam.io.hashing import file_sha256
     from persam.io.images import (
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _MODULES = {
     "persam.io.atomic": ("OutputPathError", "PendingFile", "atomic_open", "atomic_path", "atomic_save",
-                         "atomic_write_bytes", "atomic_write_json", "atomic_write_text"),
+                         "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "remove_stale_temps"),
     "persam.io.hashing": ("file_sha256",),
     "persam.io.images": ("IMAGE_EXTENSIONS", "ImageLike", "find_images", "load_image", "max_pixels", "open_image",
                          "overlay", "save_overlay", "set_max_pixels"),

@@ -12,7 +12,10 @@ through :func:`atomic_path`, :func:`atomic_open`, :func:`atomic_save`,
 - every error path, ``KeyboardInterrupt`` included, removes the temp file;
 - a folder that cannot be created or written gives a one-line
   :class:`OutputPathError` naming the target (never the hidden temp name)
-  and the fix.
+  and the fix;
+- what a hard kill (SIGKILL, power loss) leaves behind, a hidden
+  ``.NAME.<8 hex digits>.tmp`` beside the target, is removed by the next run
+  of the same command (:func:`remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -20,11 +23,22 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import secrets
 import stat
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
+
+
+#: The temp files :class:`PendingFile` makes: ``.<target name>.<8 lowercase hex digits>.tmp``.
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+
+
+def temp_name(target: Path) -> Path:
+    """A fresh temp path beside ``target`` (matches :data:`TEMP_NAME`)."""
+    return target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
 
 
 class OutputPathError(PermissionError):
@@ -76,7 +90,7 @@ class PendingFile:
             raise _output_error(self.target, exc, "create the folder for") from None
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         while True:
-            temp = self.target.with_name(f".{self.target.name}.{secrets.token_hex(4)}.tmp")
+            temp = temp_name(self.target)
             try:
                 # 0o666 filtered by the process umask, as open() does.
                 fd = os.open(temp, flags, 0o666)
@@ -185,3 +199,34 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     """
     text = json.dumps(obj, indent=indent, allow_nan=False) + "\n"
     atomic_write_text(path, text)
+
+
+def remove_stale_temps(folders: Iterable[str | os.PathLike], before: float | None = None, *,
+                       keep: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """Remove the temp files an interrupted writer left in ``folders``; returns the paths removed.
+
+    Only regular files named like :class:`PendingFile`'s (:data:`TEMP_NAME`),
+    directly in each folder (not in subfolders), last modified before
+    ``before`` (a ``time.time()`` value; default now), and not in ``keep``
+    (the run's own pending files): call it when a run starts, before it
+    writes there, with the folders it writes. A missing folder, or a file
+    that cannot be removed, is passed over.
+    """
+    cutoff = time.time() if before is None else before
+    kept = {os.path.abspath(p) for p in keep}
+    removed = []
+    for folder in dict.fromkeys(Path(f) for f in folders):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if not TEMP_NAME.fullmatch(entry.name) or os.path.abspath(entry.path) in kept:
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+            except OSError:
+                continue
+    return removed

@@ -202,6 +202,11 @@ class OverlayWriter:
         self.codec = codec
         self._av = av
 
+    @property
+    def temp(self) -> Path:
+        """The hidden file being written, renamed onto ``path`` by ``close()``."""
+        return self._pending.temp
+
     def write(self, frame: np.ndarray) -> None:
         """Append one (H, W, 3) uint8 RGB frame."""
         h, w = self._hw

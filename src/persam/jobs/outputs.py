@@ -172,6 +172,13 @@ class Outputs:
         if self.options.coco:
             self.write_json(ANNOTATIONS, self.annotations())
 
+    def remove_stale_temps(self, stems: Sequence[Path]) -> list[Path]:
+        """Remove what an interrupted run's atomic writes left (``persam.io.atomic``'s hidden temp files) in
+        the folders this batch writes: ``root`` and the folder of each output stem. Call it before writing."""
+        from persam.io import remove_stale_temps
+
+        return remove_stale_temps([self.root, *((self.root / stem).parent for stem in stems)])
+
     def counts(self) -> dict[str, int]:
         """{"written", "skipped", "absent"}: photos written, photos skipped, written photos without the object."""
         written = [e for e in self.entries if e["status"] == "written"]

@@ -342,8 +342,16 @@ class VideoSession:
         self.index = index
         return VideoFrame(index, pred.labels, pred.scores)
 
+    def resume(self, index: int, labels: np.ndarray) -> None:
+        """Go on after frame ``index`` (>= 1), whose (H, W) label map an earlier run wrote: the next ``step``
+        segments frame ``index + 1`` as an uninterrupted run would (a frame hands the next only its label map's boxes)."""
+        if index < 1 or tuple(labels.shape) != self.hw:
+            raise ValueError(f"cannot resume after frame {index} from a {labels.shape} label map of a {self.hw} video")
+        self._boxes = label_boxes(labels, self.object_ids)
+        self.index = index
+
     def run(self, frames: Iterable[ImageLike]) -> Iterator[VideoFrame]:
-        """Yield frame 0 (the given label map) then each later frame, one at a time."""
+        """Yield frame 0 (the given label map, unless resumed) then each later frame, one at a time."""
         if self.index == 0:
             yield VideoFrame(0, self.first_labels.copy(), {oid: 1.0 for oid in self.object_ids})
         for frame in frames:
