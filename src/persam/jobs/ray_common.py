@@ -116,12 +116,13 @@ def plan(options: RayOptions) -> Plan:
 
 
 def pool_args(p: Plan) -> dict:
-    """``map_batches`` arguments for an actor pool of ``p``: restarted when its process dies, its
-    batches then retried on the new actor (their outputs are kept only once a batch completes)."""
+    """``map_batches`` arguments for an actor pool of ``p``. Ray Data's defaults for pool actors
+    (``max_restarts=-1``, ``max_task_retries=-1``) restart an actor whose process died and retry its
+    batch on the new actor; a batch's output is kept only once it completes (tests/test_ray.py kills one)."""
     import ray
 
     return {"compute": ray.data.ActorPoolStrategy(size=p.workers), "batch_size": p.batch_size, "num_cpus": 1,
-            "num_gpus": p.gpus_per_worker, "max_restarts": -1, "max_task_retries": -1}
+            "num_gpus": p.gpus_per_worker}
 
 
 def kill_hook() -> str | None:

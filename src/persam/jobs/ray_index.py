@@ -7,7 +7,7 @@
       -> Encoder        actor pool, one model per actor (one GPU each on a GPU cluster)
       -> write_parquet  new part files in the store (``persam.session.store``)
 
-Failures: a failed read/decode task is retried by Ray Data; an encoder actor whose process dies is
+Failures: a read, decode or write task whose worker died is retried (Ray's default, 3 times); an encoder actor whose process dies is
 restarted and its batch retried (``ray_common.pool_args``); rows reach the store only through completed
 write tasks, so nothing is stored twice. The counts (encoded now, unchanged, skipped, failed) are read back
 from the store afterwards, so they count what was stored, not what was attempted.
@@ -149,13 +149,13 @@ def run_index(inputs: list[str], store_uri: str, spec: ModelSpec, dtype: str, op
         names = {f.split("://", 1)[-1]: f for f in files if "://" in f}  # Ray reports URIs without the scheme
         filesystem, root = resolve(store_uri)
         ds = ray.data.read_binary_files(files, include_paths=True)  # Ray retries a task whose worker died
-        ds = ds.map_batches(decode_batch, batch_size=pool.batch_size, num_cpus=1, max_retries=3,
+        ds = ds.map_batches(decode_batch, batch_size=pool.batch_size, num_cpus=1,
                             fn_kwargs={"known_ref": [ray.put(known)], "run": run, "preprocessing": preprocessing,
                                        "names": names})
         ds = ds.map_batches(Encoder, fn_constructor_kwargs={"spec": spec, "dtype": dtype, "run": run, "kill": kill_hook()},
                             **pool_args(pool))
         try:
-            ds.write_parquet(root, filesystem=filesystem, ray_remote_args={"max_retries": 3})
+            ds.write_parquet(root, filesystem=filesystem)
         finally:
             counts = count_run(EmbeddingStore.open(store_uri), files, known, run)
     return counts, pool
