@@ -1,9 +1,10 @@
 """``persam index --ray``: encode photos into an embedding store as a Ray Data pipeline.
 
-    read_binary_files (photo bytes, any filesystem pyarrow reads)
-      -> decode_batch   tasks: SHA-256 of the bytes; photos stored with the same hash are dropped (resume);
-                        decode and resize to the encoder's input (a photo that cannot be decoded becomes a
-                        "skipped" row with its reason)
+    from_items (the photo paths or URIs, listed on the driver)
+      -> decode_batch   tasks: read each photo's bytes (pyarrow filesystems: local, s3://, gs://, ...);
+                        SHA-256 of the bytes; photos stored with the same hash are dropped (resume);
+                        decode and resize to the encoder's input (a photo that cannot be read or decoded
+                        becomes a "skipped" row with its reason)
       -> Encoder        actor pool, one model per actor (one GPU each on a GPU cluster)
       -> write_parquet  new part files in the store (``persam.session.store``)
 
@@ -62,8 +63,19 @@ def list_photos(inputs: list[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def decode_batch(batch: dict, known_ref: list, run: str, preprocessing, names: dict) -> dict:
-    """Hash, skip the unchanged, decode and resize one batch of ``{"bytes", "path"}`` rows (a Ray task)."""
+def read_bytes(path: str) -> bytes:
+    """The bytes of a local photo or a URI."""
+    if "://" not in path:
+        return Path(path).read_bytes()
+    from pyarrow import fs as pafs
+
+    filesystem, inner = pafs.FileSystem.from_uri(path)
+    with filesystem.open_input_stream(inner) as f:
+        return f.read()
+
+
+def decode_batch(batch: dict, known_ref: list, run: str, preprocessing) -> dict:
+    """Read, hash, skip the unchanged, decode and resize one batch of ``{"path"}`` rows (a Ray task)."""
     import ray
 
     from persam.io import bytes_sha256, decode_image
@@ -74,12 +86,18 @@ def decode_batch(batch: dict, known_ref: list, run: str, preprocessing, names: d
         _KNOWN[key] = ray.get(known_ref[0])
     known = _KNOWN[key]
     out: dict[str, list] = {k: [] for k in ("path", "sha256", "status", "reason", "height", "width", "pixels", "rh", "rw")}
-    for data, raw_path in zip(batch["bytes"], batch["path"]):
-        path = names.get(raw_path, raw_path)
-        sha = bytes_sha256(data)
-        if known.get(path) == sha:
+    for raw_path in batch["path"]:
+        path = str(raw_path)
+        try:
+            data = read_bytes(path)
+        except OSError as exc:
+            data, failure = None, f"{path}: cannot be read ({exc}); check the path and its permissions"
+        sha = None if data is None else bytes_sha256(data)
+        if sha is not None and known.get(path) == sha:
             continue
         try:
+            if data is None:
+                raise ValueError(failure)
             image = decode_image(data, path)
             resized = preprocessing.resize(image)
             row = ("todo", None, *image.shape[:2], resized.tobytes(), *resized.shape[:2])
@@ -108,7 +126,8 @@ class Encoder:
 
         rows = []
         for i, path in enumerate(batch["path"]):
-            path, sha = str(path), str(batch["sha256"][i])
+            path, sha = str(path), batch["sha256"][i]
+            sha = None if sha is None else str(sha)
             if batch["status"][i] == "skipped":
                 rows.append(skipped_row(path, sha, str(batch["reason"][i]), self.run))
                 continue
@@ -146,12 +165,12 @@ def run_index(inputs: list[str], store_uri: str, spec: ModelSpec, dtype: str, op
         known = store.hashes()
         pool = plan(options)
         run = uuid.uuid4().hex
-        names = {f.split("://", 1)[-1]: f for f in files if "://" in f}  # Ray reports URIs without the scheme
         filesystem, root = resolve(store_uri)
-        ds = ray.data.read_binary_files(files, include_paths=True)  # Ray retries a task whose worker died
+        # our own reads, not read_binary_files: Ray 2.60 resolves many given paths in parallel threads, which
+        # fails ("cannot import name 'HTTPFileSystem'") when fsspec is installed without aiohttp
+        ds = ray.data.from_items([{"path": f} for f in files])
         ds = ds.map_batches(decode_batch, batch_size=pool.batch_size, num_cpus=1,
-                            fn_kwargs={"known_ref": [ray.put(known)], "run": run, "preprocessing": preprocessing,
-                                       "names": names})
+                            fn_kwargs={"known_ref": [ray.put(known)], "run": run, "preprocessing": preprocessing})
         ds = ds.map_batches(Encoder, fn_constructor_kwargs={"spec": spec, "dtype": dtype, "run": run, "kill": kill_hook()},
                             **pool_args(pool))
         try:

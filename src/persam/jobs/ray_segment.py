@@ -1,6 +1,6 @@
 """``persam segment --index STORE --ray``: segment the photos of an embedding store as a Ray Data pipeline.
 
-    read_parquet (the store's part files holding the photos' latest rows)
+    read_parquet (the store's part files)
       -> latest_rows   tasks: keep each photo's latest row (a photo indexed again has older rows)
       -> Decoder       actor pool: each actor loads the model and the concept once (the concept file's bytes
                        are put in the object store once and shared), runs the decoder on the stored
@@ -118,14 +118,15 @@ def run_segment(store_uri: str, targets: list[tuple[Path, Path]], concept_bytes:
     latest = store.latest()
     keep = {str(p): latest[str(p)].written_ns for p, _ in targets if str(p) in latest}
     stems = {str(p): Path(s).as_posix() for p, s in targets}
-    files = sorted({latest[p].file for p in keep})
     results: dict[str, Done] = {}
-    if not files:
+    if not keep:
         return results, Plan(0, 0, 0)
     with connect(ray_options.address):
         pool = plan(ray_options)
         columns = ["path", "sha256", "height", "width", "dtype", "shape", "embedding", "written_ns"]
-        ds = ray.data.read_parquet(files, filesystem=store.fs, columns=columns)
+        # the store folder as the one path: Ray 2.60 resolves several given paths in parallel threads, which
+        # fails ("cannot import name 'HTTPFileSystem'") when fsspec is installed without aiohttp
+        ds = ray.data.read_parquet(store.root, filesystem=store.fs).select_columns(columns)
         ds = ds.map_batches(latest_rows, batch_size=pool.batch_size, num_cpus=1, fn_kwargs={"keep_ref": [ray.put(keep)]})
         kwargs = {"spec": spec, "concept_ref": [ray.put(concept_bytes)], "stems_ref": [ray.put(stems)], "root": str(root),
                   "options": options, "max_instances": max_instances, "detect_absent": detect_absent, "kill": kill_hook()}
