@@ -27,6 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=int, default=5, metavar="N", help="timed runs per stage after one warm-up (default 5)")
     p.add_argument("--runtime", action="append", metavar="RUNTIME[:PRECISION]", help="compare the image encoder and a new photo end to end through this runtime (torch, openvino, onnxruntime; e.g. openvino:bf16; repeatable) with PyTorch fp32, in interleaved rounds on the CPU")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    p.add_argument("--ray", action="store_true",
+                   help="instead: photos/s of `persam index` on the local path and on a local Ray runtime with 1 and 2 "
+                        "workers, and Ray's overhead per photo (--runs interleaved rounds; needs persam[ray])")
+    p.add_argument("--photos", type=int, metavar="N", help="with --ray: photos per round (default 16)")
     p.set_defaults(func=run)
 
 
@@ -79,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
         def on_stage(name: str) -> None:
             print(f"\r\033[Kpersam bench: {name} ...", end="", file=sys.stderr, flush=True)
 
+    if args.ray:
+        return _run_ray(args, on_stage)
+    if args.photos is not None:
+        raise ValueError("--photos has no effect without --ray; drop it")
     if args.runtime:
         return _run_runtimes(args, on_stage)
 
@@ -112,6 +120,24 @@ def _run_runtimes(args: argparse.Namespace, on_stage) -> int:
     if on_stage is not None:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
     print(format_runtime_result(result))
+    if args.json:
+        write_json(args.json, result.to_dict())
+    return 0
+
+
+def _run_ray(args: argparse.Namespace, on_stage) -> int:
+    from persam.cli.common import model_spec, refuse, require_extra, write_json
+    from persam.jobs.ray_bench import format_ray_result, run_ray_bench
+
+    require_extra("ray", "--ray")
+    refuse(["--runtime"] if args.runtime else [], "with --ray")
+    photos = 16 if args.photos is None else args.photos
+    if photos < 1:
+        raise ValueError(f"--photos must be at least 1, got {photos}")
+    result = run_ray_bench(model_spec(args), photos=photos, image_size=args.image_size, rounds=args.runs, on_stage=on_stage)
+    if on_stage is not None:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    print(format_ray_result(result))
     if args.json:
         write_json(args.json, result.to_dict())
     return 0
