@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     album.bind(model.backend)
     todo = [p for p in photos if album.needs(p)]
+    for part in getattr(album, "unreadable", []):
+        warn(f"left out the unreadable part file {part}; its photos are encoded again")
     errors = user_errors()
     failed = 0
     try:
@@ -78,6 +80,8 @@ def run_ray(args: argparse.Namespace, options) -> int:
     from persam.jobs.ray_index import run_index
 
     counts, pool = run_index(args.photos, args.output, model_spec(args), args.dtype, options)
+    for part in counts.unreadable:
+        warn(f"left out the unreadable part file {part}; its photos are encoded again")
     for path, reason in counts.skipped_reasons:
         warn(f"skipped {path}: {reason}")
     summary(args, f"persam index: {args.output}: {counts.stored} photos indexed ({counts.encoded} encoded now, "

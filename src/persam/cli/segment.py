@@ -344,10 +344,12 @@ def run_ray(args: argparse.Namespace, options, album, targets, concept, settings
 
     hashes = album.hashes()
     album.close()
+    stored = {str(Path(p)): p for p in hashes}  # Path() turns s3://b/x into s3:/b/x; the store's own names go on
+    targets = [(stored.get(str(path), str(path)), stem) for path, stem in targets]
     todo, reused = [], 0
     for path, stem in targets:
-        before = previous.get(str(path))
-        if before is None or before.entry.get("sha256") != hashes.get(str(path)) or before.entry["mask"] != stem.with_suffix(".png").as_posix():
+        before = previous.get(path)
+        if before is None or before.entry.get("sha256") != hashes.get(path) or before.entry["mask"] != stem.with_suffix(".png").as_posix():
             todo.append((path, stem))
     if args.concept:
         concept_bytes = Path(args.concept).read_bytes()
@@ -362,15 +364,16 @@ def run_ray(args: argparse.Namespace, options, album, targets, concept, settings
         done, pool = run_segment(args.index, todo, concept_bytes, model_spec(args), outputs.root, outputs.options,
                                  args.max_instances, detect, options)
     finally:  # what finished is recorded, in input order, even when the pipeline failed
+        waiting = set(todo)
         for path, stem in targets:
-            if (path, stem) not in todo:
+            if (path, stem) not in waiting:
                 reused += 1
-                outputs.add(previous[str(path)])
-            elif str(path) in done:
-                outputs.add(done[str(path)])
+                outputs.add(previous[path])
+            elif path in done:
+                outputs.add(done[path])
         outputs.save(concept.method, concept.model.backend.name, settings=settings,
                      complete=len(outputs.entries) == len(targets))
-    failed = [p for p, _ in todo if str(p) not in done]
+    failed = [p for p, _ in todo if p not in done]
     for entry in outputs.entries:
         if entry["status"] == "skipped":
             warn(f"skipped {entry['input']}: {entry['reason']}")

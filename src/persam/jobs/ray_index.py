@@ -16,7 +16,7 @@ from the store afterwards, so they count what was stored, not what was attempted
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from persam.jobs.ray_common import ModelSpec, Plan, RayOptions, connect, describe_model, kill_hook, plan, pool_args
@@ -35,6 +35,7 @@ class IndexCounts:
     failed: int
     stored: int
     skipped_reasons: tuple[tuple[str, str], ...] = ()
+    unreadable: tuple[str, ...] = ()
 
 
 def list_photos(inputs: list[str]) -> list[str]:
@@ -63,22 +64,12 @@ def list_photos(inputs: list[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def read_bytes(path: str) -> bytes:
-    """The bytes of a local photo or a URI."""
-    if "://" not in path:
-        return Path(path).read_bytes()
-    from pyarrow import fs as pafs
-
-    filesystem, inner = pafs.FileSystem.from_uri(path)
-    with filesystem.open_input_stream(inner) as f:
-        return f.read()
-
-
 def decode_batch(batch: dict, known_ref: list, run: str, preprocessing) -> dict:
     """Read, hash, skip the unchanged, decode and resize one batch of ``{"path"}`` rows (a Ray task)."""
     import ray
 
     from persam.io import bytes_sha256, decode_image
+    from persam.session.store import read_bytes
 
     key = known_ref[0].hex()
     if key not in _KNOWN:
@@ -163,6 +154,7 @@ def run_index(inputs: list[str], store_uri: str, spec: ModelSpec, dtype: str, op
         name, sha, preprocessing = ray.get(ray.remote(num_cpus=1)(describe_model).remote(spec))
         store.bind_names(name, sha)
         known = store.hashes()
+        unreadable = tuple(store.unreadable)
         pool = plan(options)
         run = uuid.uuid4().hex
         filesystem, root = resolve(store_uri)
@@ -177,7 +169,7 @@ def run_index(inputs: list[str], store_uri: str, spec: ModelSpec, dtype: str, op
             ds.write_parquet(root, filesystem=filesystem)
         finally:
             counts = count_run(EmbeddingStore.open(store_uri), files, known, run)
-    return counts, pool
+    return replace(counts, unreadable=unreadable), pool
 
 
 def count_run(store, files: list[str], known: dict[str, str], run: str) -> IndexCounts:

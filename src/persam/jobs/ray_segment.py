@@ -75,10 +75,10 @@ class Decoder:
         import torch
 
         from persam.backends import EncodedImage
-        from persam.io import load_image
+        from persam.io import decode_image
         from persam.jobs.errors import user_errors
         from persam.jobs.outputs import write_result
-        from persam.session.store import embedding_array
+        from persam.session.store import embedding_array, read_bytes
 
         backend = self.model.backend
         out: dict[str, list] = {"path": [], "entry": [], "coco": []}
@@ -89,22 +89,22 @@ class Decoder:
                 emb = embedding_array(str(batch["dtype"][i]), str(batch["shape"][i]), batch["embedding"][i])
                 hw = (int(batch["height"][i]), int(batch["width"][i]))
                 encoded = EncodedImage(embedding=torch.from_numpy(emb)[None].to(backend.device), geometry=backend.geometry(hw))
-                pixels = load_image(path) if self.options.overlay else None
+                pixels = decode_image(read_bytes(path), path) if self.options.overlay else None
                 written, results = segment_photo(self.concept, encoded, self.max_instances, self.detect)
-                done = write_result(self.root, Path(path), Path(self.stems[path]), pixels, written, results, self.options)
+                done = write_result(self.root, path, Path(self.stems[path]), pixels, written, results, self.options)
                 done.entry["sha256"] = str(batch["sha256"][i])
             except user_errors() + (OSError,) as exc:
-                done = Done.skipped(Path(path), exc)
+                done = Done.skipped(path, exc)
             out["path"].append(path)
             out["entry"].append(json.dumps(done.entry))
             out["coco"].append(json.dumps(done.coco))
         return out
 
 
-def run_segment(store_uri: str, targets: list[tuple[Path, Path]], concept_bytes: bytes, spec: ModelSpec, root: Path,
+def run_segment(store_uri: str, targets: list[tuple[str, Path]], concept_bytes: bytes, spec: ModelSpec, root: Path,
                 options: OutputOptions, max_instances: int, detect_absent: bool,
                 ray_options: RayOptions) -> tuple[dict[str, Done], Plan]:
-    """Segment the stored photos ``targets`` ((photo, output stem) pairs) on Ray.
+    """Segment the stored photos ``targets`` ((photo as the store names it, output stem) pairs) on Ray.
 
     Returns:
         ({photo: Done} for the photos the pipeline finished, the actor pool used); a photo missing

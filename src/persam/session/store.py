@@ -78,6 +78,17 @@ def resolve(uri: str | os.PathLike):
     return fs.LocalFileSystem(), str(Path(text.removeprefix("file://")).resolve())
 
 
+def read_bytes(path: str) -> bytes:
+    """The bytes of a local photo or a URI."""
+    if "://" not in path:
+        return Path(path).read_bytes()
+    from pyarrow import fs as pafs
+
+    filesystem, inner = pafs.FileSystem.from_uri(path)
+    with filesystem.open_input_stream(inner) as f:
+        return f.read()
+
+
 def is_store(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a Parquet store (a folder or URI), not a SQLite index file (``.idx``, ``.db``,
     ``.sqlite`` or an existing file)."""
