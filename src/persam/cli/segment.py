@@ -234,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
     elif ray is not None:
         raise ValueError("--ray segments the photos of an embedding store: index them first "
                          "(`persam index PHOTOS... -o STORE --ray`), then pass --index STORE")
+    if ray is not None and args.workers is not None:
+        raise ValueError("--workers has no effect with --ray (the Ray pool's size is --ray-workers); drop it")
     targets = gather_targets(args, out, album)
     model = load_model(args)
     if album is not None:
