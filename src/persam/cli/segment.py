@@ -364,7 +364,7 @@ def run_ray(args: argparse.Namespace, options, album, targets, concept, settings
     done: dict = {}
     try:
         done, pool = run_segment(args.index, todo, concept_bytes, model_spec(args), outputs.root, outputs.options,
-                                 args.max_instances, detect, options)
+                                 args.max_instances, detect, options, results=done)
     finally:  # what finished is recorded, in input order, even when the pipeline failed
         waiting = set(todo)
         for path, stem in targets:

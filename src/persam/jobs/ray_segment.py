@@ -103,12 +103,13 @@ class Decoder:
 
 def run_segment(store_uri: str, targets: list[tuple[str, Path]], concept_bytes: bytes, spec: ModelSpec, root: Path,
                 options: OutputOptions, max_instances: int, detect_absent: bool,
-                ray_options: RayOptions) -> tuple[dict[str, Done], Plan]:
+                ray_options: RayOptions, results: dict[str, Done] | None = None) -> tuple[dict[str, Done], Plan]:
     """Segment the stored photos ``targets`` ((photo as the store names it, output stem) pairs) on Ray.
 
     Returns:
         ({photo: Done} for the photos the pipeline finished, the actor pool used); a photo missing
-        from it was not segmented (the caller records it as skipped).
+        from it was not segmented. ``results``, if given, is filled as photos finish (and returned), so
+        a caller keeps what finished before the pipeline failed.
     """
     import ray
 
@@ -118,7 +119,7 @@ def run_segment(store_uri: str, targets: list[tuple[str, Path]], concept_bytes: 
     latest = store.latest()
     keep = {str(p): latest[str(p)].written_ns for p, _ in targets if str(p) in latest}
     stems = {str(p): Path(s).as_posix() for p, s in targets}
-    results: dict[str, Done] = {}
+    results = {} if results is None else results
     if not keep:
         return results, Plan(0, 0, 0)
     with connect(ray_options.address):
