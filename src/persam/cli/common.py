@@ -200,7 +200,7 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Ray (persam[ray])")
     group.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                        help="run as a Ray Data pipeline: alone, on a local Ray runtime; with an address "
-                            "(auto, ray://HOST:10001), on that cluster")
+                            "(auto, ray://HOST:10001), on that cluster; put it after the photos, or write --ray=ADDRESS")
     group.add_argument("--ray-workers", type=int, metavar="N",
                        help="model actors (default: one per GPU, or one per CPU but one on a CPU-only cluster)")
     group.add_argument("--ray-gpus-per-worker", type=float, metavar="G",
