@@ -142,7 +142,11 @@ class EmbeddingStore:
         if not create and filesystem.get_file_info(f"{root}/{META}").type != pafs.FileType.File:
             raise FileNotFoundError(f"{uri}: no embedding store there (no {META}); build it with `persam index PHOTOS... -o {uri}`")
         if create:
-            filesystem.create_dir(root, recursive=True)
+            try:
+                filesystem.create_dir(root, recursive=True)
+            except OSError as exc:  # pyarrow's message names the cause (a file in the way, no permission)
+                raise ValueError(f"{uri}: cannot create the embedding store folder ({str(exc).splitlines()[0]}); "
+                                 "where a part of the path is a file, or not writable, choose another output path") from None
         return cls(str(uri), filesystem, root)
 
     # model binding -------------------------------------------------------------------------------
