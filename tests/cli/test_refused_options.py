@@ -150,7 +150,8 @@ def test_output_paths_are_checked_before_the_model(tmp_path, capsys, no_model) -
         ["bench", "--model", "sam_tiny", "--random-weights", "--json", str(folder)],
         ["dreambooth", "train", str(tmp_path), "--base-model", str(tmp_path), "--instance-prompt", "x", "-o", str(blocker)],
         ["dreambooth", "prepare", f["p"], "--ref", f["p"], "--ref-mask", f["m"], "-o", str(blocker), *TINY],
-        ["index", f["p"], "-o", str(folder), *TINY],
+        ["index", f["p"], "-o", str(blocker / "album.idx"), *TINY],
+        ["index", f["p"], "-o", str(blocker / "store"), *TINY],  # a folder name: an embedding store
     ]
     for argv in cases:
         assert main(argv) == 2, argv

@@ -30,6 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracker", choices=["sam2"],
                    help="time SAM 2's video predictor instead (--model a SAM 2 model): a synthetic clip of --runs + 1 "
                         "frames of 3 objects, --image-size wide; the median time per tracked frame")
+    p.add_argument("--ray", action="store_true",
+                   help="instead: photos/s of `persam index` on the local path and on a local Ray runtime with 1 and 2 "
+                        "workers, and Ray's overhead per photo (--runs interleaved rounds; needs persam[ray])")
+    p.add_argument("--photos", type=int, metavar="N", help="with --ray: photos per round (default 16)")
     p.set_defaults(func=run)
 
 
@@ -84,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
         def on_stage(name: str) -> None:
             print(f"\r\033[Kpersam bench: {name} ...", end="", file=sys.stderr, flush=True)
 
+    if args.ray:
+        if args.tracker:
+            raise ValueError("--tracker and --ray are two different benchmarks; run them one at a time")
+        return _run_ray(args, on_stage)
+    if args.photos is not None:
+        raise ValueError("--photos has no effect without --ray; drop it")
     if args.runtime:
         return _run_runtimes(args, on_stage)
     if args.tracker:
@@ -144,6 +154,24 @@ def _run_tracker(args: argparse.Namespace) -> int:
     result = bench_tracker(predictor, args.model, random_weights=args.random_weights, size=args.image_size,
                            frames=args.runs + 1)
     print(format_tracker_bench(result))
+    if args.json:
+        write_json(args.json, result.to_dict())
+    return 0
+
+
+def _run_ray(args: argparse.Namespace, on_stage) -> int:
+    from persam.cli.common import model_spec, refuse, require_extra, write_json
+    from persam.jobs.ray_bench import format_ray_result, run_ray_bench
+
+    require_extra("ray", "--ray")
+    refuse(["--runtime"] if args.runtime else [], "with --ray")
+    photos = 16 if args.photos is None else args.photos
+    if photos < 1:
+        raise ValueError(f"--photos must be at least 1, got {photos}")
+    result = run_ray_bench(model_spec(args), photos=photos, image_size=args.image_size, rounds=args.runs, on_stage=on_stage)
+    if on_stage is not None:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    print(format_ray_result(result))
     if args.json:
         write_json(args.json, result.to_dict())
     return 0

@@ -184,7 +184,7 @@ def check_inputs_exist(paths: Iterable[str | os.PathLike | None], what: str) -> 
 
 
 #: Optional packages: import name -> (extra of persam, what needs it).
-EXTRAS = {"pycocotools": "coco", "av": "video"}
+EXTRAS = {"pycocotools": "coco", "av": "video", "ray": "ray", "pyarrow": "ray"}
 
 
 def require_extra(module: str, needed_by: str) -> None:
@@ -193,3 +193,44 @@ def require_extra(module: str, needed_by: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise ValueError(f"{needed_by} needs {module}, which is not installed: pip install \"persam[{EXTRAS[module]}]\"")
+
+
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    """--ray [ADDRESS] and the actor pool's options (``persam.jobs.ray_common``); needs persam[ray]."""
+    group = parser.add_argument_group("Ray (persam[ray])")
+    group.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="run as a Ray Data pipeline: alone, on a local Ray runtime; with an address "
+                            "(auto, ray://HOST:10001), on that cluster; put it after the photos, or write --ray=ADDRESS")
+    group.add_argument("--ray-workers", type=int, metavar="N",
+                       help="model actors (default: one per GPU, or one per CPU but one on a CPU-only cluster)")
+    group.add_argument("--ray-gpus-per-worker", type=float, metavar="G",
+                       help="GPUs per model actor (default 1 when the cluster has GPUs, else 0)")
+    group.add_argument("--ray-batch-size", type=int, metavar="N",
+                       help="photos per batch handed to an actor (default 8 with GPUs, 4 without)")
+
+
+def ray_options(args: argparse.Namespace):
+    """The Ray options of ``args`` (checked; exit 2 on a bad value), or None without --ray."""
+    names = {"--ray-workers": args.ray_workers, "--ray-gpus-per-worker": args.ray_gpus_per_worker,
+             "--ray-batch-size": args.ray_batch_size}
+    if args.ray is None:
+        refuse([n for n, v in names.items() if v is not None], "without --ray")
+        return None
+    require_extra("ray", "--ray")
+    for name, value in names.items():
+        if value is not None and (value < 0 or (value == 0 and name != "--ray-gpus-per-worker")):
+            raise ValueError(f"{name} must be {'at least 0' if name == '--ray-gpus-per-worker' else 'at least 1'}, got {value:g}")
+    from persam.jobs.ray_common import RayOptions
+
+    return RayOptions(args.ray or None, args.ray_workers, args.ray_gpus_per_worker, args.ray_batch_size)
+
+
+def model_spec(args: argparse.Namespace):
+    """The model options as a ``ModelSpec`` an actor loads elsewhere."""
+    from persam.jobs.ray_common import ModelSpec
+
+    if getattr(args, "random_weights", False) and args.checkpoint:
+        raise ValueError(f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them")
+    checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None
+    return ModelSpec(args.model or DEFAULT_MODEL, checkpoint, args.device, getattr(args, "precision", None) or "fp32",
+                     bool(getattr(args, "random_weights", False)), getattr(args, "runtime", None) or "torch")

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from persam.cli.common import (
-    add_model_options, add_quiet_option, check_inputs_exist, check_output_folder, load_model, progress, require_extra,
-    summary, user_errors, warn,
+    add_model_options, add_quiet_option, add_ray_options, check_inputs_exist, check_output_folder, load_model, model_spec,
+    progress, ray_options, require_extra, summary, user_errors, warn,
 )
 from persam.cli.references import add_reference_options, build_concept, check_reference_options, prompt_reference
 
@@ -47,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("targets", nargs="*", metavar="TARGET", help="image files or folders (searched recursively)")
     add_reference_options(p)
     p.add_argument("--concept", metavar="FILE", help="a concept saved by `persam personalize` (instead of --ref)")
-    p.add_argument("--index", metavar="FILE", help="segment the photos of an album index (`persam index`): decoder only")
+    p.add_argument("--index", metavar="STORE", help="segment the photos of an album index (`persam index`: a store folder or URI, "
+                                                     "or an .idx file): decoder only")
     p.add_argument("--max-instances", type=int, default=1, metavar="N", help="find up to N instances; writes a label map (1..N)")
     p.add_argument("--detect-absent", action="store_true", help="write an empty mask when the object is not in the photo")
     p.add_argument("--presence-threshold", type=float, metavar="S", help="similarity below which the object is absent (implies --detect-absent)")
@@ -61,17 +62,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="segment every photo again (default: skip those a previous run with the same settings wrote to OUT)")
     add_quiet_option(p)
     add_model_options(p)
+    add_ray_options(p)
     p.set_defaults(func=run)
 
 
 def segment_one(concept, image, args: argparse.Namespace) -> "tuple[np.ndarray, list]":
     """(mask or label map, results) of one photo, as the options ask."""
-    detect = args.detect_absent or args.presence_threshold is not None
-    if args.max_instances > 1:
-        found = concept.segment_instances(image, max_instances=args.max_instances, detect_absent=detect)
-        return found.labels, found.instances
-    result = concept.segment(image, detect_absent=detect)
-    return result.mask, [result]
+    from persam.jobs.ray_segment import segment_photo
+
+    return segment_photo(concept, image, args.max_instances, args.detect_absent or args.presence_threshold is not None)
 
 
 def default_workers(device) -> int:
@@ -165,7 +164,8 @@ def check_args(args: argparse.Namespace) -> Path:
     out = check_output_folder(args.output)
     if args.format == "coco":
         require_extra("pycocotools", "--format coco")
-    check_inputs_exist([*args.ref, *args.ref_mask, args.concept, args.index, args.checkpoint, *args.targets], "input")
+    local_index = args.index if args.index and "://" not in args.index else None
+    check_inputs_exist([*args.ref, *args.ref_mask, args.concept, local_index, args.checkpoint, *args.targets], "input")
     if args.index and Path(args.index).is_file() and Path(args.index).stat().st_size == 0:
         raise ValueError(f"{args.index}: empty file, not an album index; build it with `persam index PHOTOS... -o {args.index}`")
     return out
@@ -221,11 +221,22 @@ def run(args: argparse.Namespace) -> int:
     from persam.jobs.outputs import Done, OutputOptions, Outputs, finished, write_result
 
     out = check_args(args)
+    ray = ray_options(args)
     album = None
     if args.index:
-        from persam.session.album import AlbumIndex
+        from persam.session.store import is_store, open_album
 
-        album = AlbumIndex.open(args.index, create=False)
+        if ray is not None and not is_store(args.index):
+            raise ValueError(f"--ray reads a Parquet embedding store, not the SQLite file {args.index}; "
+                             "index the photos into a folder with `persam index PHOTOS... -o STORE`")
+        if is_store(args.index):
+            require_extra("pyarrow", f"the embedding store {args.index}")
+        album = open_album(args.index, create=False)
+    elif ray is not None:
+        raise ValueError("--ray segments the photos of an embedding store: index them first "
+                         "(`persam index PHOTOS... -o STORE --ray`), then pass --index STORE")
+    if ray is not None and args.workers is not None:
+        raise ValueError("--workers has no effect with --ray (the Ray pool's size is --ray-workers); drop it")
     targets = gather_targets(args, out, album)
     model = load_model(args)
     if album is not None:
@@ -236,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
     if stale := outputs.remove_stale_temps([stem for _, stem in targets]):
         warn(f"removed {len(stale)} unfinished temporary file(s) that an interrupted run left in {out}")
     previous = {} if args.overwrite else finished(out, settings, outputs.options)
+    if ray is not None:
+        return run_ray(args, ray, album, targets, concept, settings, outputs, previous)
     errors = user_errors()
     workers = args.workers if args.workers is not None else default_workers(model.backend.device)
     reused = 0
@@ -325,3 +338,53 @@ def run(args: argparse.Namespace) -> int:
     summary(args, f"persam segment: {counts['written']} written ({counts['absent']} without the object{earlier}), "
                   f"{counts['skipped']} skipped; see {out / 'manifest.json'}")
     return 1 if counts["skipped"] else 0
+
+
+def run_ray(args: argparse.Namespace, options, album, targets, concept, settings: dict, outputs, previous: dict) -> int:
+    """The --ray path: photos finished by an earlier run are reused, the others segmented on Ray
+    (``persam.jobs.ray_segment``); the manifest is written here, in input order, by the same writer."""
+    import tempfile
+
+    from persam.jobs.ray_segment import run_segment
+
+    hashes = album.hashes()
+    album.close()
+    stored = {str(Path(p)): p for p in hashes}  # Path() turns s3://b/x into s3:/b/x; the store's own names go on
+    targets = [(stored.get(str(path), str(path)), stem) for path, stem in targets]
+    todo, reused = [], 0
+    for path, stem in targets:
+        before = previous.get(path)
+        if before is None or before.entry.get("sha256") != hashes.get(path) or before.entry["mask"] != stem.with_suffix(".png").as_posix():
+            todo.append((path, stem))
+    if args.concept:
+        concept_bytes = Path(args.concept).read_bytes()
+    else:
+        from persam.session.concept_file import save_concept
+
+        with tempfile.TemporaryDirectory() as folder:
+            concept_bytes = save_concept(concept, Path(folder) / "concept.persam").read_bytes()
+    detect = bool(args.detect_absent or args.presence_threshold is not None)
+    done: dict = {}
+    try:
+        done, pool = run_segment(args.index, todo, concept_bytes, model_spec(args), outputs.root, outputs.options,
+                                 args.max_instances, detect, options, results=done)
+    finally:  # what finished is recorded, in input order, even when the pipeline failed
+        waiting = set(todo)
+        for path, stem in targets:
+            if (path, stem) not in waiting:
+                reused += 1
+                outputs.add(previous[path])
+            elif path in done:
+                outputs.add(done[path])
+        outputs.save(concept.method, concept.model.backend.name, settings=settings,
+                     complete=len(outputs.entries) == len(targets))
+    failed = [p for p, _ in todo if p not in done]
+    for entry in outputs.entries:
+        if entry["status"] == "skipped":
+            warn(f"skipped {entry['input']}: {entry['reason']}")
+    counts = outputs.counts()
+    earlier = f", {reused} by an earlier run; --overwrite redoes them" if reused else ""
+    summary(args, f"persam segment: {counts['written']} written ({counts['absent']} without the object{earlier}), "
+                  f"{counts['skipped']} skipped, {len(failed)} failed, on Ray with {pool.workers} worker(s); "
+                  f"see {outputs.root / 'manifest.json'}")
+    return 1 if counts["skipped"] or failed else 0

@@ -22,3 +22,8 @@ def file_sha256(path: str | os.PathLike) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def bytes_sha256(data: bytes) -> str:
+    """The SHA-256 hex digest of ``data``: equal to :func:`file_sha256` of a file holding these bytes."""
+    return hashlib.sha256(data).hexdigest()

@@ -58,7 +58,7 @@ def set_max_pixels(limit: int | None) -> None:
     _max_pixels = limit
 
 
-def _open_header(path: Path) -> Image.Image:
+def _open_header(path) -> Image.Image:
     """``Image.open`` (header only) with Pillow's bomb check replaced by ours."""
     with _PIL_LIMIT_LOCK:
         saved = Image.MAX_IMAGE_PIXELS
@@ -86,15 +86,20 @@ def open_image(source: str | os.PathLike, *, limit: int | None | object = _UNSET
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; check the path")
+    return _open_checked(path, str(path), limit, load)
+
+
+def _open_checked(source, name: str, limit: int | None | object, load: bool) -> Image.Image:
+    """``open_image``'s checks on a path or a binary file object; ``name`` is the file's name in messages."""
     cap = _max_pixels if limit is _UNSET else limit
     try:
-        img = _open_header(path)
+        img = _open_header(source)
     except DECODE_ERRORS as exc:
-        raise ValueError(f"{path}: not a readable image ({exc.__class__.__name__}); pass a JPEG or PNG file") from None
+        raise ValueError(f"{name}: not a readable image ({exc.__class__.__name__}); pass a JPEG or PNG file") from None
     w, h = img.size
     if cap is not None and w * h > cap:
         img.close()
-        raise ValueError(f"{path}: {w}x{h} is {w * h / 1e6:.4g} megapixels, above the limit of {cap / 1e6:g} "
+        raise ValueError(f"{name}: {w}x{h} is {w * h / 1e6:.4g} megapixels, above the limit of {cap / 1e6:g} "
                          "megapixels (a guard against decompression bombs); downscale the image, or raise the "
                          "limit (--max-pixels N) if you trust the file")
     if load:
@@ -102,9 +107,22 @@ def open_image(source: str | os.PathLike, *, limit: int | None | object = _UNSET
             img.load()
         except DECODE_ERRORS as exc:
             img.close()
-            raise ValueError(f"{path}: not a readable image ({exc.__class__.__name__}: {_first_line(exc)}); "
+            raise ValueError(f"{name}: not a readable image ({exc.__class__.__name__}: {_first_line(exc)}); "
                              "pass a complete JPEG or PNG file") from None
     return img
+
+
+def decode_image(data: bytes, name: str, *, limit: int | None | object = _UNSET) -> np.ndarray:
+    """Decode a photo file's bytes (read from any filesystem) as (H, W, 3) uint8 RGB, with
+    :func:`open_image`'s size guard and one-line errors naming ``name``.
+
+    Raises:
+        ValueError: not a readable image, or more pixels than ``limit``.
+    """
+    import io
+
+    with _open_checked(io.BytesIO(data), name, limit, True) as img:
+        return _convert(img, name)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,152 @@
+"""What the Ray pipelines share: joining a cluster, sizing the actor pool, the model each actor loads.
+
+Ray is the optional extra ``persam[ray]`` and is imported inside functions only.
+
+Actor-pool defaults (``plan``), from the cluster's resources (``ray.cluster_resources()``):
+    with GPUs:  one actor per ``gpus_per_worker`` GPUs (default 1), 1 CPU each, 8 photos per batch;
+    CPU only:   one actor per CPU but one (the read and decode tasks keep a CPU: with every CPU
+                held by actors Ray Data cannot schedule its read tasks and the job stalls), 4 photos per batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+#: Test hook: "K:FILE" makes an actor kill its own process (SIGKILL) before its K-th photo, once (FILE marks it done).
+KILL_ENV = "PERSAM_TEST_KILL_WORKER_AT"
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """``--ray [ADDRESS]``, ``--ray-workers``, ``--ray-gpus-per-worker``, ``--ray-batch-size`` (None: planned)."""
+
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float | None = None
+    batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The actor pool a pipeline runs with."""
+
+    workers: int
+    gpus_per_worker: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model options, as an actor on another machine loads them (``persam.load``)."""
+
+    model: str
+    checkpoint: str | None = None
+    device: str | None = None
+    precision: str = "fp32"
+    random_weights: bool = False
+    runtime: str = "torch"
+
+    def load(self):
+        """The session model (random weights seeded with 0, as ``persam`` commands do)."""
+        from persam.session.photo import load
+
+        if self.random_weights:
+            import torch
+
+            torch.manual_seed(0)
+        return load(self.model, self.checkpoint, device=self.device, precision=self.precision,
+                    random_weights=self.random_weights, runtime=self.runtime)
+
+
+def describe_model(spec: ModelSpec) -> tuple[str, str, object]:
+    """(backend name, checkpoint sha256, preprocessing) of ``spec``, for the driver to bind the store."""
+    backend = spec.load().backend
+    return backend.name, backend.checkpoint_sha256, backend.preprocessing
+
+
+@contextlib.contextmanager
+def connect(address: str | None) -> Iterator[None]:
+    """Use the Ray runtime already started in this process, or start a local one (``address`` None; traffic
+    on 127.0.0.1, no dashboard), or join the cluster at ``address`` (``auto``, ``ray://host:10001``).
+    A runtime started here is shut down on exit."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if address is None:
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 configure_logging=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def plan(options: RayOptions) -> Plan:
+    """The actor pool for ``options`` on the connected cluster (module docstring)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 1)), resources.get("GPU", 0)
+    if options.gpus_per_worker is not None:
+        per = options.gpus_per_worker
+    else:
+        per = 1.0 if gpus >= 1 else 0.0
+    if per > gpus:
+        raise ValueError(f"--ray-gpus-per-worker {per:g}: the Ray cluster has {gpus:g} GPUs; pass 0 for CPU workers")
+    if options.workers is not None:
+        workers = options.workers
+    elif per > 0:
+        workers = max(1, int(gpus // per))
+    else:
+        workers = max(1, cpus - 1)
+    if per == 0 and workers >= cpus and cpus > 1:
+        raise ValueError(f"--ray-workers {workers}: the Ray cluster has {cpus} CPUs and CPU workers take one each; "
+                         f"leave at least one for reading and decoding (at most {cpus - 1})")
+    batch = options.batch_size or (8 if per > 0 else 4)
+    return Plan(workers, per, batch)
+
+
+def pool_args(p: Plan) -> dict:
+    """``map_batches`` arguments for an actor pool of ``p``. Ray Data's defaults for pool actors
+    (``max_restarts=-1``, ``max_task_retries=-1``) restart an actor whose process died and retry its
+    batch on the new actor; a batch's output is kept only once it completes (tests/test_ray.py kills one)."""
+    import ray
+
+    return {"compute": ray.data.ActorPoolStrategy(size=p.workers), "batch_size": p.batch_size, "num_cpus": 1,
+            "num_gpus": p.gpus_per_worker}
+
+
+def kill_hook() -> str | None:
+    """The test hook's setting (``KILL_ENV``), read on the driver and handed to the actors."""
+    return os.environ.get(KILL_ENV) or None
+
+
+class KillSwitch:
+    """Counts an actor's photos and, with the test hook set, kills the process once at the K-th."""
+
+    def __init__(self, setting: str | None) -> None:
+        self.count = 0
+        self.at, self.marker = (None, None)
+        if setting:
+            at, marker = setting.split(":", 1)
+            self.at, self.marker = int(at), Path(marker)
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.at is not None and self.count == self.at:
+            try:
+                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
