@@ -73,7 +73,6 @@ def format_result(result) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from persam.jobs.bench import run_benchmark
-    from persam.cli.common import write_json
 
     if args.random_weights and args.checkpoint:
         raise ValueError(f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them")
@@ -109,16 +108,10 @@ def run(args: argparse.Namespace) -> int:
         runs=args.runs,
         on_stage=on_stage,
     )
-    if on_stage is not None:
-        print("\r\033[K", end="", file=sys.stderr, flush=True)
-    print(format_result(result))
-    if args.json:
-        write_json(args.json, result.to_dict())
-    return 0
+    return _report(args, result, format_result, on_stage)
 
 
 def _run_runtimes(args: argparse.Namespace, on_stage) -> int:
-    from persam.cli.common import write_json
     from persam.jobs.runtime_bench import format_runtime_result, parse_config, run_runtime_benchmark
 
     if args.device not in (None, "cpu"):
@@ -126,19 +119,13 @@ def _run_runtimes(args: argparse.Namespace, on_stage) -> int:
     configs = [parse_config(text, args.precision) for text in args.runtime]
     result = run_runtime_benchmark(args.model, args.checkpoint, configs=configs, random_weights=args.random_weights,
                                    image_size=args.image_size, runs=args.runs, on_stage=on_stage)
-    if on_stage is not None:
-        print("\r\033[K", end="", file=sys.stderr, flush=True)
-    print(format_runtime_result(result))
-    if args.json:
-        write_json(args.json, result.to_dict())
-    return 0
+    return _report(args, result, format_runtime_result, on_stage)
 
 
 def _run_tracker(args: argparse.Namespace) -> int:
     """``persam bench --tracker sam2``: SAM 2's time per tracked frame (``persam.jobs.tracker_bench``)."""
     import warnings
 
-    from persam.cli.common import write_json
     from persam.jobs.tracker_bench import bench_tracker, format_tracker_bench
     from persam.session.tracker import load_video_predictor
 
@@ -153,14 +140,11 @@ def _run_tracker(args: argparse.Namespace) -> int:
                                         device=args.device)
     result = bench_tracker(predictor, args.model, random_weights=args.random_weights, size=args.image_size,
                            frames=args.runs + 1)
-    print(format_tracker_bench(result))
-    if args.json:
-        write_json(args.json, result.to_dict())
-    return 0
+    return _report(args, result, format_tracker_bench, None)
 
 
 def _run_ray(args: argparse.Namespace, on_stage) -> int:
-    from persam.cli.common import model_spec, refuse, require_extra, write_json
+    from persam.cli.common import model_spec, refuse, require_extra
     from persam.jobs.ray_bench import format_ray_result, run_ray_bench
 
     require_extra("ray", "--ray")
@@ -169,9 +153,16 @@ def _run_ray(args: argparse.Namespace, on_stage) -> int:
     if photos < 1:
         raise ValueError(f"--photos must be at least 1, got {photos}")
     result = run_ray_bench(model_spec(args), photos=photos, image_size=args.image_size, rounds=args.runs, on_stage=on_stage)
+    return _report(args, result, format_ray_result, on_stage)
+
+
+def _report(args: argparse.Namespace, result, format_fn, on_stage) -> int:
+    """Clear the stage line, print ``format_fn(result)`` and write ``--json``; exit status 0."""
+    from persam.cli.common import write_json
+
     if on_stage is not None:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
-    print(format_ray_result(result))
+    print(format_fn(result))
     if args.json:
         write_json(args.json, result.to_dict())
     return 0

@@ -47,7 +47,8 @@ class SequenceRun:
     notes: tuple[str, ...]
 
 
-def _frames(paths: Iterable[Path]) -> Iterator[np.ndarray]:
+def read_frames(paths: Iterable[Path]) -> Iterator[np.ndarray]:
+    """The (H, W, 3) uint8 RGB frames of ``paths``, read one at a time as they are consumed."""
     for path in paths:
         yield load_image(path)
 
@@ -95,7 +96,7 @@ def run_davis(
     for seq in dataset:
         with stopwatch(model.backend.device) as lap:
             session = _start_session(model, seq, finetune, settings)
-            stream = session.run(_frames(seq.frames[1:]))
+            stream = session.run(read_frames(seq.frames[1:]))
             if progress is not None:
                 stream = progress(stream, len(seq.frames), seq.name, unit="frame")
             count = 0

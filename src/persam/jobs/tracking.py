@@ -30,7 +30,7 @@ from persam.eval.davis_metrics import DAVIS_VOID_LABEL
 from persam.io import first_frame_labels, load_image, save_label_map
 from persam.io.atomic import atomic_write_json
 from persam.io.frames import OverlayWriter, tint
-from persam.jobs.davis import SequenceRun
+from persam.jobs.davis import SequenceRun, read_frames
 from persam.jobs.timing import stopwatch
 from persam.session.tracker import SamTracker, TrackerSettings
 
@@ -91,11 +91,6 @@ def write_manifest(masks_dir: Path, tracker: SamTracker, written: int, lost: dic
     return path
 
 
-def _frames(paths: Iterable[Path]) -> Iterator[np.ndarray]:
-    for path in paths:
-        yield load_image(path)
-
-
 def run_davis_tracker(
     predictor: "nn.Module",
     root: str | Path,
@@ -132,7 +127,7 @@ def run_davis_tracker(
             labels = first_frame_labels(read_davis_labels(first_path), first.shape[:2], name=str(first_path),
                                         frame=f"{seq.frames[0]} is", void=DAVIS_VOID_LABEL)
             masks = {int(oid): labels == oid for oid in np.unique(labels) if oid}
-            tracker = SamTracker(predictor, _frames(seq.frames), masks, count=len(seq.frames),
+            tracker = SamTracker(predictor, read_frames(seq.frames), masks, count=len(seq.frames),
                                  settings=settings or TrackerSettings())
             wrap = ((lambda items: progress(items, len(seq.frames), seq.name, unit="frame"))
                     if progress is not None else (lambda items: items))
