@@ -85,8 +85,8 @@ def full_checkpoint(tmp_path_factory) -> Path:
     return write_random_checkpoint("sam2.1_hiera_tiny", tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_tiny.pt", seed=0)
 
 
-def _segment(ckpt: Path, out: Path, *extra: str) -> dict:
-    images, masks = SAMPLE / "Images" / "cat", SAMPLE / "Annotations" / "cat"
+def _segment(ckpt: Path, out: Path, *extra: str, obj: str = "cat") -> dict:
+    images, masks = SAMPLE / "Images" / obj, SAMPLE / "Annotations" / obj
     code = main(["segment", "--ref", str(images / "00.jpg"), "--ref-mask", str(masks / "00.png"),
                  "--model", "sam2.1_hiera_tiny", "--checkpoint", str(ckpt), "--device", "cpu", "--workers", "1",
                  str(images / "01.jpg"), "-o", str(out), *extra])
@@ -103,7 +103,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared PerSeg sample photos not present")
-def test_sample_photos_full_size_sam2_guidance_off_equals_the_official_predictor(full_checkpoint, tmp_path):
+@pytest.mark.parametrize("obj", ["cat", "colorful_sneaker", "duck_toy"])
+def test_sample_photos_full_size_sam2_guidance_off_equals_the_official_predictor(full_checkpoint, tmp_path, obj):
     """Guidance and refinement off: the mask is SAM2ImagePredictor's for the manifest's prompts.
 
     Then, on the predictor's own features and the same prompts, PerSAM's guidance (a target
@@ -118,7 +119,7 @@ def test_sample_photos_full_size_sam2_guidance_off_equals_the_official_predictor
     from persam.method.target import attention_guidance, similarity, touched_cells
 
     ablated = _segment(full_checkpoint, tmp_path / "plain", "--without", "guided-attention", "--without",
-                       "semantic-prompt", "--without", "refinement")
+                       "semantic-prompt", "--without", "refinement", obj=obj)
     (prompt,) = ablated["prompts"][0]  # one pass: the first
     ours = np.asarray(Image.open(tmp_path / "plain" / ablated["mask"])) > 0
 
@@ -127,7 +128,7 @@ def test_sample_photos_full_size_sam2_guidance_off_equals_the_official_predictor
     predictor = SAM2ImagePredictor(model)
     points, labels = np.asarray(prompt["points_xy"], dtype=np.float32), np.asarray(prompt["point_labels"])
     with torch.inference_mode():
-        predictor.set_image(np.asarray(Image.open(SAMPLE / "Images" / "cat" / "01.jpg").convert("RGB")))
+        predictor.set_image(np.asarray(Image.open(SAMPLE / "Images" / obj / "01.jpg").convert("RGB")))
         masks, _, low = predictor.predict(point_coords=points, point_labels=labels, box=prompt["box_xyxy"],
                                           multimask_output=False)
     official = masks[0] > 0
