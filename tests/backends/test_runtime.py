@@ -216,12 +216,14 @@ def test_bench_compares_runtimes_with_torch_fp32(tmp_path, cache, capsys):
                  "--runtime", "openvino", "--runtime", "openvino:bf16", "--json", str(out)])
     assert code == 0
     table = capsys.readouterr().out
-    assert "x torch fp32" in table
+    assert "x torch" in table and "frame ms" in table
     rows = json.loads(out.read_text())["rows"]
     assert [(r["runtime"], r["precision"]) for r in rows] == [("torch", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
     assert rows[0]["encoder_speedup"] == 1.0 and rows[0]["max_rel_diff"] == 0.0
     assert rows[1]["max_rel_diff"] < RTOL and rows[1]["converted"]
     assert all(r["encoder_s"] > 0 and r["photo_s"] >= r["encoder_s"] * 0.5 for r in rows)
+    assert all(r["frame_s"] >= r["encoder_s"] * 0.5 and r["frame_speedup"] > 0 for r in rows)
+    assert rows[0]["frame_speedup"] == 1.0
 
 
 def test_bench_runtime_spec_is_checked():

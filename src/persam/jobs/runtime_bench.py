@@ -10,7 +10,10 @@ medians:
 * ``encoder_s``: ``backend.encode(photo)``, the image encoder on the target photo;
 * ``photo_s``: a new photo end to end: ``backend.encode(photo)`` then
   ``concept.segment(encoded)`` of a training-free PerSAM concept (full-resolution
-  mask included).
+  mask included);
+* ``frame_s``: a video frame of 3 objects end to end: ``backend.encode(frame)``
+  then ``VideoSession.predict`` (PerSAM's video protocol: similarity, the three
+  decoder stages for every object, the full-resolution merge).
 
 Interleaving (one call of every configuration per round) makes a slow spell
 of a shared machine slow every configuration alike, so the ratios to PyTorch
@@ -33,6 +36,8 @@ from persam.jobs.bench import peak_rss_mb, synthetic_photo
 
 #: The reference configuration every other one is compared with.
 REFERENCE = ("torch", "fp32")
+#: Objects in the synthetic video frame.
+VIDEO_OBJECTS = 3
 
 
 def parse_config(text: str, default_precision: str = "fp32") -> tuple[str, str]:
@@ -56,8 +61,10 @@ class RuntimeRow:
         precision: "fp32" or "bf16".
         encoder_s: image encoder, one photo.
         photo_s: encoder + PerSAM on a new photo.
+        frame_s: encoder + the video protocol on a frame of ``VIDEO_OBJECTS`` objects.
         encoder_speedup: PyTorch fp32's ``encoder_s`` over this one.
         photo_speedup: PyTorch fp32's ``photo_s`` over this one.
+        frame_speedup: PyTorch fp32's ``frame_s`` over this one.
         max_rel_diff: largest embedding difference to PyTorch fp32, over its largest value.
         load_s: loading, conversion included when one was needed.
         converted: whether loading converted the encoder.
@@ -67,8 +74,10 @@ class RuntimeRow:
     precision: str
     encoder_s: float
     photo_s: float
+    frame_s: float
     encoder_speedup: float
     photo_speedup: float
+    frame_speedup: float
     max_rel_diff: float
     load_s: float
     converted: bool
@@ -112,7 +121,9 @@ def run_runtime_benchmark(
     """
     if runs < 1:
         raise ValueError(f"--runs must be at least 1, got {runs}")
+    from persam.jobs.synthetic import synthetic_clip_frame
     from persam.session.photo import load
+    from persam.session.video import VideoSession
 
     stage = on_stage or (lambda name: None)
     wanted = [REFERENCE] + [c for c in dict.fromkeys(configs) if c != REFERENCE]
@@ -135,11 +146,19 @@ def run_runtime_benchmark(
     diffs = {c: float((s.backend.encode(tgt_image).embedding - reference).abs().max() / reference.abs().max())
              for c, s in sessions.items()}
 
+    frame0, labels0 = synthetic_clip_frame(image_size, VIDEO_OBJECTS)
+    frame1, _ = synthetic_clip_frame(image_size, VIDEO_OBJECTS, shift=image_size // 64)
+    videos = {c: VideoSession(s, frame0, labels0) for c, s in sessions.items()}
+
     def photo(config: tuple[str, str]) -> None:
         concepts[config].segment(sessions[config].backend.encode(tgt_image))
 
+    def frame(config: tuple[str, str]) -> None:
+        videos[config].predict(sessions[config].backend.encode(frame1))
+
     stages = {(c, "encoder_s"): (lambda c=c: sessions[c].backend.encode(tgt_image)) for c in sessions}
     stages.update({(c, "photo_s"): (lambda c=c: photo(c)) for c in sessions})
+    stages.update({(c, "frame_s"): (lambda c=c: frame(c)) for c in sessions})
     times: dict[tuple, list[float]] = {key: [] for key in stages}
     for round_ in range(runs + 1):  # round 0 warms up
         stage("warm-up" if round_ == 0 else f"round {round_}/{runs}")
@@ -149,11 +168,12 @@ def run_runtime_benchmark(
             if round_:
                 times[key].append(time.perf_counter() - start)
     med = {key: statistics.median(values) for key, values in times.items()}
-    base_enc, base_photo = med[REFERENCE, "encoder_s"], med[REFERENCE, "photo_s"]
+    base = {name: med[REFERENCE, name] for name in ("encoder_s", "photo_s", "frame_s")}
     rows = tuple(
         RuntimeRow(
             runtime=c[0], precision=c[1], encoder_s=med[c, "encoder_s"], photo_s=med[c, "photo_s"],
-            encoder_speedup=base_enc / med[c, "encoder_s"], photo_speedup=base_photo / med[c, "photo_s"],
+            frame_s=med[c, "frame_s"], encoder_speedup=base["encoder_s"] / med[c, "encoder_s"],
+            photo_speedup=base["photo_s"] / med[c, "photo_s"], frame_speedup=base["frame_s"] / med[c, "frame_s"],
             max_rel_diff=diffs[c], load_s=load_s[c],
             converted=bool(getattr(sessions[c].backend.runtime_encoder, "converted", False)),
         )
@@ -173,15 +193,17 @@ def format_runtime_result(result: RuntimeBenchResult) -> str:
     lines = [
         f"persam bench --runtime: {result.model} ({weights}), {w}x{h} photos on the CPU, torch {result.torch_version}, "
         f"{result.threads} threads, median of {result.runs} interleaved rounds",
-        f"{'runtime':<12} {'precision':<9} {'encoder ms':>10} {'x torch fp32':>12} {'photo ms':>9} {'x torch fp32':>12} "
-        f"{'max rel diff':>12} {'load s':>7}",
+        f"{'runtime':<12} {'precision':<9} {'encoder ms':>10} {'x torch':>7} {'photo ms':>9} {'x torch':>7} "
+        f"{'frame ms':>9} {'x torch':>7} {'max rel diff':>12} {'load s':>7}",
     ]
     for r in result.rows:
         lines.append(
-            f"{r.runtime:<12} {r.precision:<9} {r.encoder_s * 1000:10.1f} {r.encoder_speedup:12.2f} "
-            f"{r.photo_s * 1000:9.1f} {r.photo_speedup:12.2f} {r.max_rel_diff:12.1e} {r.load_s:7.1f}"
+            f"{r.runtime:<12} {r.precision:<9} {r.encoder_s * 1000:10.1f} {r.encoder_speedup:7.2f} "
+            f"{r.photo_s * 1000:9.1f} {r.photo_speedup:7.2f} {r.frame_s * 1000:9.1f} {r.frame_speedup:7.2f} "
+            f"{r.max_rel_diff:12.1e} {r.load_s:7.1f}"
             + ("  (converted)" if r.converted else "")
         )
-    lines.append("photo: a new photo end to end (encoder + PerSAM, full-resolution mask); "
-                 "max rel diff: embedding vs PyTorch fp32")
+    lines.append("x torch: PyTorch fp32's time over this one; photo: a new photo end to end (encoder + PerSAM, "
+                 f"full-resolution mask); frame: a video frame of {VIDEO_OBJECTS} objects end to end (encoder + "
+                 "PerSAM's video protocol); max rel diff: embedding vs PyTorch fp32")
     return "\n".join(lines)
