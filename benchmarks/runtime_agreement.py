@@ -17,6 +17,7 @@ from pathlib import Path
 
 import persam
 from persam.backends.builders import write_random_checkpoint
+from persam.backends.runtime import RuntimeUnavailableError
 from persam.eval.datasets import PerSegDataset
 from persam.jobs.runtime_bench import REFERENCE, parse_config
 
@@ -35,8 +36,13 @@ def main() -> None:
         ckpt = args.checkpoint
         if ckpt is None:
             ckpt = str(write_random_checkpoint(args.model, Path(tmp) / f"{args.model}_random.pt", seed=0))
-        models = {c: persam.load(args.model, ckpt, device="cpu", runtime=c[0], precision=c[1])
-                  for c in [REFERENCE, *configs]}
+        models = {}
+        for c in [REFERENCE, *configs]:
+            try:
+                models[c] = persam.load(args.model, ckpt, device="cpu", runtime=c[0], precision=c[1])
+            except RuntimeUnavailableError as exc:  # e.g. bf16 on a CPU without bf16 arithmetic
+                print(f"skipped {c[0]}:{c[1]}: {exc}")
+        configs = [c for c in configs if c in models]
     worst = {c: 1.0 for c in configs}
     for obj in PerSegDataset(args.root).objects:
         for finetune in (False, True):

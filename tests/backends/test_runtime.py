@@ -145,17 +145,51 @@ def test_random_weights_are_converted_for_the_run_only(cache, conversions):
     assert model.backend.encode(image).embedding.shape == (1, 32, 16, 16)
 
 
+def _cpu_has_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 @pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
 def test_bf16_runs_close_to_fp32_from_the_same_conversion(tiny_ckpt, cache, conversions):
     image, _ = synthetic_photo(200, 260, seed=0)
     ref = _embedding(persam.load("sam_tiny", tiny_ckpt, device="cpu"), image)
     fp32 = _embedding(persam.load("sam_tiny", tiny_ckpt, device="cpu", runtime="openvino"), image)
+    assert _rel(fp32, ref) < RTOL
+    if not _cpu_has_bf16():  # OpenVINO would run fp32 and call it bf16: refused, before any conversion
+        with pytest.raises(RuntimeUnavailableError, match="needs a CPU with bf16 arithmetic"):
+            persam.load("sam_tiny", tiny_ckpt, device="cpu", precision="bf16", runtime="openvino")
+        assert conversions["openvino"] == 1
+        return
     bf16 = persam.load("sam_tiny", tiny_ckpt, device="cpu", precision="bf16", runtime="openvino")
     assert conversions["openvino"] == 1  # the precision is a compile hint: one conversion serves both
     out = _embedding(bf16, image)
     assert out.dtype == torch.float32 and out.shape == ref.shape
-    assert _rel(out, ref) < 0.1  # bf16 keeps 8 bits of mantissa
-    assert _rel(fp32, ref) < RTOL
+    assert 1e-4 < _rel(out, ref) < 0.1  # really bf16 (8 bits of mantissa), not fp32 under another name
+
+
+@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+def test_bf16_refusal_is_one_line_from_the_cli(tiny_ckpt, cache, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from persam.backends import runtime
+    from persam.cli.main import main
+
+    def no_bf16(self, precision: str) -> None:  # a CPU without bf16 arithmetic, whatever this one has
+        if precision == "bf16":
+            raise RuntimeUnavailableError(runtime._NO_BF16)
+
+    monkeypatch.setattr(runtime._OpenVino, "check", no_bf16)
+    image, mask = synthetic_photo(64, 64, seed=0)
+    Image.fromarray(image).save(tmp_path / "ref.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")
+    code = main(["personalize", "--ref", str(tmp_path / "ref.png"), "--ref-mask", str(tmp_path / "ref_mask.png"),
+                 "--model", "sam_tiny", "--checkpoint", str(tiny_ckpt), "--runtime", "openvino",
+                 "--precision", "bf16", "-o", str(tmp_path / "c.persam")])
+    err = capsys.readouterr().err
+    assert code != 0 and "needs a CPU with bf16 arithmetic" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "c.persam").exists()
 
 
 def test_missing_extra_names_the_pip_command(tiny_ckpt, cache, monkeypatch):
@@ -212,13 +246,15 @@ def test_bench_compares_runtimes_with_torch_fp32(tmp_path, cache, capsys):
     from persam.cli.main import main
 
     out = tmp_path / "bench.json"
+    bf16 = ["--runtime", "openvino:bf16"] if _cpu_has_bf16() else []
     code = main(["bench", "--model", "sam_tiny", "--random-weights", "--image-size", "64", "--runs", "1",
-                 "--runtime", "openvino", "--runtime", "openvino:bf16", "--json", str(out)])
+                 "--runtime", "openvino", *bf16, "--json", str(out)])
     assert code == 0
     table = capsys.readouterr().out
     assert "x torch" in table and "frame ms" in table
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["runtime"], r["precision"]) for r in rows] == [("torch", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
+    expected = [("torch", "fp32"), ("openvino", "fp32")] + ([("openvino", "bf16")] if bf16 else [])
+    assert [(r["runtime"], r["precision"]) for r in rows] == expected
     assert rows[0]["encoder_speedup"] == 1.0 and rows[0]["max_rel_diff"] == 0.0
     assert rows[1]["max_rel_diff"] < RTOL and rows[1]["converted"]
     assert all(r["encoder_s"] > 0 and r["photo_s"] >= r["encoder_s"] * 0.5 for r in rows)

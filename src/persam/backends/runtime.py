@@ -20,8 +20,10 @@ stderr). Random weights (no checkpoint file, so no SHA-256 to key on) are
 converted into a temporary folder for this process only.
 
 Precision: "fp32" is exact (float rounding only); "bf16" is OpenVINO's
-``INFERENCE_PRECISION_HINT`` (matrix products in bf16). ONNX Runtime runs fp32
-only on CPUs. The runtimes run on the CPU only: ``attach_runtime`` refuses a
+``INFERENCE_PRECISION_HINT`` (matrix products in bf16). OpenVINO silently runs
+fp32 where the CPU has no bf16 arithmetic (no AVX512-BF16 or AMX: "BF16" missing
+from its ``OPTIMIZATION_CAPABILITIES``), so bf16 is refused there rather than
+reported as bf16. ONNX Runtime runs fp32 only on CPUs. The runtimes run on the CPU only: ``attach_runtime`` refuses a
 backend on another device.
 """
 
@@ -103,6 +105,9 @@ class _Runtime(Protocol):
 
     def version(self) -> str: ...
 
+    def check(self, precision: str) -> None:
+        """Raise ``RuntimeUnavailableError`` if this machine cannot run ``precision``."""
+
     def convert(self, encoder: nn.Module, example: torch.Tensor, folder: Path) -> None: ...
 
     def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], np.ndarray]: ...
@@ -129,6 +134,13 @@ class _OpenVino:
         # compress_to_fp16=False: the saved weights stay fp32, so fp32 stays exact.
         ov.save_model(model, str(folder / "encoder.xml"), compress_to_fp16=False)
 
+    def check(self, precision: str) -> None:
+        """Refuse bf16 on a CPU without bf16 arithmetic (OpenVINO would run fp32 and call it bf16)."""
+        import openvino as ov
+
+        if precision == "bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise RuntimeUnavailableError(_NO_BF16)
+
     def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
         import openvino as ov
 
@@ -138,6 +150,8 @@ class _OpenVino:
             core.read_model(str(folder / "encoder.xml")), "CPU",
             {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": int(threads)},
         )
+        if compiled.get_property("INFERENCE_PRECISION_HINT") != (ov.Type.bf16 if hint == "bf16" else ov.Type.f32):
+            raise RuntimeUnavailableError(_NO_BF16)
         local = threading.local()  # one request per thread: a request runs one inference at a time
 
         def run(x: np.ndarray) -> np.ndarray:
@@ -150,10 +164,17 @@ class _OpenVino:
         return run
 
 
+_NO_BF16 = ("--precision bf16 with --runtime openvino needs a CPU with bf16 arithmetic (AVX512-BF16 or AMX), "
+            "and OpenVINO finds none on this one; use fp32 (no slower here), or --runtime torch --precision bf16")
+
+
 class _OnnxRuntime:
     name, package, extra, label = "onnxruntime", "onnxruntime", "onnx", "ONNX Runtime"
     precisions = ("fp32",)
     precision_in_files = True
+
+    def check(self, precision: str) -> None:
+        """Nothing beyond ``precisions``: fp32 runs on every CPU."""
 
     def version(self) -> str:
         import onnxruntime
@@ -313,6 +334,7 @@ def load_runtime_encoder(
             f"use --runtime openvino for --precision {precision}, or --runtime torch"
         )
     _import_check(impl)
+    impl.check(precision)
     key = EncoderKey(model, weights_sha256, int(input_size), precision if impl.precision_in_files else "any",
                      runtime, impl.version())
     threads = int(threads or torch.get_num_threads())
