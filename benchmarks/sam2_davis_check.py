@@ -40,7 +40,7 @@ def main() -> int:
     from persam.backends.sam2_models import write_random_checkpoint
     from persam.io import save_label_map
     from persam.jobs.synthetic import synthetic_clip_frame
-    from persam.session.tracker import load_video_predictor
+    from persam.session.video_predictor import load_video_predictor
 
     work = Path(tempfile.mkdtemp(prefix="sam2-davis-"))
     ckpt = write_random_checkpoint(args.model, work / f"{args.model}.pt", seed=0)

@@ -30,7 +30,8 @@ def main() -> None:
     import torch
 
     from persam.jobs.synthetic import synthetic_clip_frame
-    from persam.session.tracker import SamTracker, TrackerSettings, load_video_predictor
+    from persam.session.tracker import SamTracker, TrackerSettings
+    from persam.session.video_predictor import load_video_predictor
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from persam.jobs.synthetic import tiled_photo
 
@@ -31,6 +33,15 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from persam.backends.builders import write_random_checkpoint
 
     return write_random_checkpoint("sam_tiny", tmp_path_factory.mktemp("ckpt") / "sam_tiny.pth", seed=0)
+
+
+@pytest.fixture
+def refs(tmp_path: Path) -> list[str]:
+    """``--ref REF --ref-mask MASK`` of a synthetic 160x120 reference photo saved in ``tmp_path``."""
+    ref, mask = synthetic_photo(120, 160, seed=50)
+    Image.fromarray(ref).save(tmp_path / "ref.jpg")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")
+    return ["--ref", str(tmp_path / "ref.jpg"), "--ref-mask", str(tmp_path / "ref_mask.png")]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import persam
+from clips import write_video
 from conftest import synthetic_photo
 from persam.app import batch, files, video, workspace
 
@@ -198,22 +199,9 @@ def test_segment_uploads_needs_photos(model, ref_path, tmp_path):
 # ---------------------------------------------------------------- video
 
 
-def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
-    av = pytest.importorskip("av")
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=5)
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 def test_video_from_first_frame_clicks(model, tmp_path):
     frames = [synthetic_photo(96, 128, seed=1, center=(0.5, 0.3 + 0.05 * i))[0] for i in range(3)]
-    clip = write_clip(tmp_path / "walk.mp4", frames)
+    clip = write_video(tmp_path / "walk.mp4", frames, fps=5)
     vw = video.VideoWork()
     with pytest.raises(ValueError, match="upload a clip"):
         video.click(vw, model, 1, 5, 5, "object")

@@ -18,14 +18,6 @@ from persam.cli.main import main  # noqa: E402
 TINY = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
 
 
-@pytest.fixture
-def refs(tmp_path: Path) -> list[str]:
-    ref, mask = synthetic_photo(120, 160, seed=50)
-    Image.fromarray(ref).save(tmp_path / "ref.jpg")
-    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")
-    return ["--ref", str(tmp_path / "ref.jpg"), "--ref-mask", str(tmp_path / "ref_mask.png")]
-
-
 def photo(path: Path, seed: int) -> Path:
     Image.fromarray(synthetic_photo(120, 160, seed=seed)[0]).save(path)
     return path

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -18,14 +16,6 @@ from persam.cli.main import main
 from persam.jobs.outputs import output_stems
 
 TINY = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
-
-
-@pytest.fixture
-def refs(tmp_path: Path) -> list[str]:
-    ref, mask = synthetic_photo(120, 160, seed=50)
-    Image.fromarray(ref).save(tmp_path / "ref.jpg")
-    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")
-    return ["--ref", str(tmp_path / "ref.jpg"), "--ref-mask", str(tmp_path / "ref_mask.png")]
 
 
 def save_photo(path: Path, seed: int) -> Path:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clips import write_video
 from persam.cli.main import main
 from persam.jobs.synthetic import tiled_texture
 
@@ -22,31 +23,30 @@ N_FRAMES = 13
 SAM2_TINY = ["--model", "sam2_tiny", "--random-weights", "--device", "cpu"]
 
 
-def leaving_clip() -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """A red square drifting right; gone on frames 4..8, back from frame 9. Frames and (H, W) bool masks."""
+def leaving_clip(away: range = AWAY, count: int = N_FRAMES) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A red square drifting right; gone on frames ``away`` (4..8: back from frame 9). Frames and (H, W) bool masks."""
     background = tiled_texture((H, W), np.random.default_rng(5), tile=8, low=70, high=160)
     yy, xx = np.mgrid[0:H, 0:W]
     frames, masks = [], []
-    for t in range(N_FRAMES):
+    for t in range(count):
         frame = background.copy()
         x0 = 30 + 2 * t
-        mask = (yy >= 30) & (yy < 62) & (xx >= x0) & (xx < x0 + 32) & (t not in AWAY)
+        mask = (yy >= 30) & (yy < 62) & (xx >= x0) & (xx < x0 + 32) & (t not in away)
         frame[mask] = (220, 40, 40)
         frames.append(frame)
         masks.append(mask)
     return frames, masks
 
 
-def write_video(path: Path, frames: list[np.ndarray]) -> None:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=10)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+def frame_folder(root: Path, count: int) -> tuple[Path, Path]:
+    """The clip's first ``count`` frames as PNGs in ``root/frames``, and frame 0's mask as ``root/first.png``."""
+    frames, masks = leaving_clip()
+    folder = root / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(frames[:count]):
+        Image.fromarray(frame).save(folder / f"{i:05d}.png")
+    Image.fromarray(masks[0].astype(np.uint8) * 255).save(root / "first.png")
+    return folder, root / "first.png"
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,8 @@ def test_lost_object_is_found_again_by_its_concept(concept_file, tmp_path):
     import torch
 
     from persam.session.concept_file import load_concept
-    from persam.session.tracker import SamTracker, TrackerSettings, concept_locator, load_video_predictor
+    from persam.session.tracker import SamTracker, TrackerSettings, concept_locator
+    from persam.session.video_predictor import load_video_predictor
 
     frames, truth = leaving_clip()
     torch.manual_seed(0)
@@ -184,13 +185,8 @@ def test_lost_object_is_found_again_by_its_concept(concept_file, tmp_path):
     (["--tracker", "persam", "--lost-after", "2"], "--concept and --lost-after have no effect with --tracker persam"),
 ])
 def test_options_that_do_not_apply_are_refused(tmp_path, concept_file, capsys, extra, message):
-    frames, masks = leaving_clip()
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    for i, frame in enumerate(frames[:2]):
-        Image.fromarray(frame).save(folder / f"{i:05d}.png")
-    Image.fromarray(masks[0].astype(np.uint8) * 255).save(tmp_path / "first.png")
-    extra = [str(tmp_path / "first.png") if e == "FIRST" else e for e in extra]
+    folder, first = frame_folder(tmp_path, 2)
+    extra = [str(first) if e == "FIRST" else e for e in extra]
     model = [] if "--model" in extra else ["--model", "sam2_tiny"]
     rc = main(["video", str(folder), "--concept", str(concept_file), "--tracker", "sam2", "-o", str(tmp_path / "o"),
                "--random-weights", *model, *extra])
@@ -201,14 +197,9 @@ def test_options_that_do_not_apply_are_refused(tmp_path, concept_file, capsys, e
 
 def test_concept_of_a_trained_model_needs_its_weights(tmp_path, tiny_checkpoint, capsys):
     """A concept made with a weights file: located with --concept-checkpoint, refused in one line without it."""
-    frames, masks = leaving_clip()
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    for i, frame in enumerate(frames[:2]):
-        Image.fromarray(frame).save(folder / f"{i:05d}.png")
-    Image.fromarray(masks[0].astype(np.uint8) * 255).save(tmp_path / "m.png")
+    folder, first = frame_folder(tmp_path, 2)
     concept = tmp_path / "c.persam"
-    assert main(["personalize", "--ref", str(folder / "00000.png"), "--ref-mask", str(tmp_path / "m.png"),
+    assert main(["personalize", "--ref", str(folder / "00000.png"), "--ref-mask", str(first),
                  "--model", "sam_tiny", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "-o", str(concept)]) == 0
     base = ["video", str(folder), "--concept", str(concept), "--tracker", "sam2", *SAM2_TINY]
     rc = main([*base, "-o", str(tmp_path / "a")])
@@ -217,3 +208,106 @@ def test_concept_of_a_trained_model_needs_its_weights(tmp_path, tiny_checkpoint,
     rc = main([*base, "-o", str(tmp_path / "b"), "--concept-checkpoint", str(tiny_checkpoint)])
     assert rc == 0, capsys.readouterr().err
     assert len(list((tmp_path / "b").glob("*.png"))) == 2
+
+
+ENTERS = 3  # the entering clip: the object is out of the picture on frames 0..2
+
+
+def test_object_that_enters_later_is_tracked_from_the_frame_it_is_found(concept_file, tmp_path):
+    """No first-frame mask: PerSAM (the concept's calibrated presence check) searches every frame until the object
+    is there; the frames before get empty masks, the first frame it is found on is SAM 2's conditioning frame, and
+    from there the masks are the package's predictor's for that mask (run on the clip from that frame)."""
+    import persam
+    import torch
+
+    from persam.io import load_image
+    from persam.session.concept_file import load_concept
+    from persam.session.tracker import SamTracker, concept_locator
+    from persam.session.video_predictor import load_video_predictor
+
+    frames, truth = leaving_clip(away=range(ENTERS), count=8)
+    jpg = tmp_path / "jpg"  # the same decoded pixels for persam's tracker and the package's JPEG loader
+    jpg.mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(jpg / f"{i:05d}.jpg", quality=95)
+    decoded = [load_image(p) for p in sorted(jpg.iterdir())]
+    torch.manual_seed(0)
+    concept = load_concept(concept_file, persam.load("sam_tiny", random_weights=True, device="cpu"))
+    torch.manual_seed(0)
+    predictor, _ = load_video_predictor("sam2_tiny", random_weights=True, device="cpu")
+    locate, searched = concept_locator({1: concept}), []
+
+    def logged(oid, frame):
+        found = locate(oid, frame)
+        searched.append((tracker.images.decoded - 1, found is not None))
+        return found
+
+    tracker = SamTracker(predictor, iter(decoded), {}, count=len(frames), waiting={1}, find=logged)
+    out = list(tracker.run())
+    assert [f.index for f in out] == list(range(len(frames)))
+    assert searched == [(0, False), (1, False), (2, False), (3, True)]  # searched every frame until found, then not
+    for f in out[:ENTERS]:
+        assert not f.labels.any() and not f.masks[1].any() and f.scores[1] == float("-inf")
+    (seed,) = tracker.seeds[1]
+    assert (seed.frame, seed.source) == (ENTERS, "concept") and seed.prompts
+    x, y = seed.prompts[0]["points_xy"][0]
+    assert truth[ENTERS][int(y), int(x)]  # PerSAM's positive point is on the object
+    assert tracker.unseen == {1: ENTERS} and not tracker.waiting
+    assert any(f"frame {ENTERS}: object 1 found by its concept" in note for note in tracker.notes)
+    # the package's predictor on the clip from frame ENTERS, seeded there with the mask PerSAM finds
+    later = tmp_path / "later"
+    later.mkdir()
+    for i, path in enumerate(sorted(jpg.iterdir())[ENTERS:]):
+        (later / f"{i:05d}.jpg").write_bytes(path.read_bytes())
+    found = concept.segment(decoded[ENTERS], detect_absent=True)
+    assert found.present
+    torch.manual_seed(0)
+    official, _ = load_video_predictor("sam2_tiny", random_weights=True, device="cpu")
+    state = official.init_state(str(later))
+    official.add_new_mask(state, 0, 1, torch.from_numpy(found.mask))
+    expected = {t + ENTERS: logits[0, 0].numpy() > 0 for t, _, logits in official.propagate_in_video(state)}
+    assert sorted(expected) == list(range(ENTERS, len(frames)))
+    for f in out[ENTERS:]:
+        assert f.masks[1].any() and iou(f.masks[1], expected[f.index]) >= 0.99, f.index
+
+
+@pytest.mark.parametrize("away, count", [(range(ENTERS), 5), (range(3), 3)])
+def test_video_cli_waits_for_the_concept(tmp_path, concept_file, capsys, away, count):
+    """``persam video --concept --detect-absent`` on a clip that starts without the object (or never shows it):
+    empty masks until it is found, the seed and the frames before it in the manifest, exit 0."""
+    frames, _ = leaving_clip(away=away, count=count)
+    video, out = write_video(tmp_path / "clip.mp4", frames), tmp_path / "out"
+    rc = main(["video", str(video), "--concept", str(concept_file), "--tracker", "sam2", "--detect-absent",
+               "-o", str(out), *SAM2_TINY])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    labels = [np.asarray(Image.open(out / f"{i:05d}.png")) for i in range(count)]
+    (obj,) = json.loads((out / "manifest.json").read_text())["objects"]
+    assert captured.out.startswith(f"persam video: {count} frames of 1 object tracked by SAM 2")
+    if len(away) < count:  # found on the first frame it is in
+        assert [s["frame"] for s in obj["seeds"]] == [away.stop] and obj["unseen_frames"] == away.stop
+        assert not any(lab.any() for lab in labels[:away.stop]) and all(lab.any() for lab in labels[away.stop:])
+        assert captured.err == ""
+    else:  # never there: all empty, one line on stderr
+        assert obj["seeds"] == [] and obj["unseen_frames"] == count and obj["lost_frames"] == 0
+        assert not any(lab.any() for lab in labels)
+        assert captured.err == f"persam: {concept_file}: not found in any of the {count} frames of {video}; its masks are empty\n"
+
+
+def test_only_persams_progress_bar_is_shown(tmp_path, capfd, monkeypatch):
+    """On a terminal, ``persam video --tracker sam2`` shows its own bar ("video", frames), not the package's
+    ("propagate in video"), and the package's bar is back for direct callers afterwards."""
+    import sys
+
+    import sam2.sam2_video_predictor as official_module
+
+    folder, first = frame_folder(tmp_path, 3)
+    bar = official_module.tqdm
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    rc = main(["video", str(folder), "--mask", str(first), "--tracker", "sam2", "-o", str(tmp_path / "o"), *SAM2_TINY])
+    captured = capfd.readouterr()
+    assert rc == 0, captured.err
+    assert "video: 100%" in captured.err and "3/3" in captured.err  # persam's bar
+    assert "propagate in video" not in captured.err and "frame loading" not in captured.err
+    assert captured.out.startswith("persam video: 3 frames of 1 object tracked by SAM 2")
+    assert official_module.tqdm is bar

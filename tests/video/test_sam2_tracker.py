@@ -37,7 +37,7 @@ def sam2_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor(sam2_checkpoint):
-    from persam.session.tracker import load_video_predictor
+    from persam.session.video_predictor import load_video_predictor
 
     model, sha = load_video_predictor("sam2_tiny", str(sam2_checkpoint), device="cpu")
     assert sha != "random"

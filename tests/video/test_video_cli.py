@@ -9,24 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clips import write_video
 from persam.cli.main import main
 from persam.io import save_label_map as save_palette  # DAVIS palette: colours differ from indices
 
 av = pytest.importorskip("av")
 
 TINY = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, options: dict | None = None) -> None:
-    with av.open(str(path), "w", options=options or {}) as out:
-        stream = out.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
 
 
 def read_video(path: Path) -> tuple[int, tuple[int, int], Fraction]:

@@ -127,7 +127,7 @@ def _run_tracker(args: argparse.Namespace) -> int:
     import warnings
 
     from persam.jobs.tracker_bench import bench_tracker, format_tracker_bench
-    from persam.session.tracker import load_video_predictor
+    from persam.session.video_predictor import load_video_predictor
 
     if args.precision != "fp32":
         raise ValueError("--precision has no effect with --tracker sam2 (it tracks in fp32); drop it")

@@ -166,7 +166,7 @@ def _track_davis(args: argparse.Namespace, pred: str, sequences: list[str] | Non
     import warnings
 
     from persam.jobs.tracking import run_davis_tracker
-    from persam.session.tracker import load_video_predictor
+    from persam.session.video_predictor import load_video_predictor
 
     warnings.filterwarnings("ignore", message=r"cannot import name '_C'")  # sam2 without its compiled hole filling
     if args.random_weights:

@@ -11,7 +11,7 @@ import argparse
 
 from persam.cli.common import (
     add_model_options, add_quiet_option, check_output_file, check_output_folder, load_model, progress, refuse, require_extra,
-    summary,
+    summary, warn,
 )
 from persam.cli.references import object_prompts_from_args
 
@@ -46,8 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="persam (default): PerSAM on every frame, the reference protocol; sam2: SAM 2's video "
                         "predictor tracks the first frame's objects with its memory (--model a SAM 2 model)")
     p.add_argument("--concept", action="append", default=[], metavar="C.persam",
-                   help="with --tracker sam2, instead of --mask: PerSAM finds this saved concept on the first frame "
-                        "(object 1, the next --concept object 2, ...) and again whenever SAM 2 loses it")
+                   help="with --tracker sam2, instead of --mask: PerSAM finds this saved concept (object 1, the next "
+                        "--concept object 2, ...) on the first frame, or with --detect-absent on the first frame it "
+                        "appears in (empty masks before), and again whenever SAM 2 loses it")
     p.add_argument("--lost-after", type=int, metavar="N",
                    help="with --tracker sam2 and --concept: search a lost object again after N frames with an object "
                         "score <= 0 (default 3)")
@@ -185,7 +186,8 @@ def run_sam2(args: argparse.Namespace) -> int:
     from persam.io.masks import first_frame_labels, read_label_map
     from persam.jobs.tracking import write_manifest, write_tracked
     from persam.session.concept_file import load_concept, read_concept_metadata
-    from persam.session.tracker import Seed, SamTracker, TrackerSettings, concept_locator, load_video_predictor
+    from persam.session.tracker import SamTracker, TrackerSettings, concept_locator
+    from persam.session.video_predictor import load_video_predictor
 
     _refuse_for_sam2(args)
     if args.random_weights and args.checkpoint:
@@ -209,8 +211,8 @@ def run_sam2(args: argparse.Namespace) -> int:
 
         torch.manual_seed(0)
     predictor, sha = load_video_predictor(name, args.checkpoint, random_weights=args.random_weights, device=args.device)
-    seeds: dict[int, list[Seed]] = {}
-    locate = None
+    masks: dict[int, np.ndarray] = {}
+    locate = find = None  # --mask: no concept to search with
     if args.mask:
         labels = first_frame_labels(read_label_map(args.mask), first.shape[:2], name=str(args.mask),
                                     frame=f"the frames of {args.input} are", drawn_mask=True)
@@ -223,20 +225,17 @@ def run_sam2(args: argparse.Namespace) -> int:
             if args.presence_threshold is not None:
                 concepts[oid].presence_threshold = args.presence_threshold
         detect = args.detect_absent or args.presence_threshold is not None
-        masks = {}
-        for oid, concept in concepts.items():
-            first_search = concept_locator({oid: concept}, detect_absent=detect or concept.presence_threshold is not None)
-            found = first_search(oid, first)
-            if found is None:
-                raise ValueError(f"{args.concept[oid - 1]}: the concept is not in the first frame of {args.input} "
-                                 "(below its presence threshold, or an empty mask); start the clip where it is visible "
-                                 "or pass --mask")
-            masks[oid] = found.mask
-            seeds[oid] = [Seed(0, "concept", found.prompts)]
-        locate = concept_locator(concepts, detect_absent=True)
+        # until an object is first found: every frame from frame 0, presence check as asked (or saved in the concept)
+        finders = {oid: concept_locator({oid: concept}, detect_absent=detect or concept.presence_threshold is not None)
+                   for oid, concept in concepts.items()}
+
+        find = lambda oid, frame: finders[oid](oid, frame)  # noqa: E731
+
+        locate = concept_locator(concepts, detect_absent=True)  # a lost object: always with the presence check
     settings = TrackerSettings(lost_after=args.lost_after or 3)
     tracker = SamTracker(predictor, itertools.chain([first], frames), masks, count=source.total, locate=locate,
-                         seeds=seeds, settings=settings)
+                         settings=settings, waiting=set() if args.mask else set(range(1, len(args.concept) + 1)),
+                         find=find)
     writer = OverlayWriter(args.overlay_video, source.fps, tracker.hw) if args.overlay_video else None
     written, lost = write_tracked(tracker, out, writer,
                                   wrap=lambda items: progress(items, source.total, "video", unit="frame"))
@@ -245,8 +244,11 @@ def run_sam2(args: argparse.Namespace) -> int:
     if source.stopped:
         raise ValueError(f"{args.input}: {source.stopped}; the {written} frames decoded were tracked into {out}; "
                          "re-encode or re-download the video to track the rest")
+    for oid in sorted(tracker.waiting):
+        warn(f"{args.concept[oid - 1]}: not found in any of the {written} frames of {args.input}; its masks are empty")
     shown = f" and {args.overlay_video}" if writer is not None else ""
-    refound = sum(len(s) - 1 for s in tracker.seeds.values())
-    summary(args, f"persam video: {written} frames of {len(masks)} object{'s' if len(masks) != 1 else ''} tracked by "
+    refound = sum(max(len(s) - 1, 0) for s in tracker.seeds.values())
+    count = len(tracker.object_ids)
+    summary(args, f"persam video: {written} frames of {count} object{'s' if count != 1 else ''} tracked by "
                   f"SAM 2 ({name}) written to {out}{shown}; {refound} re-detection{'s' if refound != 1 else ''}")
     return 0

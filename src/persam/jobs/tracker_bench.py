@@ -66,7 +66,7 @@ def bench_tracker(predictor: "nn.Module", model: str, *, random_weights: bool, n
     """Track a synthetic clip and time each frame (see the module docstring).
 
     Args:
-        predictor: ``SAM2VideoPredictor`` (``persam.session.tracker.load_video_predictor``).
+        predictor: ``SAM2VideoPredictor`` (``persam.session.video_predictor.load_video_predictor``).
         model, random_weights: recorded in the result.
         n_objects: objects in the clip (at least 1).
         size: frame width N (frames are N x round(0.75 N)).

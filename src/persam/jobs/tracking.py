@@ -8,14 +8,19 @@ Files under the output folder:
          "objects": [{"id": 1, "seeds": [{"frame": 0, "source": "mask" | "concept",
                                           "prompts": [{"points_xy": [[x, y], ...], "point_labels": [...],
                                                        "box_xyxy": [x0, y0, x1, y1] or null}, ...]}, ...],
-                      "lost_frames": N}, ...],
-         "notes": [...]}
+                      "lost_frames": N, "unseen_frames": M}, ...],
+         "searches": K, "notes": [...]}
 
     where each seed is one prompting of SAM 2 for that object: frame 0 (the
     given mask, or the mask PerSAM found from the object's concept) and every
     frame where PerSAM found a lost object again; ``prompts`` holds PerSAM's
     decoder passes for a concept seed (first pass first, photo pixels) and is
-    empty for a mask seed.
+    empty for a mask seed. An object given as a concept that is not on frame
+    0 is searched on every frame until found: its first seed is that frame,
+    ``unseen_frames`` counts the frames before it (empty masks; all frames and
+    no seeds: never found). ``lost_frames`` counts the frames after its first
+    seed on which its mask was empty; ``searches`` the concept searches after
+    frame 0.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ def write_tracked(tracker: SamTracker, masks_dir: Path, overlay: OverlayWriter |
         name: file stem of frame ``index``.
 
     Returns:
-        (frames written, object id -> frames on which its mask was empty).
+        (frames written, object id -> frames on which its mask was empty once it was found).
     """
     lost = {oid: 0 for oid in tracker.object_ids}
     written = 0
@@ -63,7 +68,7 @@ def write_tracked(tracker: SamTracker, masks_dir: Path, overlay: OverlayWriter |
             if overlay is not None:
                 overlay.write(tint(tracker.rgb(frame.index), frame.labels))
             for oid in tracker.object_ids:
-                lost[oid] += int(not frame.masks[oid].any())
+                lost[oid] += int(oid not in tracker.waiting and not frame.masks[oid].any())
             written += 1
     except BaseException:
         if overlay is not None:
@@ -81,7 +86,8 @@ def write_manifest(masks_dir: Path, tracker: SamTracker, written: int, lost: dic
         "tracker": "sam2",
         "frames": written,
         "lost_after": tracker.settings.lost_after,
-        "objects": [{"id": oid, "seeds": [seed.to_dict() for seed in tracker.seeds[oid]], "lost_frames": lost[oid]}
+        "objects": [{"id": oid, "seeds": [seed.to_dict() for seed in tracker.seeds[oid]], "lost_frames": lost[oid],
+                     "unseen_frames": tracker.unseen[oid]}
                     for oid in tracker.object_ids],
         "searches": tracker.searches,
         "notes": list(tracker.notes),
@@ -109,7 +115,7 @@ def run_davis_tracker(
     annotation seeds the objects). Writes ``out_dir/<seq>/<frame>.png``.
 
     Args:
-        predictor: ``SAM2VideoPredictor`` (``persam.session.tracker.load_video_predictor``).
+        predictor: ``SAM2VideoPredictor`` (``persam.session.video_predictor.load_video_predictor``).
         root: DAVIS 2017 root; ``sequences``, ``subset``, ``resolution`` as ``persam.jobs.davis.run_davis``.
         settings: tracker knobs.
         progress: ``progress(items, total, desc, unit="frame")`` or None.

@@ -26,6 +26,16 @@ with its memory. This module only feeds and reads the predictor:
   is kept as a conditioning frame and not re-tracked over) and propagation
   restarts there. A failed search waits another ``lost_after``
   frames before the next one.
+* **Objects that appear later** (``waiting``): an object with no mask on
+  frame 0 is searched with ``find`` (its concept) on every frame, from frame
+  0, until it is found; its masks are empty before. The first frame where it
+  is found becomes its conditioning frame (prompted as a re-found object is)
+  and tracking of it starts there. Before any object is found the predictor
+  is not run at all (it needs one prompted object).
+* **Progress**: ``propagate_in_video`` wraps its frames in its own tqdm bar
+  ("propagate in video", no option to turn it off); the tracker builds the
+  predictor's generator with that bar off (``video_predictor.propagate``),
+  so callers show their own progress alone.
 
 Coordinates: label maps and masks (H, W) in video pixels; ids 1..255.
 """
@@ -39,6 +49,7 @@ import numpy as np
 import torch
 
 from persam.session.streamed_frames import FramesEnded, StreamedFrames, new_inference_state
+from persam.session.video_predictor import propagate
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -126,8 +137,8 @@ class TrackedFrame(NamedTuple):
     Attributes:
         index: frame number, 0 = first.
         labels: (H, W) uint8 label map: arg-max of the objects' logits against a zero background.
-        scores: object id -> the predictor's object-score logit (> 0: present).
-        masks: object id -> (H, W) bool mask (its logits > 0), before merging.
+        scores: object id -> the predictor's object-score logit (> 0: present); -inf for an object not found yet.
+        masks: object id -> (H, W) bool mask (its logits > 0), before merging; empty for an object not found yet.
     """
 
     index: int
@@ -138,16 +149,20 @@ class TrackedFrame(NamedTuple):
 
 @dataclass
 class SamTracker:
-    """Tracks the objects of frame 0 through a clip with SAM 2's video predictor.
+    """Tracks the objects of frame 0, and objects that appear later, through a clip with SAM 2's video predictor.
 
     Args:
         predictor: ``sam2.sam2_video_predictor.SAM2VideoPredictor`` (eval mode).
         frames: the clip's (H, W, 3) uint8 RGB frames, frame 0 first, pulled as needed.
-        first_masks: object id -> (H, W) bool mask on frame 0 (at least one).
+        first_masks: object id -> (H, W) bool mask on frame 0 (at least one object here or in ``waiting``).
         count: frames in the clip, if known (the predictor's ``num_frames``).
         locate: finds a lost object again (``concept_locator``); None = no re-detection.
         seeds: object id -> how its frame-0 mask was made (default "mask").
         settings: ``TrackerSettings``.
+        waiting: ids of objects with no first-frame mask, searched with ``find`` on every frame from frame 0
+            until found (still waiting after ``run``: never found).
+        find: ``Locate`` for the waiting objects (default: ``locate``).
+        unseen: object id -> frames yielded while it was waiting (filled by ``run``).
     """
 
     predictor: "nn.Module"
@@ -158,21 +173,32 @@ class SamTracker:
     seeds: dict[int, list[Seed]] = field(default_factory=dict)
     settings: TrackerSettings = field(default_factory=TrackerSettings)
     notes: list[str] = field(default_factory=list)
+    waiting: set[int] = field(default_factory=set)
+    find: Locate | None = None
+    unseen: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.first_masks:
+        if not self.first_masks and not self.waiting:
             raise ValueError("no object to track: the first frame's mask has no object")
-        self.object_ids = sorted(int(oid) for oid in self.first_masks)
+        self.waiting = {int(oid) for oid in self.waiting} - {int(oid) for oid in self.first_masks}
+        self.find = self.find or self.locate
+        if self.waiting and self.find is None:
+            raise ValueError("objects with no first-frame mask need a way to find them (find or locate)")
+        self.object_ids = sorted({int(oid) for oid in self.first_masks} | self.waiting)
         self.images = StreamedFrames(self.frames, int(self.predictor.image_size), self.count)
         self.state = new_inference_state(self.predictor, self.images)
         self.hw: tuple[int, int] = self.images.hw
-        for oid in self.object_ids:
+        for oid in sorted(self.first_masks):
             mask = np.asarray(self.first_masks[oid], dtype=bool)
             if mask.shape != self.hw:
                 raise ValueError(f"object {oid}'s mask is {mask.shape[1]}x{mask.shape[0]} but the first frame is "
                                  f"{self.hw[1]}x{self.hw[0]}")
-            self.seeds.setdefault(oid, [Seed(0, "mask")])
+            self.seeds.setdefault(int(oid), [Seed(0, "mask")])
+        for oid in self.waiting:
+            self.seeds[oid] = []
+        self.unseen = {oid: 0 for oid in self.object_ids}
         self._lost = {oid: 0 for oid in self.object_ids}
+        self._waited_through = -1  # the last frame the waiting objects were searched on
         self.window = self.settings.memory_window or self._model_window()
         self.searches = 0
 
@@ -187,13 +213,35 @@ class SamTracker:
 
     def run(self) -> Iterator[TrackedFrame]:
         """Yield every frame's tracked objects, frame 0 first, decoding the clip as it goes."""
+        frames = 0
+        for frame in self._track():
+            for oid in self.waiting:
+                self.unseen[oid] += 1
+            frames += 1
+            yield frame
+        for oid in sorted(self.waiting):
+            self.notes.append(f"object {oid}: not found by its concept on any of the {frames} frames; its masks are empty")
+
+    def _track(self) -> Iterator[TrackedFrame]:
         with torch.inference_mode():
-            for oid in self.object_ids:
-                self._prompt(0, oid, np.asarray(self.first_masks[oid], dtype=bool))
-        start, replayed = 0, None
+            for oid in sorted(self.first_masks):
+                self._prompt(0, int(oid), np.asarray(self.first_masks[oid], dtype=bool))
+        start = 0
+        while True:  # before any object is found: search the waiting ones, frame by frame
+            try:
+                if start >= len(self.images):
+                    return
+                self._find_waiting(start)
+            except FramesEnded:
+                return
+            if self.state["obj_ids"]:
+                break
+            yield self._empty(start)
+            start += 1
+        replayed = None
         while True:
             restart = None
-            stream = self.predictor.propagate_in_video(self.state, start_frame_idx=start)
+            stream = propagate(self.predictor, self.state, start)
             try:
                 for index, obj_ids, logits in stream:
                     frame = self._frame(index, obj_ids, logits)
@@ -209,6 +257,33 @@ class SamTracker:
             if restart is None:
                 return
             start, replayed = restart, restart
+
+    def _empty(self, index: int) -> TrackedFrame:
+        """Frame ``index`` with no object found yet: empty masks, score -inf."""
+        empty = np.zeros(self.hw, dtype=bool)
+        return TrackedFrame(index, np.zeros(self.hw, dtype=np.uint8), {oid: float("-inf") for oid in self.object_ids},
+                            {oid: empty for oid in self.object_ids})
+
+    def _find_waiting(self, index: int) -> set[int]:
+        """Search frame ``index`` for each waiting object (once per frame); prompt the ones found; their ids."""
+        if index <= self._waited_through:
+            return set()
+        self._waited_through = index
+        found = set()
+        for oid in sorted(self.waiting):
+            self.searches += int(index > 0)  # frame 0 is searched on every run with concepts
+            located = self.find(oid, self.rgb(index))
+            if located is None:
+                continue
+            with torch.inference_mode():
+                self._prompt(index, oid, located.mask)
+            self.waiting.discard(oid)
+            self.seeds[oid].append(Seed(index, "concept", located.prompts))
+            if index:
+                self.notes.append(f"frame {index}: object {oid} found by its concept (not in frames 0-{index - 1}); "
+                                  "SAM 2 tracks it from there")
+            found.add(oid)
+        return found
 
     def _prompt(self, index: int, oid: int, mask: np.ndarray) -> None:
         """Add ``mask`` as a conditioning input of object ``oid`` on frame ``index``."""
@@ -227,6 +302,9 @@ class SamTracker:
         for row, oid in enumerate(obj_ids):
             masks[int(oid)] = (logits[row] > 0).numpy()
             scores[int(oid)] = self._object_score(index, row, logits[row])
+        for oid in self.object_ids:
+            if oid not in masks:  # not found yet
+                masks[oid], scores[oid] = np.zeros(self.hw, dtype=bool), float("-inf")
         best, winner = logits.max(dim=0)
         ids = torch.tensor([int(o) for o in obj_ids], dtype=torch.uint8)
         labels = torch.where(best > 0, ids[winner], torch.zeros((), dtype=torch.uint8)).numpy()
@@ -241,9 +319,13 @@ class SamTracker:
         return float(logits.max())
 
     def _search(self, frame: TrackedFrame) -> bool:
-        """Count lost frames; search lost objects with ``locate``; True if one was re-prompted on this frame."""
-        found = False
+        """Count lost frames; search lost objects with ``locate`` and waiting ones with ``find``; True if one was
+        prompted on this frame."""
+        just = self._find_waiting(frame.index) if self.waiting else set()
+        found = bool(just)
         for oid in self.object_ids:
+            if oid in self.waiting or oid in just:  # not tracked yet, or prompted on this frame just now
+                continue
             if frame.scores[oid] > 0 and frame.masks[oid].any():
                 if self._lost[oid]:
                     self.notes.append(f"frame {frame.index}: object {oid} is tracked again")
@@ -288,35 +370,3 @@ class SamTracker:
                         if isinstance(value, torch.Tensor):
                             total += value.numel() * value.element_size()
         return total
-
-
-def load_video_predictor(name: str, checkpoint: "str | None" = None, *, random_weights: bool = False,
-                         device: "str | torch.device | None" = None) -> "tuple[nn.Module, str]":
-    """SAM 2's video predictor ``name`` with its weights, and the weights' SHA-256 ("random" for random weights).
-
-    Args:
-        name: a SAM 2 model (``persam.backends.sam2_models.CONFIGS``).
-        checkpoint: an official-layout file; None = the model's known download.
-        random_weights: no weights (seed torch first for reproducible ones).
-        device: "cpu", "cuda", ... or None for the best available.
-
-    Raises:
-        ValueError: not a SAM 2 model, or weights that do not fit; FileNotFoundError: no such checkpoint.
-    """
-    from persam.backends import sam2_models
-    from persam.backends.registry import resolve_device
-
-    if not sam2_models.is_sam2(name):
-        raise ValueError(f"--tracker sam2 runs a SAM 2 model, not {name!r}; pass --model "
-                         f"{' / '.join(n for n in sam2_models.CONFIGS if n != 'sam2_tiny')}")
-    dev = resolve_device(device)
-    predictor = sam2_models.build_model(name, video=True, device="cpu")
-    sha = "random"
-    if not random_weights:
-        from persam.backends.checkpoints import resolve_checkpoint
-        from persam.io.hashing import file_sha256
-
-        path = resolve_checkpoint(name, checkpoint)
-        sam2_models.load_weights(predictor, path)
-        sha = file_sha256(path)
-    return predictor.to(dev).eval(), sha
