@@ -18,6 +18,13 @@ SAMPLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "perseg-s
 synthetic_photo = tiled_photo
 
 
+def openvino_has_bf16() -> bool:
+    """Whether OpenVINO can run bf16 on this CPU (AVX512-BF16 or AMX); it runs fp32 elsewhere."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     """A session over the tiny SAM (official module classes, seeded random weights)."""

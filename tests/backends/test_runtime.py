@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import persam
-from conftest import synthetic_photo
+from conftest import openvino_has_bf16, synthetic_photo
 from persam.backends.builders import write_random_checkpoint
 from persam.backends.runtime import RUNTIME_IMPLS, RuntimeUnavailableError, attach_runtime
 
@@ -145,19 +145,13 @@ def test_random_weights_are_converted_for_the_run_only(cache, conversions):
     assert model.backend.encode(image).embedding.shape == (1, 32, 16, 16)
 
 
-def _cpu_has_bf16() -> bool:
-    import openvino as ov
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
 @pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
 def test_bf16_runs_close_to_fp32_from_the_same_conversion(tiny_ckpt, cache, conversions):
     image, _ = synthetic_photo(200, 260, seed=0)
     ref = _embedding(persam.load("sam_tiny", tiny_ckpt, device="cpu"), image)
     fp32 = _embedding(persam.load("sam_tiny", tiny_ckpt, device="cpu", runtime="openvino"), image)
     assert _rel(fp32, ref) < RTOL
-    if not _cpu_has_bf16():  # OpenVINO would run fp32 and call it bf16: refused, before any conversion
+    if not openvino_has_bf16():  # OpenVINO would run fp32 and call it bf16: refused, before any conversion
         with pytest.raises(RuntimeUnavailableError, match="needs a CPU with bf16 arithmetic"):
             persam.load("sam_tiny", tiny_ckpt, device="cpu", precision="bf16", runtime="openvino")
         assert conversions["openvino"] == 1
@@ -246,7 +240,7 @@ def test_bench_compares_runtimes_with_torch_fp32(tmp_path, cache, capsys):
     from persam.cli.main import main
 
     out = tmp_path / "bench.json"
-    bf16 = ["--runtime", "openvino:bf16"] if _cpu_has_bf16() else []
+    bf16 = ["--runtime", "openvino:bf16"] if openvino_has_bf16() else []
     code = main(["bench", "--model", "sam_tiny", "--random-weights", "--image-size", "64", "--runs", "1",
                  "--runtime", "openvino", *bf16, "--json", str(out)])
     assert code == 0

@@ -1,6 +1,6 @@
 """``--runtime`` reaches the image encoder on every command that encodes photos: ``persam index``,
 ``persam segment`` and ``persam video`` run it through the converted encoder (its calls are counted), and
-``persam segment --workers 2`` may call it from two threads at once."""
+``persam segment --workers 2`` may call it from two threads at once; SAM 2 models run their three maps through it."""
 
 from __future__ import annotations
 
@@ -71,3 +71,39 @@ def test_index_segment_and_video_encode_through_the_runtime(tmp_path, monkeypatc
     assert main(["video", str(frames), "--mask", str(tmp_path / "first.png"), "-o", str(tmp_path / "video"), *model]) == 0
     assert encoder_calls == ["openvino"] * 9
     assert json.loads((tmp_path / "video" / "manifest.json").read_text())["settings"]["runtime"] == "openvino"
+
+
+def test_sam2_index_segment_and_bench_through_the_runtime(tmp_path, monkeypatch, encoder_calls, capsys):
+    """SAM 2's three maps through ONNX Runtime (its conversion is the quicker one; OpenVINO's: tests/backends)."""
+    pytest.importorskip("sam2")
+    pytest.importorskip("onnxruntime")
+    from persam.backends.sam2_models import write_random_checkpoint as write_sam2_checkpoint
+
+    monkeypatch.setenv("PERSAM_HOME", str(tmp_path / "home"))
+    ckpt = write_sam2_checkpoint("sam2_tiny", tmp_path / "sam2_tiny.pt", seed=3)
+    model = ["--model", "sam2_tiny", "--checkpoint", str(ckpt), "--runtime", "onnxruntime"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(synthetic_photo(seed=40)[0]).save(photos / "p0.png")
+    ref, mask = synthetic_photo(seed=5)
+    Image.fromarray(ref).save(tmp_path / "ref.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")
+    refs = ["--ref", str(tmp_path / "ref.png"), "--ref-mask", str(tmp_path / "ref_mask.png")]
+
+    assert main(["index", str(photos), "-o", str(tmp_path / "album.idx"), *model]) == 0
+    assert main(["segment", *refs, "--index", str(tmp_path / "album.idx"), "-o", str(tmp_path / "from-index"), *model]) == 0
+    assert encoder_calls == ["onnxruntime"] * 2  # the photo (index), the reference (segment)
+    assert main(["segment", *refs, str(photos), "-o", str(tmp_path / "torch"), *model[:-2]]) == 0
+    assert len(encoder_calls) == 2
+    runtime_mask = np.array(Image.open(next((tmp_path / "from-index").rglob("p0*.png"))))
+    torch_mask = np.array(Image.open(next((tmp_path / "torch").rglob("p0*.png"))))
+    a, b = runtime_mask > 0, torch_mask > 0
+    assert a.any() and (a & b).sum() / (a | b).sum() >= 0.999
+    capsys.readouterr()
+
+    assert main(["bench", "--model", "sam2_tiny", "--random-weights", "--image-size", "64", "--runs", "1",
+                 "--runtime", "onnxruntime", "--json", str(tmp_path / "bench.json")]) == 0
+    assert "persam bench --runtime: sam2_tiny" in capsys.readouterr().out
+    row = json.loads((tmp_path / "bench.json").read_text())["rows"][1]
+    assert (row["runtime"], row["precision"]) == ("onnxruntime", "fp32")
+    assert row["max_rel_diff"] < 1e-4  # over the three maps

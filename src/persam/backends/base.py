@@ -176,7 +176,7 @@ class Backend:
         family: "sam" (segment-anything's decoder: SAM, MobileSAM, LiteMedSAM) or
             "sam2" (SAM 2.1, ``persam.backends.sam2_backend``): tells the method
             layer which decoder runner to use (``persam.method.decoder``).
-        image_encoder: official image encoder module.
+        image_encoder: official image encoder module (SAM 2: ``Sam2ImageEncoder`` around the official model).
         prompt_encoder: official prompt encoder module.
         mask_decoder: official mask decoder module.
         preprocessing: how images become encoder input.
@@ -186,7 +186,8 @@ class Backend:
         checkpoint_sha256: SHA-256 of the weights file, or "random" for random weights.
         runtime: "torch", or the inference runtime that runs the image encoder
             (``persam.backends.runtime.attach_runtime``; its PyTorch module then stays fp32).
-        runtime_encoder: that runtime's encoder, (1, 3, S, S) -> (1, C, h, w) float32; None for torch.
+        runtime_encoder: that runtime's encoder, (1, 3, S, S) -> what ``image_encoder``
+            returns (here a (1, C, h, w) float32 embedding; SAM 2: its three maps); None for torch.
     """
 
     name: str
@@ -198,7 +199,8 @@ class Backend:
     precision: Literal["fp32", "bf16"] = "fp32"
     checkpoint_sha256: str = "random"
     runtime: str = "torch"
-    runtime_encoder: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+    runtime_encoder: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]] | None = field(
+        default=None, repr=False)
     encoder_calls: int = field(default=0, repr=False)
     family: Family = "sam"
     _dense_pe: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)

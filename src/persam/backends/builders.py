@@ -90,9 +90,14 @@ def write_random_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -
 
     Useful for speed measurements and tests where no trained checkpoint can be
     downloaded; it loads through ``--checkpoint`` like an official file.
+    SAM 2 names are written by ``persam.backends.sam2_models.write_random_checkpoint``.
     """
     import torch
 
+    from persam.backends import sam2_models
+
+    if sam2_models.is_sam2(name):
+        return sam2_models.write_random_checkpoint(name, path, seed=seed)
     torch.manual_seed(seed)
     *_, module = BUILDERS[name]()
     out = Path(path)

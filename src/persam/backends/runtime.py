@@ -4,8 +4,9 @@
 PyTorch encoder once, caches the converted model, and makes
 ``Backend.encode`` run it instead of PyTorch. The prompt encoder and the mask
 decoder stay in PyTorch. The runtime takes the same (1, 3, S, S) float32
-row-major input as the PyTorch encoder and gives the same (1, C, h, w)
-float32 row-major embedding.
+row-major input as the PyTorch encoder and gives the same float32 row-major
+outputs in the same order: the SAM 1 family's one (1, C, h, w) embedding,
+SAM 2's three maps (``persam.backends.sam2_backend.Sam2ImageEncoder``).
 
 Cache: one folder per converted encoder (OpenVINO: one for both precisions) under
 ``persam.backends.checkpoints.cache_dir() / "encoders"``, named from the model,
@@ -110,7 +111,7 @@ class _Runtime(Protocol):
 
     def convert(self, encoder: nn.Module, example: torch.Tensor, folder: Path) -> None: ...
 
-    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], np.ndarray]: ...
+    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]: ...
 
 
 class _OpenVino:
@@ -141,7 +142,7 @@ class _OpenVino:
         if precision == "bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise RuntimeUnavailableError(_NO_BF16)
 
-    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
         import openvino as ov
 
         core = ov.Core()
@@ -154,12 +155,14 @@ class _OpenVino:
             raise RuntimeUnavailableError(_NO_BF16)
         local = threading.local()  # one request per thread: a request runs one inference at a time
 
-        def run(x: np.ndarray) -> np.ndarray:
+        outputs = len(compiled.outputs)
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
             request = getattr(local, "request", None)
             if request is None:
                 request = local.request = compiled.create_infer_request()
             request.infer({0: x})
-            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+            return [np.array(request.get_output_tensor(i).data, dtype=np.float32, copy=True) for i in range(outputs)]
 
         return run
 
@@ -188,18 +191,20 @@ class _OnnxRuntime:
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
             torch.onnx.export(
                 encoder, (example,), str(folder / "encoder.onnx"), dynamo=False, opset_version=17,
-                input_names=["image"], output_names=["embedding"],
+                input_names=["image"], output_names=list(getattr(encoder, "output_names", ("embedding",))),
             )
 
-    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads)
+        # Errors only: Hiera's graph gives a harmless shape-merge warning on every load.
+        options.log_severity_level = 3
         session = ort.InferenceSession(str(folder / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
 
-        def run(x: np.ndarray) -> np.ndarray:
-            return np.ascontiguousarray(session.run(None, {"image": x})[0], dtype=np.float32)
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            return [np.ascontiguousarray(out, dtype=np.float32) for out in session.run(None, {"image": x})]
 
         return run
 
@@ -210,7 +215,10 @@ RUNTIME_IMPLS: dict[str, _Runtime] = {impl.name: impl for impl in (_OpenVino(), 
 
 @dataclass
 class RuntimeEncoder:
-    """A converted image encoder: ``(1, 3, S, S) float32 -> (1, C, h, w) float32`` on the CPU.
+    """A converted image encoder on the CPU: ``(1, 3, S, S) float32 ->`` what the PyTorch module returns.
+
+    One output (the SAM 1 family): a (1, C, h, w) float32 tensor; several
+    (SAM 2's ``Sam2ImageEncoder``): a tuple of float32 tensors in the module's order.
 
     Attributes:
         runtime: "openvino" or "onnxruntime".
@@ -227,12 +235,13 @@ class RuntimeEncoder:
     folder: Path | None
     converted: bool
     load_s: float
-    _run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    _run: Callable[[np.ndarray], list[np.ndarray]] = field(repr=False)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, 3, S, S) input (any float dtype, any layout, CPU) -> (1, C, h, w) float32 row-major."""
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """(1, 3, S, S) input (any float dtype, any layout, CPU) -> the output(s), float32 row-major."""
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self._run(array))
+        outputs = tuple(torch.from_numpy(out) for out in self._run(array))
+        return outputs[0] if len(outputs) == 1 else outputs
 
 
 def _import_check(impl: _Runtime) -> None:
@@ -313,7 +322,9 @@ def load_runtime_encoder(
     """The cached conversion of ``encoder`` for ``runtime``, converting it first if needed.
 
     Args:
-        encoder: the prepared fp32 PyTorch image encoder, on the CPU, in eval mode.
+        encoder: the prepared fp32 PyTorch image encoder, on the CPU, in eval mode; one
+            (1, 3, S, S) input, one output tensor or a tuple of them (with several, an
+            ``output_names`` attribute names them in the ONNX graph).
         model: backend name (part of the cache key).
         weights_sha256: the checkpoint's SHA-256; "random" converts into a temporary folder.
         input_size: side S of the encoder input.

@@ -8,8 +8,15 @@ high-resolution levels through the decoder's ``conv_s0`` / ``conv_s1``),
 resolution level. The decoder side runs through
 ``persam.method.sam2_runner`` (``Backend.family == "sam2"``).
 
-Only fp32 with PyTorch: the image encoder's features feed the decoder's
-fp32 skip convolutions inside ``forward_image``.
+The input side of that chain (after ``SAM2Transforms``) to the three maps is
+one module, ``Sam2ImageEncoder``: PyTorch runs it, and ``--runtime openvino``
+/ ``--runtime onnxruntime`` convert it (``persam.backends.runtime``).
+
+Precision: PyTorch runs fp32 only (the image encoder's features feed the
+decoder's fp32 skip convolutions inside ``forward_image``). Through a runtime,
+"fp32" is exact (float rounding only) and OpenVINO's "bf16" is its
+``INFERENCE_PRECISION_HINT`` over the whole converted module, skip
+convolutions included; the three maps stay float32 tensors.
 """
 
 from __future__ import annotations
@@ -27,13 +34,49 @@ from torch import nn
 from persam.backends.base import Backend, EncodedImage, ImageGeometry, Preprocessing
 
 
+class Sam2ImageEncoder(nn.Module):
+    """The official encoding, input to the three maps the decoder needs, as one module.
+
+    Calls the model's own ``forward_image`` and ``_prepare_backbone_features``
+    and adds ``no_mem_embed`` (as ``SAM2ImagePredictor.set_image`` does); for
+    a (1, 3, S, S) float32 input (after ``SAM2Transforms``) it returns, highest
+    resolution first and row-major:
+
+    * (1, C/8, S/4, S/4): the first high-resolution skip (through ``conv_s0``);
+    * (1, C/4, S/8, S/8): the second (through ``conv_s1``);
+    * (1, C, S/16, S/16): the image embedding, ``no_mem_embed`` added.
+
+    Attributes:
+        model: the whole ``SAM2Base`` (only its image path runs here).
+        output_names: the three outputs' names, in order (the ONNX graph's outputs).
+    """
+
+    output_names = ("high_res_s0", "high_res_s1", "embedding")
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = self.model
+        backbone_out = model.forward_image(x)
+        _, vision_feats, _, feat_sizes = model._prepare_backbone_features(backbone_out)
+        if model.directly_add_no_mem_embed:
+            vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
+        # (h*w, 1, C) -> (1, C, h, w), highest resolution first
+        s0, s1, embedding = (f.permute(1, 2, 0).reshape(1, -1, *size).float().contiguous()
+                             for f, size in zip(vision_feats, feat_sizes))
+        return s0, s1, embedding
+
+
 @dataclass
 class Sam2Backend(Backend):
     """A frozen SAM 2.1 model (``family == "sam2"``).
 
     Attributes (beyond ``Backend``'s):
-        model: the whole ``SAM2Base`` (its ``image_encoder``, ``sam_prompt_encoder``
-            and ``sam_mask_decoder`` are the backend's three parts).
+        model: the whole ``SAM2Base`` (its ``sam_prompt_encoder`` and
+            ``sam_mask_decoder`` are the backend's prompt encoder and mask
+            decoder; ``Backend.image_encoder`` is a ``Sam2ImageEncoder`` around it).
         transforms: the package's ``SAM2Transforms`` for this input size.
     """
 
@@ -53,19 +96,14 @@ class Sam2Backend(Backend):
 
         Returns:
             (1, C, h, w) embedding with ``no_mem_embed`` added, the square
-            geometry, and the two high-resolution skips.
+            geometry, and the two high-resolution skips (``Sam2ImageEncoder``'s
+            three maps, from PyTorch or from ``runtime_encoder``).
         """
-        model = self.model
         x = self.transforms(image)[None].to(self.device)
-        backbone_out = model.forward_image(x)
-        _, vision_feats, _, feat_sizes = model._prepare_backbone_features(backbone_out)
-        if model.directly_add_no_mem_embed:
-            vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
-        # (h*w, 1, C) -> (1, C, h, w), highest resolution first
-        feats = [f.permute(1, 2, 0).reshape(1, -1, *size).float().contiguous() for f, size in zip(vision_feats, feat_sizes)]
+        encoder = self.runtime_encoder if self.runtime_encoder is not None else self.image_encoder
+        s0, s1, embedding = (f.float().contiguous() for f in encoder(x))
         self.encoder_calls += 1
-        return EncodedImage(embedding=feats[-1], geometry=self.geometry(image.shape[:2]),
-                            high_res_features=(feats[0], feats[1]))
+        return EncodedImage(embedding=embedding, geometry=self.geometry(image.shape[:2]), high_res_features=(s0, s1))
 
 
 def build_sam2_backend(name: str, checkpoint: str | os.PathLike | None, device: torch.device, precision: str,
@@ -76,23 +114,26 @@ def build_sam2_backend(name: str, checkpoint: str | os.PathLike | None, device: 
         name: a SAM 2 registry name (``persam.backends.sam2_models.CONFIGS``).
         checkpoint: unused here beyond ``resolve`` (kept for the message).
         device: where the model runs.
-        precision: must be "fp32".
+        precision: "fp32"; "bf16" only with ``runtime="openvino"`` (its compile hint).
         random_weights: skip loading.
-        runtime: must be "torch".
+        runtime: "torch", or "openvino" / "onnxruntime" for ``Sam2ImageEncoder``
+            on the CPU (``persam.backends.runtime.attach_runtime``).
         resolve: returns the checkpoint file (given, cached or downloaded).
 
     Raises:
-        ValueError: bf16 or another runtime asked for.
+        ValueError: bf16 with PyTorch or ONNX Runtime.
+        persam.backends.runtime.RuntimeUnavailableError: a runtime that cannot run
+            the asked precision, its package missing, or a device other than the CPU.
         ImportError: the ``sam2`` package is missing.
         persam.backends.checkpoints.CheckpointError: the file does not load or does not fit.
     """
     from persam.backends import sam2_models
 
     del checkpoint
-    if precision != "fp32":
-        raise ValueError(f"{name} runs in fp32 only (its encoder feeds fp32 skip convolutions); drop --precision bf16")
-    if runtime != "torch":
-        raise ValueError(f"{name} runs with the torch runtime only; drop --runtime {runtime}")
+    if precision != "fp32" and runtime in ("torch", "onnxruntime"):
+        why = "its encoder feeds fp32 skip convolutions" if runtime == "torch" else "ONNX Runtime runs fp32 only on CPUs"
+        raise ValueError(f"{name} runs in fp32 only with --runtime {runtime} ({why}); "
+                         "drop --precision bf16, or use --runtime openvino")
     model = sam2_models.build_model(name)
     sha = "random"
     if not random_weights:
@@ -114,16 +155,21 @@ def build_sam2_backend(name: str, checkpoint: str | os.PathLike | None, device: 
 
         transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
     size = sam2_models.input_size(model)
-    return Sam2Backend(
+    backend = Sam2Backend(
         name=name,
-        image_encoder=model.image_encoder,
+        image_encoder=Sam2ImageEncoder(model).eval(),
         prompt_encoder=model.sam_prompt_encoder,
         mask_decoder=model.sam_mask_decoder,
         preprocessing=Preprocessing(input_size=size),
         device=device,
-        precision="fp32",
+        precision=precision,
         checkpoint_sha256=sha,
         family="sam2",
         model=model,
         transforms=transforms,
     )
+    if runtime != "torch":
+        from persam.backends.runtime import attach_runtime
+
+        attach_runtime(backend, runtime)
+    return backend
