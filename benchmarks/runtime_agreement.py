@@ -18,7 +18,7 @@ from pathlib import Path
 import persam
 from persam.backends.builders import write_random_checkpoint
 from persam.backends.runtime import RuntimeUnavailableError
-from persam.eval.datasets import PerSegDataset
+from persam.eval.perseg import PerSegDataset
 from persam.jobs.runtime_bench import REFERENCE, parse_config
 
 DEFAULT = ("openvino:fp32", "openvino:bf16", "onnxruntime:fp32")
