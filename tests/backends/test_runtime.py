@@ -167,14 +167,18 @@ def test_bf16_runs_close_to_fp32_from_the_same_conversion(tiny_ckpt, cache, conv
 def test_bf16_refusal_is_one_line_from_the_cli(tiny_ckpt, cache, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
-    from persam.backends import runtime
+    from persam.backends import builders, runtime_impls
     from persam.cli.main import main
 
     def no_bf16(self, precision: str) -> None:  # a CPU without bf16 arithmetic, whatever this one has
         if precision == "bf16":
-            raise RuntimeUnavailableError(runtime._NO_BF16)
+            raise RuntimeUnavailableError(runtime_impls.NO_BF16)
 
-    monkeypatch.setattr(runtime._OpenVino, "check", no_bf16)
+    def not_built() -> None:
+        raise AssertionError("the model was built before the runtime's refusal")
+
+    monkeypatch.setattr(runtime_impls.OpenVino, "check", no_bf16)
+    monkeypatch.setitem(builders.BUILDERS, "sam_tiny", not_built)  # refused before building and hashing
     image, mask = synthetic_photo(64, 64, seed=0)
     Image.fromarray(image).save(tmp_path / "ref.png")
     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")

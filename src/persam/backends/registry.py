@@ -200,6 +200,10 @@ def create_backend(
     spec = get_spec(name)
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
+    if runtime != "torch":  # refused before anything is built or hashed
+        from persam.backends.runtime import preflight
+
+        preflight(runtime, precision)
     dev = resolve_device("cpu" if device is None and runtime != "torch" else device)
     if spec.family == "sam2":
         from persam.backends.sam2_backend import build_sam2_backend

@@ -35,27 +35,26 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from persam.backends.base import Backend
+from persam.backends.runtime_impls import RUNTIME_IMPLS, Runtime, RuntimeUnavailableError
+
+__all__ = ["RUNTIMES", "RUNTIME_IMPLS", "RuntimeEncoder", "RuntimeUnavailableError", "attach_runtime",
+           "load_runtime_encoder", "preflight"]
 
 #: The values of ``--runtime``; "torch" is persam's own PyTorch encoder.
 RUNTIMES = ("torch", "openvino", "onnxruntime")
 #: Bumped when the conversion changes, so older cached folders count as stale.
 CONVERSION_FORMAT = 1
 _MANIFEST = "manifest.json"
-
-
-class RuntimeUnavailableError(ValueError):
-    """The runtime's package is not installed, or it cannot run what was asked (one line for the user)."""
 
 
 def notice(message: str) -> None:
@@ -95,122 +94,6 @@ class EncoderKey:
         return f"{self.model}-{self.runtime}-{self.precision}-{self.input_size}-{self.weights_sha256[:16]}"
 
 
-class _Runtime(Protocol):
-    name: str
-    package: str
-    extra: str
-    label: str
-    precisions: tuple[str, ...]
-    #: Whether the converted files depend on the precision (OpenVINO's do not: it is a compile hint).
-    precision_in_files: bool
-
-    def version(self) -> str: ...
-
-    def check(self, precision: str) -> None:
-        """Raise ``RuntimeUnavailableError`` if this machine cannot run ``precision``."""
-
-    def convert(self, encoder: nn.Module, example: torch.Tensor, folder: Path) -> None: ...
-
-    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]: ...
-
-
-class _OpenVino:
-    name, package, extra, label = "openvino", "openvino", "openvino", "OpenVINO"
-    precisions = ("fp32", "bf16")
-    precision_in_files = False
-
-    def version(self) -> str:
-        import openvino
-
-        return str(openvino.__version__)
-
-    def convert(self, encoder: nn.Module, example: torch.Tensor, folder: Path) -> None:
-        import warnings
-
-        import openvino as ov
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notices
-            model = ov.convert_model(encoder, example_input=example)
-        # compress_to_fp16=False: the saved weights stay fp32, so fp32 stays exact.
-        ov.save_model(model, str(folder / "encoder.xml"), compress_to_fp16=False)
-
-    def check(self, precision: str) -> None:
-        """Refuse bf16 on a CPU without bf16 arithmetic (OpenVINO would run fp32 and call it bf16)."""
-        import openvino as ov
-
-        if precision == "bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            raise RuntimeUnavailableError(_NO_BF16)
-
-    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
-        import openvino as ov
-
-        core = ov.Core()
-        hint = "bf16" if precision == "bf16" else "f32"
-        compiled = core.compile_model(
-            core.read_model(str(folder / "encoder.xml")), "CPU",
-            {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": int(threads)},
-        )
-        if compiled.get_property("INFERENCE_PRECISION_HINT") != (ov.Type.bf16 if hint == "bf16" else ov.Type.f32):
-            raise RuntimeUnavailableError(_NO_BF16)
-        local = threading.local()  # one request per thread: a request runs one inference at a time
-
-        outputs = len(compiled.outputs)
-
-        def run(x: np.ndarray) -> list[np.ndarray]:
-            request = getattr(local, "request", None)
-            if request is None:
-                request = local.request = compiled.create_infer_request()
-            request.infer({0: x})
-            return [np.array(request.get_output_tensor(i).data, dtype=np.float32, copy=True) for i in range(outputs)]
-
-        return run
-
-
-_NO_BF16 = ("--precision bf16 with --runtime openvino needs a CPU with bf16 arithmetic (AVX512-BF16 or AMX), "
-            "and OpenVINO finds none on this one; use fp32 (no slower here), or --runtime torch --precision bf16")
-
-
-class _OnnxRuntime:
-    name, package, extra, label = "onnxruntime", "onnxruntime", "onnx", "ONNX Runtime"
-    precisions = ("fp32",)
-    precision_in_files = True
-
-    def check(self, precision: str) -> None:
-        """Nothing beyond ``precisions``: fp32 runs on every CPU."""
-
-    def version(self) -> str:
-        import onnxruntime
-
-        return str(onnxruntime.__version__)
-
-    def convert(self, encoder: nn.Module, example: torch.Tensor, folder: Path) -> None:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-            torch.onnx.export(
-                encoder, (example,), str(folder / "encoder.onnx"), dynamo=False, opset_version=17,
-                input_names=["image"], output_names=list(getattr(encoder, "output_names", ("embedding",))),
-            )
-
-    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads)
-        # Errors only: Hiera's graph gives a harmless shape-merge warning on every load.
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(folder / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
-
-        def run(x: np.ndarray) -> list[np.ndarray]:
-            return [np.ascontiguousarray(out, dtype=np.float32) for out in session.run(None, {"image": x})]
-
-        return run
-
-
-#: The runtimes by ``--runtime`` name (tests may wrap ``convert`` to count conversions).
-RUNTIME_IMPLS: dict[str, _Runtime] = {impl.name: impl for impl in (_OpenVino(), _OnnxRuntime())}
 
 
 @dataclass
@@ -244,7 +127,7 @@ class RuntimeEncoder:
         return outputs[0] if len(outputs) == 1 else outputs
 
 
-def _import_check(impl: _Runtime) -> None:
+def _import_check(impl: Runtime) -> None:
     import importlib.util
 
     if importlib.util.find_spec(impl.package) is None:
@@ -252,6 +135,28 @@ def _import_check(impl: _Runtime) -> None:
             f"--runtime {impl.name} needs the {impl.label} package, which is not installed; "
             f"install it with: pip install 'persam[{impl.extra}]' (or use --runtime torch)"
         )
+
+
+def preflight(runtime: str, precision: str) -> Runtime:
+    """The runtime ``runtime`` if it is installed and can run ``precision`` on this machine.
+
+    Cheap (no model is built): ``persam.backends.create_backend`` calls it
+    before building the model and hashing its weights, so a refusal comes first.
+
+    Raises:
+        RuntimeUnavailableError: an unknown runtime, its package missing, or a precision it cannot run here.
+    """
+    if runtime not in RUNTIME_IMPLS:
+        raise RuntimeUnavailableError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    impl = RUNTIME_IMPLS[runtime]
+    if precision not in impl.precisions:
+        raise RuntimeUnavailableError(
+            f"--runtime {runtime} runs the encoder in {' or '.join(impl.precisions)} only on CPUs; "
+            f"use --runtime openvino for --precision {precision}, or --runtime torch"
+        )
+    _import_check(impl)
+    impl.check(precision)
+    return impl
 
 
 def _file_hashes(folder: Path) -> dict[str, str]:
@@ -276,7 +181,7 @@ def _verify(folder: Path, key: EncoderKey) -> str | None:
     return None
 
 
-def _convert_into(impl: _Runtime, encoder: nn.Module, key: EncoderKey, folder: Path) -> None:
+def _convert_into(impl: Runtime, encoder: nn.Module, key: EncoderKey, folder: Path) -> None:
     """Convert into ``folder`` (empty) and write the manifest last."""
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(1, 3, key.input_size, key.input_size, generator=generator)
@@ -286,7 +191,7 @@ def _convert_into(impl: _Runtime, encoder: nn.Module, key: EncoderKey, folder: P
     (folder / _MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
 
-def _build_cached(impl: _Runtime, encoder: nn.Module, key: EncoderKey, target: Path) -> None:
+def _build_cached(impl: Runtime, encoder: nn.Module, key: EncoderKey, target: Path) -> None:
     """Convert into a temporary sibling of ``target``, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     for left in target.parent.glob(f".{target.name}.*-*"):  # left by a killed conversion a day ago or more
@@ -336,16 +241,7 @@ def load_runtime_encoder(
     Raises:
         RuntimeUnavailableError: unknown runtime, its package missing, or a precision it cannot run.
     """
-    if runtime not in RUNTIME_IMPLS:
-        raise RuntimeUnavailableError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
-    impl = RUNTIME_IMPLS[runtime]
-    if precision not in impl.precisions:
-        raise RuntimeUnavailableError(
-            f"--runtime {runtime} runs the encoder in {' or '.join(impl.precisions)} only on CPUs; "
-            f"use --runtime openvino for --precision {precision}, or --runtime torch"
-        )
-    _import_check(impl)
-    impl.check(precision)
+    impl = preflight(runtime, precision)
     key = EncoderKey(model, weights_sha256, int(input_size), precision if impl.precision_in_files else "any",
                      runtime, impl.version())
     threads = int(threads or torch.get_num_threads())

@@ -121,7 +121,7 @@ def build_sam2_backend(name: str, checkpoint: str | os.PathLike | None, device: 
         resolve: returns the checkpoint file (given, cached or downloaded).
 
     Raises:
-        ValueError: bf16 with PyTorch or ONNX Runtime.
+        ValueError: bf16 with PyTorch (ONNX Runtime's fp32-only is refused by ``create_backend``'s preflight).
         persam.backends.runtime.RuntimeUnavailableError: a runtime that cannot run
             the asked precision, its package missing, or a device other than the CPU.
         ImportError: the ``sam2`` package is missing.
@@ -130,9 +130,8 @@ def build_sam2_backend(name: str, checkpoint: str | os.PathLike | None, device: 
     from persam.backends import sam2_models
 
     del checkpoint
-    if precision != "fp32" and runtime in ("torch", "onnxruntime"):
-        why = "its encoder feeds fp32 skip convolutions" if runtime == "torch" else "ONNX Runtime runs fp32 only on CPUs"
-        raise ValueError(f"{name} runs in fp32 only with --runtime {runtime} ({why}); "
+    if precision != "fp32" and runtime == "torch":  # other runtimes' precisions: runtime.preflight
+        raise ValueError(f"{name} runs in fp32 only with --runtime torch (its encoder feeds fp32 skip convolutions); "
                          "drop --precision bf16, or use --runtime openvino")
     model = sam2_models.build_model(name)
     sha = "random"

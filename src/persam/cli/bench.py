@@ -82,10 +82,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--runs must be at least 1, got {args.runs}")
     if args.image_size < 32:
         raise ValueError(f"--image-size must be at least 32 pixels, got {args.image_size}")
-    on_stage = None
-    if sys.stderr.isatty():
-        def on_stage(name: str) -> None:
-            print(f"\r\033[Kpersam bench: {name} ...", end="", file=sys.stderr, flush=True)
+    on_stage = _stage_line if sys.stderr.isatty() else None
 
     if args.ray:
         if args.tracker:
@@ -109,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
         on_stage=on_stage,
     )
     return _report(args, result, format_result, on_stage)
+
+
+def _stage_line(name: str) -> None:
+    """The stage being timed, on one terminal line."""
+    print(f"\r\033[Kpersam bench: {name} ...", end="", file=sys.stderr, flush=True)
 
 
 def _run_runtimes(args: argparse.Namespace, on_stage) -> int:

@@ -53,7 +53,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", type=model_name, metavar="NAME", help=model_help())
     group.add_argument("--checkpoint", metavar="PATH", help="local weights file (official key layout) instead of the download")
     group.add_argument("--device", type=device_name, metavar="DEVICE", help=DEVICE_HELP)
-    group.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs; default fp32); the decoder stays fp32")
+    group.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs; default fp32); the decoder stays fp32 (SAM 2 with --runtime openvino: its two skip convolutions run with the encoder)")
     group.add_argument("--runtime", choices=["torch", "openvino", "onnxruntime"], help="run the image encoder through PyTorch (default) or an inference runtime on the CPU (converted once per checkpoint and cached; pip install 'persam[openvino]' or 'persam[onnx]')")
     group.add_argument("--random-weights", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--max-pixels", type=pixel_limit, metavar="N",

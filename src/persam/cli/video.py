@@ -47,8 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "predictor tracks the first frame's objects with its memory (--model a SAM 2 model)")
     p.add_argument("--concept", action="append", default=[], metavar="C.persam",
                    help="with --tracker sam2, instead of --mask: PerSAM finds this saved concept (object 1, the next "
-                        "--concept object 2, ...) on the first frame, or with --detect-absent on the first frame it "
-                        "appears in (empty masks before), and again whenever SAM 2 loses it")
+                        "--concept object 2, ...) on the first frame, or, with --detect-absent, --presence-threshold "
+                        "or a threshold saved in the concept, on the first frame it appears in (empty masks before); "
+                        "and again whenever SAM 2 loses it")
     p.add_argument("--lost-after", type=int, metavar="N",
                    help="with --tracker sam2 and --concept: search a lost object again after N frames with an object "
                         "score <= 0 (default 3)")

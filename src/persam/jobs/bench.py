@@ -210,9 +210,11 @@ def run_benchmark(
 
     stage = on_stage or (lambda name: None)
     stage("loading the model")
-    if random_weights:  # the same random weights every run: the masks, and so the part-aware prior's
-        torch.manual_seed(0)  # transport problems, depend on them
-    session = load(model, checkpoint, device=device, precision=precision, random_weights=random_weights, progress=False)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        if random_weights:  # the same random weights every run: the masks, and so the part-aware
+            torch.manual_seed(0)  # prior's transport problems, depend on them
+        session = load(model, checkpoint, device=device, precision=precision, random_weights=random_weights,
+                       progress=False)
     backend = session.backend
 
     encoded_ref = session.encode(ref_image)

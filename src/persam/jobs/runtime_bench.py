@@ -32,6 +32,7 @@ from typing import Callable
 
 import torch
 
+from persam.backends.base import EncodedImage
 from persam.jobs.bench import peak_rss_mb, synthetic_photo
 
 #: The reference configuration every other one is compared with.
@@ -104,7 +105,7 @@ class RuntimeBenchResult:
         return out
 
 
-def _maps(encoded) -> list[torch.Tensor]:
+def _maps(encoded: "EncodedImage") -> list[torch.Tensor]:
     """The encoder's outputs: the embedding, then SAM 2's high-resolution maps."""
     return [encoded.embedding, *(encoded.high_res_features or ())]
 

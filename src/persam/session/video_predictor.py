@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator, TypeVar
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -23,9 +23,10 @@ if TYPE_CHECKING:  # pragma: no cover
 _BAR_LOCK = threading.Lock()
 _BAR_USERS: dict[str, list] = {}  # module name -> [callers inside _official_bar_off, the module's own tqdm]
 _END = object()
+T = TypeVar("T")
 
 
-def _pass_through(iterable, *args, **kwargs):
+def _pass_through(iterable: Iterable[T], *args: object, **kwargs: object) -> Iterable[T]:
     """Stands in for ``tqdm(iterable, desc=...)``: the iterable itself, no bar."""
     return iterable
 

@@ -1,0 +1,156 @@
+"""The inference runtimes persam converts the image encoder for: OpenVINO and ONNX Runtime (CPU).
+
+Each runtime says which precisions it runs, checks that this machine can run
+one (OpenVINO's bf16 hint needs bf16 arithmetic: without AVX512-BF16 or AMX it
+silently runs fp32, so bf16 is refused there), converts an fp32 PyTorch
+module into a folder, and loads that folder as a function from the
+(1, 3, S, S) float32 input to the module's outputs, in the module's order,
+as float32 row-major arrays. Caching, keys and verification live in
+``persam.backends.runtime``.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class RuntimeUnavailableError(ValueError):
+    """The runtime's package is not installed, or it cannot run what was asked (one line for the user)."""
+
+
+class Runtime(Protocol):
+    """What persam needs of an inference runtime (see the module docstring)."""
+
+    name: str
+    package: str
+    extra: str
+    label: str
+    precisions: tuple[str, ...]
+    #: Whether the converted files depend on the precision (OpenVINO's do not: it is a compile hint).
+    precision_in_files: bool
+
+    def version(self) -> str: ...
+
+    def check(self, precision: str) -> None:
+        """Raise ``RuntimeUnavailableError`` if this machine cannot run ``precision``."""
+
+    def convert(self, encoder: nn.Module, example: torch.Tensor, folder: Path) -> None: ...
+
+    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]: ...
+
+
+#: The refusal of OpenVINO bf16 on a CPU without bf16 arithmetic.
+NO_BF16 = ("--precision bf16 with --runtime openvino needs a CPU with bf16 arithmetic (AVX512-BF16 or AMX), "
+           "and OpenVINO finds none on this one; use fp32 (no slower here), or --runtime torch --precision bf16")
+
+
+class OpenVino:
+    """OpenVINO: converted from a TorchScript trace; the precision is a compile-time hint (one conversion serves both)."""
+
+    name, package, extra, label = "openvino", "openvino", "openvino", "OpenVINO"
+    precisions = ("fp32", "bf16")
+    precision_in_files = False
+
+    def version(self) -> str:
+        import openvino
+
+        return str(openvino.__version__)
+
+    def convert(self, encoder: nn.Module, example: torch.Tensor, folder: Path) -> None:
+        import warnings
+
+        import openvino as ov
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notices
+            # Traced here, once, without the trace check: handing OpenVINO the module makes it trace and
+            # check it again itself, which took as long as the rest of the conversion (the same graph).
+            traced = torch.jit.trace(encoder, example, check_trace=False)
+            model = ov.convert_model(traced, example_input=example)
+        # compress_to_fp16=False: the saved weights stay fp32, so fp32 stays exact.
+        ov.save_model(model, str(folder / "encoder.xml"), compress_to_fp16=False)
+
+    def check(self, precision: str) -> None:
+        """Refuse bf16 on a CPU without bf16 arithmetic (OpenVINO would run fp32 and call it bf16)."""
+        import openvino as ov
+
+        if precision == "bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise RuntimeUnavailableError(NO_BF16)
+
+    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
+        import openvino as ov
+
+        core = ov.Core()
+        hint = "bf16" if precision == "bf16" else "f32"
+        compiled = core.compile_model(
+            core.read_model(str(folder / "encoder.xml")), "CPU",
+            {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": int(threads)},
+        )
+        got = compiled.get_property("INFERENCE_PRECISION_HINT")
+        if hint == "bf16" and got != ov.Type.bf16:
+            raise RuntimeUnavailableError(NO_BF16)
+        if hint == "f32" and got != ov.Type.f32:
+            raise RuntimeUnavailableError(f"OpenVINO compiled the image encoder in {got} instead of f32 on this CPU; "
+                                          "use --runtime torch (or --runtime onnxruntime)")
+        local = threading.local()  # one request per thread: a request runs one inference at a time
+
+        outputs = len(compiled.outputs)
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            request = getattr(local, "request", None)
+            if request is None:
+                request = local.request = compiled.create_infer_request()
+            request.infer({0: x})
+            return [np.array(request.get_output_tensor(i).data, dtype=np.float32, copy=True) for i in range(outputs)]
+
+        return run
+
+
+class OnnxRuntime:
+    """ONNX Runtime: exported by PyTorch's TorchScript ONNX exporter (opset 17); fp32 only on CPUs."""
+
+    name, package, extra, label = "onnxruntime", "onnxruntime", "onnx", "ONNX Runtime"
+    precisions = ("fp32",)
+    precision_in_files = True
+
+    def check(self, precision: str) -> None:
+        """Nothing beyond ``precisions``: fp32 runs on every CPU."""
+
+    def version(self) -> str:
+        import onnxruntime
+
+        return str(onnxruntime.__version__)
+
+    def convert(self, encoder: nn.Module, example: torch.Tensor, folder: Path) -> None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+            torch.onnx.export(
+                encoder, (example,), str(folder / "encoder.onnx"), dynamo=False, opset_version=17,
+                input_names=["image"], output_names=list(getattr(encoder, "output_names", ("embedding",))),
+            )
+
+    def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads)
+        # Errors only: Hiera's graph gives a harmless shape-merge warning on every load.
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(folder / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            return [np.ascontiguousarray(out, dtype=np.float32) for out in session.run(None, {"image": x})]
+
+        return run
+
+
+#: The runtimes by ``--runtime`` name (tests may wrap ``convert`` to count conversions).
+RUNTIME_IMPLS: dict[str, Runtime] = {impl.name: impl for impl in (OpenVino(), OnnxRuntime())}
