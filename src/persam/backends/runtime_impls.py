@@ -144,9 +144,6 @@ class OnnxRuntime:
         options.intra_op_num_threads = int(threads)
         # Errors only: Hiera's graph gives a harmless shape-merge warning on every load.
         options.log_severity_level = 3
-        # Its threads would otherwise spin for a while after each run, taking the cores from the
-        # PyTorch decoder that runs next (PerSAM after an encoding: 213 ms instead of 155 ms, vit_t).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(folder / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
 
         def run(x: np.ndarray) -> list[np.ndarray]:
