@@ -18,6 +18,49 @@ SAMPLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "perseg-s
 synthetic_photo = tiled_photo
 
 
+def installed(name: str) -> bool:
+    """Whether the package ``name`` can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+#: The inference runtimes as test parameters, each skipped where its package is missing.
+RUNTIME_PARAMS = [
+    pytest.param(r, marks=pytest.mark.skipif(not installed(r), reason=f"{r} is not installed"))
+    for r in ("openvino", "onnxruntime")
+]
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest difference over the largest value of ``b``: max |a - b| / max |b|."""
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch) -> Path:
+    """persam's cache of converted encoders, in a folder of this test's own (PERSAM_HOME)."""
+    monkeypatch.setenv("PERSAM_HOME", str(tmp_path / "home"))
+    return tmp_path / "home" / "checkpoints" / "encoders"
+
+
+@pytest.fixture()
+def conversions(monkeypatch) -> dict[str, int]:
+    """Counts the calls of each inference runtime's converter, by runtime name."""
+    from persam.backends.runtime import RUNTIME_IMPLS
+
+    counts = {name: 0 for name in RUNTIME_IMPLS}
+    for name, impl in RUNTIME_IMPLS.items():
+        original = impl.convert
+
+        def counting(*args, _name=name, _original=original):
+            counts[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(impl, "convert", counting)
+    return counts
+
+
 def openvino_has_bf16() -> bool:
     """Whether OpenVINO can run bf16 on this CPU (AVX512-BF16 or AMX); it runs fp32 elsewhere."""
     import openvino as ov

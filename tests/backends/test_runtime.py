@@ -11,51 +11,19 @@ import pytest
 import torch
 
 import persam
+from conftest import RUNTIME_PARAMS as RUNTIMES
+from conftest import installed as _installed
 from conftest import openvino_has_bf16, synthetic_photo
+from conftest import rel_diff as _rel
 from persam.backends.builders import write_random_checkpoint
 from persam.backends.runtime import RUNTIME_IMPLS, RuntimeUnavailableError, attach_runtime
 
 RTOL = 1e-4  # relative to the largest embedding value
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
-
-
-def _installed(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
-RUNTIMES = [
-    pytest.param(r, marks=pytest.mark.skipif(not _installed(r), reason=f"{r} is not installed"))
-    for r in ("openvino", "onnxruntime")
-]
-
-
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     return write_random_checkpoint("sam_tiny", tmp_path_factory.mktemp("ckpt") / "tiny.pt", seed=3)
-
-
-@pytest.fixture()
-def cache(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("PERSAM_HOME", str(tmp_path / "home"))
-    return tmp_path / "home" / "checkpoints" / "encoders"
-
-
-@pytest.fixture()
-def conversions(monkeypatch) -> dict[str, int]:
-    """Counts the calls of each runtime's converter."""
-    counts = {name: 0 for name in RUNTIME_IMPLS}
-    for name, impl in RUNTIME_IMPLS.items():
-        original = impl.convert
-
-        def counting(*args, _name=name, _original=original):
-            counts[_name] += 1
-            return _original(*args)
-
-        monkeypatch.setattr(impl, "convert", counting)
-    return counts
 
 
 def _embedding(model, image) -> torch.Tensor:

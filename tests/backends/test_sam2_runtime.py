@@ -6,7 +6,6 @@ Measure: max |runtime - torch| / max |torch| per map (the embedding and the two 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -15,52 +14,20 @@ import torch
 pytest.importorskip("sam2")
 
 import persam  # noqa: E402
+from conftest import RUNTIME_PARAMS as RUNTIMES  # noqa: E402
+from conftest import installed as _installed  # noqa: E402
 from conftest import openvino_has_bf16, synthetic_photo  # noqa: E402
-from persam.backends.runtime import RUNTIME_IMPLS, RuntimeUnavailableError, attach_runtime  # noqa: E402
+from conftest import rel_diff as _rel  # noqa: E402
+from persam.backends.runtime import RuntimeUnavailableError, attach_runtime  # noqa: E402
 from persam.backends.sam2_models import write_random_checkpoint  # noqa: E402
 
 RTOL = 1e-4  # relative to each map's largest value
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
-
-
-def _installed(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
-RUNTIMES = [
-    pytest.param(r, marks=pytest.mark.skipif(not _installed(r), reason=f"{r} is not installed"))
-    for r in ("openvino", "onnxruntime")
-]
 needs_openvino = pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     return write_random_checkpoint("sam2_tiny", tmp_path_factory.mktemp("ckpt") / "sam2_tiny.pt", seed=3)
-
-
-@pytest.fixture()
-def cache(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("PERSAM_HOME", str(tmp_path / "home"))
-    return tmp_path / "home" / "checkpoints" / "encoders"
-
-
-@pytest.fixture()
-def conversions(monkeypatch) -> dict[str, int]:
-    """Counts the calls of each runtime's converter."""
-    counts = {name: 0 for name in RUNTIME_IMPLS}
-    for name, impl in RUNTIME_IMPLS.items():
-        original = impl.convert
-
-        def counting(*args, _name=name, _original=original):
-            counts[_name] += 1
-            return _original(*args)
-
-        monkeypatch.setattr(impl, "convert", counting)
-    return counts
 
 
 def _maps(model, image) -> list[torch.Tensor]:

@@ -101,6 +101,17 @@ def test_video_from_a_concept_with_no_first_frame_mask(tmp_path, concept_file, c
     assert iou(np.asarray(Image.open(out / "00000.png")) == 1, logits[0, 0].numpy() > 0) >= 0.99
 
 
+def jpeg_frames(frames: list[np.ndarray], folder: Path) -> tuple[Path, list[np.ndarray]]:
+    """Write ``frames`` as ``folder/00000.jpg, ...`` and read them back: the same decoded pixels for persam's
+    tracker and the package's own JPEG loader. Returns (folder, the decoded (H, W, 3) uint8 frames)."""
+    from persam.io import load_image
+
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i:05d}.jpg", quality=95)
+    return folder, [load_image(p) for p in sorted(folder.iterdir())]
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
@@ -220,17 +231,12 @@ def test_object_that_enters_later_is_tracked_from_the_frame_it_is_found(concept_
     import persam
     import torch
 
-    from persam.io import load_image
     from persam.session.concept_file import load_concept
     from persam.session.tracker import SamTracker, concept_locator
     from persam.session.video_predictor import load_video_predictor
 
     frames, truth = leaving_clip(away=range(ENTERS), count=8)
-    jpg = tmp_path / "jpg"  # the same decoded pixels for persam's tracker and the package's JPEG loader
-    jpg.mkdir()
-    for i, frame in enumerate(frames):
-        Image.fromarray(frame).save(jpg / f"{i:05d}.jpg", quality=95)
-    decoded = [load_image(p) for p in sorted(jpg.iterdir())]
+    jpg, decoded = jpeg_frames(frames, tmp_path / "jpg")
     torch.manual_seed(0)
     concept = load_concept(concept_file, persam.load("sam_tiny", random_weights=True, device="cpu"))
     torch.manual_seed(0)

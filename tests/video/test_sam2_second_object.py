@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import test_sam2_concept_tracking as concept_tracking
-from test_sam2_concept_tracking import ENTERS, H, W, iou, leaving_clip
+from test_sam2_concept_tracking import ENTERS, H, W, iou, jpeg_frames, leaving_clip
 
 concept_file = concept_tracking.concept_file  # its module fixture: a concept of the red square (tiny SAM, calibrated)
 
@@ -49,17 +48,12 @@ def test_second_object_found_later_is_added_to_the_tracked_one(concept_file, tmp
     import persam
     import torch
 
-    from persam.io import load_image
     from persam.session.concept_file import load_concept
     from persam.session.tracker import SamTracker, concept_locator
     from persam.session.video_predictor import load_video_predictor
 
     frames, blue, red = two_object_clip()
-    jpg = tmp_path / "jpg"  # the same decoded pixels for persam's tracker and the package's JPEG loader
-    jpg.mkdir()
-    for i, frame in enumerate(frames):
-        Image.fromarray(frame).save(jpg / f"{i:05d}.jpg", quality=95)
-    decoded = [load_image(p) for p in sorted(jpg.iterdir())]
+    jpg, decoded = jpeg_frames(frames, tmp_path / "jpg")
     torch.manual_seed(0)
     concept = load_concept(concept_file, persam.load("sam_tiny", random_weights=True, device="cpu"))
     locate, searched, located = concept_locator({2: concept}), [], {}
