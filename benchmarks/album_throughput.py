@@ -45,8 +45,12 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=100)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--runtime", default="torch", choices=["torch", "openvino", "onnxruntime"],
-                        help="the image encoder's runtime for indexing, personalizing and the direct run")
+    parser.add_argument(
+        "--runtime",
+        default="torch",
+        choices=["torch", "openvino", "onnxruntime"],
+        help="the image encoder's runtime for indexing, personalizing and the direct run",
+    )
     parser.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
     parser.add_argument("extra", nargs="*", help="extra options for both `persam segment` runs (after --)")
     args = parser.parse_args()
@@ -65,25 +69,57 @@ def main() -> None:
         model = ["--model", "vit_t", "--checkpoint", str(ckpt), "--device", "cpu"]
         # the encoder's options; segmenting from the index encodes nothing and refuses them
         encode = ["--precision", args.precision] + ([] if args.runtime == "torch" else ["--runtime", args.runtime])
-        index_s, index_out = _persam("index", str(photos), "-o", str(work / "album.idx"), "--dtype", "float32",
-                                     *model, *encode)
-        _persam("personalize", "--ref", str(work / "ref.jpg"), "--ref-mask", str(work / "ref.png"),
-                "-o", str(work / "c.persam"), *model, *encode)
-        album_s, _ = _persam("segment", "--index", str(work / "album.idx"), "--concept", str(work / "c.persam"),
-                          "-o", str(work / "out_index"), *model, *args.extra)
+        index_s, index_out = _persam(
+            "index", str(photos), "-o", str(work / "album.idx"), "--dtype", "float32", *model, *encode
+        )
+        _persam(
+            "personalize",
+            "--ref",
+            str(work / "ref.jpg"),
+            "--ref-mask",
+            str(work / "ref.png"),
+            "-o",
+            str(work / "c.persam"),
+            *model,
+            *encode,
+        )
+        album_s, _ = _persam(
+            "segment",
+            "--index",
+            str(work / "album.idx"),
+            "--concept",
+            str(work / "c.persam"),
+            "-o",
+            str(work / "out_index"),
+            *model,
+            *args.extra,
+        )
         first = sorted(photos.glob("*.jpg"))[:10]
-        direct_s, _ = _persam("segment", "--concept", str(work / "c.persam"), *map(str, first),
-                           "-o", str(work / "out_direct"), *model, *encode, *args.extra)
+        direct_s, _ = _persam(
+            "segment",
+            "--concept",
+            str(work / "c.persam"),
+            *map(str, first),
+            "-o",
+            str(work / "out_direct"),
+            *model,
+            *encode,
+            *args.extra,
+        )
         same = all(
-            np.array_equal(np.array(Image.open(work / "out_index" / f"{p.stem}.png")),
-                           np.array(Image.open(work / "out_direct" / f"{p.stem}.png")))
+            np.array_equal(
+                np.array(Image.open(work / "out_index" / f"{p.stem}.png")),
+                np.array(Image.open(work / "out_direct" / f"{p.stem}.png")),
+            )
             for p in first
         )
         n = args.photos
         print(f"{n} photos {args.size}px, vit_t random weights, {args.precision}, encoder runtime {args.runtime}")
         print(f"persam index:            {index_s:7.1f} s  ({index_out})")
         print(f"persam segment --index:  {album_s:7.1f} s  ({n / album_s:.2f} photos/s, start-up included)")
-        print(f"persam segment (direct): {direct_s:7.1f} s for {len(first)} photos ({len(first) / direct_s:.2f} photos/s)")
+        print(
+            f"persam segment (direct): {direct_s:7.1f} s for {len(first)} photos ({len(first) / direct_s:.2f} photos/s)"
+        )
         print(f"masks of the first {len(first)} photos identical (index vs direct): {same}")
 
 

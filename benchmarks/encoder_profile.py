@@ -56,27 +56,36 @@ def main() -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         model = ov.convert_model(torch.jit.trace(backend.image_encoder, x, check_trace=False), example_input=x)
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True,
-                                                      "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    compiled = ov.Core().compile_model(
+        model,
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True, "INFERENCE_NUM_THREADS": torch.get_num_threads()},
+    )
     request = compiled.create_infer_request()
     walls = [_seconds(lambda: request.infer({0: x.numpy()})) for _ in range(max(args.runs, 1))]
     by_type: dict[str, float] = collections.Counter()
     for layer in request.profiling_info:
         by_type[layer.node_type] += layer.real_time.total_seconds()
     total = sum(by_type.values())
-    print(f"{args.model} encoder, {size}x{size} input, OpenVINO fp32, {torch.get_num_threads()} threads: "
-          f"{1000 * walls[-1]:.0f} ms wall, {1000 * total:.0f} ms in layers (last of {len(walls)} runs)")
+    print(
+        f"{args.model} encoder, {size}x{size} input, OpenVINO fp32, {torch.get_num_threads()} threads: "
+        f"{1000 * walls[-1]:.0f} ms wall, {1000 * total:.0f} ms in layers (last of {len(walls)} runs)"
+    )
     for kind, seconds in sorted(by_type.items(), key=lambda item: -item[1]):
         if seconds >= 0.005 * total:
             print(f"  {kind:<20} {1000 * seconds:8.1f} ms  {100 * seconds / total:5.1f} %")
-    print("arithmetic by PyTorch operation: " + ", ".join(
-        f"{op} {count / 1e9:.1f} GFLOP" for op, count in sorted(flops.items(), key=lambda item: -item[1])))
+    print(
+        "arithmetic by PyTorch operation: "
+        + ", ".join(f"{op} {count / 1e9:.1f} GFLOP" for op, count in sorted(flops.items(), key=lambda item: -item[1]))
+    )
     linear = sum(count for op, count in flops.items() if op.split(".")[-1] in ("addmm", "mm"))
     fc = by_type.get("FullyConnected", 0.0)
     peak = matmul_gflops()
     if fc > 0:
-        print(f"fully connected layers: {linear / 1e9:.1f} GFLOP in {1000 * fc:.0f} ms = {linear / fc / 1e9:.0f} GFLOP/s, "
-              f"{100 * linear / fc / 1e9 / peak:.0f} % of one large matrix product's {peak:.0f} GFLOP/s on this CPU")
+        print(
+            f"fully connected layers: {linear / 1e9:.1f} GFLOP in {1000 * fc:.0f} ms = {linear / fc / 1e9:.0f} GFLOP/s, "
+            f"{100 * linear / fc / 1e9 / peak:.0f} % of one large matrix product's {peak:.0f} GFLOP/s on this CPU"
+        )
     else:
         print(f"one large matrix product on this CPU: {peak:.0f} GFLOP/s")
 

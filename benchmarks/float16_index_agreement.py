@@ -45,7 +45,9 @@ def main() -> None:
                     a, b = concept.segment(e).mask, concept.segment(half).mask
                     ious.append((a & b).sum() / max((a | b).sum(), 1))
             name = "persam-f" if finetune else "persam"
-            print(f"{name:<9} float16 vs float32 embeddings over {len(ious)} masks: min IoU {min(ious):.4f}, median {np.median(ious):.4f}")
+            print(
+                f"{name:<9} float16 vs float32 embeddings over {len(ious)} masks: min IoU {min(ious):.4f}, median {np.median(ious):.4f}"
+            )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,10 @@ def main() -> None:
                     iou = float((ref & mask).sum() / max((ref | mask).sum(), 1))
                     worst[c] = min(worst[c], iou)
                     cells.append(f"{c[0]}:{c[1]} {iou:.4f}")
-                print(f"{obj.name:<20} {'persam-f' if finetune else 'persam':<9} {Path(image).name}  IoU " + "  ".join(cells))
+                print(
+                    f"{obj.name:<20} {'persam-f' if finetune else 'persam':<9} {Path(image).name}  IoU "
+                    + "  ".join(cells)
+                )
     for c, iou in worst.items():
         print(f"lowest IoU {c[0]} {c[1]} vs torch fp32: {iou:.4f}")
 

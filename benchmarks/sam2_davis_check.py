@@ -55,8 +55,26 @@ def main() -> int:
     (root / "ImageSets" / "2017" / "val.txt").write_text("pair\n")
 
     out, report = work / "pred", work / "davis.json"
-    cmd = [sys.executable, "-m", "persam.cli.main", "eval", "davis", str(root), "--tracker", "sam2", "--model",
-           args.model, "--checkpoint", str(ckpt), "--device", "cpu", "-o", str(out), "--json", str(report)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "persam.cli.main",
+        "eval",
+        "davis",
+        str(root),
+        "--tracker",
+        "sam2",
+        "--model",
+        args.model,
+        "--checkpoint",
+        str(ckpt),
+        "--device",
+        "cpu",
+        "-o",
+        str(out),
+        "--json",
+        str(report),
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     print(f"persam eval davis: {time.perf_counter() - start:.1f} s for {args.frames} frames")
@@ -67,8 +85,10 @@ def main() -> int:
         state = predictor.init_state(str(frames_dir))
         for oid in (1, 2):
             predictor.add_new_mask(state, 0, oid, torch.from_numpy(first == oid))
-        official = {t: {int(o): logits[k, 0].float().numpy() for k, o in enumerate(ids)}
-                    for t, ids, logits in predictor.propagate_in_video(state)}
+        official = {
+            t: {int(o): logits[k, 0].float().numpy() for k, o in enumerate(ids)}
+            for t, ids, logits in predictor.propagate_in_video(state)
+        }
     worst = 1.0
     for t in range(args.frames):
         ids = sorted(official[t])

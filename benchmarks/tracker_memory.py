@@ -42,14 +42,21 @@ def main() -> None:
             yield synthetic_clip_frame(args.size, 2, shift=t % 40)[0]
 
     first = synthetic_clip_frame(args.size, 2)[1]
-    tracker = SamTracker(predictor, frames(), {1: first == 1, 2: first == 2}, count=args.frames,
-                         settings=TrackerSettings(memory_window=args.window))
+    tracker = SamTracker(
+        predictor,
+        frames(),
+        {1: first == 1, 2: first == 2},
+        count=args.frames,
+        settings=TrackerSettings(memory_window=args.window),
+    )
     marks = {20, args.frames // 2, args.frames - 1}
     start = time.perf_counter()
     for frame in tracker.run():
         if frame.index in marks:
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(f"frame {frame.index:5d}: peak RSS {rss:7.0f} MB, predictor state {tracker.state_bytes() / 2**20:7.2f} MB")
+            print(
+                f"frame {frame.index:5d}: peak RSS {rss:7.0f} MB, predictor state {tracker.state_bytes() / 2**20:7.2f} MB"
+            )
     print(f"{args.frames} frames, window {tracker.window}, {time.perf_counter() - start:.0f} s")
 
 

@@ -120,7 +120,9 @@ def _transformer_with_target(transformer: nn.Module, target: torch.Tensor | None
 
 
 @contextmanager
-def reference_decoder(decoder: nn.Module, attn_sim: torch.Tensor | None, target_embedding: torch.Tensor | None) -> Iterator[None]:
+def reference_decoder(
+    decoder: nn.Module, attn_sim: torch.Tensor | None, target_embedding: torch.Tensor | None
+) -> Iterator[None]:
     """Within the block, ``decoder`` (official MaskDecoder) behaves like the reference's.
 
     With both arguments None nothing is patched (the official decoder runs).
@@ -218,7 +220,9 @@ class OracleImage:
         labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int, device=dev)[None]
         box_t = None
         if box is not None:
-            box_t = torch.as_tensor(self.transform.apply_boxes(np.asarray(box)[None], self.original_size), dtype=torch.float, device=dev)[None]
+            box_t = torch.as_tensor(
+                self.transform.apply_boxes(np.asarray(box)[None], self.original_size), dtype=torch.float, device=dev
+            )[None]
         mask_t = None
         if mask_input is not None:
             mask_t = torch.as_tensor(mask_input, dtype=torch.float, device=dev)[None]
@@ -358,7 +362,9 @@ def persam_segment(test: OracleImage, target: PersamTarget, points_xy: np.ndarra
     box = tight_box(step1.masks[k])
     step2 = test.predict(points, labels, box=box, mask_input=step1.low_res[k : k + 1], multimask=True)
     k2 = int(np.argmax(step2.scores))
-    return OracleResult(step2.masks[k2], first.masks[0], points, labels, box, float(step2.scores[k2]), sim, first.low_res[0])
+    return OracleResult(
+        step2.masks[k2], first.masks[0], points, labels, box, float(step2.scores[k2]), sim, first.low_res[0]
+    )
 
 
 def oracle_persam(sam: nn.Module, ref_image, ref_mask_rgb: np.ndarray | None, test_image) -> OracleResult:
@@ -395,8 +401,7 @@ class PersamFTarget:
     weights: torch.Tensor
 
 
-def fit_mask_weights(three: torch.Tensor | None, gt: torch.Tensor, steps: int, lr: float,
-                     rerun=None) -> torch.Tensor:
+def fit_mask_weights(three: torch.Tensor | None, gt: torch.Tensor, steps: int, lr: float, rerun=None) -> torch.Tensor:
     """The reference's fit of the two mask weights: autograd, AdamW(lr, eps=1e-4), cosine over ``steps``.
 
     ``three`` is the (3, H*W) full-resolution logits of the frozen decoder;
@@ -468,7 +473,12 @@ def persam_f_segment(test: OracleImage, target: PersamFTarget, points_xy: np.nda
 
 
 def oracle_persam_f(
-    sam: nn.Module, ref_image, ref_mask_rgb: np.ndarray, test_images: Sequence, steps: int = 1000, rerun_decoder: bool = True
+    sam: nn.Module,
+    ref_image,
+    ref_mask_rgb: np.ndarray,
+    test_images: Sequence,
+    steps: int = 1000,
+    rerun_decoder: bool = True,
 ) -> tuple[np.ndarray, list[OracleResult]]:
     """PerSAM-F: fit on the reference, then segment each target; returns ((3,) weights, results)."""
     ref = _as_image(sam, ref_image, ref_mask_rgb)

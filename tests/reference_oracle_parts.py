@@ -89,7 +89,9 @@ def candidate(test: OracleImage, features: torch.Tensor, n: int, points_xy: np.n
         points = np.asarray(points_xy).reshape(n + 1, 2)
     labels = np.array([1] * n + [0])
     embedding = features.mean(0)[None, None]
-    first = test.predict(points, labels, multimask=False, attn_sim=guidance_bias(mean_map, test.grid_hw), target_embedding=embedding)
+    first = test.predict(
+        points, labels, multimask=False, attn_sim=guidance_bias(mean_map, test.grid_hw), target_embedding=embedding
+    )
     step1 = test.predict(points, labels, mask_input=first.low_res[0:1], multimask=True)
     k = int(np.argmax(step1.scores))
     box = tight_box(step1.masks[k])
@@ -102,7 +104,9 @@ def candidate(test: OracleImage, features: torch.Tensor, n: int, points_xy: np.n
         target = test.features[0].permute(1, 2, 0)[cells]
         a = features.cpu().numpy().astype(np.float64)
         b = target.cpu().numpy().astype(np.float64)
-        score = float(ot.emd2(np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), ot.dist(a, b), numItermax=10_000_000))
+        score = float(
+            ot.emd2(np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), ot.dist(a, b), numItermax=10_000_000)
+        )
     return PartCandidate(n, step2.masks[k2], points, labels, maps, mean_map, score)
 
 

@@ -68,7 +68,9 @@ def enlarged_box(mask: np.ndarray) -> np.ndarray:
     """The tight box of ``mask`` grown by ``BOX_MARGIN`` and clipped like the reference."""
     h, w = mask.shape
     x0, y0, x1, y1 = tight_box(mask)
-    return np.array([max(x0 - BOX_MARGIN, 0), max(y0 - BOX_MARGIN, 0), min(x1 + BOX_MARGIN, w), min(y1 + BOX_MARGIN, h)])
+    return np.array(
+        [max(x0 - BOX_MARGIN, 0), max(y0 - BOX_MARGIN, 0), min(x1 + BOX_MARGIN, w), min(y1 + BOX_MARGIN, h)]
+    )
 
 
 @dataclass
@@ -111,8 +113,9 @@ def first_frame(sam, frame: np.ndarray, labels: np.ndarray, finetune: bool) -> d
     return objects
 
 
-def _prompt(image: OracleImage, obj: VideoObject, previous: np.ndarray, oid: int, k: int,
-            points_xy: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _prompt(
+    image: OracleImage, obj: VideoObject, previous: np.ndarray, oid: int, k: int, points_xy: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     mask = previous == oid
     if not mask.any():
         raise ReferenceCrash(f"object {oid} has no pixel in the previous frame (the reference re-indexes its boxes)")
@@ -122,8 +125,9 @@ def _prompt(image: OracleImage, obj: VideoObject, previous: np.ndarray, oid: int
     return np.concatenate([top, centre], axis=0), box
 
 
-def segment_object(image: OracleImage, obj: VideoObject, previous: np.ndarray, oid: int,
-                   points_xy: np.ndarray | None = None) -> tuple[torch.Tensor, np.ndarray, float]:
+def segment_object(
+    image: OracleImage, obj: VideoObject, previous: np.ndarray, oid: int, points_xy: np.ndarray | None = None
+) -> tuple[torch.Tensor, np.ndarray, float]:
     """(H, W) final logits of one object, its prompt points, and the top-k tie gap of its map."""
     k = 1 if obj.weights is not None else 2
     sim = similarity_map(image, obj.direction)
@@ -142,14 +146,20 @@ def segment_object(image: OracleImage, obj: VideoObject, previous: np.ndarray, o
         weighted_low = (first.low_res * obj.weights.cpu().numpy()[..., None]).sum(0)
         step1 = image.predict(points, labels, box=tight_box(mask), mask_input=weighted_low[None], multimask=True)
     b1 = int(np.argmax(step1.scores))
-    step2 = image.predict(points, labels, box=tight_box(step1.masks[b1]), mask_input=step1.low_res[b1 : b1 + 1],
-                          multimask=True)
+    step2 = image.predict(
+        points, labels, box=tight_box(step1.masks[b1]), mask_input=step1.low_res[b1 : b1 + 1], multimask=True
+    )
     b2 = int(np.argmax(step2.scores))
     return step2.high_res[b2], points, kth_gap(sim, k)
 
 
-def next_frame(sam, frame: np.ndarray, objects: dict[int, VideoObject], previous: np.ndarray,
-               points: dict[int, np.ndarray] | None = None) -> FrameResult:
+def next_frame(
+    sam,
+    frame: np.ndarray,
+    objects: dict[int, VideoObject],
+    previous: np.ndarray,
+    points: dict[int, np.ndarray] | None = None,
+) -> FrameResult:
     """The merged label map of one later frame, from the previous frame's label map.
 
     ``points`` (object id -> top-k points) replaces an object's ``topk``

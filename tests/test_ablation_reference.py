@@ -42,9 +42,27 @@ def test_finetune_without_refinement_writes_the_reference_weighted_mask(tmp_path
     Image.fromarray(ref).save(tmp_path / "ref.png")
     annotation.save(tmp_path / "ref_mask.png")
     Image.fromarray(target).save(tmp_path / "target.png")
-    status = main(["segment", "--ref", str(tmp_path / "ref.png"), "--ref-mask", str(tmp_path / "ref_mask.png"),
-                   "--finetune", "--without", "refinement", str(tmp_path / "target.png"), "-o", str(tmp_path / "out"),
-                   "--model", "sam_tiny", "--checkpoint", str(checkpoint), "--device", "cpu"])
+    status = main(
+        [
+            "segment",
+            "--ref",
+            str(tmp_path / "ref.png"),
+            "--ref-mask",
+            str(tmp_path / "ref_mask.png"),
+            "--finetune",
+            "--without",
+            "refinement",
+            str(tmp_path / "target.png"),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            "sam_tiny",
+            "--checkpoint",
+            str(checkpoint),
+            "--device",
+            "cpu",
+        ]
+    )
     assert status == 0
     written = np.array(Image.open(tmp_path / "out" / "target.png")) > 0
 
@@ -63,9 +81,27 @@ def test_finetune_refuses_components_it_does_not_have(tmp_path, checkpoint, caps
     ref, blob = synthetic_photo(0, (150, 200), (70, 90), (200, 60, 40))
     Image.fromarray(ref).save(tmp_path / "ref.png")
     palette_mask(blob).save(tmp_path / "ref_mask.png")
-    status = main(["segment", "--ref", str(tmp_path / "ref.png"), "--ref-mask", str(tmp_path / "ref_mask.png"),
-                   "--finetune", "--without", component, str(tmp_path / "ref.png"), "-o", str(tmp_path / "out"),
-                   "--model", "sam_tiny", "--checkpoint", str(checkpoint), "--device", "cpu"])
+    status = main(
+        [
+            "segment",
+            "--ref",
+            str(tmp_path / "ref.png"),
+            "--ref-mask",
+            str(tmp_path / "ref_mask.png"),
+            "--finetune",
+            "--without",
+            component,
+            str(tmp_path / "ref.png"),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            "sam_tiny",
+            "--checkpoint",
+            str(checkpoint),
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert "PerSAM-F does not use" in err and component in err and "Traceback" not in err

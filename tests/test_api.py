@@ -65,7 +65,7 @@ def test_image_inputs_are_converted(tiny_model, tmp_path, photo):
     gray = Image.fromarray(image).convert("L")
     rgba = Image.fromarray(image).convert("RGBA")
     pal = Image.fromarray(image).convert("P")
-    sixteen = (image[..., 0].astype(np.uint16) * 257)
+    sixteen = image[..., 0].astype(np.uint16) * 257
     for src in (gray, rgba, pal, sixteen):
         assert tiny_model.personalize(src, mask) is not None
     # EXIF orientation: a photo stored rotated with tag 6 (rotate 90 CW to display).

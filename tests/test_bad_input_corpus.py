@@ -152,17 +152,31 @@ def bad_reference(kind: str, tmp_path: Path) -> tuple[list[str], str]:
     elif kind == "label-absent":
         Image.fromarray(MASK.astype(np.uint8)).save(mask)  # values 0 and 1
         return ["--ref", str(ref), "--ref-mask", str(mask), "--label", "7"], "7"
-    return ["--ref", str(ref), "--ref-mask", str(mask)], (ref.name if kind in ("bomb", "zero-byte-photo") else mask.name)
+    return ["--ref", str(ref), "--ref-mask", str(mask)], (
+        ref.name if kind in ("bomb", "zero-byte-photo") else mask.name
+    )
 
 
-@pytest.mark.parametrize("kind", ["bomb", "zero-byte-photo", "mask-wrong-size", "mask-empty", "mask-full",
-                                  "mask-one-pixel", "mask-is-text", "label-absent"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "bomb",
+        "zero-byte-photo",
+        "mask-wrong-size",
+        "mask-empty",
+        "mask-full",
+        "mask-one-pixel",
+        "mask-is-text",
+        "label-absent",
+    ],
+)
 def test_a_bad_reference_is_one_line_and_exit_2(tmp_path, tiny_checkpoint, capsys, kind):
     args, word = bad_reference(kind, tmp_path)
     Image.fromarray(PHOTO).save(tmp_path / "target.png")
     out = tmp_path / "out"
-    status = main(["segment", *args, str(tmp_path / "target.png"), "-o", str(out), *TINY,
-                   "--checkpoint", str(tiny_checkpoint)])
+    status = main(
+        ["segment", *args, str(tmp_path / "target.png"), "-o", str(out), *TINY, "--checkpoint", str(tiny_checkpoint)]
+    )
     line = one_line(capsys.readouterr().err)
     assert status == 2 and word in line, line
     assert not (out / "target.png").exists()
@@ -173,8 +187,9 @@ def test_a_bad_output_path_is_refused(tmp_path, refs, tiny_checkpoint, capsys, k
     (tmp_path / "taken").write_text("x")
     out = tmp_path / "taken" if kind == "existing-file" else tmp_path / "taken" / "sub"
     Image.fromarray(PHOTO).save(tmp_path / "target.png")
-    status = main(["segment", *refs, str(tmp_path / "target.png"), "-o", str(out), *TINY,
-                   "--checkpoint", str(tiny_checkpoint)])
+    status = main(
+        ["segment", *refs, str(tmp_path / "target.png"), "-o", str(out), *TINY, "--checkpoint", str(tiny_checkpoint)]
+    )
     line = one_line(capsys.readouterr().err)
     assert status == 2 and "taken" in line
 
@@ -184,12 +199,28 @@ def test_a_damaged_concept_is_refused(tmp_path, refs, tiny_checkpoint, capsys, k
     concept = tmp_path / "c.persam"
     assert main(["personalize", *refs, "-o", str(concept), *TINY[:-1], "--checkpoint", str(tiny_checkpoint)]) == 0
     data = concept.read_bytes()
-    concept.write_bytes({"random-bytes": np.random.default_rng(0).bytes(len(data)), "truncated": data[: len(data) // 2],
-                         "zero-byte": b""}[kind])
+    concept.write_bytes(
+        {
+            "random-bytes": np.random.default_rng(0).bytes(len(data)),
+            "truncated": data[: len(data) // 2],
+            "zero-byte": b"",
+        }[kind]
+    )
     Image.fromarray(PHOTO).save(tmp_path / "target.png")
     capsys.readouterr()
-    status = main(["segment", "--concept", str(concept), str(tmp_path / "target.png"), "-o", str(tmp_path / "out"),
-                   *TINY, "--checkpoint", str(tiny_checkpoint)])
+    status = main(
+        [
+            "segment",
+            "--concept",
+            str(concept),
+            str(tmp_path / "target.png"),
+            "-o",
+            str(tmp_path / "out"),
+            *TINY,
+            "--checkpoint",
+            str(tiny_checkpoint),
+        ]
+    )
     line = one_line(capsys.readouterr().err)
     assert status == 2 and "c.persam" in line
 
@@ -198,8 +229,19 @@ def test_a_damaged_concept_is_refused(tmp_path, refs, tiny_checkpoint, capsys, k
 def test_a_damaged_index_is_refused(tmp_path, refs, tiny_checkpoint, capsys, kind):
     index = tmp_path / "album.idx"
     index.write_bytes(np.random.default_rng(1).bytes(4096) if kind == "random-bytes" else b"")
-    status = main(["segment", *refs, "--index", str(index), "-o", str(tmp_path / "out"), *TINY,
-                   "--checkpoint", str(tiny_checkpoint)])
+    status = main(
+        [
+            "segment",
+            *refs,
+            "--index",
+            str(index),
+            "-o",
+            str(tmp_path / "out"),
+            *TINY,
+            "--checkpoint",
+            str(tiny_checkpoint),
+        ]
+    )
     line = one_line(capsys.readouterr().err)
     assert status == 2 and "album.idx" in line
     assert index.read_bytes() == (b"" if kind == "zero-byte" else np.random.default_rng(1).bytes(4096))
@@ -207,8 +249,21 @@ def test_a_damaged_index_is_refused(tmp_path, refs, tiny_checkpoint, capsys, kin
 
 def test_a_checkpoint_of_another_family_is_named_in_one_short_line(tmp_path, refs, tiny_checkpoint, capsys):
     Image.fromarray(PHOTO).save(tmp_path / "target.png")
-    status = main(["segment", *refs, str(tmp_path / "target.png"), "-o", str(tmp_path / "out"), "--model", "vit_b",
-                   "--device", "cpu", "--checkpoint", str(tiny_checkpoint)])
+    status = main(
+        [
+            "segment",
+            *refs,
+            str(tmp_path / "target.png"),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            "vit_b",
+            "--device",
+            "cpu",
+            "--checkpoint",
+            str(tiny_checkpoint),
+        ]
+    )
     line = one_line(capsys.readouterr().err)
     assert status == 2 and "sam_tiny.pth" in line and len(line) < 400, line
 

@@ -104,6 +104,7 @@ def _closed_port() -> int:
 
 # --- download ---------------------------------------------------------------------------------
 
+
 def test_download_verifies_hash_and_then_uses_cache(server, payload, tmp_path):
     sha = hashlib.sha256(payload).hexdigest()
     cache = tmp_path / "cache"
@@ -134,8 +135,9 @@ def test_download_from_file_url(payload, tmp_path):
     source.parent.mkdir()
     source.write_bytes(payload)
     sha = hashlib.sha256(payload).hexdigest()
-    path = download_checkpoint(_info("https://invalid.example/x", sha), cache=tmp_path / "c",
-                               url=source.as_uri(), progress=False)
+    path = download_checkpoint(
+        _info("https://invalid.example/x", sha), cache=tmp_path / "c", url=source.as_uri(), progress=False
+    )
     assert path.read_bytes() == payload
     assert load_state_dict(path).keys() == {"a.weight", "b.bias"}
 
@@ -221,6 +223,7 @@ def test_progress_bar_is_shown_when_asked(server, payload, tmp_path, capsys):
 
 # --- cache location, env overrides, resolve ---------------------------------------------------
 
+
 def test_persam_home_is_respected_and_not_created(monkeypatch, tmp_path):
     monkeypatch.setenv("PERSAM_HOME", str(tmp_path / "ph"))
     assert cache_dir() == tmp_path / "ph" / "checkpoints"
@@ -234,7 +237,8 @@ def test_known_checkpoints_table():
     assert set(KNOWN_CHECKPOINTS) == {"vit_h", "vit_l", "vit_b", "vit_t"} | sam2
     assert KNOWN_CHECKPOINTS["vit_t"].sha256 is None
     assert KNOWN_CHECKPOINTS["sam2.1_hiera_base_plus"].url == (
-        "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt")
+        "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt"
+    )
     assert all(KNOWN_CHECKPOINTS[n].sha256 is None for n in sam2)  # none published: strict load instead
     assert KNOWN_CHECKPOINTS["vit_b"].filename == "sam_vit_b_01ec64.pth"
     for info in KNOWN_CHECKPOINTS.values():
@@ -258,8 +262,9 @@ def test_resolve_known_type_with_env_url_override(monkeypatch, server, payload, 
 
 def test_explicit_url_beats_env_override(monkeypatch, server, tmp_path):
     monkeypatch.setenv("PERSAM_CHECKPOINT_URL_VIT_TEST", server.base + "/missing.pth")
-    download_checkpoint(_info("https://invalid.example/x", None), cache=tmp_path,
-                        url=server.base + "/ok.pth", progress=False)
+    download_checkpoint(
+        _info("https://invalid.example/x", None), cache=tmp_path, url=server.base + "/ok.pth", progress=False
+    )
     assert server.requests == ["/ok.pth"]
 
 
@@ -280,6 +285,7 @@ def test_resolve_unknown_type_without_checkpoint():
 
 
 # --- load_state_dict --------------------------------------------------------------------------
+
 
 def test_load_plain_state_dict(tmp_path):
     sd = {"a.weight": torch.randn(4, 4), "b": torch.arange(3)}
@@ -310,8 +316,9 @@ def test_load_corrupt_file(tmp_path, content):
     assert "not a PyTorch checkpoint or is damaged" in msg
 
 
-@pytest.mark.parametrize("obj", [[torch.zeros(1)], {}, {"a": torch.zeros(1), "n": 3}],
-                         ids=["list", "empty", "non-tensor"])
+@pytest.mark.parametrize(
+    "obj", [[torch.zeros(1)], {}, {"a": torch.zeros(1), "n": 3}], ids=["list", "empty", "non-tensor"]
+)
 def test_load_non_state_dict(tmp_path, obj):
     torch.save(obj, tmp_path / "x.pth")
     with pytest.raises(CheckpointError) as excinfo:
@@ -329,8 +336,11 @@ def test_load_missing_file(tmp_path):
 def test_import_does_no_work(tmp_path):
     """Importing the module creates no folder and does not import torch."""
     code = "import sys, persam.backends.checkpoints; print('torch' in sys.modules)"
-    env = {**os.environ, "PERSAM_HOME": str(tmp_path / "fresh"),
-           "PYTHONPATH": os.pathsep.join([str(Path(ck.__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PERSAM_HOME": str(tmp_path / "fresh"),
+        "PYTHONPATH": os.pathsep.join([str(Path(ck.__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert not (tmp_path / "fresh").exists()
@@ -349,11 +359,14 @@ def _vit(depth: int, width: int) -> dict[str, torch.Tensor]:
     return _shapes(spec)
 
 
-@pytest.mark.parametrize("depth, width, label, model_type", [
-    (12, 768, "SAM ViT-B (12 blocks of width 768)", "vit_b"),
-    (24, 1024, "SAM ViT-L (24 blocks of width 1024)", "vit_l"),
-    (32, 1280, "SAM ViT-H (32 blocks of width 1280)", "vit_h"),
-])
+@pytest.mark.parametrize(
+    "depth, width, label, model_type",
+    [
+        (12, 768, "SAM ViT-B (12 blocks of width 768)", "vit_b"),
+        (24, 1024, "SAM ViT-L (24 blocks of width 1024)", "vit_l"),
+        (32, 1280, "SAM ViT-H (32 blocks of width 1280)", "vit_h"),
+    ],
+)
 def test_sam_vits_are_told_apart(depth, width, label, model_type):
     from persam.backends.families import identify_checkpoint, mismatch_message
 
@@ -361,8 +374,10 @@ def test_sam_vits_are_told_apart(depth, width, label, model_type):
     family = identify_checkpoint(state)
     assert (family.label, family.model_type) == (label, model_type)
     msg = mismatch_message("vit_t", state, _vit(1, 48))
-    assert msg == (f"weights do not fit model type 'vit_t': the file looks like {label}; pass --model {model_type}, "
-                   "or another --checkpoint PATH")
+    assert msg == (
+        f"weights do not fit model type 'vit_t': the file looks like {label}; pass --model {model_type}, "
+        "or another --checkpoint PATH"
+    )
 
 
 def test_sam2_files_are_named_and_hq_sam_has_no_backend():
@@ -393,7 +408,9 @@ def test_tinyvit_families_from_the_real_modules():
     assert identify_checkpoint(mobile).model_type == "vit_t"
     assert identify_checkpoint(lite).model_type == "litemedsam"
     msg = mismatch_message("litemedsam", mobile, lite)
-    assert msg.endswith("looks like MobileSAM (TinyViT image encoder); pass --model vit_t, or another --checkpoint PATH")
+    assert msg.endswith(
+        "looks like MobileSAM (TinyViT image encoder); pass --model vit_t, or another --checkpoint PATH"
+    )
 
 
 def test_same_family_damaged_file_counts_keys():
@@ -405,11 +422,16 @@ def test_same_family_damaged_file_counts_keys():
     state["image_encoder.extra.weight"] = torch.empty((1,), device="meta")
     state["image_encoder.patch_embed.proj.weight"] = torch.empty((768, 3, 8, 8), device="meta")
     msg = mismatch_message("vit_b", state, expected)
-    assert "looks like SAM ViT-B (12 blocks of width 768), but keys: 1 missing, e.g. 'mask_decoder.iou_token.weight'" in msg
+    assert (
+        "looks like SAM ViT-B (12 blocks of width 768), but keys: 1 missing, e.g. 'mask_decoder.iou_token.weight'"
+        in msg
+    )
     assert "1 unexpected, e.g. 'image_encoder.extra.weight'" in msg
     assert "1 of another shape, e.g. 'image_encoder.patch_embed.proj.weight'" in msg
     del state["image_encoder.blocks.3.attn.qkv.weight"]  # an unknown ViT size: counted too, not sent elsewhere
-    assert "looks like a SAM ViT (11 blocks of width 768), but keys: 2 missing" in mismatch_message("vit_b", state, expected)
+    assert "looks like a SAM ViT (11 blocks of width 768), but keys: 2 missing" in mismatch_message(
+        "vit_b", state, expected
+    )
 
 
 def test_wrong_family_through_load_is_one_short_line(tiny_checkpoint):
@@ -419,5 +441,7 @@ def test_wrong_family_through_load_is_one_short_line(tiny_checkpoint):
         persam.load("litemedsam", tiny_checkpoint, device="cpu")
     msg = _assert_user_message(excinfo.value)
     assert len(msg) < 300
-    assert msg == (f"{tiny_checkpoint}: weights do not fit model type 'litemedsam': the file looks like the tiny "
-                   "test SAM (1 blocks of width 48); pass --model sam_tiny, or another --checkpoint PATH")
+    assert msg == (
+        f"{tiny_checkpoint}: weights do not fit model type 'litemedsam': the file looks like the tiny "
+        "test SAM (1 blocks of width 48); pass --model sam_tiny, or another --checkpoint PATH"
+    )

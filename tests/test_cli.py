@@ -21,8 +21,20 @@ def photos(tmp_path):
 
 def _segment(photos, tiny_checkpoint, *extra):
     return main(
-        ["segment", "--ref", str(photos / "ref.jpg"), "--ref-mask", str(photos / "ref_mask.png"),
-         "--model", "sam_tiny", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", *extra]
+        [
+            "segment",
+            "--ref",
+            str(photos / "ref.jpg"),
+            "--ref-mask",
+            str(photos / "ref_mask.png"),
+            "--model",
+            "sam_tiny",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--device",
+            "cpu",
+            *extra,
+        ]
     )
 
 
@@ -66,13 +78,45 @@ def test_bad_reference_exits_2_with_one_line(photos, tiny_checkpoint, capsys, ch
 
 
 def test_usage_errors(photos, tiny_checkpoint, capsys):
-    assert main(["segment", "--ref", str(photos / "ref.jpg"), "--ref-mask", str(photos / "ref_mask.png"),
-                 "--model", "vit_q", str(photos / "targets"), "-o", str(photos / "o")]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                "--ref",
+                str(photos / "ref.jpg"),
+                "--ref-mask",
+                str(photos / "ref_mask.png"),
+                "--model",
+                "vit_q",
+                str(photos / "targets"),
+                "-o",
+                str(photos / "o"),
+            ]
+        )
+        == 2
+    )
     assert "unknown model 'vit_q'" in capsys.readouterr().err
     assert _segment(photos, photos / "missing.pth", str(photos / "targets"), "-o", str(photos / "o")) == 2
     assert "missing.pth" in capsys.readouterr().err
-    assert main(["segment", "--ref", str(photos / "ref.jpg"), "--ref-mask", str(photos / "ref_mask.png"),
-                 "--model", "vit_t", "--checkpoint", str(tiny_checkpoint), str(photos / "targets"), "-o", str(photos / "o")]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                "--ref",
+                str(photos / "ref.jpg"),
+                "--ref-mask",
+                str(photos / "ref_mask.png"),
+                "--model",
+                "vit_t",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                str(photos / "targets"),
+                "-o",
+                str(photos / "o"),
+            ]
+        )
+        == 2
+    )
     assert "do not fit model type 'vit_t'" in capsys.readouterr().err
 
 
@@ -95,9 +139,26 @@ def test_segment_sample_photos_full_size_vit_t(tmp_path, finetune):
     ckpt = write_random_checkpoint("vit_t", tmp_path / "mobile_sam_random.pt", seed=0)
     images, masks = SAMPLE_DIR / "Images" / "cat", SAMPLE_DIR / "Annotations" / "cat"
     out = tmp_path / "out" / "cat"
-    code = main(["segment", "--ref", str(images / "00.jpg"), "--ref-mask", str(masks / "00.png"), "--model", "vit_t",
-                 "--checkpoint", str(ckpt), "--device", "cpu", str(images / "01.jpg"), str(images / "02.jpg"),
-                 "-o", str(out), *finetune])
+    code = main(
+        [
+            "segment",
+            "--ref",
+            str(images / "00.jpg"),
+            "--ref-mask",
+            str(masks / "00.png"),
+            "--model",
+            "vit_t",
+            "--checkpoint",
+            str(ckpt),
+            "--device",
+            "cpu",
+            str(images / "01.jpg"),
+            str(images / "02.jpg"),
+            "-o",
+            str(out),
+            *finetune,
+        ]
+    )
     assert code == 0
     for name in ("01", "02"):
         written = Image.open(out / f"{name}.png")

@@ -28,13 +28,55 @@ def model_args(ckpt):
 
 def test_personalize_then_segment_with_concept(album, tiny_checkpoint, capsys):
     concept = album / "c.persam"
-    assert main(["personalize", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"),
-                 "--finetune", "-o", str(concept), *model_args(tiny_checkpoint)]) == 0
+    assert (
+        main(
+            [
+                "personalize",
+                "--ref",
+                str(album / "ref.jpg"),
+                "--ref-mask",
+                str(album / "ref_mask.png"),
+                "--finetune",
+                "-o",
+                str(concept),
+                *model_args(tiny_checkpoint),
+            ]
+        )
+        == 0
+    )
     assert "persam-f" in capsys.readouterr().out
     direct, saved = album / "direct", album / "saved"
-    assert main(["segment", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"), "--finetune",
-                 str(album / "photos"), "-o", str(direct), *model_args(tiny_checkpoint)]) == 0
-    assert main(["segment", "--concept", str(concept), str(album / "photos"), "-o", str(saved), *model_args(tiny_checkpoint)]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "--ref",
+                str(album / "ref.jpg"),
+                "--ref-mask",
+                str(album / "ref_mask.png"),
+                "--finetune",
+                str(album / "photos"),
+                "-o",
+                str(direct),
+                *model_args(tiny_checkpoint),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "segment",
+                "--concept",
+                str(concept),
+                str(album / "photos"),
+                "-o",
+                str(saved),
+                *model_args(tiny_checkpoint),
+            ]
+        )
+        == 0
+    )
     for rel in ("img0.png", "trip/img1.png", "trip/img2.png"):
         assert np.array_equal(np.asarray(Image.open(direct / rel)), np.asarray(Image.open(saved / rel)))
     manifest = json.loads((saved / "manifest.json").read_text())
@@ -48,13 +90,27 @@ def test_concept_from_another_checkpoint_is_refused(album, tiny_checkpoint, tmp_
     from persam.backends.builders import build_sam_tiny
 
     concept = album / "c.persam"
-    main(["personalize", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"), "-o", str(concept), *model_args(tiny_checkpoint)])
+    main(
+        [
+            "personalize",
+            "--ref",
+            str(album / "ref.jpg"),
+            "--ref-mask",
+            str(album / "ref_mask.png"),
+            "-o",
+            str(concept),
+            *model_args(tiny_checkpoint),
+        ]
+    )
     torch.manual_seed(7)
     *_, module = build_sam_tiny()
     other = tmp_path / "other.pth"
     torch.save(module.state_dict(), other)
     capsys.readouterr()
-    assert main(["segment", "--concept", str(concept), str(album / "photos"), "-o", str(album / "o"), *model_args(other)]) == 2
+    assert (
+        main(["segment", "--concept", str(concept), str(album / "photos"), "-o", str(album / "o"), *model_args(other)])
+        == 2
+    )
     assert "another checkpoint" in capsys.readouterr().err
 
 
@@ -68,9 +124,23 @@ def test_index_then_segment_decoder_only(album, tiny_checkpoint, capsys):
     assert main(["index", str(album / "photos"), "-o", str(idx), "--quiet", *args]) == 0
     assert capsys.readouterr().out == ""
     concept = album / "c.persam"
-    main(["personalize", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"), "-o", str(concept), *args])
+    main(
+        [
+            "personalize",
+            "--ref",
+            str(album / "ref.jpg"),
+            "--ref-mask",
+            str(album / "ref_mask.png"),
+            "-o",
+            str(concept),
+            *args,
+        ]
+    )
     out_idx, out_direct = album / "from_index", album / "direct"
-    assert main(["segment", "--index", str(idx), "--concept", str(concept), "-o", str(out_idx), "--format", "coco", *args]) == 0
+    assert (
+        main(["segment", "--index", str(idx), "--concept", str(concept), "-o", str(out_idx), "--format", "coco", *args])
+        == 0
+    )
     assert main(["segment", "--concept", str(concept), str(album / "photos"), "-o", str(out_direct), *args]) == 0
     for rel in ("img0.png", "trip/img1.png", "trip/img2.png"):
         assert np.array_equal(np.asarray(Image.open(out_idx / rel)), np.asarray(Image.open(out_direct / rel)))
@@ -94,8 +164,24 @@ def test_index_refuses_another_model(album, tiny_checkpoint, capsys):
 
 def test_instances_write_label_maps(album, tiny_checkpoint):
     out = album / "inst"
-    assert main(["segment", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"), "--max-instances", "3",
-                 str(album / "photos" / "img0.png"), "-o", str(out), *model_args(tiny_checkpoint)]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "--ref",
+                str(album / "ref.jpg"),
+                "--ref-mask",
+                str(album / "ref_mask.png"),
+                "--max-instances",
+                "3",
+                str(album / "photos" / "img0.png"),
+                "-o",
+                str(out),
+                *model_args(tiny_checkpoint),
+            ]
+        )
+        == 0
+    )
     labels = Image.open(out / "img0.png")
     assert labels.mode == "P" and np.asarray(labels).max() <= 3
 
@@ -104,9 +190,40 @@ def test_several_references(album, tiny_checkpoint):
     ref2, mask2 = synthetic_photo(seed=60)
     Image.fromarray(ref2).save(album / "ref2.jpg")
     Image.fromarray(mask2.astype(np.uint8) * 255).save(album / "ref2_mask.png")
-    assert main(["segment", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"), "--ref", str(album / "ref2.jpg"),
-                 "--ref-mask", str(album / "ref2_mask.png"), str(album / "photos"), "-o", str(album / "o"), *model_args(tiny_checkpoint)]) == 0
-    assert main(["segment", "--ref", str(album / "ref.jpg"), str(album / "photos"), "-o", str(album / "o"), *model_args(tiny_checkpoint)]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                "--ref",
+                str(album / "ref.jpg"),
+                "--ref-mask",
+                str(album / "ref_mask.png"),
+                "--ref",
+                str(album / "ref2.jpg"),
+                "--ref-mask",
+                str(album / "ref2_mask.png"),
+                str(album / "photos"),
+                "-o",
+                str(album / "o"),
+                *model_args(tiny_checkpoint),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "segment",
+                "--ref",
+                str(album / "ref.jpg"),
+                str(album / "photos"),
+                "-o",
+                str(album / "o"),
+                *model_args(tiny_checkpoint),
+            ]
+        )
+        == 2
+    )
 
 
 #: --workers N sums matrix products over another number of threads than --workers 1: the documented tolerance.
@@ -127,9 +244,23 @@ def test_workers_write_the_same_outputs_in_input_order(album, tiny_checkpoint, c
     outs = {}
     for workers in (1, 2):
         out = album / f"out{workers}"
-        rc = main(["segment", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"),
-                   str(album / "photos"), "-o", str(out), "--format", "coco", "--workers", str(workers),
-                   *model_args(tiny_checkpoint)])
+        rc = main(
+            [
+                "segment",
+                "--ref",
+                str(album / "ref.jpg"),
+                "--ref-mask",
+                str(album / "ref_mask.png"),
+                str(album / "photos"),
+                "-o",
+                str(out),
+                "--format",
+                "coco",
+                "--workers",
+                str(workers),
+                *model_args(tiny_checkpoint),
+            ]
+        )
         assert rc == 1  # the broken photo
         assert "broken.jpg" in capsys.readouterr().err
         outs[workers] = out
@@ -147,7 +278,9 @@ def test_workers_write_the_same_outputs_in_input_order(album, tiny_checkpoint, c
             assert mask_iou(m1, m2) >= MIN_IOU, e["mask"]
     coco1, coco2 = (json.loads((outs[w] / "annotations.json").read_text()) for w in (1, 2))
     assert coco1["images"] == coco2["images"] and coco1["categories"] == coco2["categories"]
-    assert [(a["id"], a["image_id"]) for a in coco1["annotations"]] == [(a["id"], a["image_id"]) for a in coco2["annotations"]]
+    assert [(a["id"], a["image_id"]) for a in coco1["annotations"]] == [
+        (a["id"], a["image_id"]) for a in coco2["annotations"]
+    ]
     for a, b in zip(coco1["annotations"], coco2["annotations"]):
         assert abs(a["score"] - b["score"]) <= SCORE_TOL
         assert abs(a["area"] - b["area"]) <= (1 - MIN_IOU) * max(a["area"], b["area"]) + 1
@@ -155,6 +288,19 @@ def test_workers_write_the_same_outputs_in_input_order(album, tiny_checkpoint, c
 
 
 def test_workers_must_be_positive(album, tiny_checkpoint, capsys):
-    rc = main(["segment", "--ref", str(album / "ref.jpg"), "--ref-mask", str(album / "ref_mask.png"),
-               str(album / "photos"), "-o", str(album / "out"), "--workers", "0", *model_args(tiny_checkpoint)])
+    rc = main(
+        [
+            "segment",
+            "--ref",
+            str(album / "ref.jpg"),
+            "--ref-mask",
+            str(album / "ref_mask.png"),
+            str(album / "photos"),
+            "-o",
+            str(album / "out"),
+            "--workers",
+            "0",
+            *model_args(tiny_checkpoint),
+        ]
+    )
     assert rc == 2 and "--workers must be at least 1" in capsys.readouterr().err

@@ -20,8 +20,20 @@ def test_killed_index_resumes(tmp_path):
     for i in range(6):
         Image.fromarray(synthetic_photo(300, 400, seed=70 + i)[0]).save(photos / f"p{i}.png")
     idx = tmp_path / "album.idx"
-    cmd = [sys.executable, "-m", "persam.cli.main", "index", str(photos), "-o", str(idx),
-           "--model", "vit_t", "--random-weights", "--device", "cpu"]  # ~1 s per photo on a CPU
+    cmd = [
+        sys.executable,
+        "-m",
+        "persam.cli.main",
+        "index",
+        str(photos),
+        "-o",
+        str(idx),
+        "--model",
+        "vit_t",
+        "--random-weights",
+        "--device",
+        "cpu",
+    ]  # ~1 s per photo on a CPU
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     done = 0

@@ -78,9 +78,14 @@ def test_commands_do_not_import_each_other():
     """A command module (one with ``add_parser``) is imported by ``cli/main.py`` only."""
     cli = PACKAGE / "cli"
     commands = {f"persam.cli.{p.stem}" for p in cli.glob("*.py") if "def add_parser(" in p.read_text()}
-    wrong = [f"{p.name}:{line} imports {m}" for p in cli.glob("*.py") if p.name != "main.py"
-             for line, m in persam_imports(p) for c in commands
-             if (m == c or m.startswith(c + ".")) and c != f"persam.cli.{p.stem}"]
+    wrong = [
+        f"{p.name}:{line} imports {m}"
+        for p in cli.glob("*.py")
+        if p.name != "main.py"
+        for line, m in persam_imports(p)
+        for c in commands
+        if (m == c or m.startswith(c + ".")) and c != f"persam.cli.{p.stem}"
+    ]
     assert not wrong, "command modules used as libraries:\n" + "\n".join(wrong)
 
 

@@ -17,9 +17,26 @@ def run_segment(tmp_path, checkpoint, *extra: str) -> dict:
     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")
     Image.fromarray(image[:, ::-1].copy()).save(tmp_path / "target.png")
     out = tmp_path / "out"
-    status = main(["segment", "--ref", str(tmp_path / "ref.png"), "--ref-mask", str(tmp_path / "ref_mask.png"),
-                   str(tmp_path / "target.png"), "-o", str(out), "--model", "sam_tiny", "--checkpoint", str(checkpoint),
-                   "--device", "cpu", "--quiet", *extra])
+    status = main(
+        [
+            "segment",
+            "--ref",
+            str(tmp_path / "ref.png"),
+            "--ref-mask",
+            str(tmp_path / "ref_mask.png"),
+            str(tmp_path / "target.png"),
+            "-o",
+            str(out),
+            "--model",
+            "sam_tiny",
+            "--checkpoint",
+            str(checkpoint),
+            "--device",
+            "cpu",
+            "--quiet",
+            *extra,
+        ]
+    )
     assert status == 0
     return json.loads((out / "manifest.json").read_text())["inputs"][0]
 

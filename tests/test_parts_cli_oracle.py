@@ -56,25 +56,52 @@ def checkpoint(tmp_path_factory) -> Path:
 def segment(obj: str, checkpoint: Path, out: Path, *options: str) -> tuple[dict, np.ndarray]:
     """Run ``persam segment`` in-process on ``obj``'s target; returns its manifest entry and written mask."""
     images, annotations = DATA / "Images" / obj, DATA / "Annotations" / obj
-    code = main(["segment", "--ref", str(images / "00.jpg"), "--ref-mask", str(annotations / "00.png"), *options,
-                 "--model", "vit_t", "--checkpoint", str(checkpoint), "--device", "cpu", "--workers", "1", "-q",
-                 str(images / f"{TARGET}.jpg"), "-o", str(out)])
+    code = main(
+        [
+            "segment",
+            "--ref",
+            str(images / "00.jpg"),
+            "--ref-mask",
+            str(annotations / "00.png"),
+            *options,
+            "--model",
+            "vit_t",
+            "--checkpoint",
+            str(checkpoint),
+            "--device",
+            "cpu",
+            "--workers",
+            "1",
+            "-q",
+            str(images / f"{TARGET}.jpg"),
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0, f"persam segment exited {code} on {obj}"
     (entry,) = json.loads((out / "manifest.json").read_text())["inputs"]
     assert entry["status"] == "written", entry
     return entry, np.array(Image.open(out / entry["mask"])) > 0
 
 
-RUNS = {"part-aware": ("--prior", "part-aware"), "parts 1..1": ("--prior", "part-aware", "--parts", "1..1"),
-        "similarity": ("--prior", "similarity")}
+RUNS = {
+    "part-aware": ("--prior", "part-aware"),
+    "parts 1..1": ("--prior", "part-aware", "--parts", "1..1"),
+    "similarity": ("--prior", "similarity"),
+}
 
 
 @pytest.fixture(scope="module")
 def runs(checkpoint, tmp_path_factory) -> dict[str, dict[str, tuple[dict, np.ndarray]]]:
     """object -> run name -> (manifest entry, mask) for the three CLI runs."""
     root = tmp_path_factory.mktemp("segment")
-    return {obj: {name: segment(obj, checkpoint, root / f"{obj}-{name.replace(' ', '')}", *options)
-                  for name, options in RUNS.items()} for obj in OBJECTS}
+    return {
+        obj: {
+            name: segment(obj, checkpoint, root / f"{obj}-{name.replace(' ', '')}", *options)
+            for name, options in RUNS.items()
+        }
+        for obj in OBJECTS
+    }
 
 
 def official_sam(checkpoint: Path):
@@ -106,19 +133,25 @@ def test_cli_part_aware_masks_match_the_authors_procedure(checkpoint, runs):
                     largest = i < best.parts
                     full_map = best.maps[i] if largest else best.mean_map
                     if not is_extreme(point, full_map, largest):
-                        failures.append(f"{obj}: point {i} {point.tolist()} is not an extreme of the oracle's map "
-                                        f"(oracle {best.points_xy[i].tolist()})")
+                        failures.append(
+                            f"{obj}: point {i} {point.tolist()} is not an extreme of the oracle's map "
+                            f"(oracle {best.points_xy[i].tolist()})"
+                        )
                 best = run_oracle(candidate, test, features, best.parts, points_xy=points)
                 note = " (tie followed)"
         scores = {c["parts"]: c["transport"] for c in parts["candidates"]}
         for o in oracles:
             mine = scores.get(o.parts)
-            if (mine is None) != (o.score is None) or (o.score is not None and abs(mine - o.score) > SCORE_RTOL * abs(o.score)):
+            if (mine is None) != (o.score is None) or (
+                o.score is not None and abs(mine - o.score) > SCORE_RTOL * abs(o.score)
+            ):
                 failures.append(f"{obj}: parts {o.parts} transport {mine} vs oracle {o.score}")
         value = iou(ours, best.mask)
         persam_ious.append(iou(runs[obj]["similarity"][1], best.mask))
-        report.append(f"{obj} {TARGET}: chosen {parts['chosen']} (oracle {best.parts}), IoU {value:.4f}{note}; "
-                      f"PerSAM's mask vs the oracle: IoU {persam_ious[-1]:.4f}")
+        report.append(
+            f"{obj} {TARGET}: chosen {parts['chosen']} (oracle {best.parts}), IoU {value:.4f}{note}; "
+            f"PerSAM's mask vs the oracle: IoU {persam_ious[-1]:.4f}"
+        )
         if parts["chosen"] != best.parts:
             failures.append(f"{obj}: chose {parts['chosen']} parts, the authors' procedure {best.parts}")
         if value < MIN_IOU:
@@ -126,8 +159,9 @@ def test_cli_part_aware_masks_match_the_authors_procedure(checkpoint, runs):
     print("\n" + "\n".join(report))
     assert not failures, "; ".join(failures) + "\n" + "\n".join(report)
     # the check discriminates: PerSAM's masks do not pass it
-    assert any(n > 1 for n in chosen_counts) and min(persam_ious) < MIN_IOU, \
+    assert any(n > 1 for n in chosen_counts) and min(persam_ious) < MIN_IOU, (
         f"this sample cannot tell P2SAM from PerSAM: {report}"
+    )
 
 
 @pytest.mark.slow

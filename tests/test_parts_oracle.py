@@ -33,8 +33,14 @@ from test_reference_agreement import build_scene, iou, oracle_sam, run_oracle  #
 MIN_IOU = 0.99
 SIM_TOL = 1e-5
 SCORE_RTOL = 1e-3  # features differ by float rounding (persam's encoder is re-associated)
-DATA = next((p / "shared" / "data" / "perseg-sample" for p in Path(__file__).resolve().parents
-             if (p / "shared" / "data" / "perseg-sample").is_dir()), Path("/nonexistent/perseg-sample"))
+DATA = next(
+    (
+        p / "shared" / "data" / "perseg-sample"
+        for p in Path(__file__).resolve().parents
+        if (p / "shared" / "data" / "perseg-sample").is_dir()
+    ),
+    Path("/nonexistent/perseg-sample"),
+)
 
 
 def is_extreme(point: np.ndarray, full_map: torch.Tensor, largest: bool) -> bool:
@@ -49,13 +55,17 @@ def follow_candidate(test: OracleImage, features: torch.Tensor, n: int, ours: np
     for i, point in enumerate(ours):
         largest = i < n
         full_map = oracle.maps[i] if largest else oracle.mean_map
-        assert is_extreme(point, full_map, largest), f"parts {n}: point {i} {point.tolist()} vs oracle {oracle.points_xy[i].tolist()}"
+        assert is_extreme(point, full_map, largest), (
+            f"parts {n}: point {i} {point.tolist()} vs oracle {oracle.points_xy[i].tolist()}"
+        )
     if np.array_equal(ours, oracle.points_xy):
         return oracle, ""
     return run_oracle(candidate, test, features, n, points_xy=ours), f" (tie at parts {n})"
 
 
-def compare(model, sam, ref: np.ndarray, annotation, mask_rgb: np.ndarray, target: np.ndarray) -> tuple[list[str], list[str]]:
+def compare(
+    model, sam, ref: np.ndarray, annotation, mask_rgb: np.ndarray, target: np.ndarray
+) -> tuple[list[str], list[str]]:
     """(failures, report) for one reference/target pair with parts 1..5."""
     concept = model.personalize(ref, annotation, prior="part-aware")
     result = concept.segment(target)
@@ -81,11 +91,16 @@ def compare(model, sam, ref: np.ndarray, annotation, mask_rgb: np.ndarray, targe
     ours_scores = {s.parts: s.transport for s in result.part_scores}
     for o in oracles:
         ours = ours_scores[o.parts]
-        if (ours is None) != (o.score is None) or (o.score is not None and abs(ours - o.score) > SCORE_RTOL * abs(o.score)):
+        if (ours is None) != (o.score is None) or (
+            o.score is not None and abs(ours - o.score) > SCORE_RTOL * abs(o.score)
+        ):
             failures.append(f"parts {o.parts}: transport {ours} vs oracle {o.score}")
     value = iou(result.mask, best.mask)
-    report.append(f"chosen parts {result.part_count} (oracle {best.parts}), IoU {value:.4f}; scores "
-                  + ", ".join(f"{o.parts}: {o.score:.2f}" if o.score is not None else f"{o.parts}: -" for o in oracles) + notes)
+    report.append(
+        f"chosen parts {result.part_count} (oracle {best.parts}), IoU {value:.4f}; scores "
+        + ", ".join(f"{o.parts}: {o.score:.2f}" if o.score is not None else f"{o.parts}: -" for o in oracles)
+        + notes
+    )
     if result.part_count != best.parts:
         failures.append(f"chose {result.part_count} parts, oracle {best.parts}")
     if value < MIN_IOU:

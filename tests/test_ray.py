@@ -25,8 +25,9 @@ PHOTOS = 24
 
 @pytest.fixture(scope="module")
 def ray_runtime():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False
+    )
     try:
         yield
     finally:
@@ -36,6 +37,7 @@ def ray_runtime():
 @pytest.fixture(autouse=True)
 def time_limit():
     """Fail a test that runs over 150 s instead of hanging the suite."""
+
     def expired(signum, frame):
         raise TimeoutError("Ray test ran over 150 s")
 
@@ -59,8 +61,21 @@ def album(tmp_path_factory):
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(synthetic_photo(72 + i % 5, 96, seed=100 + i)[0]).save(folder / f"p{i:02d}.png")
     (root / "photos" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
-    assert main(["personalize", "--ref", str(root / "ref.jpg"), "--ref-mask", str(root / "ref_mask.png"),
-                 "-o", str(root / "c.persam"), *MODEL]) == 0
+    assert (
+        main(
+            [
+                "personalize",
+                "--ref",
+                str(root / "ref.jpg"),
+                "--ref-mask",
+                str(root / "ref_mask.png"),
+                "-o",
+                str(root / "c.persam"),
+                *MODEL,
+            ]
+        )
+        == 0
+    )
     return root
 
 
@@ -91,7 +106,9 @@ def test_ray_path_equals_local_path(album, ray_runtime, capsys):
     rows = stored_rows(remote)
     assert sorted(r["path"] for r in rows if r["status"] == "encoded") == good_photos(album)  # each photo once
     broken = [r for r in rows if r["status"] == "skipped"]
-    assert len(broken) == 1 and broken[0]["path"].endswith("broken.jpg") and "not a readable image" in broken[0]["reason"]
+    assert (
+        len(broken) == 1 and broken[0]["path"].endswith("broken.jpg") and "not a readable image" in broken[0]["reason"]
+    )
 
     seg = ["--concept", concept, "--format", "coco", *MODEL]
     assert main(["segment", "--index", str(local), "-o", str(album / "out_local"), *seg]) == 0
@@ -102,7 +119,9 @@ def test_ray_path_equals_local_path(album, ray_runtime, capsys):
     manifest = json.loads((album / "out_ray" / "manifest.json").read_text())
     assert [e["input"] for e in manifest["inputs"]] == good_photos(album)  # input order, each once
     assert manifest == json.loads((album / "out_local" / "manifest.json").read_text())
-    assert (album / "out_ray" / "annotations.json").read_text() == (album / "out_local" / "annotations.json").read_text()
+    assert (album / "out_ray" / "annotations.json").read_text() == (
+        album / "out_local" / "annotations.json"
+    ).read_text()
 
 
 def test_rerun_skips_stored_photos(album, ray_runtime, capsys):
@@ -117,8 +136,17 @@ def test_rerun_skips_stored_photos(album, ray_runtime, capsys):
         assert f"1 encoded now, {PHOTOS - 1} unchanged, 1 skipped, 0 failed" in capsys.readouterr().out
         rows = [r for r in stored_rows(store) if r["path"] == str(changed.resolve())]
         assert len(rows) == 2 and len({r["sha256"] for r in rows}) == 2  # the old row stays; the newest counts
-        seg = ["segment", "--index", str(store), "--concept", str(album / "c.persam"), "-o", str(album / "out_resume"),
-               "--ray", *MODEL]
+        seg = [
+            "segment",
+            "--index",
+            str(store),
+            "--concept",
+            str(album / "c.persam"),
+            "-o",
+            str(album / "out_resume"),
+            "--ray",
+            *MODEL,
+        ]
         assert main(seg) == 0
         capsys.readouterr()
         assert main(seg) == 0
@@ -140,8 +168,24 @@ def test_killed_worker_loses_and_duplicates_nothing(album, ray_runtime, tmp_path
     marker2 = tmp_path / "killed2"
     monkeypatch.setenv("PERSAM_TEST_KILL_WORKER_AT", f"6:{marker2}")
     out = tmp_path / "out"
-    assert main(["segment", "--index", str(store), "--concept", str(album / "c.persam"), "-o", str(out), "--ray",
-                 "--ray-batch-size", "4", *MODEL]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "--index",
+                str(store),
+                "--concept",
+                str(album / "c.persam"),
+                "-o",
+                str(out),
+                "--ray",
+                "--ray-batch-size",
+                "4",
+                *MODEL,
+            ]
+        )
+        == 0
+    )
     assert marker2.is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and [e["input"] for e in manifest["inputs"]] == good_photos(album)

@@ -63,7 +63,9 @@ def palette_mask(mask: np.ndarray) -> Image.Image:
     return img
 
 
-def synthetic_photo(seed: int, centre: tuple[int, int], radii: tuple[int, int], colour: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_photo(
+    seed: int, centre: tuple[int, int], radii: tuple[int, int], colour: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """A 300 x 400 noisy photo with one coloured elliptic blob; returns (image, blob mask)."""
     h, w = 300, 400
     rng = np.random.default_rng(seed)
@@ -91,10 +93,14 @@ def check_points(ours: np.ndarray, oracle: OracleResult) -> None:
     sim = oracle.similarity
     assert ours.shape == oracle.points_xy.shape, (ours, oracle.points_xy)
     x, y = (int(v) for v in ours[0])
-    assert float(sim[y, x]) >= float(sim.max()) - SIM_TOL, f"positive point {ours[0]} vs reference {oracle.points_xy[0]}"
+    assert float(sim[y, x]) >= float(sim.max()) - SIM_TOL, (
+        f"positive point {ours[0]} vs reference {oracle.points_xy[0]}"
+    )
     if len(ours) > 1:
         x, y = (int(v) for v in ours[1])
-        assert float(sim[y, x]) <= float(sim.min()) + SIM_TOL, f"negative point {ours[1]} vs reference {oracle.points_xy[1]}"
+        assert float(sim[y, x]) <= float(sim.min()) + SIM_TOL, (
+            f"negative point {ours[1]} vs reference {oracle.points_xy[1]}"
+        )
 
 
 def follow(segment, test: OracleImage, target, ours_points: np.ndarray) -> tuple[OracleResult, str]:
@@ -176,7 +182,9 @@ def test_persam_first_step_logits_match_reference(tiny_persam):
     name, oracle, _, first = tiny_persam
     diff, allowed = logit_gap(first.low_res_logits, oracle.first_low_res)
     print(f"{name}: PerSAM first-step max |logit diff| {diff:.2e}")
-    assert diff <= allowed, f"{name}: guided decoder differs from the reference: max |logit diff| {diff:.2e} > {allowed:.0e}"
+    assert diff <= allowed, (
+        f"{name}: guided decoder differs from the reference: max |logit diff| {diff:.2e} > {allowed:.0e}"
+    )
 
 
 def test_persam_final_mask_matches_reference(tiny_persam):
@@ -199,7 +207,9 @@ def test_oracle_rerunning_the_frozen_decoder_changes_nothing():
 def tiny_persam_f():
     """PerSAM-F on the red-blob scene: the reference's 1000-step fit vs persam."""
     s = build_scene("red-blob")
-    fitted = run_oracle(persam_f_fit, OracleImage(s["sam"], s["ref"], s["mask_rgb"]), s["mask_rgb"], rerun_decoder=False)
+    fitted = run_oracle(
+        persam_f_fit, OracleImage(s["sam"], s["ref"], s["mask_rgb"]), s["mask_rgb"], rerun_decoder=False
+    )
     concept = s["model"].personalize(s["ref"], s["annotation"], finetune=True)
     result = concept.segment(s["target"])
     oracle, note = follow(persam_f_segment, OracleImage(s["sam"], s["target"]), fitted, result.points_xy)
@@ -261,7 +271,9 @@ def test_real_photos_match_reference():
         oracle, note = follow(persam_segment, oracle_targets[idx], target, full.points_xy)
         v_first, v_final = iou(first.mask, oracle.first_mask), iou(full.mask, oracle.mask)
         diff, allowed = logit_gap(first.low_res_logits, oracle.first_low_res)
-        report.append(f"PerSAM {idx}: first-step IoU {v_first:.4f} (max |logit diff| {diff:.2e}), final IoU {v_final:.4f}{note}")
+        report.append(
+            f"PerSAM {idx}: first-step IoU {v_first:.4f} (max |logit diff| {diff:.2e}), final IoU {v_final:.4f}{note}"
+        )
         if v_first < MIN_IOU:
             failures.append(f"PerSAM {idx} first-step IoU {v_first:.4f}")
         if diff > allowed:

@@ -18,8 +18,14 @@ from persam.cli.main import main
 
 pytest.importorskip("sam2")
 
-SAMPLE = next((p / "shared" / "data" / "perseg-sample" for p in Path(__file__).resolve().parents
-               if (p / "shared" / "data" / "perseg-sample").is_dir()), Path("/nonexistent/perseg-sample"))
+SAMPLE = next(
+    (
+        p / "shared" / "data" / "perseg-sample"
+        for p in Path(__file__).resolve().parents
+        if (p / "shared" / "data" / "perseg-sample").is_dir()
+    ),
+    Path("/nonexistent/perseg-sample"),
+)
 TINY = ["--model", "sam2_tiny", "--random-weights", "--device", "cpu"]
 
 
@@ -66,8 +72,10 @@ def test_index_then_segment_and_detect_absent_on_sam2(tmp_path, capsys):
     manifest = json.loads((out_direct / "manifest.json").read_text())
     assert all(len(e["object_scores"]) == 1 for e in manifest["inputs"])
     absent = tmp_path / "absent"  # from the index: no encoding
-    assert main(["segment", "--index", str(idx), "--concept", str(concept), "-o", str(absent), "--detect-absent",
-                 *TINY]) == 0
+    assert (
+        main(["segment", "--index", str(idx), "--concept", str(concept), "-o", str(absent), "--detect-absent", *TINY])
+        == 0
+    )
     for entry in json.loads((absent / "manifest.json").read_text())["inputs"]:
         score = entry.get("object_scores", [None])[0]
         mask = np.asarray(Image.open(absent / entry["mask"])) > 0
@@ -82,14 +90,34 @@ def test_index_then_segment_and_detect_absent_on_sam2(tmp_path, capsys):
 def full_checkpoint(tmp_path_factory) -> Path:
     from persam.backends.sam2_models import write_random_checkpoint
 
-    return write_random_checkpoint("sam2.1_hiera_tiny", tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_tiny.pt", seed=0)
+    return write_random_checkpoint(
+        "sam2.1_hiera_tiny", tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_tiny.pt", seed=0
+    )
 
 
 def _segment(ckpt: Path, out: Path, *extra: str, obj: str = "cat") -> dict:
     images, masks = SAMPLE / "Images" / obj, SAMPLE / "Annotations" / obj
-    code = main(["segment", "--ref", str(images / "00.jpg"), "--ref-mask", str(masks / "00.png"),
-                 "--model", "sam2.1_hiera_tiny", "--checkpoint", str(ckpt), "--device", "cpu", "--workers", "1",
-                 str(images / "01.jpg"), "-o", str(out), *extra])
+    code = main(
+        [
+            "segment",
+            "--ref",
+            str(images / "00.jpg"),
+            "--ref-mask",
+            str(masks / "00.png"),
+            "--model",
+            "sam2.1_hiera_tiny",
+            "--checkpoint",
+            str(ckpt),
+            "--device",
+            "cpu",
+            "--workers",
+            "1",
+            str(images / "01.jpg"),
+            "-o",
+            str(out),
+            *extra,
+        ]
+    )
     assert code == 0
     entry = json.loads((out / "manifest.json").read_text())["inputs"][0]
     assert entry["status"] == "written"
@@ -118,8 +146,17 @@ def test_sample_photos_full_size_sam2_guidance_off_equals_the_official_predictor
     from persam.method.decoder import Guidance, Prompt, decode
     from persam.method.target import attention_guidance, similarity, touched_cells
 
-    ablated = _segment(full_checkpoint, tmp_path / "plain", "--without", "guided-attention", "--without",
-                       "semantic-prompt", "--without", "refinement", obj=obj)
+    ablated = _segment(
+        full_checkpoint,
+        tmp_path / "plain",
+        "--without",
+        "guided-attention",
+        "--without",
+        "semantic-prompt",
+        "--without",
+        "refinement",
+        obj=obj,
+    )
     (prompt,) = ablated["prompts"][0]  # one pass: the first
     ours = np.asarray(Image.open(tmp_path / "plain" / ablated["mask"])) > 0
 
@@ -129,24 +166,33 @@ def test_sample_photos_full_size_sam2_guidance_off_equals_the_official_predictor
     points, labels = np.asarray(prompt["points_xy"], dtype=np.float32), np.asarray(prompt["point_labels"])
     with torch.inference_mode():
         predictor.set_image(np.asarray(Image.open(SAMPLE / "Images" / obj / "01.jpg").convert("RGB")))
-        masks, _, low = predictor.predict(point_coords=points, point_labels=labels, box=prompt["box_xyxy"],
-                                          multimask_output=False)
+        masks, _, low = predictor.predict(
+            point_coords=points, point_labels=labels, box=prompt["box_xyxy"], multimask_output=False
+        )
     official = masks[0] > 0
     assert ours.shape == official.shape and ours.any()
     assert _iou(ours, official) >= 0.99
 
     backend = create_backend("sam2.1_hiera_tiny", checkpoint=full_checkpoint, device="cpu")
     hw = predictor._orig_hw[0]
-    encoded = EncodedImage(embedding=predictor._features["image_embed"], geometry=backend.geometry(hw),
-                           high_res_features=tuple(predictor._features["high_res_feats"]))
+    encoded = EncodedImage(
+        embedding=predictor._features["image_embed"],
+        geometry=backend.geometry(hw),
+        high_res_features=tuple(predictor._features["high_res_feats"]),
+    )
     first = Prompt(points_xy=torch.from_numpy(points), labels=torch.from_numpy(labels))
     plain = decode(backend, encoded, first, multimask=False)
     torch.testing.assert_close(plain.low_res_logits, torch.as_tensor(low), atol=1e-4, rtol=1e-4)
     cells = touched_cells(torch.from_numpy(official), encoded.geometry)
     target = encoded.embedding[0].permute(1, 2, 0)[cells].mean(0)
     sim = similarity(encoded, target / target.norm())
-    guided = decode(backend, encoded, first, multimask=False,
-                    guidance=Guidance(attention_bias=attention_guidance(sim, encoded.geometry), target_embedding=target))
+    guided = decode(
+        backend,
+        encoded,
+        first,
+        multimask=False,
+        guidance=Guidance(attention_bias=attention_guidance(sim, encoded.geometry), target_embedding=target),
+    )
     assert (guided.low_res_logits - plain.low_res_logits).abs().max() > 1e-2
     assert not torch.equal(guided.low_res_logits > 0, plain.low_res_logits > 0)
 

@@ -24,8 +24,18 @@ def album(tmp_path):
     (tmp_path / "photos").mkdir()
     for i in range(10):
         Image.fromarray(synthetic_photo(64, 80, seed=200 + i)[0]).save(tmp_path / "photos" / f"p{i}.png")
-    main(["personalize", "--ref", str(tmp_path / "ref.jpg"), "--ref-mask", str(tmp_path / "ref_mask.png"),
-          "-o", str(tmp_path / "c.persam"), *MODEL])
+    main(
+        [
+            "personalize",
+            "--ref",
+            str(tmp_path / "ref.jpg"),
+            "--ref-mask",
+            str(tmp_path / "ref_mask.png"),
+            "-o",
+            str(tmp_path / "c.persam"),
+            *MODEL,
+        ]
+    )
     return tmp_path
 
 
@@ -40,7 +50,9 @@ def test_store_and_sqlite_index_give_the_same_masks(album, capsys):
     assert main(["segment", "--index", str(album / "store"), "-o", str(album / "a"), *seg]) == 0
     assert main(["segment", "--index", str(album / "album.idx"), "-o", str(album / "b"), *seg]) == 0
     for i in range(10):
-        assert np.array_equal(np.asarray(Image.open(album / "a" / f"p{i}.png")), np.asarray(Image.open(album / "b" / f"p{i}.png")))
+        assert np.array_equal(
+            np.asarray(Image.open(album / "a" / f"p{i}.png")), np.asarray(Image.open(album / "b" / f"p{i}.png"))
+        )
     a = json.loads((album / "a" / "manifest.json").read_text())
     assert a == json.loads((album / "b" / "manifest.json").read_text())
 

@@ -65,9 +65,26 @@ def server(tmp_path, tiny_checkpoint):
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "persam", "app", "--host", "127.0.0.1", "--port", str(port),
-         "--model", "sam_tiny", "--checkpoint", str(tiny_checkpoint), "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "persam",
+            "app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model",
+            "sam_tiny",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -169,7 +186,9 @@ def test_app_in_a_browser(server, tmp_path, tiny_checkpoint):
     with zipfile.ZipFile(zip_path) as z:
         manifest = json.loads(z.read("manifest.json"))
         assert [e["input"] for e in manifest["inputs"]] == ["first.png", "second.jpg"]
-        assert all(e["parts"][0]["chosen"] in range(1, 6) for e in manifest["inputs"])  # the page's prior reached the run
+        assert all(
+            e["parts"][0]["chosen"] in range(1, 6) for e in manifest["inputs"]
+        )  # the page's prior reached the run
         for target in targets:
             with z.open(f"{target.stem}.png") as f:
                 got = np.asarray(Image.open(f)) > 0

@@ -34,6 +34,7 @@ def ref_path(tmp_path) -> Path:
 
 def png_header_only(path: Path, w: int, h: int) -> Path:
     """A PNG announcing w x h pixels with one tiny data chunk (a decompression bomb's header)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -100,7 +101,9 @@ def test_clicks_make_masks_from_one_encoding(model, ref_path):
     workspace.click(ws, model, 170, 150, "box")
     assert ws.clicks.box_xyxy == (60, 40, 171, 151)
     assert model.backend.encoder_calls - before == 1  # the upload encoded; clicks ran the decoder only
-    expect = model.mask_from_prompts(ws.photo, points_xy=[[108, 81], [20, 20]], point_labels=[1, 0], box_xyxy=[60, 40, 171, 151])
+    expect = model.mask_from_prompts(
+        ws.photo, points_xy=[[108, 81], [20, 20]], point_labels=[1, 0], box_xyxy=[60, 40, 171, 151]
+    )
     np.testing.assert_array_equal(ws.mask, expect.mask)
     workspace.undo(ws, model)  # the box
     workspace.undo(ws, model)  # the background point
@@ -122,8 +125,11 @@ def test_click_outside_and_before_upload_are_messages(model, ref_path):
 def test_uploaded_masks_are_checked(model, ref_path, tmp_path):
     ws = workspace.Workspace()
     workspace.set_photo(ws, model, ref_path)
-    cases = {"empty.png": (np.zeros((180, 240), np.uint8), "empty"), "full.png": (np.full((180, 240), 255, np.uint8), "whole photo"),
-             "small.png": (np.full((10, 10), 255, np.uint8), "10x10 but the photo is 240x180")}
+    cases = {
+        "empty.png": (np.zeros((180, 240), np.uint8), "empty"),
+        "full.png": (np.full((180, 240), 255, np.uint8), "whole photo"),
+        "small.png": (np.full((10, 10), 255, np.uint8), "10x10 but the photo is 240x180"),
+    }
     for name, (pixels, message) in cases.items():
         Image.fromarray(pixels).save(tmp_path / name)
         with pytest.raises(ValueError, match=message):
@@ -169,14 +175,26 @@ def test_segment_uploads_writes_a_zip_with_every_output(model, ref_path, tmp_pat
         uploads.append(tmp_path / name)
     (tmp_path / "notes.jpg").write_text("not a photo")
     steps = []
-    result = batch.segment_uploads(concept, [*uploads, tmp_path / "notes.jpg"], batch.BatchOptions(), tmp_path / "work",
-                                   progress=lambda done, total, what: steps.append((done, total)))
+    result = batch.segment_uploads(
+        concept,
+        [*uploads, tmp_path / "notes.jpg"],
+        batch.BatchOptions(),
+        tmp_path / "work",
+        progress=lambda done, total, what: steps.append((done, total)),
+    )
     assert steps[0] == (0, 3) and steps[-1] == (3, 3)
     assert [c.split(" · ")[0] for _, c in result.gallery] == ["one.jpg", "two.png"]
     assert len(result.skipped) == 1 and result.skipped[0].startswith("notes.jpg: not a readable image")
     with zipfile.ZipFile(result.zip_path) as z:
         names = set(z.namelist())
-        assert {"one.png", "two.png", "one_overlay.jpg", "two_overlay.jpg", "manifest.json", "annotations.json"} <= names
+        assert {
+            "one.png",
+            "two.png",
+            "one_overlay.jpg",
+            "two_overlay.jpg",
+            "manifest.json",
+            "annotations.json",
+        } <= names
         manifest = json.loads(z.read("manifest.json"))
         coco = json.loads(z.read("annotations.json"))
         for upload in uploads:

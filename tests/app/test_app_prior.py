@@ -29,8 +29,9 @@ def ws(tiny_model, tmp_path) -> workspace.Workspace:
 
 
 def test_part_aware_choice_reaches_the_segmented_photos(tiny_model, ws, tmp_path):
-    message = workspace.learn(ws, tiny_model, finetune=False, without=[], presence_threshold=None,
-                              prior="part-aware", parts=(1, 3))
+    message = workspace.learn(
+        ws, tiny_model, finetune=False, without=[], presence_threshold=None, prior="part-aware", parts=(1, 3)
+    )
     assert "part-aware prior, parts 1..3" in message
     assert ws.concept.prior == "part-aware" and ws.concept.parts.parts == (1, 3)
     Image.fromarray(synthetic_photo(seed=21)[0]).save(tmp_path / "one.png")
@@ -53,12 +54,15 @@ def test_part_aware_choice_reaches_the_segmented_photos(tiny_model, ws, tmp_path
     assert ws.concept.segment(np.asarray(Image.open(tmp_path / "one.png").convert("RGB"))).part_count is None
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"prior": "part-aware", "finetune": True}, "part-aware prior is training-free"),
-    ({"prior": "similarity", "parts": (1, 3)}, "part-aware prior only"),
-    ({"prior": "part-aware", "parts": (3, 2)}, "1 <= MIN <= MAX, got 3..2"),
-    ({"prior": "parts"}, "unknown prior"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"prior": "part-aware", "finetune": True}, "part-aware prior is training-free"),
+        ({"prior": "similarity", "parts": (1, 3)}, "part-aware prior only"),
+        ({"prior": "part-aware", "parts": (3, 2)}, "1 <= MIN <= MAX, got 3..2"),
+        ({"prior": "parts"}, "unknown prior"),
+    ],
+)
 def test_prior_choices_are_checked(tiny_model, ws, kwargs, message):
     options = {"finetune": False, **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -66,9 +70,13 @@ def test_prior_choices_are_checked(tiny_model, ws, kwargs, message):
 
 
 def test_instances_need_the_similarity_prior(tiny_model, ws, tmp_path):
-    workspace.learn(ws, tiny_model, finetune=False, without=[], presence_threshold=None, prior="part-aware", parts=(1, 2))
+    workspace.learn(
+        ws, tiny_model, finetune=False, without=[], presence_threshold=None, prior="part-aware", parts=(1, 2)
+    )
     with pytest.raises(ValueError, match="similarity prior only"):
-        batch.segment_uploads(ws.concept, [tmp_path / "dog.png"], batch.BatchOptions(max_instances=2), tmp_path / "work")
+        batch.segment_uploads(
+            ws.concept, [tmp_path / "dog.png"], batch.BatchOptions(max_instances=2), tmp_path / "work"
+        )
 
 
 def test_page_passes_the_prior_and_range_to_learning(tiny_model, ws, tmp_path):

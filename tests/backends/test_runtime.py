@@ -150,9 +150,25 @@ def test_bf16_refusal_is_one_line_from_the_cli(tiny_ckpt, cache, tmp_path, capsy
     image, mask = synthetic_photo(64, 64, seed=0)
     Image.fromarray(image).save(tmp_path / "ref.png")
     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")
-    code = main(["personalize", "--ref", str(tmp_path / "ref.png"), "--ref-mask", str(tmp_path / "ref_mask.png"),
-                 "--model", "sam_tiny", "--checkpoint", str(tiny_ckpt), "--runtime", "openvino",
-                 "--precision", "bf16", "-o", str(tmp_path / "c.persam")])
+    code = main(
+        [
+            "personalize",
+            "--ref",
+            str(tmp_path / "ref.png"),
+            "--ref-mask",
+            str(tmp_path / "ref_mask.png"),
+            "--model",
+            "sam_tiny",
+            "--checkpoint",
+            str(tiny_ckpt),
+            "--runtime",
+            "openvino",
+            "--precision",
+            "bf16",
+            "-o",
+            str(tmp_path / "c.persam"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0 and "needs a CPU with bf16 arithmetic" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "c.persam").exists()
@@ -178,8 +194,25 @@ def test_missing_extra_is_a_usage_error_on_the_command_line(tiny_ckpt, tmp_path,
     image, mask = synthetic_photo(64, 64, seed=0)
     Image.fromarray(image).save(ref)
     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")
-    code = main(["personalize", "--ref", str(ref), "--ref-mask", str(tmp_path / "ref_mask.png"), "-o", str(tmp_path / "c.persam"),
-                 "--model", "sam_tiny", "--checkpoint", str(tiny_ckpt), "--device", "cpu", "--runtime", "onnxruntime"])
+    code = main(
+        [
+            "personalize",
+            "--ref",
+            str(ref),
+            "--ref-mask",
+            str(tmp_path / "ref_mask.png"),
+            "-o",
+            str(tmp_path / "c.persam"),
+            "--model",
+            "sam_tiny",
+            "--checkpoint",
+            str(tiny_ckpt),
+            "--device",
+            "cpu",
+            "--runtime",
+            "onnxruntime",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "pip install 'persam[onnx]'" in err and "Traceback" not in err
@@ -213,8 +246,23 @@ def test_bench_compares_runtimes_with_torch_fp32(tmp_path, cache, capsys):
 
     out = tmp_path / "bench.json"
     bf16 = ["--runtime", "openvino:bf16"] if openvino_has_bf16() else []
-    code = main(["bench", "--model", "sam_tiny", "--random-weights", "--image-size", "64", "--runs", "1",
-                 "--runtime", "openvino", *bf16, "--json", str(out)])
+    code = main(
+        [
+            "bench",
+            "--model",
+            "sam_tiny",
+            "--random-weights",
+            "--image-size",
+            "64",
+            "--runs",
+            "1",
+            "--runtime",
+            "openvino",
+            *bf16,
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     table = capsys.readouterr().out
     assert "x torch" in table and "frame ms" in table

@@ -60,17 +60,33 @@ def test_plain_passes_equal_the_predictor(sam2_model, image, predictor, multimas
     cases = [(pts, labels, None), (pts, labels, box), (None, None, box)]
     for p, lab, b in cases:
         _, iou, low = predictor.predict(point_coords=p, point_labels=lab, box=b, multimask_output=multimask)
-        out = decode(backend, enc, Prompt(points_xy=None if p is None else torch.tensor(p, dtype=torch.float32),
-                                         labels=None if lab is None else torch.tensor(lab),
-                                         box_xyxy=None if b is None else torch.tensor(b, dtype=torch.float32)), multimask)
+        out = decode(
+            backend,
+            enc,
+            Prompt(
+                points_xy=None if p is None else torch.tensor(p, dtype=torch.float32),
+                labels=None if lab is None else torch.tensor(lab),
+                box_xyxy=None if b is None else torch.tensor(b, dtype=torch.float32),
+            ),
+            multimask,
+        )
         torch.testing.assert_close(out.low_res_logits, torch.as_tensor(low), **TOL)
         torch.testing.assert_close(out.iou, torch.as_tensor(iou), **TOL)
         assert out.object_score is not None
     # a mask prompt (the refinement's), from the previous pass's low-res logits
-    _, iou, low2 = predictor.predict(point_coords=pts, point_labels=labels, mask_input=low[None, 0],
-                                     multimask_output=multimask)
-    out = decode(backend, enc, Prompt(points_xy=torch.tensor(pts, dtype=torch.float32), labels=torch.tensor(labels),
-                                      mask_logits=torch.as_tensor(low[0])), multimask)
+    _, iou, low2 = predictor.predict(
+        point_coords=pts, point_labels=labels, mask_input=low[None, 0], multimask_output=multimask
+    )
+    out = decode(
+        backend,
+        enc,
+        Prompt(
+            points_xy=torch.tensor(pts, dtype=torch.float32),
+            labels=torch.tensor(labels),
+            mask_logits=torch.as_tensor(low[0]),
+        ),
+        multimask,
+    )
     torch.testing.assert_close(out.low_res_logits, torch.as_tensor(low2), **TOL)
 
 

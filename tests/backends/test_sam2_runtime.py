@@ -89,8 +89,10 @@ def test_openvino_bf16_is_a_compile_hint_close_to_fp32(cache, conversions):
 def test_refusals_are_one_line(cache):
     with pytest.raises(ValueError, match="fp32 only with --runtime torch .*use --runtime openvino$"):
         persam.load("sam2_tiny", random_weights=True, device="cpu", precision="bf16", runtime="torch")
-    with pytest.raises(RuntimeUnavailableError, match="onnxruntime runs the encoder in fp32 only on CPUs; "
-                                                      "use --runtime openvino for --precision bf16"):
+    with pytest.raises(
+        RuntimeUnavailableError,
+        match="onnxruntime runs the encoder in fp32 only on CPUs; use --runtime openvino for --precision bf16",
+    ):
         persam.load("sam2_tiny", random_weights=True, device="cpu", precision="bf16", runtime="onnxruntime")
     model = persam.load("sam2_tiny", random_weights=True, device="cpu")
     on_gpu = dataclasses.replace(model.backend, device=torch.device("cuda"))

@@ -30,8 +30,20 @@ def test_synthetic_photo_is_deterministic() -> None:
 
 def test_bench_writes_every_figure(tmp_path: Path, capsys) -> None:
     report = tmp_path / "bench.json"
-    argv = ["bench", "--model", "sam_tiny", "--random-weights", "--device", "cpu", "--runs", "1", "--image-size", "256",
-            "--json", str(report)]
+    argv = [
+        "bench",
+        "--model",
+        "sam_tiny",
+        "--random-weights",
+        "--device",
+        "cpu",
+        "--runs",
+        "1",
+        "--image-size",
+        "256",
+        "--json",
+        str(report),
+    ]
     assert main(argv) == 0
     data = json.loads(report.read_text())
     for key in NUMBER_KEYS:

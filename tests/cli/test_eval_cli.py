@@ -18,7 +18,9 @@ from persam.io import save_label_map as save_palette  # DAVIS palette: colours d
 TINY = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
 
 
-def blob_photo(h: int, w: int, cx: float, cy: float, colour: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+def blob_photo(
+    h: int, w: int, cx: float, cy: float, colour: tuple[int, int, int], seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w]
     mask = ((x - cx) / (0.22 * w)) ** 2 + ((y - cy) / (0.25 * h)) ** 2 <= 1.0
@@ -53,7 +55,9 @@ def one_line_error(err: str) -> str:
 @pytest.mark.parametrize("method", ["persam", "persam-f"])
 def test_perseg_runs_the_model_and_scores(perseg_root: Path, tmp_path: Path, capsys, method: str) -> None:
     out, report = tmp_path / "pred", tmp_path / "sub" / "report.json"
-    code = main(["eval", "perseg", str(perseg_root), "--method", method, "--output", str(out), "--json", str(report), *TINY])
+    code = main(
+        ["eval", "perseg", str(perseg_root), "--method", method, "--output", str(out), "--json", str(report), *TINY]
+    )
     assert code == 0
     for obj in ("red_ball", "blue_cup"):
         assert sorted(p.name for p in (out / obj).iterdir()) == ["01.png", "02.png"]
@@ -99,8 +103,18 @@ def test_perseg_pred_ground_truth_scores_100(perseg_root: Path, tmp_path: Path, 
 def test_perseg_without_components_recorded(perseg_root: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     report = tmp_path / "abl.json"
-    argv = ["eval", "perseg", str(perseg_root), "--without", "guided-attention", "--without", "refinement",
-            "--json", str(report), *TINY]
+    argv = [
+        "eval",
+        "perseg",
+        str(perseg_root),
+        "--without",
+        "guided-attention",
+        "--without",
+        "refinement",
+        "--json",
+        str(report),
+        *TINY,
+    ]
     assert main(argv) == 0
     data = json.loads(report.read_text())
     assert data["settings"]["without"] == ["guided-attention", "refinement"]
@@ -112,8 +126,20 @@ def test_perseg_without_components_recorded(perseg_root: Path, tmp_path: Path, m
 
 
 def test_perseg_without_is_refused_for_persam_f(perseg_root: Path, tmp_path: Path, capsys) -> None:
-    code = main(["eval", "perseg", str(perseg_root), "--method", "persam-f", "--without", "refinement",
-                 "--output", str(tmp_path / "o"), *TINY])
+    code = main(
+        [
+            "eval",
+            "perseg",
+            str(perseg_root),
+            "--method",
+            "persam-f",
+            "--without",
+            "refinement",
+            "--output",
+            str(tmp_path / "o"),
+            *TINY,
+        ]
+    )
     assert code == 2
     assert "PerSAM-F" in one_line_error(capsys.readouterr().err)
 
@@ -149,7 +175,9 @@ def davis_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_davis_ground_truth_is_perfect(davis_root: Path, tmp_path: Path, capsys) -> None:
     report = tmp_path / "davis.json"
-    code = main(["eval", "davis", str(davis_root), "--pred", str(davis_root / "Annotations" / "480p"), "--json", str(report)])
+    code = main(
+        ["eval", "davis", str(davis_root), "--pred", str(davis_root / "Annotations" / "480p"), "--json", str(report)]
+    )
     assert code == 0
     data = json.loads(report.read_text())
     for key in ("J&F", "J-Mean", "J-Recall", "F-Mean", "F-Recall"):
@@ -166,7 +194,9 @@ def test_davis_shifted_prediction_scores_less(davis_root: Path, tmp_path: Path, 
         labels = np.asarray(Image.open(png))
         save_palette(pred / png.parent.name / png.name, np.roll(labels, 4, axis=1))
     report = tmp_path / "davis.json"
-    assert main(["eval", "davis", str(davis_root), "--pred", str(pred), "--sequences", "dogs", "--json", str(report)]) == 0
+    assert (
+        main(["eval", "davis", str(davis_root), "--pred", str(pred), "--sequences", "dogs", "--json", str(report)]) == 0
+    )
     data = json.loads(report.read_text())
     expected = evaluate_davis(davis_root, pred, ["dogs"])
     assert data["J&F"] == pytest.approx(expected.jf_mean)
@@ -189,8 +219,24 @@ def test_davis_runs_the_video_method(davis_root: Path, tmp_path: Path, method: s
         out.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(frame).save(out)
     pred, report = tmp_path / "pred", tmp_path / "davis.json"
-    code = main(["eval", "davis", str(root), "--method", method, "--model", "sam_tiny", "--random-weights", "--device", "cpu",
-                 "--output", str(pred), "--json", str(report)])
+    code = main(
+        [
+            "eval",
+            "davis",
+            str(root),
+            "--method",
+            method,
+            "--model",
+            "sam_tiny",
+            "--random-weights",
+            "--device",
+            "cpu",
+            "--output",
+            str(pred),
+            "--json",
+            str(report),
+        ]
+    )
     assert code == 0
     for seq in ("cars", "dogs"):
         written = sorted(p.name for p in (pred / seq).glob("*.png"))

@@ -47,8 +47,9 @@ def test_mask_from_a_box_and_points_writes_png_and_overlay(ref, tiny_checkpoint,
     np.testing.assert_array_equal(written > 0, expect)
     out2 = tmp_path / "p.png"
     assert _mask(tiny_checkpoint, str(ref), "--point", "108,81", "--negative-point", "20,20", "-o", str(out2)) == 0
-    expect2 = model.mask_from_prompts(np.asarray(Image.open(ref).convert("RGB")), points_xy=[[108, 81], [20, 20]],
-                                      point_labels=[1, 0]).mask
+    expect2 = model.mask_from_prompts(
+        np.asarray(Image.open(ref).convert("RGB")), points_xy=[[108, 81], [20, 20]], point_labels=[1, 0]
+    ).mask
     np.testing.assert_array_equal(np.asarray(Image.open(out2)) > 0, expect2)
 
 
@@ -103,13 +104,32 @@ def test_mask_on_sample_photos_matches_mobile_sam_predictor(tmp_path):
         box = [w // 4, h // 4, 3 * w // 4, 3 * h // 4]
         cases = {
             "box": (["--box", ",".join(map(str, box))], dict(box=np.asarray(box, float), multimask_output=False)),
-            "points": (["--point", f"{w // 2},{h // 2}", "--negative-point", f"{w // 10},{h // 10}"],
-                       dict(point_coords=np.asarray([[w // 2, h // 2], [w // 10, h // 10]], float),
-                            point_labels=np.asarray([1, 0]), multimask_output=True)),
+            "points": (
+                ["--point", f"{w // 2},{h // 2}", "--negative-point", f"{w // 10},{h // 10}"],
+                dict(
+                    point_coords=np.asarray([[w // 2, h // 2], [w // 10, h // 10]], float),
+                    point_labels=np.asarray([1, 0]),
+                    multimask_output=True,
+                ),
+            ),
         }
         for case, (argv, kwargs) in cases.items():
             out = tmp_path / f"{name}_{case}.png"
-            code = main(["mask", str(path), *argv, "-o", str(out), "--model", "vit_t", "--checkpoint", str(ckpt), "--device", "cpu"])
+            code = main(
+                [
+                    "mask",
+                    str(path),
+                    *argv,
+                    "-o",
+                    str(out),
+                    "--model",
+                    "vit_t",
+                    "--checkpoint",
+                    str(ckpt),
+                    "--device",
+                    "cpu",
+                ]
+            )
             assert code == 0
             ours = np.asarray(Image.open(out)) > 0
             masks, scores, _ = predictor.predict(**kwargs)

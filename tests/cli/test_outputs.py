@@ -24,9 +24,23 @@ def test_outputs_write_masks_manifest_and_coco(tmp_path: Path) -> None:
     mask[5:10, 4:14] = True
     pixels = np.full((20, 30, 3), 100, np.uint8)
     outputs = Outputs(tmp_path / "out", OutputOptions(overlay=True, coco=True))
-    outputs.add(write_result(outputs.root, Path("a/01.jpg"), Path("a/01"), pixels, mask, [Found(mask, 0.75, True)], outputs.options))
+    outputs.add(
+        write_result(
+            outputs.root, Path("a/01.jpg"), Path("a/01"), pixels, mask, [Found(mask, 0.75, True)], outputs.options
+        )
+    )
     outputs.add(Done.skipped(Path("b.jpg"), ValueError("b.jpg: not an image")))
-    outputs.add(write_result(outputs.root, Path("c.jpg"), Path("c"), pixels, np.zeros_like(mask), [Found(np.zeros_like(mask), 0.1, False)], outputs.options))
+    outputs.add(
+        write_result(
+            outputs.root,
+            Path("c.jpg"),
+            Path("c"),
+            pixels,
+            np.zeros_like(mask),
+            [Found(np.zeros_like(mask), 0.1, False)],
+            outputs.options,
+        )
+    )
     outputs.save("persam", "sam_tiny")
 
     written = np.array(Image.open(tmp_path / "out" / "a" / "01.png"))

@@ -41,18 +41,39 @@ def test_personalized_concept_segments_like_the_direct_run(tmp_path, refs):
     concept = tmp_path / "c.persam"
     assert main(["personalize", *refs, "--prior", "part-aware", "--parts", "2..4", "-o", str(concept), *TINY]) == 0
     assert main(["segment", "--concept", str(concept), str(target), "-o", str(tmp_path / "a"), *TINY]) == 0
-    assert main(["segment", *refs, "--prior", "part-aware", "--parts", "2..4", str(target), "-o", str(tmp_path / "b"), *TINY]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                *refs,
+                "--prior",
+                "part-aware",
+                "--parts",
+                "2..4",
+                str(target),
+                "-o",
+                str(tmp_path / "b"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     a = json.loads((tmp_path / "a" / "manifest.json").read_text())["inputs"][0]
     b = json.loads((tmp_path / "b" / "manifest.json").read_text())["inputs"][0]
     assert a["parts"][0]["chosen"] == b["parts"][0]["chosen"]
-    np.testing.assert_array_equal(np.array(Image.open(tmp_path / "a" / "t.png")), np.array(Image.open(tmp_path / "b" / "t.png")))
+    np.testing.assert_array_equal(
+        np.array(Image.open(tmp_path / "a" / "t.png")), np.array(Image.open(tmp_path / "b" / "t.png"))
+    )
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--parts", "1..3"], "--parts applies to the part-aware prior only"),
-    (["--prior", "part-aware", "--finetune"], "training-free"),
-    (["--prior", "part-aware", "--max-instances", "2"], "similarity prior only"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--parts", "1..3"], "--parts applies to the part-aware prior only"),
+        (["--prior", "part-aware", "--finetune"], "training-free"),
+        (["--prior", "part-aware", "--max-instances", "2"], "similarity prior only"),
+    ],
+)
 def test_prior_options_refused(tmp_path, refs, capsys, extra, message):
     target = photo(tmp_path / "t.png", 9)
     assert main(["segment", *refs, *extra, str(target), "-o", str(tmp_path / "o"), *TINY]) == 2
@@ -61,7 +82,23 @@ def test_prior_options_refused(tmp_path, refs, capsys, extra, message):
 
 @pytest.mark.parametrize("text", ["0..3", "4..2", "a..b"])
 def test_bad_part_ranges_are_usage_errors(tmp_path, refs, capsys, text):
-    assert main(["segment", *refs, "--prior", "part-aware", "--parts", text, str(tmp_path), "-o", str(tmp_path / "o"), *TINY]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                *refs,
+                "--prior",
+                "part-aware",
+                "--parts",
+                text,
+                str(tmp_path),
+                "-o",
+                str(tmp_path / "o"),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "MIN..MAX" in err or "MIN <= MAX" in err
 
@@ -70,14 +107,41 @@ def test_prior_with_a_concept_is_refused(tmp_path, refs, capsys):
     concept = tmp_path / "c.persam"
     assert main(["personalize", *refs, "-o", str(concept), *TINY]) == 0
     target = photo(tmp_path / "t.png", 9)
-    assert main(["segment", "--concept", str(concept), "--prior", "part-aware", str(target), "-o", str(tmp_path / "o"), *TINY]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                "--concept",
+                str(concept),
+                "--prior",
+                "part-aware",
+                str(target),
+                "-o",
+                str(tmp_path / "o"),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "--prior" in capsys.readouterr().err
 
 
 def test_bench_reports_the_part_aware_cost(tmp_path, capsys):
     report = tmp_path / "bench.json"
-    argv = ["bench", "--model", "sam_tiny", "--random-weights", "--device", "cpu", "--runs", "1", "--image-size", "256",
-            "--json", str(report)]
+    argv = [
+        "bench",
+        "--model",
+        "sam_tiny",
+        "--random-weights",
+        "--device",
+        "cpu",
+        "--runs",
+        "1",
+        "--image-size",
+        "256",
+        "--json",
+        str(report),
+    ]
     assert main(argv) == 0
     data = json.loads(report.read_text())
     assert data["parts_extra_s"] > 0 and 0 < data["parts_transport_share"] < 1

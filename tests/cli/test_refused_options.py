@@ -40,8 +40,13 @@ def _files(tmp_path: Path) -> dict[str, str]:
     Image.fromarray(mask).save(tmp_path / "m.png")
     (tmp_path / "c.persam").write_bytes(b"")
     (tmp_path / "a.idx").write_bytes(b"")
-    return {"p": str(tmp_path / "p.png"), "m": str(tmp_path / "m.png"), "c": str(tmp_path / "c.persam"),
-            "idx": str(tmp_path / "a.idx"), "o": str(tmp_path / "out")}
+    return {
+        "p": str(tmp_path / "p.png"),
+        "m": str(tmp_path / "m.png"),
+        "c": str(tmp_path / "c.persam"),
+        "idx": str(tmp_path / "a.idx"),
+        "o": str(tmp_path / "out"),
+    }
 
 
 SEGMENT_CASES = [
@@ -72,31 +77,38 @@ def test_segment_refuses_targets_with_index(tmp_path, capsys, no_model) -> None:
     assert "TARGET" in one_line_error(capsys)
 
 
-@pytest.mark.parametrize("extra,named", [
-    (["--method", "persam-f"], ["--method"]),
-    (["--without", "refinement"], ["--without"]),
-    (["-o", "x"], ["--output"]),
-    (["--model", "vit_b"], ["--model"]),
-    (["--precision", "bf16", "--device", "cpu"], ["--device", "--precision"]),
-    (["--checkpoint", "w.pth"], ["--checkpoint"]),
-])
+@pytest.mark.parametrize(
+    "extra,named",
+    [
+        (["--method", "persam-f"], ["--method"]),
+        (["--without", "refinement"], ["--without"]),
+        (["-o", "x"], ["--output"]),
+        (["--model", "vit_b"], ["--model"]),
+        (["--precision", "bf16", "--device", "cpu"], ["--device", "--precision"]),
+        (["--checkpoint", "w.pth"], ["--checkpoint"]),
+    ],
+)
 def test_eval_perseg_pred_refuses_run_options(extra, named, tmp_path, capsys, no_model) -> None:
     root = tmp_path / "PerSeg"
     for kind, ext in (("Images", "jpg"), ("Annotations", "png")):
         (root / kind / "ball").mkdir(parents=True)
         for nn in ("00", "01"):
             Image.fromarray(np.zeros((20, 20, 3), np.uint8) if ext == "jpg" else np.eye(20, dtype=np.uint8) * 255).save(
-                root / kind / "ball" / f"{nn}.{ext}")
+                root / kind / "ball" / f"{nn}.{ext}"
+            )
     assert main(["eval", "perseg", str(root), "--pred", str(tmp_path), *extra]) == 2
     line = one_line_error(capsys)
     assert all(name in line for name in named) and "--pred" in line, line
 
 
-@pytest.mark.parametrize("extra,named", [
-    (["--method", "persam"], ["--method"]),
-    (["--output", "x"], ["--output"]),
-    (["--model", "sam_tiny", "--random-weights"], ["--model", "--random-weights"]),
-])
+@pytest.mark.parametrize(
+    "extra,named",
+    [
+        (["--method", "persam"], ["--method"]),
+        (["--output", "x"], ["--output"]),
+        (["--model", "sam_tiny", "--random-weights"], ["--model", "--random-weights"]),
+    ],
+)
 def test_eval_davis_pred_refuses_run_options(extra, named, tmp_path, capsys, no_model) -> None:
     assert main(["eval", "davis", str(tmp_path), "--pred", str(tmp_path), *extra]) == 2
     line = one_line_error(capsys)
@@ -111,14 +123,45 @@ def test_bench_refuses_checkpoint_with_random_weights(tmp_path, capsys) -> None:
 def test_checkpoint_with_random_weights_is_refused(tmp_path, capsys, no_model) -> None:
     f = _files(tmp_path)
     (tmp_path / "w.pth").write_bytes(b"x")
-    assert main(["personalize", "--ref", f["p"], "--ref-mask", f["m"], "-o", str(tmp_path / "x.persam"), "--checkpoint",
-                 str(tmp_path / "w.pth"), *TINY]) == 2
+    assert (
+        main(
+            [
+                "personalize",
+                "--ref",
+                f["p"],
+                "--ref-mask",
+                f["m"],
+                "-o",
+                str(tmp_path / "x.persam"),
+                "--checkpoint",
+                str(tmp_path / "w.pth"),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "--random-weights" in one_line_error(capsys)
 
 
 def test_dreambooth_train_refuses_prior_weight_without_class_data(tmp_path, capsys) -> None:
-    assert main(["dreambooth", "train", str(tmp_path), "--base-model", str(tmp_path), "--instance-prompt", "x",
-                 "-o", str(tmp_path / "o"), "--prior-weight", "0.5"]) == 2
+    assert (
+        main(
+            [
+                "dreambooth",
+                "train",
+                str(tmp_path),
+                "--base-model",
+                str(tmp_path),
+                "--instance-prompt",
+                "x",
+                "-o",
+                str(tmp_path / "o"),
+                "--prior-weight",
+                "0.5",
+            ]
+        )
+        == 2
+    )
     line = one_line_error(capsys)
     assert "--prior-weight" in line and "--class-data" in line
 
@@ -133,8 +176,24 @@ def test_method_refusals_are_usage_errors(tmp_path, capsys, monkeypatch) -> None
         raise AssertionError("the refusal case was not reached")
 
     monkeypatch.setattr(persam.session.photo.PersamModel, "personalize", personalize)
-    assert main(["personalize", "--ref", f["p"], "--ref-mask", f["m"], "--finetune", "--without", "semantic-prompt",
-                 "-o", str(tmp_path / "x.persam"), *TINY]) == 2
+    assert (
+        main(
+            [
+                "personalize",
+                "--ref",
+                f["p"],
+                "--ref-mask",
+                f["m"],
+                "--finetune",
+                "--without",
+                "semantic-prompt",
+                "-o",
+                str(tmp_path / "x.persam"),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "PerSAM-F does not use semantic-prompt" in one_line_error(capsys)
 
 
@@ -148,7 +207,17 @@ def test_output_paths_are_checked_before_the_model(tmp_path, capsys, no_model) -
         ["personalize", "--ref", f["p"], "--ref-mask", f["m"], "-o", str(folder), *TINY],
         ["personalize", "--ref", f["p"], "--ref-mask", f["m"], "-o", str(blocker / "c.persam"), *TINY],
         ["bench", "--model", "sam_tiny", "--random-weights", "--json", str(folder)],
-        ["dreambooth", "train", str(tmp_path), "--base-model", str(tmp_path), "--instance-prompt", "x", "-o", str(blocker)],
+        [
+            "dreambooth",
+            "train",
+            str(tmp_path),
+            "--base-model",
+            str(tmp_path),
+            "--instance-prompt",
+            "x",
+            "-o",
+            str(blocker),
+        ],
         ["dreambooth", "prepare", f["p"], "--ref", f["p"], "--ref-mask", f["m"], "-o", str(blocker), *TINY],
         ["index", f["p"], "-o", str(blocker / "album.idx"), *TINY],
         ["index", f["p"], "-o", str(blocker / "store"), *TINY],  # a folder name: an embedding store

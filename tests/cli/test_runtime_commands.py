@@ -35,8 +35,16 @@ def encoder_calls(monkeypatch) -> list[str]:
 
 def test_index_segment_and_video_encode_through_the_runtime(tmp_path, monkeypatch, encoder_calls, capsys):
     monkeypatch.setenv("PERSAM_HOME", str(tmp_path / "home"))  # the conversion is cached here, once
-    model = ["--model", "sam_tiny", "--checkpoint", str(write_random_checkpoint("sam_tiny", tmp_path / "tiny.pt", seed=3)),
-             "--device", "cpu", "--runtime", "openvino"]
+    model = [
+        "--model",
+        "sam_tiny",
+        "--checkpoint",
+        str(write_random_checkpoint("sam_tiny", tmp_path / "tiny.pt", seed=3)),
+        "--device",
+        "cpu",
+        "--runtime",
+        "openvino",
+    ]
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(2):
@@ -48,7 +56,10 @@ def test_index_segment_and_video_encode_through_the_runtime(tmp_path, monkeypatc
 
     assert main(["index", str(photos), "-o", str(tmp_path / "album.idx"), *model]) == 0
     assert encoder_calls == ["openvino"] * 2
-    assert main(["segment", *refs, "--index", str(tmp_path / "album.idx"), "-o", str(tmp_path / "from-index"), *model]) == 0
+    assert (
+        main(["segment", *refs, "--index", str(tmp_path / "album.idx"), "-o", str(tmp_path / "from-index"), *model])
+        == 0
+    )
     assert encoder_calls == ["openvino"] * 3  # the reference; the photos' embeddings come from the index
     # two photos at once: the converted encoder is called from two threads (one OpenVINO request each)
     assert main(["segment", *refs, str(photos), "-o", str(tmp_path / "out"), "--workers", "2", *model]) == 0
@@ -68,7 +79,9 @@ def test_index_segment_and_video_encode_through_the_runtime(tmp_path, monkeypatc
         Image.fromarray(frame).save(frames / f"{i:05d}.png")
         first_labels = labels if first_labels is None else first_labels
     save_label_map(tmp_path / "first.png", first_labels.astype(np.uint8))
-    assert main(["video", str(frames), "--mask", str(tmp_path / "first.png"), "-o", str(tmp_path / "video"), *model]) == 0
+    assert (
+        main(["video", str(frames), "--mask", str(tmp_path / "first.png"), "-o", str(tmp_path / "video"), *model]) == 0
+    )
     assert encoder_calls == ["openvino"] * 9
     assert json.loads((tmp_path / "video" / "manifest.json").read_text())["settings"]["runtime"] == "openvino"
 
@@ -91,7 +104,10 @@ def test_sam2_index_segment_and_bench_through_the_runtime(tmp_path, monkeypatch,
     refs = ["--ref", str(tmp_path / "ref.png"), "--ref-mask", str(tmp_path / "ref_mask.png")]
 
     assert main(["index", str(photos), "-o", str(tmp_path / "album.idx"), *model]) == 0
-    assert main(["segment", *refs, "--index", str(tmp_path / "album.idx"), "-o", str(tmp_path / "from-index"), *model]) == 0
+    assert (
+        main(["segment", *refs, "--index", str(tmp_path / "album.idx"), "-o", str(tmp_path / "from-index"), *model])
+        == 0
+    )
     assert encoder_calls == ["onnxruntime"] * 2  # the photo (index), the reference (segment)
     assert main(["segment", *refs, str(photos), "-o", str(tmp_path / "torch"), *model[:-2]]) == 0
     assert len(encoder_calls) == 2
@@ -101,8 +117,25 @@ def test_sam2_index_segment_and_bench_through_the_runtime(tmp_path, monkeypatch,
     assert a.any() and (a & b).sum() / (a | b).sum() >= 0.999
     capsys.readouterr()
 
-    assert main(["bench", "--model", "sam2_tiny", "--random-weights", "--image-size", "64", "--runs", "1",
-                 "--runtime", "onnxruntime", "--json", str(tmp_path / "bench.json")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                "sam2_tiny",
+                "--random-weights",
+                "--image-size",
+                "64",
+                "--runs",
+                "1",
+                "--runtime",
+                "onnxruntime",
+                "--json",
+                str(tmp_path / "bench.json"),
+            ]
+        )
+        == 0
+    )
     assert "persam bench --runtime: sam2_tiny" in capsys.readouterr().out
     row = json.loads((tmp_path / "bench.json").read_text())["rows"][1]
     assert (row["runtime"], row["precision"]) == ("onnxruntime", "fp32")

@@ -72,7 +72,21 @@ def test_missing_extra_names_the_install_command(tmp_path, refs, capsys, no_mode
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pycocotools" else real(name, *a))
-    assert main(["segment", *refs, str(save_photo(tmp_path / "p.png", 1)), "-o", str(tmp_path / "o"), "--format", "coco", *TINY]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                *refs,
+                str(save_photo(tmp_path / "p.png", 1)),
+                "-o",
+                str(tmp_path / "o"),
+                "--format",
+                "coco",
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert 'pip install "persam[coco]"' in one_line_error(capsys)
 
 
@@ -80,8 +94,14 @@ def test_missing_extra_names_the_install_command(tmp_path, refs, capsys, no_mode
 
 
 def test_output_stems_rule() -> None:
-    pairs = [(Path("cat/01.jpg"), Path("01")), (Path("dog/01.jpg"), Path("01")), (Path("f/x.jpg"), Path("x")),
-             (Path("f/x.png"), Path("x")), (Path("g/y.jpg"), Path("y")), (Path("h/Y.jpg"), Path("Y"))]
+    pairs = [
+        (Path("cat/01.jpg"), Path("01")),
+        (Path("dog/01.jpg"), Path("01")),
+        (Path("f/x.jpg"), Path("x")),
+        (Path("f/x.png"), Path("x")),
+        (Path("g/y.jpg"), Path("y")),
+        (Path("h/Y.jpg"), Path("Y")),
+    ]
     assert [s.as_posix() for s in output_stems(pairs)] == ["cat/01", "dog/01", "x_jpg", "x_png", "g/y", "h/Y"]
     taken = [(Path("a/x.jpg"), Path("x_jpg")), (Path("b/x.jpg"), Path("x")), (Path("b/x.png"), Path("x"))]
     assert [s.as_posix() for s in output_stems(taken)] == ["x_jpg", "x_jpg_2", "x_png"]
@@ -149,7 +169,8 @@ def test_rerun_skips_finished_photos_and_overwrite_redoes_them(tmp_path, refs, c
     assert main(argv) == 0
     assert "2 by an earlier run" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("p*.png") if p.name != "p1.png"} == {
-        k: v for k, v in stamps.items() if k != "p1.png"}
+        k: v for k, v in stamps.items() if k != "p1.png"
+    }
     assert (out / "p1.png").is_file()
     again = json.loads((out / "manifest.json").read_text())
     assert again["inputs"] == first["inputs"] and again["complete"]
@@ -200,10 +221,19 @@ def test_ctrl_c_leaves_a_consistent_manifest(tmp_path, refs, capsys) -> None:
     for i in range(6):
         save_photo(photos / f"p{i}.png", i)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(persam.session.photo.__file__).parents[2]),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, "-c", CTRL_C_DRIVER, "segment", *refs, str(photos), "-o", str(out),
-                          "--workers", "1", *TINY], capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(persam.session.photo.__file__).parents[2]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", CTRL_C_DRIVER, "segment", *refs, str(photos), "-o", str(out), "--workers", "1", *TINY],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 130, run.stderr
     assert "Traceback" not in run.stderr and "calls 3" in run.stdout
     manifest = json.loads((out / "manifest.json").read_text())
@@ -225,7 +255,23 @@ def test_index_of_another_checkpoint_is_one_error(tmp_path, refs, capsys, tiny_c
     for i in range(3):
         save_photo(photos / f"p{i}.png", i)
     idx = tmp_path / "album.idx"
-    assert main(["index", str(photos), "-o", str(idx), "--model", "sam_tiny", "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                str(photos),
+                "-o",
+                str(idx),
+                "--model",
+                "sam_tiny",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["segment", *refs, "--index", str(idx), "-o", str(tmp_path / "o"), *TINY]) == 2
     line = one_line_error(capsys)
@@ -253,4 +299,6 @@ def test_indexed_photo_deleted_since_is_segmented_from_its_embedding(tmp_path, r
     assert main(["segment", *refs, "--index", str(idx), "-o", str(out), *model]) == 0
     assert (out / "p1.png").is_file()
     assert main(["segment", *refs, "--index", str(idx), "-o", str(out), *model]) == 0
-    assert "1 by an earlier run" in capsys.readouterr().out.splitlines()[-1]  # p0 (unchanged) is not redone; p1 has no file to compare
+    assert (
+        "1 by an earlier run" in capsys.readouterr().out.splitlines()[-1]
+    )  # p0 (unchanged) is not redone; p1 has no file to compare

@@ -54,11 +54,28 @@ def test_killed_segment_resumes(tmp_path: Path) -> None:
     Image.fromarray(ref).save(tmp_path / "ref.png")
     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "persam", "segment", "--ref", str(tmp_path / "ref.png"), "--ref-mask", str(tmp_path / "ref_mask.png"),
-           str(photos), "-o", str(out), "--model", "sam_tiny", "--random-weights", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "persam",
+        "segment",
+        "--ref",
+        str(tmp_path / "ref.png"),
+        "--ref-mask",
+        str(tmp_path / "ref_mask.png"),
+        str(photos),
+        "-o",
+        str(out),
+        "--model",
+        "sam_tiny",
+        "--random-weights",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "PYTHONPATH": SRC}
-    first = subprocess.run([sys.executable, "-c", KILL_DRIVER, *cmd[3:]], capture_output=True, text=True, env=env,
-                           timeout=300)
+    first = subprocess.run(
+        [sys.executable, "-c", KILL_DRIVER, *cmd[3:]], capture_output=True, text=True, env=env, timeout=300
+    )
     assert first.returncode == -signal.SIGKILL, first.stderr
     killed = read_manifest(out / "manifest.json")
     assert killed is not None, "the killed run left no readable manifest"
@@ -71,7 +88,9 @@ def test_killed_segment_resumes(tmp_path: Path) -> None:
     assert manifest["complete"] and [e["status"] for e in manifest["inputs"]] == ["written"] * N
     assert [Path(e["input"]).name for e in manifest["inputs"]] == [f"p{i:02d}.png" for i in range(N)]
     # every mask once (a write cut by the kill may leave a hidden temporary file of persam.io.atomic: not a mask)
-    masks = sorted(p.name for p in out.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.startswith("."))
+    masks = sorted(
+        p.name for p in out.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.startswith(".")
+    )
     assert masks == [f"p{i:02d}.png" for i in range(N)]
     assert {m: (out / m).stat().st_mtime_ns for m in finished} == finished  # nothing finished was redone
     assert f"{len(finished)} by an earlier run" in rerun.stdout

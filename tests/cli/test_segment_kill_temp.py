@@ -46,10 +46,27 @@ def test_rerun_removes_the_temp_file_a_kill_left(tmp_path: Path) -> None:
     Image.fromarray(ref).save(tmp_path / "ref.png")
     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")
     out = tmp_path / "out"
-    args = ["segment", "--ref", str(tmp_path / "ref.png"), "--ref-mask", str(tmp_path / "ref_mask.png"), str(photos),
-            "-o", str(out), "--model", "sam_tiny", "--random-weights", "--device", "cpu", "--workers", "1"]
+    args = [
+        "segment",
+        "--ref",
+        str(tmp_path / "ref.png"),
+        "--ref-mask",
+        str(tmp_path / "ref_mask.png"),
+        str(photos),
+        "-o",
+        str(out),
+        "--model",
+        "sam_tiny",
+        "--random-weights",
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+    ]
     env = {**os.environ, "PYTHONPATH": SRC}
-    first = subprocess.run([sys.executable, "-c", KILL_DRIVER, *args], capture_output=True, text=True, env=env, timeout=300)
+    first = subprocess.run(
+        [sys.executable, "-c", KILL_DRIVER, *args], capture_output=True, text=True, env=env, timeout=300
+    )
     assert first.returncode == -signal.SIGKILL, first.stderr
     left = temps(out)
     assert len(left) == 1 and left[0].parent == out / "trip", left  # trip/p1.png's mask
@@ -57,7 +74,9 @@ def test_rerun_removes_the_temp_file_a_kill_left(tmp_path: Path) -> None:
     foreign.parent.mkdir()
     foreign.touch()
 
-    rerun = subprocess.run([sys.executable, "-m", "persam", *args], capture_output=True, text=True, env=env, timeout=300)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "persam", *args], capture_output=True, text=True, env=env, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert "removed 1 unfinished temporary file(s)" in rerun.stderr
     assert temps(out) == [foreign]

@@ -30,16 +30,33 @@ print("IMPORTED", ",".join(heavy))
 
 def imported_after(argvs: list[list[str]], tmp_path: Path) -> list[str]:
     env = {**os.environ, "PYTHONPATH": SRC, "PERSAM_HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", PROBE.format(argvs=argvs)], capture_output=True, text=True, env=env,
-                         timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(argvs=argvs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    ).stdout
     line = [l for l in out.splitlines() if l.startswith("IMPORTED")][-1]
     return [m for m in line.split(" ", 1)[1].split(",") if m]
 
 
 def test_help_of_every_command_imports_no_torch(tmp_path: Path) -> None:
-    commands = [["--help"], ["segment", "--help"], ["personalize", "--help"], ["index", "--help"], ["video", "--help"],
-                ["eval", "--help"], ["eval", "perseg", "--help"], ["eval", "davis", "--help"], ["bench", "--help"],
-                ["models", "--help"], ["dreambooth", "prepare", "--help"], ["dreambooth", "train", "--help"]]
+    commands = [
+        ["--help"],
+        ["segment", "--help"],
+        ["personalize", "--help"],
+        ["index", "--help"],
+        ["video", "--help"],
+        ["eval", "--help"],
+        ["eval", "perseg", "--help"],
+        ["eval", "davis", "--help"],
+        ["bench", "--help"],
+        ["models", "--help"],
+        ["dreambooth", "prepare", "--help"],
+        ["dreambooth", "train", "--help"],
+    ]
     assert "torch" not in imported_after(commands, tmp_path)
 
 
@@ -57,8 +74,10 @@ def test_models_lists_the_offered_backends_only(tmp_path, monkeypatch, capsys) -
     assert "sam_tiny" not in out
 
 
-@pytest.mark.parametrize("command", [["segment"], ["personalize"], ["index"], ["video"], ["eval", "perseg"], ["bench"],
-                                     ["dreambooth", "prepare"]])
+@pytest.mark.parametrize(
+    "command",
+    [["segment"], ["personalize"], ["index"], ["video"], ["eval", "perseg"], ["bench"], ["dreambooth", "prepare"]],
+)
 def test_model_choices_come_from_the_registry(command, capsys) -> None:
     parser = build_parser()
     with pytest.raises(SystemExit):

@@ -79,7 +79,9 @@ def test_dilation_grows_the_foreground():
     changed = target.clone()
     changed[:, :, 1, 3] += 4.0  # just outside the square, inside the dilated ring
     assert torch.equal(masked_diffusion_loss(pred, changed, mask), masked_diffusion_loss(pred, target, mask))
-    assert not torch.equal(masked_diffusion_loss(pred, changed, mask, dilate=1), masked_diffusion_loss(pred, target, mask, dilate=1))
+    assert not torch.equal(
+        masked_diffusion_loss(pred, changed, mask, dilate=1), masked_diffusion_loss(pred, target, mask, dilate=1)
+    )
 
 
 def test_gradient_reaches_foreground_only():

@@ -37,18 +37,42 @@ def _tiny_sd(folder: Path) -> Path:
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4, layers_per_block=1, sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+        layers_per_block=1,
+        sample_size=32,
     )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, vocab_size=1000,
-        max_position_embeddings=77, projection_dim=16, bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    ))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            vocab_size=1000,
+            max_position_embeddings=77,
+            projection_dim=16,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
     for c in "abcdefghijklmnopqrstuvwxyz":
         vocab[c] = len(vocab)
@@ -59,8 +83,16 @@ def _tiny_sd(folder: Path) -> Path:
     (tok_dir / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
     scheduler = DDPMScheduler(num_train_timesteps=1000, clip_sample=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     out = folder / "sd"
     pipe.save_pretrained(out)
     return out
@@ -88,7 +120,12 @@ def test_prepare_rejects_absent_and_implausible_masks(tmp_path):
     good[10:30, 10:30] = True
     tiny = np.zeros((h, w), bool)
     tiny[0, 0] = True
-    cases = {0: _FakeResult(good), 1: _FakeResult(np.zeros((h, w), bool), present=False), 2: _FakeResult(tiny), 3: _FakeResult(np.ones((h, w), bool))}
+    cases = {
+        0: _FakeResult(good),
+        1: _FakeResult(np.zeros((h, w), bool), present=False),
+        2: _FakeResult(tiny),
+        3: _FakeResult(np.ones((h, w), bool)),
+    }
     photos = tmp_path / "photos"
     photos.mkdir()
     for v, name in enumerate(["good", "absent", "tiny", "full"]):
@@ -118,7 +155,19 @@ def test_check_mask_bounds():
 
 def test_missing_extras_give_one_line_with_the_install_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "diffusers", None)
-    code = main(["dreambooth", "train", str(tmp_path), "--base-model", str(tmp_path), "--instance-prompt", "x", "-o", str(tmp_path / "o")])
+    code = main(
+        [
+            "dreambooth",
+            "train",
+            str(tmp_path),
+            "--base-model",
+            str(tmp_path),
+            "--instance-prompt",
+            "x",
+            "-o",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and 'pip install "persam[dreambooth]"' in err[0]
 
@@ -147,8 +196,27 @@ def test_prepare_train_resume_end_to_end(tmp_path, capsys, monkeypatch):
         Image.fromarray(_photo(i + 1)[0]).save(photos / f"p{i}.png")
     data = tmp_path / "data"
     torch.manual_seed(0)
-    code = main(["dreambooth", "prepare", str(photos), "--ref", str(tmp_path / "ref.png"), "--ref-mask", str(tmp_path / "ref_mask.png"),
-                 "-o", str(data), "--prompt", "a photo of sks toy", "--force", "--model", "sam_tiny", "--random-weights", "--device", "cpu"])
+    code = main(
+        [
+            "dreambooth",
+            "prepare",
+            str(photos),
+            "--ref",
+            str(tmp_path / "ref.png"),
+            "--ref-mask",
+            str(tmp_path / "ref_mask.png"),
+            "-o",
+            str(data),
+            "--prompt",
+            "a photo of sks toy",
+            "--force",
+            "--model",
+            "sam_tiny",
+            "--random-weights",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     assert shown == [["dreambooth prepare", 3, 3]]
     assert f"persam dreambooth prepare: 3 photos written to {data}" in capsys.readouterr().out
@@ -161,8 +229,23 @@ def test_prepare_train_resume_end_to_end(tmp_path, capsys, monkeypatch):
 
     sd = _tiny_sd(tmp_path)
     out = tmp_path / "out"
-    base = ["dreambooth", "train", str(data), "--base-model", str(sd), "--instance-prompt", "a photo of sks toy", "-o", str(out),
-            "--resolution", "32", "--lr", "1e-3", "--seed", "1"]
+    base = [
+        "dreambooth",
+        "train",
+        str(data),
+        "--base-model",
+        str(sd),
+        "--instance-prompt",
+        "a photo of sks toy",
+        "-o",
+        str(out),
+        "--resolution",
+        "32",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "1",
+    ]
     capsys.readouterr()
     assert main(base + ["--steps", "2"]) == 0
     state = json.loads((out / "train_state.json").read_text())
@@ -170,7 +253,9 @@ def test_prepare_train_resume_end_to_end(tmp_path, capsys, monkeypatch):
     assert (out / "checkpoints/step-2/persam_step.json").is_file()
     pipe = StableDiffusionPipeline.from_pretrained(out / "pipeline")
     base_unet = StableDiffusionPipeline.from_pretrained(sd).unet
-    changed = any(not torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(), base_unet.state_dict().values()))
+    changed = any(
+        not torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(), base_unet.state_dict().values())
+    )
     assert changed, "training did not change the UNet"
 
     assert main(base + ["--steps", "3"]) == 0
@@ -198,7 +283,9 @@ def test_train_with_prior_preservation_and_v_prediction(tmp_path):
     image, mask = _photo(0, 64, 64)
     Image.fromarray(image).save(data / "images/a.png")
     Image.fromarray(mask.astype(np.uint8) * 255).save(data / "masks/a.png")
-    (data / "metadata.jsonl").write_text(json.dumps({"file_name": "images/a.png", "mask_file_name": "masks/a.png", "text": "t"}) + "\n")
+    (data / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "images/a.png", "mask_file_name": "masks/a.png", "text": "t"}) + "\n"
+    )
     classes = tmp_path / "class"
     classes.mkdir()
     for i in range(2):
@@ -207,16 +294,72 @@ def test_train_with_prior_preservation_and_v_prediction(tmp_path):
     cfg = sd / "scheduler/scheduler_config.json"
     cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "prediction_type": "v_prediction"}))
     out = tmp_path / "out"
-    assert main(["dreambooth", "train", str(data), "--base-model", str(sd), "--instance-prompt", "a photo of sks toy", "-o", str(out),
-                 "--class-data", str(classes), "--class-prompt", "a photo of a toy", "--prior-weight", "0.5",
-                 "--steps", "1", "--resolution", "32", "--batch-size", "2"]) == 0
+    assert (
+        main(
+            [
+                "dreambooth",
+                "train",
+                str(data),
+                "--base-model",
+                str(sd),
+                "--instance-prompt",
+                "a photo of sks toy",
+                "-o",
+                str(out),
+                "--class-data",
+                str(classes),
+                "--class-prompt",
+                "a photo of a toy",
+                "--prior-weight",
+                "0.5",
+                "--steps",
+                "1",
+                "--resolution",
+                "32",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     state = json.loads((out / "train_state.json").read_text())
     assert state["prediction_type"] == "v_prediction" and np.isfinite(state["last_loss"])
 
 
 def test_train_user_errors_are_one_line(tmp_path, capsys):
-    assert main(["dreambooth", "train", str(tmp_path), "--base-model", str(tmp_path), "--instance-prompt", "x", "-o", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "dreambooth",
+                "train",
+                str(tmp_path),
+                "--base-model",
+                str(tmp_path),
+                "--instance-prompt",
+                "x",
+                "-o",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "metadata.jsonl" in capsys.readouterr().err
-    assert main(["dreambooth", "train", str(tmp_path), "--base-model", str(tmp_path), "--instance-prompt", "x", "-o", str(tmp_path / "o"),
-                 "--class-data", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "dreambooth",
+                "train",
+                str(tmp_path),
+                "--base-model",
+                str(tmp_path),
+                "--instance-prompt",
+                "x",
+                "-o",
+                str(tmp_path / "o"),
+                "--class-data",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "--class-prompt" in capsys.readouterr().err

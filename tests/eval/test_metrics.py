@@ -210,9 +210,7 @@ def test_seg2bmap_golden(seg: np.ndarray, expected: np.ndarray) -> None:
 def test_disk_footprint_golden() -> None:
     np.testing.assert_array_equal(disk_footprint(0), [[True]])
     np.testing.assert_array_equal(disk_footprint(1), grid("0 1 0 / 1 1 1 / 0 1 0"))
-    np.testing.assert_array_equal(
-        disk_footprint(2), grid("0 0 1 0 0 / 0 1 1 1 0 / 1 1 1 1 1 / 0 1 1 1 0 / 0 0 1 0 0")
-    )
+    np.testing.assert_array_equal(disk_footprint(2), grid("0 0 1 0 0 / 0 1 1 1 0 / 1 1 1 1 1 / 0 1 1 1 0 / 0 0 1 0 0"))
     for r in range(8):
         ax = np.arange(-r, r + 1)
         brute = np.array([[x * x + y * y <= r * r for x in ax] for y in ax])

@@ -9,7 +9,13 @@ import stat
 import pytest
 
 from persam.io.atomic import (
-    OutputPathError, PendingFile, atomic_open, atomic_path, atomic_save, atomic_write_json, atomic_write_text,
+    OutputPathError,
+    PendingFile,
+    atomic_open,
+    atomic_path,
+    atomic_save,
+    atomic_write_json,
+    atomic_write_text,
 )
 
 
@@ -34,9 +40,11 @@ def test_files_get_the_users_umask(tmp_path, umask_027, writer):
     elif writer == "save":
         atomic_save(target, lambda tmp: open(tmp, "w").write("x"))
     elif writer == "save_new_file":  # a writer that replaces the file with a private one (as safetensors does)
+
         def private(tmp):
             os.unlink(tmp)
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600))
+
         atomic_save(target, private)
     elif writer == "open":
         with atomic_open(target) as fh:
@@ -156,8 +164,14 @@ def test_remove_stale_temps_takes_only_old_temp_files_of_its_own_naming(tmp_path
         folder.mkdir(parents=True, exist_ok=True)
     stale = [PendingFile(out / "a.png").temp, PendingFile(sub / "b.png").temp, out / ".manifest.json.0123abcd.tmp"]
     stale[-1].write_text("{")
-    kept = [out / ".a.png.0123ABCD.tmp", out / ".a.png.0123abc.tmp", out / "a.png.0123abcd.tmp", out / ".notes.tmp",
-            out / "a.png", PendingFile(elsewhere / "c.png").temp]
+    kept = [
+        out / ".a.png.0123ABCD.tmp",
+        out / ".a.png.0123abc.tmp",
+        out / "a.png.0123abcd.tmp",
+        out / ".notes.tmp",
+        out / "a.png",
+        PendingFile(elsewhere / "c.png").temp,
+    ]
     for path in kept:
         path.touch()
     (out / ".dir.0123abcd.tmp").mkdir()  # a folder of that name is not a temp file

@@ -17,6 +17,7 @@ from persam.io.masks import read_binary_mask
 
 def _png_header(path, w: int, h: int) -> None:
     """A PNG that declares w x h 8-bit grey pixels and holds none (a decompression-bomb header)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -98,13 +99,16 @@ def _png_bytes() -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("name, content", [
-    ("truncated.jpg", _jpeg_bytes()[:300]),
-    ("truncated.png", _png_bytes()[:200]),
-    ("empty.jpg", b""),
-    ("text.jpg", b"this is a text file, not a JPEG\n"),
-    ("garbage.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("truncated.jpg", _jpeg_bytes()[:300]),
+        ("truncated.png", _png_bytes()[:200]),
+        ("empty.jpg", b""),
+        ("text.jpg", b"this is a text file, not a JPEG\n"),
+        ("garbage.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40),
+    ],
+)
 def test_broken_files_give_one_line(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)

@@ -7,7 +7,13 @@ import pytest
 from PIL import Image
 
 from persam.io.masks import (
-    MAX_OBJECT_IDS, as_label_map, davis_palette, first_frame_labels, read_binary_mask, read_label_map, save_label_map,
+    MAX_OBJECT_IDS,
+    as_label_map,
+    davis_palette,
+    first_frame_labels,
+    read_binary_mask,
+    read_label_map,
+    save_label_map,
 )
 
 
@@ -183,9 +189,26 @@ def test_absent_label_through_the_cli(tmp_path, tiny_checkpoint, capsys):
     Image.fromarray(ref).save(tmp_path / "ref.jpg")
     labels = np.where(mask, 2, 0).astype(np.uint8)
     save_label_map(tmp_path / "ref_mask.png", labels)
-    rc = main(["segment", "--ref", str(tmp_path / "ref.jpg"), "--ref-mask", str(tmp_path / "ref_mask.png"),
-               "--label", "5", "--model", "sam_tiny", "--checkpoint", str(tiny_checkpoint), "--device", "cpu",
-               str(tmp_path / "ref.jpg"), "-o", str(tmp_path / "out")])
+    rc = main(
+        [
+            "segment",
+            "--ref",
+            str(tmp_path / "ref.jpg"),
+            "--ref-mask",
+            str(tmp_path / "ref_mask.png"),
+            "--label",
+            "5",
+            "--model",
+            "sam_tiny",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--device",
+            "cpu",
+            str(tmp_path / "ref.jpg"),
+            "-o",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert f"label 5 is not in {tmp_path / 'ref_mask.png'} (values present: 0, 2)" in err

@@ -13,14 +13,23 @@ from persam.jobs import timing
 @pytest.fixture
 def synced(monkeypatch):
     calls: list[str] = []
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(f"cuda:{torch.device(device).index}"))
+    monkeypatch.setattr(
+        torch.cuda, "synchronize", lambda device=None: calls.append(f"cuda:{torch.device(device).index}")
+    )
     monkeypatch.setattr(torch.mps, "synchronize", lambda: calls.append("mps"))
     return calls
 
 
-@pytest.mark.parametrize("device, expected", [
-    ("cuda:1", ["cuda:1"]), (torch.device("cuda", 0), ["cuda:0"]), ("mps", ["mps"]), ("cpu", []), (None, []),
-])
+@pytest.mark.parametrize(
+    "device, expected",
+    [
+        ("cuda:1", ["cuda:1"]),
+        (torch.device("cuda", 0), ["cuda:0"]),
+        ("mps", ["mps"]),
+        ("cpu", []),
+        (None, []),
+    ],
+)
 def test_synchronize_per_device(synced, device, expected):
     timing.synchronize(device)
     assert synced == expected

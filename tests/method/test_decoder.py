@@ -104,8 +104,10 @@ def test_factored_decoder_equals_the_official_submodules(builder, multimask):
     with torch.no_grad():
         denses = {
             "no-mask vector": (first_block.Dense(vector=vector), vector.view(1, c, 1, 1).expand(2, c, h, w)),
-            "shared map": (first_block.Dense(rows=dense.permute(0, 2, 3, 1).reshape(1, h * w, c), weight=torch.eye(c)),
-                           dense.expand(2, -1, -1, -1)),
+            "shared map": (
+                first_block.Dense(rows=dense.permute(0, 2, 3, 1).reshape(1, h * w, c), weight=torch.eye(c)),
+                dense.expand(2, -1, -1, -1),
+            ),
             "mask rows": (first_block.mask_rows(prompt_encoder, masks), prompt_encoder._embed_masks(masks)),
         }
         cases = [Guidance(), Guidance(attention_bias=torch.rand(h * w), target_embedding=torch.randn(c))]
@@ -114,8 +116,13 @@ def test_factored_decoder_equals_the_official_submodules(builder, multimask):
                 want, want_iou = guided_predict_masks(decoder, emb, pe, sparse, official, guidance)
                 for first in (plain, projected):
                     got, got_iou = factored.predict_masks(
-                        decoder, first, sparse, ours, multimask,
-                        attention_bias=guidance.attention_bias, target_embedding=guidance.target_embedding,
+                        decoder,
+                        first,
+                        sparse,
+                        ours,
+                        multimask,
+                        attention_bias=guidance.attention_bias,
+                        target_embedding=guidance.target_embedding,
                     )
                     assert got.shape == want[:, sl].shape, name
                     scale = want.abs().max()
@@ -190,8 +197,12 @@ def test_re_associated_pass_does_less_arithmetic_than_the_official_modules():
     backend = Backend("vit_t", image_encoder, prompt_encoder, decoder, Preprocessing(1024), torch.device("cpu"))
     geometry = ImageGeometry.for_image((768, 1024), 1024, (64, 64))
     enc = EncodedImage(torch.randn(1, 256, 64, 64), geometry)
-    prompt = Prompt(points_xy=torch.tensor([[300.0, 200.0], [500.0, 400.0]]), labels=torch.tensor([1, 1]),
-                    box_xyxy=torch.tensor([250.0, 150.0, 600.0, 450.0]), mask_logits=torch.randn(256, 256))
+    prompt = Prompt(
+        points_xy=torch.tensor([[300.0, 200.0], [500.0, 400.0]]),
+        labels=torch.tensor([1, 1]),
+        box_xyxy=torch.tensor([250.0, 150.0, 600.0, 450.0]),
+        mask_logits=torch.randn(256, 256),
+    )
     flops = {}
     for exact in (False, True):
         with FlopCounterMode(display=False) as counter:

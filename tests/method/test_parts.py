@@ -23,8 +23,14 @@ from persam.method.parts import (  # noqa: E402
 )
 from persam.method.target import target_cells  # noqa: E402
 
-SAMPLE = next((p / "shared" / "data" / "perseg-sample" for p in Path(__file__).resolve().parents
-             if (p / "shared" / "data" / "perseg-sample").is_dir()), Path("/nonexistent/perseg-sample"))
+SAMPLE = next(
+    (
+        p / "shared" / "data" / "perseg-sample"
+        for p in Path(__file__).resolve().parents
+        if (p / "shared" / "data" / "perseg-sample").is_dir()
+    ),
+    Path("/nonexistent/perseg-sample"),
+)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -199,7 +205,8 @@ def test_one_reference_in_a_list_and_several_references(tiny_model, photo, count
     flipped = np.ascontiguousarray(image[:, ::-1])
     both = tiny_model.personalize([image, flipped], [mask, mask[:, ::-1]], prior="part-aware", parts=(1, 3))
     assert both.parts.cells.shape[0] == single.parts.cells.shape[0] + int(
-        part_cells(torch.from_numpy(np.ascontiguousarray(mask[:, ::-1])), tiny_model.encode(flipped).geometry).sum())
+        part_cells(torch.from_numpy(np.ascontiguousarray(mask[:, ::-1])), tiny_model.encode(flipped).geometry).sum()
+    )
     assert count_kmeans == [2, 3] * 3  # clustered once per concept and count, over all references' cells
 
 
@@ -217,7 +224,9 @@ def test_part_aware_refuses_what_it_does_not_define(tiny_model, photo):
 def test_no_candidate_covering_a_cell_keeps_the_smallest_count(tiny_model, photo, monkeypatch):
     image, mask = photo
     concept = tiny_model.personalize(image, mask, prior="part-aware", parts=(2, 3))
-    monkeypatch.setattr(parts_mod, "mask_cells", lambda logits, geometry: torch.zeros(geometry.grid_hw, dtype=torch.bool))
+    monkeypatch.setattr(
+        parts_mod, "mask_cells", lambda logits, geometry: torch.zeros(geometry.grid_hw, dtype=torch.bool)
+    )
     result = concept.segment(image)
     assert result.part_count == 2 and all(s.transport is None for s in result.part_scores)
     assert any("no candidate's mask covers a feature cell" in n for n in result.notes)

@@ -47,10 +47,13 @@ def test_masks_come_back_as_sam2_postprocess_masks():
     want = F.interpolate(low[None], (150, 260), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(up, want)
     op = logits_operator(SQUARE)
-    torch.testing.assert_close((op.ry @ low[0].double() @ op.rx.T).float(), up[0], atol=1e-4, rtol=1e-4)  # float32 resize
+    torch.testing.assert_close(
+        (op.ry @ low[0].double() @ op.rx.T).float(), up[0], atol=1e-4, rtol=1e-4
+    )  # float32 resize
     op1 = logits_operator(LONGEST)
-    torch.testing.assert_close((op1.ry @ low[0].double() @ op1.rx.T).float(), upscale_logits(low, LONGEST)[0],
-                               atol=1e-4, rtol=1e-4)  # two float32 resizes there
+    torch.testing.assert_close(
+        (op1.ry @ low[0].double() @ op1.rx.T).float(), upscale_logits(low, LONGEST)[0], atol=1e-4, rtol=1e-4
+    )  # two float32 resizes there
     sim = torch.rand(16, 16)
     sop = similarity_operator(SQUARE)
     x4 = F.interpolate(sim[None, None], scale_factor=4, mode="bilinear", align_corners=False)

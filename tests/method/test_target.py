@@ -55,7 +55,9 @@ def test_reference_arithmetic_on_random_masks():
         from PIL import Image
 
         rh, rw = g.resized_hw
-        red = np.asarray(Image.fromarray(mask.numpy().astype(np.uint8) * 128).resize((rw, rh), Image.BILINEAR), dtype=np.float32)
+        red = np.asarray(
+            Image.fromarray(mask.numpy().astype(np.uint8) * 128).resize((rw, rh), Image.BILINEAR), dtype=np.float32
+        )
         frame = torch.zeros(256, 256)
         frame[:rh, :rw] = (torch.from_numpy(red) - 123.675) / 58.395
         ref = F.interpolate(frame[None, None], size=(16, 16), mode="bilinear", align_corners=False)[0, 0] > 0
@@ -85,7 +87,9 @@ def test_guidance_equals_reference_formula():
     g = ImageGeometry.for_image((300, 500), 1024, (64, 64))
     sim = torch.rand(64, 64) * 2 - 1
     full = F.interpolate(sim[None, None], scale_factor=4, mode="bilinear", align_corners=False)
-    full = F.interpolate(full, (1024, 1024), mode="bilinear", align_corners=False)[..., : g.resized_hw[0], : g.resized_hw[1]]
+    full = F.interpolate(full, (1024, 1024), mode="bilinear", align_corners=False)[
+        ..., : g.resized_hw[0], : g.resized_hw[1]
+    ]
     full = F.interpolate(full, g.original_hw, mode="bilinear", align_corners=False)[0, 0]
     full = (full - full.mean()) / torch.std(full)
     want = torch.sigmoid(F.interpolate(full[None, None], size=(64, 64), mode="bilinear", align_corners=False)).flatten()

@@ -71,7 +71,9 @@ def test_clicks_reuse_one_encoding(model_and_predictor):
     image, _ = synthetic_photo(seed=11)
     before = model.backend.encoder_calls
     clicks = [[100, 80], [120, 90], [30, 30]]
-    results = [model.mask_from_prompts(image, points_xy=clicks[: i + 1], point_labels=[1, 1, 0][: i + 1]) for i in range(3)]
+    results = [
+        model.mask_from_prompts(image, points_xy=clicks[: i + 1], point_labels=[1, 1, 0][: i + 1]) for i in range(3)
+    ]
     results.append(model.mask_from_prompts(image, box_xyxy=[50, 30, 160, 140]))
     assert model.backend.encoder_calls - before == 1
     assert len({r.mask.tobytes() for r in results}) > 1  # the prompts did change the masks

@@ -57,8 +57,22 @@ def concept_file(tmp_path_factory) -> Path:
     Image.fromarray(frames[0]).save(root / "ref.png")
     Image.fromarray(masks[0].astype(np.uint8) * 255).save(root / "ref_mask.png")
     out = root / "dog.persam"
-    rc = main(["personalize", "--ref", str(root / "ref.png"), "--ref-mask", str(root / "ref_mask.png"),
-               "--model", "sam_tiny", "--random-weights", "--device", "cpu", "-o", str(out)])
+    rc = main(
+        [
+            "personalize",
+            "--ref",
+            str(root / "ref.png"),
+            "--ref-mask",
+            str(root / "ref_mask.png"),
+            "--model",
+            "sam_tiny",
+            "--random-weights",
+            "--device",
+            "cpu",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0
     return out
 
@@ -68,8 +82,21 @@ def test_video_from_a_concept_with_no_first_frame_mask(tmp_path, concept_file, c
     video = tmp_path / "clip.mp4"
     write_video(video, frames[:4])
     out, overlay = tmp_path / "out", tmp_path / "out.mp4"
-    rc = main(["video", str(video), "--concept", str(concept_file), "--tracker", "sam2", "-o", str(out),
-               "--overlay-video", str(overlay), *SAM2_TINY])
+    rc = main(
+        [
+            "video",
+            str(video),
+            "--concept",
+            str(concept_file),
+            "--tracker",
+            "sam2",
+            "-o",
+            str(out),
+            "--overlay-video",
+            str(overlay),
+            *SAM2_TINY,
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.glob("*.png")) == [f"{i:05d}.png" for i in range(4)]
     with av.open(str(overlay)) as container:
@@ -151,8 +178,9 @@ def test_lost_object_is_found_again_by_its_concept(concept_file, tmp_path):
         return found
 
     first = concept.segment(frames[0]).mask
-    tracker = SamTracker(predictor, iter(frames), {1: first}, count=N_FRAMES, locate=logged,
-                         settings=TrackerSettings(lost_after=2))
+    tracker = SamTracker(
+        predictor, iter(frames), {1: first}, count=N_FRAMES, locate=logged, settings=TrackerSettings(lost_after=2)
+    )
 
     def head(module, inputs, output):
         current = tracker.images.decoded - 1
@@ -166,7 +194,7 @@ def test_lost_object_is_found_again_by_its_concept(concept_file, tmp_path):
         hook.remove()
     assert [f.index for f in out] == list(range(N_FRAMES))
     # away: lost (SAM 2's absent fill), searched every 2nd lost frame, never found
-    for f in out[AWAY.start:AWAY.stop]:
+    for f in out[AWAY.start : AWAY.stop]:
         assert not f.masks[1].any() and f.scores[1] <= 0
     assert searched == [(5, False), (7, False), (9, True)]
     # back on frame 9: re-prompted there with PerSAM's mask, then tracked by SAM 2
@@ -188,19 +216,38 @@ def test_lost_object_is_found_again_by_its_concept(concept_file, tmp_path):
     assert any("found again by its concept" in note for note in tracker.notes)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--finetune"], "--finetune has no effect with --tracker sam2"),
-    (["--box", "1:0,0,5,5"], "--box has no effect with --tracker sam2"),
-    (["--mask", "FIRST"], "either as --mask FIRST.png or as --concept C.persam"),
-    (["--model", "sam_tiny"], "--tracker sam2 runs a SAM 2 model, not 'sam_tiny'"),
-    (["--tracker", "persam", "--lost-after", "2"], "--concept and --lost-after have no effect with --tracker persam"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--finetune"], "--finetune has no effect with --tracker sam2"),
+        (["--box", "1:0,0,5,5"], "--box has no effect with --tracker sam2"),
+        (["--mask", "FIRST"], "either as --mask FIRST.png or as --concept C.persam"),
+        (["--model", "sam_tiny"], "--tracker sam2 runs a SAM 2 model, not 'sam_tiny'"),
+        (
+            ["--tracker", "persam", "--lost-after", "2"],
+            "--concept and --lost-after have no effect with --tracker persam",
+        ),
+    ],
+)
 def test_options_that_do_not_apply_are_refused(tmp_path, concept_file, capsys, extra, message):
     folder, first = frame_folder(tmp_path, 2)
     extra = [str(first) if e == "FIRST" else e for e in extra]
     model = [] if "--model" in extra else ["--model", "sam2_tiny"]
-    rc = main(["video", str(folder), "--concept", str(concept_file), "--tracker", "sam2", "-o", str(tmp_path / "o"),
-               "--random-weights", *model, *extra])
+    rc = main(
+        [
+            "video",
+            str(folder),
+            "--concept",
+            str(concept_file),
+            "--tracker",
+            "sam2",
+            "-o",
+            str(tmp_path / "o"),
+            "--random-weights",
+            *model,
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and message in err, err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
@@ -210,8 +257,26 @@ def test_concept_of_a_trained_model_needs_its_weights(tmp_path, tiny_checkpoint,
     """A concept made with a weights file: located with --concept-checkpoint, refused in one line without it."""
     folder, first = frame_folder(tmp_path, 2)
     concept = tmp_path / "c.persam"
-    assert main(["personalize", "--ref", str(folder / "00000.png"), "--ref-mask", str(first),
-                 "--model", "sam_tiny", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "-o", str(concept)]) == 0
+    assert (
+        main(
+            [
+                "personalize",
+                "--ref",
+                str(folder / "00000.png"),
+                "--ref-mask",
+                str(first),
+                "--model",
+                "sam_tiny",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--device",
+                "cpu",
+                "-o",
+                str(concept),
+            ]
+        )
+        == 0
+    )
     base = ["video", str(folder), "--concept", str(concept), "--tracker", "sam2", *SAM2_TINY]
     rc = main([*base, "-o", str(tmp_path / "a")])
     err = capsys.readouterr().err.strip()
@@ -283,8 +348,20 @@ def test_video_cli_waits_for_the_concept(tmp_path, concept_file, capsys, away, c
     empty masks until it is found, the seed and the frames before it in the manifest, exit 0."""
     frames, _ = leaving_clip(away=away, count=count)
     video, out = write_video(tmp_path / "clip.mp4", frames), tmp_path / "out"
-    rc = main(["video", str(video), "--concept", str(concept_file), "--tracker", "sam2", "--detect-absent",
-               "-o", str(out), *SAM2_TINY])
+    rc = main(
+        [
+            "video",
+            str(video),
+            "--concept",
+            str(concept_file),
+            "--tracker",
+            "sam2",
+            "--detect-absent",
+            "-o",
+            str(out),
+            *SAM2_TINY,
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     labels = [np.asarray(Image.open(out / f"{i:05d}.png")) for i in range(count)]
@@ -292,12 +369,15 @@ def test_video_cli_waits_for_the_concept(tmp_path, concept_file, capsys, away, c
     assert captured.out.startswith(f"persam video: {count} frames of 1 object tracked by SAM 2")
     if len(away) < count:  # found on the first frame it is in
         assert [s["frame"] for s in obj["seeds"]] == [away.stop] and obj["unseen_frames"] == away.stop
-        assert not any(lab.any() for lab in labels[:away.stop]) and all(lab.any() for lab in labels[away.stop:])
+        assert not any(lab.any() for lab in labels[: away.stop]) and all(lab.any() for lab in labels[away.stop :])
         assert captured.err == ""
     else:  # never there: all empty, one line on stderr
         assert obj["seeds"] == [] and obj["unseen_frames"] == count and obj["lost_frames"] == 0
         assert not any(lab.any() for lab in labels)
-        assert captured.err == f"persam: {concept_file}: not found in any of the {count} frames of {video}; its masks are empty\n"
+        assert (
+            captured.err
+            == f"persam: {concept_file}: not found in any of the {count} frames of {video}; its masks are empty\n"
+        )
 
 
 def test_only_persams_progress_bar_is_shown(tmp_path, capfd, monkeypatch):

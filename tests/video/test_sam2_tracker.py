@@ -72,8 +72,10 @@ def official(predictor, davis_root):
     state = predictor.init_state(str(davis_root / "JPEGImages" / "480p" / "pair"))
     for oid in (1, 2):
         predictor.add_new_mask(state, 0, oid, torch.from_numpy(labels == oid))
-    out = {t: {int(o): logits[k, 0].float().numpy() for k, o in enumerate(ids)}
-           for t, ids, logits in predictor.propagate_in_video(state)}
+    out = {
+        t: {int(o): logits[k, 0].float().numpy() for k, o in enumerate(ids)}
+        for t, ids, logits in predictor.propagate_in_video(state)
+    }
     return out, set(state)
 
 
@@ -110,8 +112,25 @@ def test_tracker_equals_the_official_predictor(predictor, davis_root, official):
 def test_eval_davis_cli_writes_and_scores_official_tracks(davis_root, official, sam2_checkpoint, tmp_path, capsys):
     expected, _ = official
     out, report = tmp_path / "pred", tmp_path / "davis.json"
-    rc = main(["eval", "davis", str(davis_root), "--tracker", "sam2", "--model", "sam2_tiny",
-               "--checkpoint", str(sam2_checkpoint), "--device", "cpu", "-o", str(out), "--json", str(report)])
+    rc = main(
+        [
+            "eval",
+            "davis",
+            str(davis_root),
+            "--tracker",
+            "sam2",
+            "--model",
+            "sam2_tiny",
+            "--checkpoint",
+            str(sam2_checkpoint),
+            "--device",
+            "cpu",
+            "-o",
+            str(out),
+            "--json",
+            str(report),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     written = sorted(p.name for p in (out / "pair").iterdir())
     assert written == [f"{i:05d}.png" for i in range(N_FRAMES)]
@@ -126,8 +145,22 @@ def test_eval_davis_cli_writes_and_scores_official_tracks(davis_root, official, 
 
 
 def test_eval_davis_tracker_refuses_what_does_not_apply(davis_root, tmp_path, capsys):
-    rc = main(["eval", "davis", str(davis_root), "--tracker", "sam2", "--model", "sam2_tiny", "--random-weights",
-               "--method", "persam", "-o", str(tmp_path / "p")])
+    rc = main(
+        [
+            "eval",
+            "davis",
+            str(davis_root),
+            "--tracker",
+            "sam2",
+            "--model",
+            "sam2_tiny",
+            "--random-weights",
+            "--method",
+            "persam",
+            "-o",
+            str(tmp_path / "p"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "--method has no effect with --tracker sam2" in err
     rc = main(["eval", "davis", str(davis_root), "--tracker", "sam2", "--random-weights", "-o", str(tmp_path / "p")])

@@ -49,7 +49,9 @@ def test_video_file_round_trip_with_overlay(tmp_path, clip):
     rc = main(["video", str(video), "--mask", str(mask), "-o", str(out), "--overlay-video", str(overlay), *TINY])
     assert rc == 0
     written = sorted(p.name for p in out.iterdir())
-    assert written == [f"{i:05d}.png" for i in range(len(clip.frames))] + ["manifest.json"]  # the manifest: for a resume
+    assert written == [f"{i:05d}.png" for i in range(len(clip.frames))] + [
+        "manifest.json"
+    ]  # the manifest: for a resume
     first = Image.open(out / "00000.png")
     assert first.mode == "P" and first.size == (128, 96)
     assert np.array_equal(np.asarray(first), clip.labels[0])
@@ -64,9 +66,25 @@ def test_frame_folder_with_binary_mask_and_finetune(tmp_path, clip, capsys):
     mask = tmp_path / "first.png"
     Image.fromarray(np.where(clip.labels[0] == 2, 255, 0).astype(np.uint8)).save(mask)
     out, overlay = tmp_path / "out", tmp_path / "ov.mp4"
-    rc = main(["video", str(folder), "--mask", str(mask), "-o", str(out), "--finetune", "--overlay-video", str(overlay), *TINY])
+    rc = main(
+        [
+            "video",
+            str(folder),
+            "--mask",
+            str(mask),
+            "-o",
+            str(out),
+            "--finetune",
+            "--overlay-video",
+            str(overlay),
+            *TINY,
+        ]
+    )
     assert rc == 0
-    assert capsys.readouterr().out.strip() == f"persam video: {len(clip.frames)} frames of 1 object written to {out} and {overlay}"
+    assert (
+        capsys.readouterr().out.strip()
+        == f"persam video: {len(clip.frames)} frames of 1 object written to {out} and {overlay}"
+    )
     first = np.asarray(Image.open(out / "00000.png"))
     assert set(np.unique(first)) == {0, 1}  # 0/255 -> one object, id 1
     for i in range(1, len(clip.frames)):
@@ -85,7 +103,9 @@ def test_presence_threshold_option(tmp_path, clip):
     assert np.asarray(Image.open(out / "00000.png")).any()
     for i in range(1, len(clip.frames)):
         assert not np.asarray(Image.open(out / f"{i:05d}.png")).any()
-    rc = main(["video", str(folder), "--mask", str(mask), "-o", str(tmp_path / "out2"), "--detect-absent", "--quiet", *TINY])
+    rc = main(
+        ["video", str(folder), "--mask", str(mask), "-o", str(tmp_path / "out2"), "--detect-absent", "--quiet", *TINY]
+    )
     assert rc == 0 and len(list((tmp_path / "out2").glob("*.png"))) == len(clip.frames)
 
 
@@ -94,7 +114,9 @@ def test_output_checks_come_before_the_model(tmp_path, clip, capsys, monkeypatch
 
     import persam.session.photo
 
-    monkeypatch.setattr(persam.session.photo, "load", lambda *a, **k: pytest.fail("the model was loaded before the checks"))
+    monkeypatch.setattr(
+        persam.session.photo, "load", lambda *a, **k: pytest.fail("the model was loaded before the checks")
+    )
     folder = frame_folder(tmp_path, clip)
     mask = tmp_path / "first.png"
     save_palette(mask, clip.labels[0])
@@ -103,7 +125,19 @@ def test_output_checks_come_before_the_model(tmp_path, clip, capsys, monkeypatch
     assert rc == 2 and "is a file" in one_line_error(capsys.readouterr().err)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "av" else real(name, *a))
-    rc = main(["video", str(folder), "--mask", str(mask), "-o", str(tmp_path / "o"), "--overlay-video", str(tmp_path / "v.mp4"), *TINY])
+    rc = main(
+        [
+            "video",
+            str(folder),
+            "--mask",
+            str(mask),
+            "-o",
+            str(tmp_path / "o"),
+            "--overlay-video",
+            str(tmp_path / "v.mp4"),
+            *TINY,
+        ]
+    )
     assert rc == 2 and 'pip install "persam[video]"' in one_line_error(capsys.readouterr().err)
 
 

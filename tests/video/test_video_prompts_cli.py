@@ -27,14 +27,32 @@ def test_prompts_give_the_same_run_as_their_label_map(tmp_path, folder, clip, ti
 
     ckpt = ["--checkpoint", str(tiny_checkpoint)]
     out = tmp_path / "from_prompts"
-    code = main(["video", str(folder), "--box", "1:8,10,36,38", "--point", "2:64,50", "--negative-point", "2:5,90",
-                 "-o", str(out), *TINY, *ckpt])
+    code = main(
+        [
+            "video",
+            str(folder),
+            "--box",
+            "1:8,10,36,38",
+            "--point",
+            "2:64,50",
+            "--negative-point",
+            "2:5,90",
+            "-o",
+            str(out),
+            *TINY,
+            *ckpt,
+        ]
+    )
     assert code == 0
     model = persam.load("sam_tiny", tiny_checkpoint, device="cpu")
-    labels = labels_from_prompts(model, clip.frames[0], {
-        1: {"box_xyxy": (8, 10, 36, 38)},
-        2: {"points_xy": [(64, 50), (5, 90)], "point_labels": [1, 0]},
-    })
+    labels = labels_from_prompts(
+        model,
+        clip.frames[0],
+        {
+            1: {"box_xyxy": (8, 10, 36, 38)},
+            2: {"points_xy": [(64, 50), (5, 90)], "point_labels": [1, 0]},
+        },
+    )
     assert set(np.unique(labels)) == {0, 1, 2}
     np.testing.assert_array_equal(np.asarray(Image.open(out / "00000.png")), labels)
     mask = tmp_path / "first.png"
@@ -42,7 +60,9 @@ def test_prompts_give_the_same_run_as_their_label_map(tmp_path, folder, clip, ti
     ref = tmp_path / "from_mask"
     assert main(["video", str(folder), "--mask", str(mask), "-o", str(ref), *TINY, *ckpt]) == 0
     for i in range(len(clip.frames)):
-        np.testing.assert_array_equal(np.asarray(Image.open(out / f"{i:05d}.png")), np.asarray(Image.open(ref / f"{i:05d}.png")))
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(out / f"{i:05d}.png")), np.asarray(Image.open(ref / f"{i:05d}.png"))
+        )
 
 
 @pytest.mark.parametrize(
@@ -58,6 +78,8 @@ def test_prompts_give_the_same_run_as_their_label_map(tmp_path, folder, clip, ti
     ],
 )
 def test_bad_object_prompts_exit_2(tmp_path, folder, capsys, argv, expect):
-    code = main(["video", str(folder), *argv, "-o", str(tmp_path / "out"), *TINY, "--checkpoint", str(tmp_path / "missing.pth")])
+    code = main(
+        ["video", str(folder), *argv, "-o", str(tmp_path / "out"), *TINY, "--checkpoint", str(tmp_path / "missing.pth")]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and expect in err, err

@@ -87,7 +87,8 @@ def test_every_frame_and_object_matches_the_reference(clip_factory, finetune, se
                 sim = oracle.similarity_map(image, objects[oid].direction)
                 assert near_tie(ours_points[oid], ref, sim, k), (
                     f"frame {index}, object {oid}: points {ours_points[oid].tolist()} vs reference "
-                    f"{ref.points[oid][:k].tolist()} are not a near-tie (gap {ref.gaps[oid]:.3g})")
+                    f"{ref.points[oid][:k].tolist()} are not a near-tie (gap {ref.gaps[oid]:.3g})"
+                )
                 ties.append(f"frame {index} object {oid}: gap {ref.gaps[oid]:.3g}")
             ref = oracle.next_frame(sam, frame, objects, previous, points=ours_points)
         for oid in objects:

@@ -58,7 +58,9 @@ def test_interrupted_video_resumes_where_it_stopped(tmp_path, inputs, monkeypatc
 
     steps = []
     real_step = VideoSession.step
-    monkeypatch.setattr(VideoSession, "step", lambda self, frame: steps.append(self.index + 1) or real_step(self, frame))
+    monkeypatch.setattr(
+        VideoSession, "step", lambda self, frame: steps.append(self.index + 1) or real_step(self, frame)
+    )
     assert main(["video", *inputs, "-o", str(out), *TINY[:-1]]) == 0
     assert steps == list(range(STOP_AT, 9))  # only the missing frames were segmented
     assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept  # the finished ones were kept as they were

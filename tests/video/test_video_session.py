@@ -59,11 +59,17 @@ def test_decode_many_equals_single_decodes(tiny_model, clip):
     encoded = backend.encode(clip.frames[0])
     logits = torch.randn(64, 64)
     prompts = [
-        Prompt(points_xy=torch.tensor([[10.0, 20.0], [50, 40], [60, 30]]), labels=torch.tensor([1, 1, 1]),
-               box_xyxy=torch.tensor([5.0, 5, 70, 60])),
+        Prompt(
+            points_xy=torch.tensor([[10.0, 20.0], [50, 40], [60, 30]]),
+            labels=torch.tensor([1, 1, 1]),
+            box_xyxy=torch.tensor([5.0, 5, 70, 60]),
+        ),
         Prompt(points_xy=torch.tensor([[30.0, 20.0], [90, 70]]), labels=torch.tensor([1, 1])),
-        Prompt(points_xy=torch.tensor([[100.0, 80.0], [20, 10], [5, 5]]), labels=torch.tensor([1, 1, 1]),
-               box_xyxy=torch.tensor([80.0, 60, 128, 96])),
+        Prompt(
+            points_xy=torch.tensor([[100.0, 80.0], [20, 10], [5, 5]]),
+            labels=torch.tensor([1, 1, 1]),
+            box_xyxy=torch.tensor([80.0, 60, 128, 96]),
+        ),
         Prompt(points_xy=torch.tensor([[30.0, 20.0], [90, 70]]), labels=torch.tensor([1, 1]), mask_logits=logits),
     ]
     many = decode_many(backend, encoded, prompts, multimask=True)

@@ -58,7 +58,9 @@ class BatchResult:
 def _segment(concept: Concept, pixels, options: BatchOptions):
     """(mask or label map, results) of one photo."""
     if options.max_instances > 1:
-        found = concept.segment_instances(pixels, max_instances=options.max_instances, detect_absent=options.detect_absent)
+        found = concept.segment_instances(
+            pixels, max_instances=options.max_instances, detect_absent=options.detect_absent
+        )
         return found.labels, found.instances
     result = concept.segment(pixels, detect_absent=options.detect_absent)
     return result.mask, [result]
@@ -68,14 +70,23 @@ def caption(entry: dict, name: str) -> str:
     """``name · score 0.93 · present`` (best score; instance count when several; the part-aware prior's chosen parts)."""
     scores = entry["scores"]
     best = f"score {max(scores):.2f}" if scores else "no score"
-    state = "absent" if not entry["present"] else ("present" if entry["instances"] <= 1 else f"{entry['instances']} instances")
+    state = (
+        "absent"
+        if not entry["present"]
+        else ("present" if entry["instances"] <= 1 else f"{entry['instances']} instances")
+    )
     chosen = [p["chosen"] for p in entry.get("parts", []) if p["chosen"] is not None]
     parts = f" · {chosen[0]} part{'s' if chosen[0] > 1 else ''}" if len(chosen) == 1 else ""
     return f"{name} · {best} · {state}{parts}"
 
 
-def segment_uploads(concept: Concept, uploads: list[str | os.PathLike], options: BatchOptions, workdir: Path,
-                    progress: Progress | None = None) -> BatchResult:
+def segment_uploads(
+    concept: Concept,
+    uploads: list[str | os.PathLike],
+    options: BatchOptions,
+    workdir: Path,
+    progress: Progress | None = None,
+) -> BatchResult:
     """Segment every uploaded photo (zips are opened) and zip the outputs.
 
     A photo that cannot be read or segmented is listed in ``skipped`` and in
@@ -90,8 +101,10 @@ def segment_uploads(concept: Concept, uploads: list[str | os.PathLike], options:
     if not uploads:
         raise ValueError("no photo uploaded; add photos (or a zip of photos) first")
     if options.max_instances > 1 and concept.parts is not None:
-        raise ValueError("several instances are found with the similarity prior only; set max instances to 1, "
-                         "or learn the concept with the similarity prior")
+        raise ValueError(
+            "several instances are found with the similarity prior only; set max instances to 1, "
+            "or learn the concept with the similarity prior"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     run = Path(tempfile.mkdtemp(prefix="segment-", dir=workdir))
     targets = expand_uploads(list(uploads), run)
@@ -121,6 +134,8 @@ def segment_uploads(concept: Concept, uploads: list[str | os.PathLike], options:
             if file.is_file():
                 archive.write(file, file.relative_to(outputs.root).as_posix())
     counts = outputs.counts()
-    summary = (f"{counts['written']} photo(s) segmented, {counts['absent']} without the object, "
-               f"{counts['skipped']} skipped; masks, overlays, manifest.json and annotations.json in the zip")
+    summary = (
+        f"{counts['written']} photo(s) segmented, {counts['absent']} without the object, "
+        f"{counts['skipped']} skipped; masks, overlays, manifest.json and annotations.json in the zip"
+    )
     return BatchResult(gallery=gallery, zip_path=zip_path, summary=summary, skipped=skipped)

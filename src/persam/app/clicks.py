@@ -72,8 +72,9 @@ class Clicks:
         return {"points_xy": self.points_xy or None, "point_labels": self.labels or None, "box_xyxy": self.box_xyxy}
 
 
-def draw(photo: np.ndarray, mask: np.ndarray | None, clicks: Clicks | None = None,
-         labels: np.ndarray | None = None) -> np.ndarray:
+def draw(
+    photo: np.ndarray, mask: np.ndarray | None, clicks: Clicks | None = None, labels: np.ndarray | None = None
+) -> np.ndarray:
     """(H, W, 3) uint8: the photo with the mask (or a label map) tinted and the prompts marked.
 
     Object points green, background points red, the box (and a pending corner) yellow.

@@ -44,8 +44,10 @@ def read_mask(path: str | os.PathLike, hw: tuple[int, int]) -> np.ndarray:
 
     mask = _guarded(read_binary_mask, path)
     if mask.shape != tuple(hw):
-        raise ValueError(f"{display_name(path)}: the mask is {mask.shape[1]}x{mask.shape[0]} but the photo is "
-                         f"{hw[1]}x{hw[0]}; upload the mask drawn on this photo")
+        raise ValueError(
+            f"{display_name(path)}: the mask is {mask.shape[1]}x{mask.shape[0]} but the photo is "
+            f"{hw[1]}x{hw[0]}; upload the mask drawn on this photo"
+        )
     if not mask.any():
         raise ValueError(f"{display_name(path)}: the mask is empty; mark the object with nonzero pixels (or click it)")
     if mask.all():
@@ -85,24 +87,34 @@ def expand_uploads(paths: list[str | os.PathLike], workdir: Path) -> list[tuple[
         except (zipfile.BadZipFile, OSError):
             raise ValueError(f"{path.name}: not a readable zip; upload photos or a .zip of photos") from None
         with archive:
-            members = [m for m in archive.infolist()
-                       if not m.is_dir() and PurePosixPath(m.filename).suffix.lower() in IMAGE_EXTENSIONS
-                       and not PurePosixPath(m.filename).name.startswith(".")]
+            members = [
+                m
+                for m in archive.infolist()
+                if not m.is_dir()
+                and PurePosixPath(m.filename).suffix.lower() in IMAGE_EXTENSIONS
+                and not PurePosixPath(m.filename).name.startswith(".")
+            ]
             if not members:
                 raise ValueError(f"{path.name}: no photo (.jpg, .png, ...) inside; zip the photos themselves")
             if len(members) > MAX_ZIP_PHOTOS or sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-                raise ValueError(f"{path.name}: more than {MAX_ZIP_PHOTOS} photos or {MAX_ZIP_BYTES >> 30} GiB inside; split it")
+                raise ValueError(
+                    f"{path.name}: more than {MAX_ZIP_PHOTOS} photos or {MAX_ZIP_BYTES >> 30} GiB inside; split it"
+                )
             target = workdir / f"unzipped-{len(out)}"
             for member in members:
                 inner = PurePosixPath(member.filename)
                 if inner.is_absolute() or ".." in inner.parts:
-                    raise ValueError(f"{path.name}: member {member.filename!r} points outside the zip; re-create the zip")
+                    raise ValueError(
+                        f"{path.name}: member {member.filename!r} points outside the zip; re-create the zip"
+                    )
                 dest = target.joinpath(*inner.parts)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     with archive.open(member) as src, open(dest, "wb") as dst:
                         dst.write(src.read())
                 except (zipfile.BadZipFile, OSError, NotImplementedError) as exc:
-                    raise ValueError(f"{path.name}: member {member.filename!r} does not unpack ({exc}); re-create the zip") from None
+                    raise ValueError(
+                        f"{path.name}: member {member.filename!r} does not unpack ({exc}); re-create the zip"
+                    ) from None
                 out.append((dest, _unique(inner.with_suffix("").as_posix(), taken)))
     return out

@@ -13,8 +13,10 @@ from persam.app.clicks import MODES
 from persam.session.photo import PersamModel
 
 METHODS = {"PerSAM (training-free)": False, "PerSAM-F (fits 2 weights, about a second)": True}
-PRIORS = {"Similarity (PerSAM's one point)": "similarity",
-          "Part-aware (P2SAM: a point per part, best part count by optimal transport)": "part-aware"}
+PRIORS = {
+    "Similarity (PerSAM's one point)": "similarity",
+    "Part-aware (P2SAM: a point per part, best part count by optimal transport)": "part-aware",
+}
 INTRO = """# persam: personalize Segment Anything
 **Personalize**: upload a reference photo and click the object (green = object, red = background; for a box,
 choose *box* and click two opposite corners: the image has no drag-box), or upload its mask. Keep one or more
@@ -43,8 +45,10 @@ def guarded(fn):
 
 def _steps(progress):
     """A ``batch.Progress`` / ``video.Progress`` that moves a Gradio progress bar."""
+
     def update(done: int, total: int | None, what: str) -> None:
         progress((done, total) if total else None, desc=what)
+
     return update
 
 
@@ -102,9 +106,18 @@ def build(model: PersamModel, workdir: Path | None = None):
     def on_learn(ws, method, without, threshold, prior, fewest, most):
         ws = ws or workspace.Workspace()
         threshold = None if threshold in (None, "") else float(threshold)
-        parts = (int(fewest), int(most)) if PRIORS[prior] == "part-aware" else None  # the range shows with that prior only
-        message = workspace.learn(ws, model, finetune=METHODS[method], without=list(without or []), presence_threshold=threshold,
-                                  prior=PRIORS[prior], parts=parts)
+        parts = (
+            (int(fewest), int(most)) if PRIORS[prior] == "part-aware" else None
+        )  # the range shows with that prior only
+        message = workspace.learn(
+            ws,
+            model,
+            finetune=METHODS[method],
+            without=list(without or []),
+            presence_threshold=threshold,
+            prior=PRIORS[prior],
+            parts=parts,
+        )
         return ws, message
 
     def on_prior(prior):
@@ -168,8 +181,14 @@ def build(model: PersamModel, workdir: Path | None = None):
     def on_run_video(vw, method, detect_absent, progress=gr.Progress()):
         if vw is None or vw.first is None:
             raise ValueError("no video yet; upload a clip first")
-        mp4, zip_path, summary = video.run(vw, model, finetune=METHODS[method], detect_absent=bool(detect_absent),
-                                           workdir=workdir, progress=_steps(progress))
+        mp4, zip_path, summary = video.run(
+            vw,
+            model,
+            finetune=METHODS[method],
+            detect_absent=bool(detect_absent),
+            workdir=workdir,
+            progress=_steps(progress),
+        )
         return str(mp4), str(zip_path), summary
 
     with gr.Blocks(title="persam", analytics_enabled=False) as demo:  # no calls home
@@ -183,22 +202,34 @@ def build(model: PersamModel, workdir: Path | None = None):
                     with gr.Row():
                         undo_btn = gr.Button("Undo click")
                         clear_btn = gr.Button("Clear clicks")
-                    mask_file = gr.File(label="...or upload its mask (PNG, nonzero = object)", type="filepath", elem_id="ref-mask")
+                    mask_file = gr.File(
+                        label="...or upload its mask (PNG, nonzero = object)", type="filepath", elem_id="ref-mask"
+                    )
                     keep_btn = gr.Button("Keep as reference", elem_id="keep")
                     method = gr.Radio(list(METHODS), value=next(iter(METHODS)), label="Method")
                     prior = gr.Radio(list(PRIORS), value=next(iter(PRIORS)), label="Location prior", elem_id="prior")
                     with gr.Row(visible=False) as parts_row:
                         fewest = gr.Slider(1, 10, value=1, step=1, label="Fewest parts", elem_id="parts-min")
-                        most = gr.Slider(1, 10, value=5, step=1, label="Most parts (1..5 is the published setting)",
-                                         elem_id="parts-max")
+                        most = gr.Slider(
+                            1,
+                            10,
+                            value=5,
+                            step=1,
+                            label="Most parts (1..5 is the published setting)",
+                            elem_id="parts-max",
+                        )
                     with gr.Accordion("Advanced", open=False):
                         without = gr.CheckboxGroup(list(COMPONENTS), label="Switch off (ablation)")
                         detect_absent = gr.Checkbox(label="Detect absence (empty mask when the object is not there)")
-                        threshold = gr.Number(label="Presence threshold (empty = calibrated on the references)", value=None)
+                        threshold = gr.Number(
+                            label="Presence threshold (empty = calibrated on the references)", value=None
+                        )
                         max_instances = gr.Slider(1, 20, value=1, step=1, label="Max instances per photo")
                     learn_btn = gr.Button("Learn concept", variant="primary", elem_id="learn")
                 with gr.Column(scale=2):
-                    view = gr.Image(label="Reference: click the object", type="numpy", interactive=False, elem_id="ref-view")
+                    view = gr.Image(
+                        label="Reference: click the object", type="numpy", interactive=False, elem_id="ref-view"
+                    )
                     status = gr.Textbox(label="Status", interactive=False, elem_id="status")
                     refs = gr.Gallery(label="References kept", columns=4, height=160)
                     with gr.Row():
@@ -208,12 +239,20 @@ def build(model: PersamModel, workdir: Path | None = None):
         with gr.Tab("Segment"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    targets = gr.File(label="Photos, or a zip of photos", file_count="multiple", type="filepath", elem_id="targets")
+                    targets = gr.File(
+                        label="Photos, or a zip of photos", file_count="multiple", type="filepath", elem_id="targets"
+                    )
                     segment_btn = gr.Button("Segment", variant="primary", elem_id="segment")
                     seg_status = gr.Textbox(label="Status", interactive=False, elem_id="segment-status")
-                    zip_out = gr.File(label="Download everything (masks, overlays, manifest.json, COCO)", interactive=False, elem_id="zip")
+                    zip_out = gr.File(
+                        label="Download everything (masks, overlays, manifest.json, COCO)",
+                        interactive=False,
+                        elem_id="zip",
+                    )
                 with gr.Column(scale=2):
-                    gallery = gr.Gallery(label="Overlays (score, present/absent)", columns=4, height=320, elem_id="results")
+                    gallery = gr.Gallery(
+                        label="Overlays (score, present/absent)", columns=4, height=320, elem_id="results"
+                    )
                     big = gr.Image(label="Selected", interactive=False, elem_id="big")
         with gr.Tab("Video"):
             with gr.Row():
@@ -241,7 +280,9 @@ def build(model: PersamModel, workdir: Path | None = None):
         prior.change(on_prior, [prior], [parts_row])
         save_btn.click(on_save, [ws], [concept_out, status])
         concept_in.change(on_load, [concept_in, ws], [ws, status])
-        segment_btn.click(on_segment, [targets, ws, detect_absent, max_instances], [gallery, last_batch, zip_out, big, seg_status])
+        segment_btn.click(
+            on_segment, [targets, ws, detect_absent, max_instances], [gallery, last_batch, zip_out, big, seg_status]
+        )
         gallery.select(on_pick, [last_batch], [big])
         clip.change(on_clip, [clip, vw], [vw, frame_view, vstatus])
         frame_view.select(on_frame_click, [oid, vmode, vw], [vw, frame_view, vstatus])

@@ -65,7 +65,9 @@ def open_video(vw: VideoWork, model: PersamModel, path: str | os.PathLike) -> st
     except (ValueError, FileNotFoundError) as exc:
         raise ValueError(str(exc).replace(str(path), name)) from None
     if first is None:
-        raise ValueError(f"{name}: no frame could be decoded ({source.stopped or 'empty video'}); re-encode it (e.g. H.264 mp4)")
+        raise ValueError(
+            f"{name}: no frame could be decoded ({source.stopped or 'empty video'}); re-encode it (e.g. H.264 mp4)"
+        )
     vw.path, vw.first, vw.clicks, vw.masks = Path(path), first, {}, {}
     model.encode(first)
     total = f"{source.total} frames" if source.total else "frame count unknown"
@@ -105,8 +107,15 @@ def forget(vw: VideoWork, oid: int) -> str:
     return f"object {oid} removed"
 
 
-def run(vw: VideoWork, model: PersamModel, *, finetune: bool, detect_absent: bool, workdir: Path,
-        progress: Progress | None = None) -> tuple[Path, Path, str]:
+def run(
+    vw: VideoWork,
+    model: PersamModel,
+    *,
+    finetune: bool,
+    detect_absent: bool,
+    workdir: Path,
+    progress: Progress | None = None,
+) -> tuple[Path, Path, str]:
     """Segment the picked objects through the clip: (overlay mp4, zip of label maps, summary).
 
     A clip that stops decoding part-way is segmented up to there; the summary says so.

@@ -52,7 +52,10 @@ class Workspace:
 
     def thumbnails(self) -> list[tuple[np.ndarray, str]]:
         """(drawn reference, caption) of the kept references."""
-        return [(draw(r.photo, r.mask), f"{i + 1}: {r.name} ({int(r.mask.sum())} px)") for i, r in enumerate(self.references)]
+        return [
+            (draw(r.photo, r.mask), f"{i + 1}: {r.name} ({int(r.mask.sum())} px)")
+            for i, r in enumerate(self.references)
+        ]
 
 
 def set_photo(ws: Workspace, model: PersamModel, path: str | os.PathLike) -> str:
@@ -125,8 +128,16 @@ def keep_reference(ws: Workspace) -> str:
     return f"{len(ws.references)} reference(s) kept"
 
 
-def learn(ws: Workspace, model: PersamModel, *, finetune: bool, without: list[str],
-          presence_threshold: float | None, prior: str = "similarity", parts: tuple[int, int] | None = None) -> str:
+def learn(
+    ws: Workspace,
+    model: PersamModel,
+    *,
+    finetune: bool,
+    without: list[str],
+    presence_threshold: float | None,
+    prior: str = "similarity",
+    parts: tuple[int, int] | None = None,
+) -> str:
     """Learn the concept from the kept references (or, with none kept, from the current photo and mask).
 
     ``prior``: ``"similarity"`` (PerSAM's one point) or ``"part-aware"`` (P2SAM);
@@ -138,8 +149,10 @@ def learn(ws: Workspace, model: PersamModel, *, finetune: bool, without: list[st
     if prior not in ("similarity", "part-aware"):
         raise ValueError(f"unknown prior {prior!r}; choose similarity or part-aware")
     if prior == "part-aware" and finetune:
-        raise ValueError("the part-aware prior is training-free: choose the PerSAM (training-free) method, "
-                         "or the similarity prior for PerSAM-F")
+        raise ValueError(
+            "the part-aware prior is training-free: choose the PerSAM (training-free) method, "
+            "or the similarity prior for PerSAM-F"
+        )
     if parts is not None and prior != "part-aware":
         raise ValueError("part counts apply to the part-aware prior only; choose it, or leave the part counts out")
     parts = DEFAULT_PARTS if parts is None else check_parts(parts)
@@ -150,8 +163,9 @@ def learn(ws: Workspace, model: PersamModel, *, finetune: bool, without: list[st
     if not refs:
         raise ValueError("no reference yet: upload a photo and click the object (or upload its mask)")
     settings = PersamSettings().without(*without)
-    concept = model.personalize([r.photo for r in refs], [r.mask for r in refs], finetune=finetune, settings=settings,
-                                prior=prior, parts=parts)
+    concept = model.personalize(
+        [r.photo for r in refs], [r.mask for r in refs], finetune=finetune, settings=settings, prior=prior, parts=parts
+    )
     concept.presence_threshold = presence_threshold
     ws.concept = concept
     return describe(concept, len(refs))
@@ -163,8 +177,10 @@ def describe(concept: Concept, references: int | None = None) -> str:
     extra = "" if concept.weights is None else ", weights " + ", ".join(f"{w:.3f}" for w in concept.weights.tolist())
     off = concept.settings.disabled()
     prior = "" if concept.parts is None else ", part-aware prior, parts {}..{}".format(*concept.parts.parts)
-    return (f"concept ready: {concept.method}{source} on {concept.model.backend.name}{prior}, presence threshold "
-            f"{concept.threshold:.4f}{extra}" + (f", without {', '.join(off)}" if off else ""))
+    return (
+        f"concept ready: {concept.method}{source} on {concept.model.backend.name}{prior}, presence threshold "
+        f"{concept.threshold:.4f}{extra}" + (f", without {', '.join(off)}" if off else "")
+    )
 
 
 def save(ws: Workspace, folder: Path) -> Path:

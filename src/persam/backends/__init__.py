@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from persam.backends.base import Backend, EncodedImage, ImageGeometry, Preprocessing
     from persam.backends.registry import (
-        BackendSpec, bf16_supported, check_device_name, create_backend, get_spec, list_backends, offered_names,
+        BackendSpec,
+        bf16_supported,
+        check_device_name,
+        create_backend,
+        get_spec,
+        list_backends,
+        offered_names,
     )
 
 _LAZY = {

@@ -51,8 +51,13 @@ class ImageGeometry:
     resize: ResizeMode = "longest_side"
 
     @classmethod
-    def for_image(cls, original_hw: tuple[int, int], input_size: int, grid_hw: tuple[int, int],
-                  resize: ResizeMode = "longest_side") -> "ImageGeometry":
+    def for_image(
+        cls,
+        original_hw: tuple[int, int],
+        input_size: int,
+        grid_hw: tuple[int, int],
+        resize: ResizeMode = "longest_side",
+    ) -> "ImageGeometry":
         h, w = original_hw
         if resize == "square":
             resized = (int(input_size), int(input_size))
@@ -60,8 +65,9 @@ class ImageGeometry:
             scale = input_size / max(h, w)
             # Same rounding as SAM's ResizeLongestSide.get_preprocess_shape.
             resized = (int(h * scale + 0.5), int(w * scale + 0.5))
-        return cls(original_hw=(int(h), int(w)), resized_hw=resized, input_size=input_size, grid_hw=grid_hw,
-                   resize=resize)
+        return cls(
+            original_hw=(int(h), int(w)), resized_hw=resized, input_size=input_size, grid_hw=grid_hw, resize=resize
+        )
 
     @property
     def low_res_hw(self) -> tuple[int, int]:
@@ -137,7 +143,9 @@ class EncodedImage:
     embedding: torch.Tensor
     geometry: ImageGeometry
     high_res_features: tuple[torch.Tensor, torch.Tensor] | None = None
-    _derived: dict[str, tuple[torch.Tensor, object]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _derived: dict[str, tuple[torch.Tensor, object]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def derived(self, key: str, make: Callable[[torch.Tensor], _T], replace: bool = False) -> _T:
         """``make(embedding)``, computed once per embedding and kept with the image.
@@ -200,7 +208,8 @@ class Backend:
     checkpoint_sha256: str = "random"
     runtime: str = "torch"
     runtime_encoder: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]] | None = field(
-        default=None, repr=False)
+        default=None, repr=False
+    )
     encoder_calls: int = field(default=0, repr=False)
     family: Family = "sam"
     _dense_pe: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)

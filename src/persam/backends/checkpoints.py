@@ -31,8 +31,15 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "KNOWN_CHECKPOINTS", "CheckpointError", "CheckpointInfo", "cache_dir", "cached_checkpoint",
-    "download_checkpoint", "file_sha256", "load_state_dict", "resolve_checkpoint",
+    "KNOWN_CHECKPOINTS",
+    "CheckpointError",
+    "CheckpointInfo",
+    "cache_dir",
+    "cached_checkpoint",
+    "download_checkpoint",
+    "file_sha256",
+    "load_state_dict",
+    "resolve_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,20 +75,24 @@ _SAM = "https://dl.fbaipublicfiles.com/segment_anything/"
 _SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 #: Checkpoints persam can download by itself, keyed by model type.
 KNOWN_CHECKPOINTS: dict[str, CheckpointInfo] = {
-    "vit_h": _info("vit_h", _SAM + "sam_vit_h_4b8939.pth",
-                   "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
-    "vit_l": _info("vit_l", _SAM + "sam_vit_l_0b3195.pth",
-                   "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
-    "vit_b": _info("vit_b", _SAM + "sam_vit_b_01ec64.pth",
-                   "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+    "vit_h": _info(
+        "vit_h", _SAM + "sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"
+    ),
+    "vit_l": _info(
+        "vit_l", _SAM + "sam_vit_l_0b3195.pth", "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"
+    ),
+    "vit_b": _info(
+        "vit_b", _SAM + "sam_vit_b_01ec64.pth", "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"
+    ),
     # MobileSAM publishes no hash: the file is accepted and its hash logged.
-    "vit_t": _info("vit_t", "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
-                   None),
+    "vit_t": _info("vit_t", "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt", None),
     # SAM 2.1 (Meta publishes no hashes): the file must load strictly into the
     # architecture (every key and shape, ``weights_only``); its SHA-256 is logged
     # at download and recorded as the backend's ``checkpoint_sha256``.
-    **{f"sam2.1_hiera_{size}": _info(f"sam2.1_hiera_{size}", f"{_SAM2}sam2.1_hiera_{size}.pt", None)
-       for size in ("tiny", "small", "base_plus", "large")},
+    **{
+        f"sam2.1_hiera_{size}": _info(f"sam2.1_hiera_{size}", f"{_SAM2}sam2.1_hiera_{size}.pt", None)
+        for size in ("tiny", "small", "base_plus", "large")
+    },
 }
 
 
@@ -142,43 +153,58 @@ def _fetch(source: str, out: BinaryIO, info: CheckpointInfo, progress: bool) -> 
     try:
         response = urllib.request.urlopen(source, timeout=DOWNLOAD_TIMEOUT_S)
     except urllib.error.HTTPError as exc:
-        raise CheckpointError(f"could not download {source}: the server answered HTTP {exc.code} "
-                              f"{exc.reason}; check the URL, or {hint}") from exc
+        raise CheckpointError(
+            f"could not download {source}: the server answered HTTP {exc.code} {exc.reason}; check the URL, or {hint}"
+        ) from exc
     except (urllib.error.URLError, OSError, HTTPException, ValueError) as exc:
         reason = getattr(exc, "reason", None) or _brief(exc)
-        raise CheckpointError(f"could not reach the host for {source} ({reason}); check the network "
-                              f"or proxy, or {hint}") from exc
+        raise CheckpointError(
+            f"could not reach the host for {source} ({reason}); check the network or proxy, or {hint}"
+        ) from exc
     digest, received = hashlib.sha256(), 0
     with response:
         header = response.headers.get("Content-Length", "")
         expected = int(header) if header.strip().isdigit() else None
-        with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
-                  desc=info.filename, disable=not progress, file=sys.stderr) as bar:
+        with tqdm(
+            total=expected,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=info.filename,
+            disable=not progress,
+            file=sys.stderr,
+        ) as bar:
             while True:
                 try:
                     chunk = response.read(_CHUNK)
                 except (OSError, HTTPException, ValueError) as exc:
-                    raise CheckpointError(f"download of {source} was interrupted after {received} bytes "
-                                          f"({_brief(exc)}); try again, or {hint}") from exc
+                    raise CheckpointError(
+                        f"download of {source} was interrupted after {received} bytes "
+                        f"({_brief(exc)}); try again, or {hint}"
+                    ) from exc
                 if not chunk:
                     break
                 try:
                     out.write(chunk)
                 except OSError as exc:
-                    raise CheckpointError(f"could not save the download of {source} ({_brief(exc)}); "
-                                          f"free disk space or set PERSAM_HOME to another folder, "
-                                          f"or {hint}") from exc
+                    raise CheckpointError(
+                        f"could not save the download of {source} ({_brief(exc)}); "
+                        f"free disk space or set PERSAM_HOME to another folder, "
+                        f"or {hint}"
+                    ) from exc
                 digest.update(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
     if expected is not None and received != expected:
-        raise CheckpointError(f"download of {source} was interrupted: got {received} of {expected} "
-                              f"bytes; try again, or {hint}")
+        raise CheckpointError(
+            f"download of {source} was interrupted: got {received} of {expected} bytes; try again, or {hint}"
+        )
     return digest.hexdigest()
 
 
-def download_checkpoint(info: CheckpointInfo, *, cache: Path | None = None,
-                        progress: bool | None = None, url: str | None = None) -> Path:
+def download_checkpoint(
+    info: CheckpointInfo, *, cache: Path | None = None, progress: bool | None = None, url: str | None = None
+) -> Path:
     """Return the cached checkpoint file, downloading and verifying it first if needed.
 
     A cached file is reused when its SHA-256 matches (or when no hash is
@@ -212,12 +238,13 @@ def download_checkpoint(info: CheckpointInfo, *, cache: Path | None = None,
         with atomic_open(target, "wb") as out:
             digest = _fetch(source, out, info, progress)
             if info.sha256 is not None and digest != info.sha256:
-                raise CheckpointError(f"SHA-256 mismatch for {source}: expected {info.sha256}, got {digest}; "
-                                      f"the download is damaged or the mirror serves another file; try "
-                                      f"again, or {_hint(info.model_type)}")
+                raise CheckpointError(
+                    f"SHA-256 mismatch for {source}: expected {info.sha256}, got {digest}; "
+                    f"the download is damaged or the mirror serves another file; try "
+                    f"again, or {_hint(info.model_type)}"
+                )
     except OutputPathError as exc:
-        raise CheckpointError(f"{exc}, or set PERSAM_HOME to a writable folder, or "
-                              f"{_hint(info.model_type)}") from None
+        raise CheckpointError(f"{exc}, or set PERSAM_HOME to a writable folder, or {_hint(info.model_type)}") from None
     if info.sha256 is None:
         logger.info("no published SHA-256 for %s; downloaded file has SHA-256 %s", source, digest)
     return target
@@ -248,8 +275,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{file} is not a PyTorch checkpoint or is damaged ({_brief(exc)}); "
-                              f"{fix}") from exc
+        raise CheckpointError(f"{file} is not a PyTorch checkpoint or is damaged ({_brief(exc)}); {fix}") from exc
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -259,13 +285,15 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{file} holds {what}, not a state dict of tensors; {fix}")
     bad = next((k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:
-        raise CheckpointError(f"{file} is not a plain state dict: entry {bad!r} is a "
-                              f"{type(obj[bad]).__name__}, not a tensor; {fix}")
+        raise CheckpointError(
+            f"{file} is not a plain state dict: entry {bad!r} is a {type(obj[bad]).__name__}, not a tensor; {fix}"
+        )
     return dict(obj)
 
 
-def resolve_checkpoint(model_type: str, checkpoint: str | os.PathLike[str] | None, *,
-                       progress: bool | None = None) -> Path:
+def resolve_checkpoint(
+    model_type: str, checkpoint: str | os.PathLike[str] | None, *, progress: bool | None = None
+) -> Path:
     """Return the checkpoint file to build ``model_type`` from.
 
     Args:
@@ -289,6 +317,8 @@ def resolve_checkpoint(model_type: str, checkpoint: str | os.PathLike[str] | Non
     info = KNOWN_CHECKPOINTS.get(model_type)
     if info is None:
         known = ", ".join(sorted(KNOWN_CHECKPOINTS))
-        raise CheckpointError(f"no known download for model type {model_type!r} (known: {known}); "
-                              f"pass --checkpoint PATH --model {model_type}")
+        raise CheckpointError(
+            f"no known download for model type {model_type!r} (known: {known}); "
+            f"pass --checkpoint PATH --model {model_type}"
+        )
     return download_checkpoint(info, progress=progress)

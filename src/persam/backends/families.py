@@ -15,12 +15,20 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 #: (depth, width) of the official SAM ViT image encoders.
-_SAM_VITS = {(12, 768): ("SAM ViT-B", "vit_b"), (24, 1024): ("SAM ViT-L", "vit_l"),
-             (32, 1280): ("SAM ViT-H", "vit_h"), (1, 48): ("the tiny test SAM", "sam_tiny")}
+_SAM_VITS = {
+    (12, 768): ("SAM ViT-B", "vit_b"),
+    (24, 1024): ("SAM ViT-L", "vit_l"),
+    (32, 1280): ("SAM ViT-H", "vit_h"),
+    (1, 48): ("the tiny test SAM", "sam_tiny"),
+}
 #: (blocks, width) of the SAM 2 / 2.1 Hiera trunks.
-_HIERAS = {(12, 96): ("Hiera-T", "sam2.1_hiera_tiny"), (16, 96): ("Hiera-S", "sam2.1_hiera_small"),
-           (24, 112): ("Hiera-B+", "sam2.1_hiera_base_plus"), (48, 144): ("Hiera-L", "sam2.1_hiera_large"),
-           (5, 32): ("the reduced test Hiera", "sam2_tiny")}
+_HIERAS = {
+    (12, 96): ("Hiera-T", "sam2.1_hiera_tiny"),
+    (16, 96): ("Hiera-S", "sam2.1_hiera_small"),
+    (24, 112): ("Hiera-B+", "sam2.1_hiera_base_plus"),
+    (48, 144): ("Hiera-L", "sam2.1_hiera_large"),
+    (5, 32): ("the reduced test Hiera", "sam2_tiny"),
+}
 
 
 @dataclass(frozen=True)
@@ -77,9 +85,12 @@ def identify_checkpoint(state: Mapping[str, Any]) -> CheckpointFamily | None:
         if hq:
             return CheckpointFamily(f"{name} ({depth} blocks of width {width}) with HQ-SAM's decoder", None, False)
         return CheckpointFamily(f"{name} ({depth} blocks of width {width})", model_type)
-    if any(re.match(r"(blocks|layers)\.\d+\.", k) for k in keys) and not any(k.startswith("mask_decoder.") for k in keys):
-        return CheckpointFamily("an image encoder alone (no image_encoder./prompt_encoder./mask_decoder. keys)", None,
-                                supported=False)
+    if any(re.match(r"(blocks|layers)\.\d+\.", k) for k in keys) and not any(
+        k.startswith("mask_decoder.") for k in keys
+    ):
+        return CheckpointFamily(
+            "an image encoder alone (no image_encoder./prompt_encoder./mask_decoder. keys)", None, supported=False
+        )
     return None
 
 
@@ -96,17 +107,28 @@ def mismatch_message(model_type: str, state: Mapping[str, Any], expected: Mappin
     """
     family = identify_checkpoint(state)
     if family is not None and not family.supported:
-        return (f"weights do not fit model type {model_type!r}: the file looks like {family.label}; persam has no "
-                "backend for it; pass a SAM, MobileSAM, LiteMedSAM or SAM 2.1 file with --checkpoint PATH")
+        return (
+            f"weights do not fit model type {model_type!r}: the file looks like {family.label}; persam has no "
+            "backend for it; pass a SAM, MobileSAM, LiteMedSAM or SAM 2.1 file with --checkpoint PATH"
+        )
     if family is not None and family.model_type not in (None, model_type):
-        return (f"weights do not fit model type {model_type!r}: the file looks like {family.label}; "
-                f"pass --model {family.model_type}, or another --checkpoint PATH")
+        return (
+            f"weights do not fit model type {model_type!r}: the file looks like {family.label}; "
+            f"pass --model {family.model_type}, or another --checkpoint PATH"
+        )
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    reshaped = [k for k in expected if k in state
-                and tuple(getattr(state[k], "shape", ())) != tuple(getattr(expected[k], "shape", ()))]
-    counts = (f"keys: {len(missing)} missing{_example(missing)}; {len(unexpected)} unexpected{_example(unexpected)}; "
-              f"{len(reshaped)} of another shape{_example(reshaped)}")
+    reshaped = [
+        k
+        for k in expected
+        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(getattr(expected[k], "shape", ()))
+    ]
+    counts = (
+        f"keys: {len(missing)} missing{_example(missing)}; {len(unexpected)} unexpected{_example(unexpected)}; "
+        f"{len(reshaped)} of another shape{_example(reshaped)}"
+    )
     looks = f"the file looks like {family.label}, but " if family is not None else ""
-    return (f"weights do not fit model type {model_type!r} ({looks}{counts}); the file is damaged or of another "
-            "model: pass the matching --model, or another --checkpoint PATH")
+    return (
+        f"weights do not fit model type {model_type!r} ({looks}{counts}); the file is damaged or of another "
+        "model: pass the matching --model, or another --checkpoint PATH"
+    )

@@ -67,16 +67,24 @@ _SPECS: dict[str, BackendSpec] = {
             bundled_checkpoint=True,
         ),
         BackendSpec("sam_tiny", "tiny random SAM for tests and smoke runs", input_size=256, for_tests=True),
-        BackendSpec("sam2.1_hiera_tiny", "SAM 2.1 Hiera-T (Meta, 156 MB; needs persam[sam2])", family="sam2",
-                    downloadable=True),
-        BackendSpec("sam2.1_hiera_small", "SAM 2.1 Hiera-S (Meta, 184 MB; needs persam[sam2])", family="sam2",
-                    downloadable=True),
-        BackendSpec("sam2.1_hiera_base_plus", "SAM 2.1 Hiera-B+ (Meta, 324 MB; needs persam[sam2])", family="sam2",
-                    downloadable=True),
-        BackendSpec("sam2.1_hiera_large", "SAM 2.1 Hiera-L (Meta, 898 MB; needs persam[sam2])", family="sam2",
-                    downloadable=True),
-        BackendSpec("sam2_tiny", "tiny random SAM 2 for tests and smoke runs", input_size=256, for_tests=True,
-                    family="sam2"),
+        BackendSpec(
+            "sam2.1_hiera_tiny", "SAM 2.1 Hiera-T (Meta, 156 MB; needs persam[sam2])", family="sam2", downloadable=True
+        ),
+        BackendSpec(
+            "sam2.1_hiera_small", "SAM 2.1 Hiera-S (Meta, 184 MB; needs persam[sam2])", family="sam2", downloadable=True
+        ),
+        BackendSpec(
+            "sam2.1_hiera_base_plus",
+            "SAM 2.1 Hiera-B+ (Meta, 324 MB; needs persam[sam2])",
+            family="sam2",
+            downloadable=True,
+        ),
+        BackendSpec(
+            "sam2.1_hiera_large", "SAM 2.1 Hiera-L (Meta, 898 MB; needs persam[sam2])", family="sam2", downloadable=True
+        ),
+        BackendSpec(
+            "sam2_tiny", "tiny random SAM 2 for tests and smoke runs", input_size=256, for_tests=True, family="sam2"
+        ),
     )
 }
 
@@ -130,8 +138,10 @@ def resolve_device(device: "str | torch.device | None") -> "torch.device":
         raise ValueError(f"--device {device} was asked for but no CUDA GPU is available; use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         count = torch.cuda.device_count()
-        raise ValueError(f"--device {device}: this machine has {count} CUDA GPU{'s' if count != 1 else ''} "
-                         f"(cuda:0 to cuda:{count - 1}); pass one of those")
+        raise ValueError(
+            f"--device {device}: this machine has {count} CUDA GPU{'s' if count != 1 else ''} "
+            f"(cuda:0 to cuda:{count - 1}); pass one of those"
+        )
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("--device mps was asked for but Apple MPS is not available; use --device cpu")
     return dev
@@ -208,8 +218,15 @@ def create_backend(
     if spec.family == "sam2":
         from persam.backends.sam2_backend import build_sam2_backend
 
-        return build_sam2_backend(name, checkpoint, dev, precision, random_weights, runtime,
-                                  resolve=lambda: _checkpoint_path(spec, checkpoint, progress))
+        return build_sam2_backend(
+            name,
+            checkpoint,
+            dev,
+            precision,
+            random_weights,
+            runtime,
+            resolve=lambda: _checkpoint_path(spec, checkpoint, progress),
+        )
     image_encoder, prompt_encoder, mask_decoder, module = BUILDERS[name]()
     sha = "random"
     if not random_weights:

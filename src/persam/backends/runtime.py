@@ -47,8 +47,15 @@ from torch import nn
 from persam.backends.base import Backend
 from persam.backends.runtime_impls import RUNTIME_IMPLS, Runtime, RuntimeUnavailableError
 
-__all__ = ["RUNTIMES", "RUNTIME_IMPLS", "RuntimeEncoder", "RuntimeUnavailableError", "attach_runtime",
-           "load_runtime_encoder", "preflight"]
+__all__ = [
+    "RUNTIMES",
+    "RUNTIME_IMPLS",
+    "RuntimeEncoder",
+    "RuntimeUnavailableError",
+    "attach_runtime",
+    "load_runtime_encoder",
+    "preflight",
+]
 
 #: The values of ``--runtime``; "torch" is persam's own PyTorch encoder.
 RUNTIMES = ("torch", "openvino", "onnxruntime")
@@ -92,8 +99,6 @@ class EncoderKey:
     def folder_name(self) -> str:
         """Cache folder name: one per model, runtime, precision, size and checkpoint."""
         return f"{self.model}-{self.runtime}-{self.precision}-{self.input_size}-{self.weights_sha256[:16]}"
-
-
 
 
 @dataclass
@@ -242,8 +247,9 @@ def load_runtime_encoder(
         RuntimeUnavailableError: unknown runtime, its package missing, or a precision it cannot run.
     """
     impl = preflight(runtime, precision)
-    key = EncoderKey(model, weights_sha256, int(input_size), precision if impl.precision_in_files else "any",
-                     runtime, impl.version())
+    key = EncoderKey(
+        model, weights_sha256, int(input_size), precision if impl.precision_in_files else "any", runtime, impl.version()
+    )
     threads = int(threads or torch.get_num_threads())
     start = time.perf_counter()
     what = f"the {model} image encoder for {impl.label} ({precision}, {input_size}x{input_size} input)"
@@ -267,8 +273,9 @@ def load_runtime_encoder(
         seconds = time.perf_counter() - start
         notice(f"converted {what} in {seconds:.1f} s; cached in {folder}")
         return RuntimeEncoder(runtime, precision, key, folder, True, seconds, run)
-    return RuntimeEncoder(runtime, precision, key, folder, False, time.perf_counter() - start,
-                          impl.load(folder, precision, threads))
+    return RuntimeEncoder(
+        runtime, precision, key, folder, False, time.perf_counter() - start, impl.load(folder, precision, threads)
+    )
 
 
 def attach_runtime(backend: Backend, runtime: str, *, cache: Path | None = None) -> Backend:

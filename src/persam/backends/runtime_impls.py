@@ -46,8 +46,10 @@ class Runtime(Protocol):
 
 
 #: The refusal of OpenVINO bf16 on a CPU without bf16 arithmetic.
-NO_BF16 = ("--precision bf16 with --runtime openvino needs a CPU with bf16 arithmetic (AVX512-BF16 or AMX), "
-           "and OpenVINO finds none on this one; use fp32 (no slower here), or --runtime torch --precision bf16")
+NO_BF16 = (
+    "--precision bf16 with --runtime openvino needs a CPU with bf16 arithmetic (AVX512-BF16 or AMX), "
+    "and OpenVINO finds none on this one; use fp32 (no slower here), or --runtime torch --precision bf16"
+)
 
 
 class OpenVino:
@@ -89,15 +91,18 @@ class OpenVino:
         core = ov.Core()
         hint = "bf16" if precision == "bf16" else "f32"
         compiled = core.compile_model(
-            core.read_model(str(folder / "encoder.xml")), "CPU",
+            core.read_model(str(folder / "encoder.xml")),
+            "CPU",
             {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": int(threads)},
         )
         got = compiled.get_property("INFERENCE_PRECISION_HINT")
         if hint == "bf16" and got != ov.Type.bf16:
             raise RuntimeUnavailableError(NO_BF16)
         if hint == "f32" and got != ov.Type.f32:
-            raise RuntimeUnavailableError(f"OpenVINO compiled the image encoder in {got} instead of f32 on this CPU; "
-                                          "use --runtime torch (or --runtime onnxruntime)")
+            raise RuntimeUnavailableError(
+                f"OpenVINO compiled the image encoder in {got} instead of f32 on this CPU; "
+                "use --runtime torch (or --runtime onnxruntime)"
+            )
         local = threading.local()  # one request per thread: a request runs one inference at a time
 
         outputs = len(compiled.outputs)
@@ -133,8 +138,13 @@ class OnnxRuntime:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
             torch.onnx.export(
-                encoder, (example,), str(folder / "encoder.onnx"), dynamo=False, opset_version=17,
-                input_names=["image"], output_names=list(getattr(encoder, "output_names", ("embedding",))),
+                encoder,
+                (example,),
+                str(folder / "encoder.onnx"),
+                dynamo=False,
+                opset_version=17,
+                input_names=["image"],
+                output_names=list(getattr(encoder, "output_names", ("embedding",))),
             )
 
     def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:

@@ -64,8 +64,9 @@ class Sam2ImageEncoder(nn.Module):
         if model.directly_add_no_mem_embed:
             vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
         # (h*w, 1, C) -> (1, C, h, w), highest resolution first
-        s0, s1, embedding = (f.permute(1, 2, 0).reshape(1, -1, *size).float().contiguous()
-                             for f, size in zip(vision_feats, feat_sizes))
+        s0, s1, embedding = (
+            f.permute(1, 2, 0).reshape(1, -1, *size).float().contiguous() for f, size in zip(vision_feats, feat_sizes)
+        )
         return s0, s1, embedding
 
 
@@ -106,8 +107,15 @@ class Sam2Backend(Backend):
         return EncodedImage(embedding=embedding, geometry=self.geometry(image.shape[:2]), high_res_features=(s0, s1))
 
 
-def build_sam2_backend(name: str, checkpoint: str | os.PathLike | None, device: torch.device, precision: str,
-                       random_weights: bool, runtime: str, resolve: Callable[[], Path]) -> Sam2Backend:
+def build_sam2_backend(
+    name: str,
+    checkpoint: str | os.PathLike | None,
+    device: torch.device,
+    precision: str,
+    random_weights: bool,
+    runtime: str,
+    resolve: Callable[[], Path],
+) -> Sam2Backend:
     """Build SAM 2 model ``name`` and load its weights strictly.
 
     Args:
@@ -131,8 +139,10 @@ def build_sam2_backend(name: str, checkpoint: str | os.PathLike | None, device: 
 
     del checkpoint
     if precision != "fp32" and runtime == "torch":  # other runtimes' precisions: runtime.preflight
-        raise ValueError(f"{name} runs in fp32 only with --runtime torch (its encoder feeds fp32 skip convolutions); "
-                         "drop --precision bf16, or use --runtime openvino")
+        raise ValueError(
+            f"{name} runs in fp32 only with --runtime torch (its encoder feeds fp32 skip convolutions); "
+            "drop --precision bf16, or use --runtime openvino"
+        )
     model = sam2_models.build_model(name)
     sha = "random"
     if not random_weights:

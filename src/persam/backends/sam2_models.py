@@ -86,7 +86,7 @@ def build_model(name: str, *, video: bool = False, device: "str | torch.device" 
             warnings.simplefilter("ignore")
             from sam2.build_sam import build_sam2, build_sam2_video_predictor
     except ImportError as exc:
-        raise ImportError(f"{name} needs the sam2 package: pip install \"persam[sam2]\" ({exc})") from None
+        raise ImportError(f'{name} needs the sam2 package: pip install "persam[sam2]" ({exc})') from None
     overrides = list(_TINY_OVERRIDES) if name == "sam2_tiny" else []
     build = build_sam2_video_predictor if video else build_sam2
     with warnings.catch_warnings():
@@ -111,18 +111,25 @@ def load_weights(model: "nn.Module", path: str | os.PathLike) -> None:
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets one message
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
-        raise ValueError(f"{path}: a SAM 2 checkpoint holds its weights under \"model\"; this file does not")
+        raise ValueError(f'{path}: a SAM 2 checkpoint holds its weights under "model"; this file does not')
     state = payload["model"]
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or reshaped:
-        parts = [f"{len(keys)} {what} (first: {', '.join(keys[:3])})"
-                 for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                    ("keys of another shape", reshaped)) if keys]
+        parts = [
+            f"{len(keys)} {what} (first: {', '.join(keys[:3])})"
+            for what, keys in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("keys of another shape", reshaped),
+            )
+            if keys
+        ]
         raise ValueError(f"{path}: the weights do not fit this SAM 2 architecture: {'; '.join(parts)}")
     model.load_state_dict(state, strict=True)
+
 
 def write_random_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
     """Save seeded random weights of ``name`` in the official layout ``{"model": state_dict}``."""

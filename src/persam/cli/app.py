@@ -14,9 +14,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Serve the web app on HOST:PORT (default 127.0.0.1:7860: this machine only). One model is "
         "loaded once; requests wait in one queue. Needs the app extra: pip install 'persam[app]'.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)",
+    )
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--max-file-size", default="200mb", metavar="SIZE", help="largest upload, e.g. 50mb, 1gb (default 200mb)")
+    p.add_argument(
+        "--max-file-size", default="200mb", metavar="SIZE", help="largest upload, e.g. 50mb, 1gb (default 200mb)"
+    )
     p.add_argument("--queue-size", type=int, default=64, metavar="N", help="requests waiting at most (default 64)")
     add_model_options(p)
     p.set_defaults(func=run)
@@ -36,7 +42,17 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     demo = build(model)
     demo.queue(default_concurrency_limit=1, max_size=args.queue_size)
-    print(f"persam app: {model.backend.name} on {model.backend.device}; open http://{args.host}:{args.port}", flush=True)
-    demo.launch(server_name=args.host, server_port=args.port, max_file_size=args.max_file_size, share=False,
-                ssr_mode=False, mcp_server=False, show_error=False, quiet=True)
+    print(
+        f"persam app: {model.backend.name} on {model.backend.device}; open http://{args.host}:{args.port}", flush=True
+    )
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        max_file_size=args.max_file_size,
+        share=False,
+        ssr_mode=False,
+        mcp_server=False,
+        show_error=False,
+        quiet=True,
+    )
     return 0

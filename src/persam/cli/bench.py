@@ -23,16 +23,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--random-weights", action="store_true", help="no weights at all: speed only, nothing is downloaded")
     p.add_argument("--device", type=device_name, metavar="DEVICE", help=DEVICE_HELP)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 image encoder (default fp32)")
-    p.add_argument("--image-size", type=int, default=1024, metavar="N", help="long side of the synthetic photos (default 1024)")
-    p.add_argument("--runs", type=int, default=5, metavar="N", help="timed runs per stage after one warm-up (default 5)")
-    p.add_argument("--runtime", action="append", metavar="RUNTIME[:PRECISION]", help="compare the image encoder and a new photo end to end through this runtime (torch, openvino, onnxruntime; e.g. openvino:bf16; repeatable) with PyTorch fp32, in interleaved rounds on the CPU")
+    p.add_argument(
+        "--image-size", type=int, default=1024, metavar="N", help="long side of the synthetic photos (default 1024)"
+    )
+    p.add_argument(
+        "--runs", type=int, default=5, metavar="N", help="timed runs per stage after one warm-up (default 5)"
+    )
+    p.add_argument(
+        "--runtime",
+        action="append",
+        metavar="RUNTIME[:PRECISION]",
+        help="compare the image encoder and a new photo end to end through this runtime (torch, openvino, onnxruntime; e.g. openvino:bf16; repeatable) with PyTorch fp32, in interleaved rounds on the CPU",
+    )
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
-    p.add_argument("--tracker", choices=["sam2"],
-                   help="time SAM 2's video predictor instead (--model a SAM 2 model): a synthetic clip of --runs + 1 "
-                        "frames of 3 objects, --image-size wide; the median time per tracked frame")
-    p.add_argument("--ray", action="store_true",
-                   help="instead: photos/s of `persam index` on the local path and on a local Ray runtime with 1 and 2 "
-                        "workers, and Ray's overhead per photo (--runs interleaved rounds; needs persam[ray])")
+    p.add_argument(
+        "--tracker",
+        choices=["sam2"],
+        help="time SAM 2's video predictor instead (--model a SAM 2 model): a synthetic clip of --runs + 1 "
+        "frames of 3 objects, --image-size wide; the median time per tracked frame",
+    )
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help="instead: photos/s of `persam index` on the local path and on a local Ray runtime with 1 and 2 "
+        "workers, and Ray's overhead per photo (--runs interleaved rounds; needs persam[ray])",
+    )
     p.add_argument("--photos", type=int, metavar="N", help="with --ray: photos per round (default 16)")
     p.set_defaults(func=run)
 
@@ -49,25 +64,41 @@ def format_result(result) -> str:
     rows = [
         ("image encoder", result.encoder_s, None),
         ("decoder pass (multi-mask)", result.decoder_pass_s, 1.0),
-        ("  the same, official modules", result.official_decoder_pass_s, result.official_decoder_pass_s / result.decoder_pass_s),
+        (
+            "  the same, official modules",
+            result.official_decoder_pass_s,
+            result.official_decoder_pass_s / result.decoder_pass_s,
+        ),
         ("PerSAM on an encoded photo", result.persam_extra_s, result.persam_extra_over_decoder),
         ("PerSAM-F on an encoded photo", result.persam_f_extra_s, result.persam_f_extra_over_decoder),
-        ("part-aware prior, parts 1..5, encoded photo", result.parts_extra_s, result.parts_extra_s / result.decoder_pass_s),
+        (
+            "part-aware prior, parts 1..5, encoded photo",
+            result.parts_extra_s,
+            result.parts_extra_s / result.decoder_pass_s,
+        ),
         ("PerSAM, cached embedding (decode only)", result.decode_only_s, result.decode_only_over_decoder),
         ("PerSAM-F fit on an encoded reference", result.fit_s, None),
-        ("video frame beyond the encoder, 3 objects (ratio: to the encoder)", result.video_extra_s, result.video_extra_over_encoder),
+        (
+            "video frame beyond the encoder, 3 objects (ratio: to the encoder)",
+            result.video_extra_s,
+            result.video_extra_over_encoder,
+        ),
     ]
     if not result.decoder_fast_path:  # SAM 2: always the official modules, nothing to compare
         rows = [row for row in rows if row[0] != "  the same, official modules"]
     for name, seconds, ratio in rows:
         tail = f"{ratio:9.2f}" if ratio is not None else f"{'':>9}"
         lines.append(f"{name:<38} {seconds * 1000:10.2f}  {tail}")
-    lines.append(f"part-aware prior beyond the encoder: {result.parts_over_persam:.2f} x PerSAM's "
-                 f"({result.parts_extra_s / result.decoder_pass_s:.1f} vs {result.persam_extra_over_decoder:.1f} decoder passes), "
-                 f"{100 * result.parts_transport_share:.1f}% of it optimal transport")
+    lines.append(
+        f"part-aware prior beyond the encoder: {result.parts_over_persam:.2f} x PerSAM's "
+        f"({result.parts_extra_s / result.decoder_pass_s:.1f} vs {result.persam_extra_over_decoder:.1f} decoder passes), "
+        f"{100 * result.parts_transport_share:.1f}% of it optimal transport"
+    )
     lines.append(f"{'peak resident memory':<38} {result.peak_rss_mb:8.0f} MB")
-    lines.append(f"arithmetic: encoder {result.encoder_gflop:.2f} GFLOP, video frame beyond it {result.video_gflop:.2f} GFLOP "
-                 f"({result.video_gflop_over_encoder:.2f} x the encoder's)")
+    lines.append(
+        f"arithmetic: encoder {result.encoder_gflop:.2f} GFLOP, video frame beyond it {result.video_gflop:.2f} GFLOP "
+        f"({result.video_gflop_over_encoder:.2f} x the encoder's)"
+    )
     return "\n".join(lines)
 
 
@@ -75,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
     from persam.jobs.bench import run_benchmark
 
     if args.random_weights and args.checkpoint:
-        raise ValueError(f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them")
+        raise ValueError(
+            f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them"
+        )
     if args.json:
         check_output_file(args.json, "--json")
     if args.runs < 1:
@@ -119,8 +152,15 @@ def _run_runtimes(args: argparse.Namespace, on_stage) -> int:
     if args.device not in (None, "cpu"):
         raise ValueError("--runtime compares encoders on the CPU; leave out --device or use --device cpu")
     configs = [parse_config(text, args.precision) for text in args.runtime]
-    result = run_runtime_benchmark(args.model, args.checkpoint, configs=configs, random_weights=args.random_weights,
-                                   image_size=args.image_size, runs=args.runs, on_stage=on_stage)
+    result = run_runtime_benchmark(
+        args.model,
+        args.checkpoint,
+        configs=configs,
+        random_weights=args.random_weights,
+        image_size=args.image_size,
+        runs=args.runs,
+        on_stage=on_stage,
+    )
     return _report(args, result, format_runtime_result, on_stage)
 
 
@@ -138,10 +178,12 @@ def _run_tracker(args: argparse.Namespace) -> int:
         import torch
 
         torch.manual_seed(0)
-    predictor, _ = load_video_predictor(args.model, args.checkpoint, random_weights=args.random_weights,
-                                        device=args.device)
-    result = bench_tracker(predictor, args.model, random_weights=args.random_weights, size=args.image_size,
-                           frames=args.runs + 1)
+    predictor, _ = load_video_predictor(
+        args.model, args.checkpoint, random_weights=args.random_weights, device=args.device
+    )
+    result = bench_tracker(
+        predictor, args.model, random_weights=args.random_weights, size=args.image_size, frames=args.runs + 1
+    )
     return _report(args, result, format_tracker_bench, None)
 
 
@@ -154,7 +196,9 @@ def _run_ray(args: argparse.Namespace, on_stage) -> int:
     photos = 16 if args.photos is None else args.photos
     if photos < 1:
         raise ValueError(f"--photos must be at least 1, got {photos}")
-    result = run_ray_bench(model_spec(args), photos=photos, image_size=args.image_size, rounds=args.runs, on_stage=on_stage)
+    result = run_ray_bench(
+        model_spec(args), photos=photos, image_size=args.image_size, rounds=args.runs, on_stage=on_stage
+    )
     return _report(args, result, format_ray_result, on_stage)
 
 

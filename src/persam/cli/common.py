@@ -51,14 +51,28 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model, --checkpoint, --device, --precision, --runtime, --random-weights (defaults None: a given option is seen)."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", type=model_name, metavar="NAME", help=model_help())
-    group.add_argument("--checkpoint", metavar="PATH", help="local weights file (official key layout) instead of the download")
+    group.add_argument(
+        "--checkpoint", metavar="PATH", help="local weights file (official key layout) instead of the download"
+    )
     group.add_argument("--device", type=device_name, metavar="DEVICE", help=DEVICE_HELP)
-    group.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs; default fp32); the decoder stays fp32 (SAM 2 with --runtime openvino: its two skip convolutions run with the encoder)")
-    group.add_argument("--runtime", choices=["torch", "openvino", "onnxruntime"], help="run the image encoder through PyTorch (default) or an inference runtime on the CPU (converted once per checkpoint and cached; pip install 'persam[openvino]' or 'persam[onnx]')")
+    group.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs; default fp32); the decoder stays fp32 (SAM 2 with --runtime openvino: its two skip convolutions run with the encoder)",
+    )
+    group.add_argument(
+        "--runtime",
+        choices=["torch", "openvino", "onnxruntime"],
+        help="run the image encoder through PyTorch (default) or an inference runtime on the CPU (converted once per checkpoint and cached; pip install 'persam[openvino]' or 'persam[onnx]')",
+    )
     group.add_argument("--random-weights", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--max-pixels", type=pixel_limit, metavar="N",
-                        help="largest photo (width x height) read, a guard against decompression bombs "
-                             "(default 64000000; 0 = no limit)")
+    parser.add_argument(
+        "--max-pixels",
+        type=pixel_limit,
+        metavar="N",
+        help="largest photo (width x height) read, a guard against decompression bombs "
+        "(default 64000000; 0 = no limit)",
+    )
 
 
 def pixel_limit(text: str) -> int:
@@ -77,7 +91,9 @@ def load_model(args: argparse.Namespace):
     from persam.session.photo import load
 
     if getattr(args, "random_weights", False) and args.checkpoint:
-        raise ValueError(f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them")
+        raise ValueError(
+            f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them"
+        )
     if getattr(args, "random_weights", False):  # the same random weights every run (a re-run may resume)
         import torch
 
@@ -101,7 +117,9 @@ def given_model_options(args: argparse.Namespace) -> list[str]:
 def refuse(options: list[str], reason: str) -> None:
     """ValueError (exit 2) naming the ``options`` that would be ignored, unless there are none."""
     if options:
-        raise ValueError(f"{' and '.join(options)} {'has' if len(options) == 1 else 'have'} no effect {reason}; drop {'it' if len(options) == 1 else 'them'}")
+        raise ValueError(
+            f"{' and '.join(options)} {'has' if len(options) == 1 else 'have'} no effect {reason}; drop {'it' if len(options) == 1 else 'them'}"
+        )
 
 
 def progress(items: Iterable[T], total: int, desc: str, unit: str = "img") -> Iterator[T]:
@@ -192,34 +210,57 @@ def require_extra(module: str, needed_by: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise ValueError(f"{needed_by} needs {module}, which is not installed: pip install \"persam[{EXTRAS[module]}]\"")
+        raise ValueError(f'{needed_by} needs {module}, which is not installed: pip install "persam[{EXTRAS[module]}]"')
 
 
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
     """--ray [ADDRESS] and the actor pool's options (``persam.jobs.ray_common``); needs persam[ray]."""
     group = parser.add_argument_group("Ray (persam[ray])")
-    group.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                       help="run as a Ray Data pipeline: alone, on a local Ray runtime; with an address "
-                            "(auto, ray://HOST:10001), on that cluster; put it after the photos, or write --ray=ADDRESS")
-    group.add_argument("--ray-workers", type=int, metavar="N",
-                       help="model actors (default: one per GPU, or one per CPU but one on a CPU-only cluster)")
-    group.add_argument("--ray-gpus-per-worker", type=float, metavar="G",
-                       help="GPUs per model actor (default 1 when the cluster has GPUs, else 0)")
-    group.add_argument("--ray-batch-size", type=int, metavar="N",
-                       help="photos per batch handed to an actor (default 8 with GPUs, 4 without)")
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run as a Ray Data pipeline: alone, on a local Ray runtime; with an address "
+        "(auto, ray://HOST:10001), on that cluster; put it after the photos, or write --ray=ADDRESS",
+    )
+    group.add_argument(
+        "--ray-workers",
+        type=int,
+        metavar="N",
+        help="model actors (default: one per GPU, or one per CPU but one on a CPU-only cluster)",
+    )
+    group.add_argument(
+        "--ray-gpus-per-worker",
+        type=float,
+        metavar="G",
+        help="GPUs per model actor (default 1 when the cluster has GPUs, else 0)",
+    )
+    group.add_argument(
+        "--ray-batch-size",
+        type=int,
+        metavar="N",
+        help="photos per batch handed to an actor (default 8 with GPUs, 4 without)",
+    )
 
 
 def ray_options(args: argparse.Namespace):
     """The Ray options of ``args`` (checked; exit 2 on a bad value), or None without --ray."""
-    names = {"--ray-workers": args.ray_workers, "--ray-gpus-per-worker": args.ray_gpus_per_worker,
-             "--ray-batch-size": args.ray_batch_size}
+    names = {
+        "--ray-workers": args.ray_workers,
+        "--ray-gpus-per-worker": args.ray_gpus_per_worker,
+        "--ray-batch-size": args.ray_batch_size,
+    }
     if args.ray is None:
         refuse([n for n, v in names.items() if v is not None], "without --ray")
         return None
     require_extra("ray", "--ray")
     for name, value in names.items():
         if value is not None and (value < 0 or (value == 0 and name != "--ray-gpus-per-worker")):
-            raise ValueError(f"{name} must be {'at least 0' if name == '--ray-gpus-per-worker' else 'at least 1'}, got {value:g}")
+            raise ValueError(
+                f"{name} must be {'at least 0' if name == '--ray-gpus-per-worker' else 'at least 1'}, got {value:g}"
+            )
     from persam.jobs.ray_common import RayOptions
 
     return RayOptions(args.ray or None, args.ray_workers, args.ray_gpus_per_worker, args.ray_batch_size)
@@ -230,7 +271,15 @@ def model_spec(args: argparse.Namespace):
     from persam.jobs.ray_common import ModelSpec
 
     if getattr(args, "random_weights", False) and args.checkpoint:
-        raise ValueError(f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them")
+        raise ValueError(
+            f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them"
+        )
     checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None
-    return ModelSpec(args.model or DEFAULT_MODEL, checkpoint, args.device, getattr(args, "precision", None) or "fp32",
-                     bool(getattr(args, "random_weights", False)), getattr(args, "runtime", None) or "torch")
+    return ModelSpec(
+        args.model or DEFAULT_MODEL,
+        checkpoint,
+        args.device,
+        getattr(args, "precision", None) or "fp32",
+        bool(getattr(args, "random_weights", False)),
+        getattr(args, "runtime", None) or "torch",
+    )

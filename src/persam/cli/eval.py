@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 
 from persam.cli.common import (
-    add_model_options, check_output_file, check_output_folder, given_model_options, load_model, progress, refuse, write_json,
+    add_model_options,
+    check_output_file,
+    check_output_folder,
+    given_model_options,
+    load_model,
+    progress,
+    refuse,
+    write_json,
 )
 from persam.cli.references import add_prior_options, prior_options
 from persam.method.settings import COMPONENTS, PersamSettings
@@ -32,12 +39,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "With --pred, only score the masks already in that folder."
         ),
     )
-    ps.add_argument("root", metavar="ROOT", help="PerSeg root holding Images/<object>/NN.jpg and Annotations/<object>/NN.png")
-    ps.add_argument("--method", choices=METHODS, help="persam (training-free, default) or persam-f (fit on the reference)")
+    ps.add_argument(
+        "root", metavar="ROOT", help="PerSeg root holding Images/<object>/NN.jpg and Annotations/<object>/NN.png"
+    )
+    ps.add_argument(
+        "--method", choices=METHODS, help="persam (training-free, default) or persam-f (fit on the reference)"
+    )
     ps.add_argument("--pred", metavar="DIR", help="score the masks in DIR/<object>/NN.png instead of running the model")
-    ps.add_argument("-o", "--output", metavar="DIR", help="where to write the masks (default ./persam-eval/perseg-<method>[-no-<component>...])")
-    ps.add_argument("--without", action="append", default=[], choices=COMPONENTS,
-                    help="switch a PerSAM component off (ablation); repeatable")
+    ps.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="where to write the masks (default ./persam-eval/perseg-<method>[-no-<component>...])",
+    )
+    ps.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=COMPONENTS,
+        help="switch a PerSAM component off (ablation); repeatable",
+    )
     ps.add_argument("--json", metavar="FILE", help="also write every reported figure and the settings as JSON")
     add_prior_options(ps)
     add_model_options(ps)
@@ -49,14 +70,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run the video method on DAVIS 2017 (or score existing palette-PNG predictions with --pred): J&F, region J, boundary F (fractions).",
     )
     dv.add_argument("root", metavar="ROOT", help="DAVIS 2017 root (Annotations/480p/<seq>/, ImageSets/2017/val.txt)")
-    dv.add_argument("--pred", metavar="DIR", help="score predictions DIR/<seq>/00000.png (palette or grayscale object ids) instead of running the model")
-    dv.add_argument("--method", choices=["persam-f", "persam"], help="video method to run (default persam-f, as the paper's DAVIS figure)")
-    dv.add_argument("-o", "--output", metavar="DIR", help="where to write the predicted palette PNGs (default ./persam-eval/davis-<method>)")
+    dv.add_argument(
+        "--pred",
+        metavar="DIR",
+        help="score predictions DIR/<seq>/00000.png (palette or grayscale object ids) instead of running the model",
+    )
+    dv.add_argument(
+        "--method",
+        choices=["persam-f", "persam"],
+        help="video method to run (default persam-f, as the paper's DAVIS figure)",
+    )
+    dv.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="where to write the predicted palette PNGs (default ./persam-eval/davis-<method>)",
+    )
     dv.add_argument("--sequences", metavar="A,B", help="comma-separated sequences (default: ImageSets/2017/val.txt)")
     dv.add_argument("--json", metavar="FILE", help="also write the global and per-object figures as JSON")
-    dv.add_argument("--tracker", choices=["persam", "sam2"],
-                    help="persam (default): the video method; sam2: SAM 2's video predictor seeded with the first-frame "
-                         "annotation (--model a SAM 2 model)")
+    dv.add_argument(
+        "--tracker",
+        choices=["persam", "sam2"],
+        help="persam (default): the video method; sam2: SAM 2's video predictor seeded with the first-frame "
+        "annotation (--model a SAM 2 model)",
+    )
     add_model_options(dv)
     dv.set_defaults(func=run_davis)
 
@@ -83,8 +120,9 @@ def predict_perseg(dataset, model, out: Path, method: str, settings: PersamSetti
     for obj, stem, image in progress(tasks, len(tasks), f"perseg {method}"):
         if obj.name != current:
             try:
-                concept = model.personalize(obj.ref_image, obj.ref_mask, finetune=method == "persam-f", settings=settings,
-                                            **(prior or {}))
+                concept = model.personalize(
+                    obj.ref_image, obj.ref_mask, finetune=method == "persam-f", settings=settings, **(prior or {})
+                )
             except ValueError as exc:
                 raise ValueError(f"object {obj.name!r}: {exc}") from None
             current = obj.name
@@ -102,8 +140,17 @@ def run_perseg(args: argparse.Namespace) -> int:
     method = args.method or "persam"
     info: dict[str, object] = {"method": None, "model": None, "settings": None}
     if args.pred is not None:
-        given = [n for n, v in (("--method", args.method), ("--without", args.without), ("--output", args.output),
-                                ("--prior", args.prior != "similarity"), ("--parts", args.parts is not None)) if v]
+        given = [
+            n
+            for n, v in (
+                ("--method", args.method),
+                ("--without", args.without),
+                ("--output", args.output),
+                ("--prior", args.prior != "similarity"),
+                ("--parts", args.parts is not None),
+            )
+            if v
+        ]
         refuse(given + given_model_options(args), "with --pred (the masks in it are only scored)")
         pred_dir = Path(args.pred)
     else:
@@ -143,7 +190,9 @@ def run_perseg(args: argparse.Namespace) -> int:
     for o in report.objects:
         print(f"{o.name:<{width}}  {o.iou:7.2f}  {o.biou:7.2f}")
     print(f"{'mean':<{width}}  {report.miou:7.2f}  {report.mbiou:7.2f}")
-    print(f"mIoU {report.miou:.2f}  mBIoU {report.mbiou:.2f}  ({len(report.objects)} objects, predictions in {pred_dir})")
+    print(
+        f"mIoU {report.miou:.2f}  mBIoU {report.mbiou:.2f}  ({len(report.objects)} objects, predictions in {pred_dir})"
+    )
 
     if args.json:
         data = {
@@ -173,8 +222,9 @@ def _track_davis(args: argparse.Namespace, pred: str, sequences: list[str] | Non
         import torch
 
         torch.manual_seed(0)
-    predictor, _ = load_video_predictor(args.model, args.checkpoint, random_weights=args.random_weights,
-                                        device=args.device)
+    predictor, _ = load_video_predictor(
+        args.model, args.checkpoint, random_weights=args.random_weights, device=args.device
+    )
     run_davis_tracker(predictor, args.root, pred, sequences=sequences, progress=progress)
 
 
@@ -200,12 +250,24 @@ def run_davis(args: argparse.Namespace) -> int:
 
         Davis2017Dataset(args.root, sequences)  # a malformed layout fails before the model loads
         if args.tracker == "sam2":
-            refuse([n for n, v in (("--method", args.method), ("--precision", args.precision),
-                                   ("--runtime", args.runtime)) if v], "with --tracker sam2")
+            refuse(
+                [
+                    n
+                    for n, v in (
+                        ("--method", args.method),
+                        ("--precision", args.precision),
+                        ("--runtime", args.runtime),
+                    )
+                    if v
+                ],
+                "with --tracker sam2",
+            )
             if not args.model:
                 raise ValueError("--tracker sam2 needs --model NAME, a SAM 2 model (e.g. sam2.1_hiera_tiny)")
             if args.random_weights and args.checkpoint:
-                raise ValueError(f"--checkpoint {args.checkpoint} has no effect with --random-weights; drop one of them")
+                raise ValueError(
+                    f"--checkpoint {args.checkpoint} has no effect with --random-weights; drop one of them"
+                )
         method = "sam2" if args.tracker == "sam2" else args.method or "persam-f"
         pred = str(check_output_folder(args.output or Path("persam-eval") / f"davis-{method}"))
         if args.json:

@@ -10,17 +10,42 @@ from __future__ import annotations
 import argparse
 
 from persam.cli.common import (
-    add_model_options, add_quiet_option, add_ray_options, check_output_file, load_model, model_spec, progress,
-    ray_options, require_extra, summary, user_errors, warn,
+    add_model_options,
+    add_quiet_option,
+    add_ray_options,
+    check_output_file,
+    load_model,
+    model_spec,
+    progress,
+    ray_options,
+    require_extra,
+    summary,
+    user_errors,
+    warn,
 )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="encode photos once into an album index (resumable)")
-    p.add_argument("photos", nargs="+", metavar="PHOTO", help="image files or folders (searched recursively); with --ray also URIs (s3://...)")
-    p.add_argument("-o", "--output", required=True, metavar="STORE",
-                   help="a folder or URI: Parquet embedding store (needs pyarrow); a FILE.idx: SQLite index")
-    p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored embedding precision (float32: masks identical to a direct run)")
+    p.add_argument(
+        "photos",
+        nargs="+",
+        metavar="PHOTO",
+        help="image files or folders (searched recursively); with --ray also URIs (s3://...)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="STORE",
+        help="a folder or URI: Parquet embedding store (needs pyarrow); a FILE.idx: SQLite index",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float16", "float32"],
+        default="float16",
+        help="stored embedding precision (float32: masks identical to a direct run)",
+    )
     add_model_options(p)
     add_ray_options(p)
     add_quiet_option(p)
@@ -34,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
     if is_store(args.output):
         require_extra("pyarrow", f"the embedding store {args.output}")
     elif ray is not None:
-        raise ValueError(f"--ray writes a Parquet embedding store (a folder or URI), not the SQLite file {args.output}; "
-                         "pass a folder name")
+        raise ValueError(
+            f"--ray writes a Parquet embedding store (a folder or URI), not the SQLite file {args.output}; "
+            "pass a folder name"
+        )
     else:
         check_output_file(args.output)
     if ray is not None:
@@ -71,8 +98,11 @@ def run(args: argparse.Namespace) -> int:
         indexed = len(album.paths())
     finally:
         album.close()
-    summary(args, f"persam index: {args.output}: {indexed} photos indexed ({len(todo) - failed} encoded now, "
-                  f"{len(photos) - len(todo)} unchanged, {failed} skipped)")
+    summary(
+        args,
+        f"persam index: {args.output}: {indexed} photos indexed ({len(todo) - failed} encoded now, "
+        f"{len(photos) - len(todo)} unchanged, {failed} skipped)",
+    )
     return 1 if failed else 0
 
 
@@ -84,7 +114,10 @@ def run_ray(args: argparse.Namespace, options) -> int:
         warn(f"left out the unreadable part file {part}; its photos are encoded again")
     for path, reason in counts.skipped_reasons:
         warn(f"skipped {path}: {reason}")
-    summary(args, f"persam index: {args.output}: {counts.stored} photos indexed ({counts.encoded} encoded now, "
-                  f"{counts.unchanged} unchanged, {counts.skipped} skipped, {counts.failed} failed) "
-                  f"on Ray with {pool.workers} worker(s), {pool.gpus_per_worker:g} GPU(s) each")
+    summary(
+        args,
+        f"persam index: {args.output}: {counts.stored} photos indexed ({counts.encoded} encoded now, "
+        f"{counts.unchanged} unchanged, {counts.skipped} skipped, {counts.failed} failed) "
+        f"on Ray with {pool.workers} worker(s), {pool.gpus_per_worker:g} GPU(s) each",
+    )
     return 1 if counts.skipped or counts.failed else 0

@@ -10,7 +10,9 @@ from persam.cli import app, bench, dreambooth, eval as evaluate, index, mask, mo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="persam", description="Personalize Segment Anything with one shot (PerSAM, PerSAM-F).")
+    parser = argparse.ArgumentParser(
+        prog="persam", description="Personalize Segment Anything with one shot (PerSAM, PerSAM-F)."
+    )
     parser.add_argument("--version", action="version", version=f"persam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (segment, personalize, mask, app, index, video, evaluate, bench, models, dreambooth):

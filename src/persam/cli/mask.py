@@ -19,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("image", metavar="IMAGE", help="the photo")
     p.add_argument("--point", action="append", default=[], metavar="X,Y", help="a click on the object (repeatable)")
-    p.add_argument("--negative-point", action="append", default=[], metavar="X,Y", help="a click on the background (repeatable)")
+    p.add_argument(
+        "--negative-point", action="append", default=[], metavar="X,Y", help="a click on the background (repeatable)"
+    )
     p.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box around the object (top-left, bottom-right corners)")
     p.add_argument("-o", "--output", required=True, metavar="MASK.png", help="mask to write (PNG, 255 = object)")
     p.add_argument("--overlay", action="store_true", help="also write <MASK>_overlay.jpg beside the mask")

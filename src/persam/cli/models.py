@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     for name, size, where, description in rows:
         print(f"{name:<{name_w}} {size:>5}  {where:<{where_w}} {description}")
     cpu = {True: "yes", False: "no", None: "unknown"}[cpu_has_bf16()]
-    print(f"--precision bf16: fast on CPUs with AVX512-BF16/AMX (this CPU: {cpu}) and on CUDA GPUs of the Ampere "
-          "generation or newer; MPS not supported")
+    print(
+        f"--precision bf16: fast on CPUs with AVX512-BF16/AMX (this CPU: {cpu}) and on CUDA GPUs of the Ampere "
+        "generation or newer; MPS not supported"
+    )
     return 0

@@ -25,10 +25,18 @@ def part_range(text: str) -> tuple[int, int]:
 
 def add_prior_options(p: argparse.ArgumentParser) -> None:
     """--prior similarity|part-aware and --parts MIN..MAX (segment, personalize, eval perseg)."""
-    p.add_argument("--prior", choices=PRIORS, default="similarity",
-                   help="similarity: PerSAM's one point (default); part-aware: P2SAM's parts, best of --parts by optimal transport")
-    p.add_argument("--parts", type=part_range, metavar="MIN..MAX",
-                   help="part counts the part-aware prior tries (default 1..5, the published setting)")
+    p.add_argument(
+        "--prior",
+        choices=PRIORS,
+        default="similarity",
+        help="similarity: PerSAM's one point (default); part-aware: P2SAM's parts, best of --parts by optimal transport",
+    )
+    p.add_argument(
+        "--parts",
+        type=part_range,
+        metavar="MIN..MAX",
+        help="part counts the part-aware prior tries (default 1..5, the published setting)",
+    )
 
 
 def prior_options(args: argparse.Namespace) -> dict:
@@ -36,18 +44,34 @@ def prior_options(args: argparse.Namespace) -> dict:
     if args.parts is not None and args.prior != "part-aware":
         raise ValueError("--parts applies to the part-aware prior only; add --prior part-aware or drop --parts")
     if args.prior == "part-aware" and getattr(args, "max_instances", 1) > 1:
-        raise ValueError("--max-instances finds several instances with the similarity prior only; drop it or use --prior similarity")
+        raise ValueError(
+            "--max-instances finds several instances with the similarity prior only; drop it or use --prior similarity"
+        )
     return {"prior": args.prior} if args.parts is None else {"prior": args.prior, "parts": args.parts}
 
 
 def add_reference_options(p: argparse.ArgumentParser) -> None:
     """--ref/--ref-mask (repeatable, or folders of pairs), --label, --finetune, --without."""
-    p.add_argument("--ref", action="append", default=[], metavar="IMAGE", help="reference photo (repeatable), or a folder of them")
-    p.add_argument("--ref-mask", action="append", default=[], metavar="MASK", help="its mask, nonzero = object (one per --ref), or a folder of masks named like the photos")
+    p.add_argument(
+        "--ref", action="append", default=[], metavar="IMAGE", help="reference photo (repeatable), or a folder of them"
+    )
+    p.add_argument(
+        "--ref-mask",
+        action="append",
+        default=[],
+        metavar="MASK",
+        help="its mask, nonzero = object (one per --ref), or a folder of masks named like the photos",
+    )
     add_prompt_options(p)
     p.add_argument("--label", type=int, help="use only this value of multi-label reference masks")
     p.add_argument("--finetune", action="store_true", help="PerSAM-F: fit the two mask-scale weights (about a second)")
-    p.add_argument("--without", action="append", default=[], choices=COMPONENTS, help="switch a component off (ablation); repeatable")
+    p.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=COMPONENTS,
+        help="switch a component off (ablation); repeatable",
+    )
     add_prior_options(p)
 
 
@@ -78,7 +102,9 @@ def prompts_from_args(points: list[str], negatives: list[str], box: str | None, 
     """Keyword arguments of ``PersamModel.mask_from_prompts`` from option strings (None when no prompt)."""
     if not points and not negatives and box is None:
         return {}
-    xy = [parse_point(p, f"{prefix}point") for p in points] + [parse_point(p, f"{prefix}negative-point") for p in negatives]
+    xy = [parse_point(p, f"{prefix}point") for p in points] + [
+        parse_point(p, f"{prefix}negative-point") for p in negatives
+    ]
     return {
         "points_xy": xy or None,
         "point_labels": [1] * len(points) + [0] * len(negatives) if xy else None,
@@ -89,7 +115,9 @@ def prompts_from_args(points: list[str], negatives: list[str], box: str | None, 
 def _object_id(text: str, option: str, example: str) -> tuple[int, str]:
     oid, sep, rest = text.partition(":")
     if not sep or not oid.strip().isdigit() or not 1 <= int(oid) <= 255:
-        raise ValueError(f"{option} {text!r} is malformed; write ID:{example} with an object id 1..255, e.g. 1:{example}")
+        raise ValueError(
+            f"{option} {text!r} is malformed; write ID:{example} with an object id 1..255, e.g. 1:{example}"
+        )
     return int(oid), rest
 
 
@@ -118,12 +146,25 @@ def object_prompts_from_args(points: list[str], negatives: list[str], boxes: lis
 
 def add_prompt_options(p: argparse.ArgumentParser) -> None:
     """--ref-point, --ref-negative-point, --ref-box: SAM makes the reference mask instead of --ref-mask."""
-    p.add_argument("--ref-point", action="append", default=[], metavar="X,Y",
-                   help="instead of --ref-mask: a click on the object in the (single) --ref photo, photo pixels (repeatable)")
-    p.add_argument("--ref-negative-point", action="append", default=[], metavar="X,Y",
-                   help="with --ref-point/--ref-box: a click on the background (repeatable)")
-    p.add_argument("--ref-box", metavar="X0,Y0,X1,Y1",
-                   help="instead of --ref-mask: a box around the object in the --ref photo (SAM's single mask)")
+    p.add_argument(
+        "--ref-point",
+        action="append",
+        default=[],
+        metavar="X,Y",
+        help="instead of --ref-mask: a click on the object in the (single) --ref photo, photo pixels (repeatable)",
+    )
+    p.add_argument(
+        "--ref-negative-point",
+        action="append",
+        default=[],
+        metavar="X,Y",
+        help="with --ref-point/--ref-box: a click on the background (repeatable)",
+    )
+    p.add_argument(
+        "--ref-box",
+        metavar="X0,Y0,X1,Y1",
+        help="instead of --ref-mask: a box around the object in the --ref photo (SAM's single mask)",
+    )
 
 
 def reference_prompts(args: argparse.Namespace, ref: str | None = None) -> dict:
@@ -147,16 +188,25 @@ def reference_prompts(args: argparse.Namespace, ref: str | None = None) -> dict:
 
 def prompt_reference(args: argparse.Namespace) -> tuple[str, dict] | None:
     """(reference photo, personalize keywords) when the prompt options are given, checked; else None."""
-    given = [name for name, value in (("--ref-point", args.ref_point), ("--ref-negative-point", args.ref_negative_point),
-                                      ("--ref-box", args.ref_box)) if value]
+    given = [
+        name
+        for name, value in (
+            ("--ref-point", args.ref_point),
+            ("--ref-negative-point", args.ref_negative_point),
+            ("--ref-box", args.ref_box),
+        )
+        if value
+    ]
     if not given:
         return None
     refs = args.ref if isinstance(args.ref, list) else [args.ref]
     if getattr(args, "ref_mask", None):
         raise ValueError(f"pass either --ref-mask or {'/'.join(given)}, not both (SAM makes the mask from the prompts)")
     if len(refs) != 1 or Path(refs[0]).is_dir():
-        raise ValueError(f"{'/'.join(given)} mark the object in one --ref photo, got {len(refs)} --ref "
-                         f"{'folder' if refs and Path(refs[0]).is_dir() else 'values'}; pass one photo, or masks with --ref-mask")
+        raise ValueError(
+            f"{'/'.join(given)} mark the object in one --ref photo, got {len(refs)} --ref "
+            f"{'folder' if refs and Path(refs[0]).is_dir() else 'values'}; pass one photo, or masks with --ref-mask"
+        )
     if getattr(args, "label", None) is not None:
         raise ValueError("--label applies to --ref-mask files; drop it with --ref-point/--ref-box")
     if args.ref_negative_point and not args.ref_point and not args.ref_box:
@@ -169,9 +219,13 @@ def reference_pairs(refs: list[str], masks: list[str]) -> tuple[list[Path], list
     from persam.io import find_images
 
     if not refs:
-        raise ValueError("no reference given; pass --ref IMAGE with --ref-mask MASK, --ref-point X,Y or --ref-box X0,Y0,X1,Y1 (or --concept FILE)")
+        raise ValueError(
+            "no reference given; pass --ref IMAGE with --ref-mask MASK, --ref-point X,Y or --ref-box X0,Y0,X1,Y1 (or --concept FILE)"
+        )
     if len(refs) != len(masks):
-        raise ValueError(f"got {len(refs)} --ref and {len(masks)} --ref-mask; pass one mask per reference photo (or, for one photo, --ref-point X,Y / --ref-box X0,Y0,X1,Y1)")
+        raise ValueError(
+            f"got {len(refs)} --ref and {len(masks)} --ref-mask; pass one mask per reference photo (or, for one photo, --ref-point X,Y / --ref-box X0,Y0,X1,Y1)"
+        )
     images, mask_paths = [], []
     for ref, mask in zip(refs, masks):
         ref_p, mask_p = Path(ref), Path(mask)
@@ -179,7 +233,9 @@ def reference_pairs(refs: list[str], masks: list[str]) -> tuple[list[Path], list
             by_stem = {stem.as_posix(): p for p, stem in find_images([mask_p])} if mask_p.is_dir() else {}
             for img, stem in find_images([ref_p]):
                 if stem.as_posix() not in by_stem:
-                    raise FileNotFoundError(f"{img}: no mask named {stem}.* in {mask_p}; put each photo's mask there under the same name")
+                    raise FileNotFoundError(
+                        f"{img}: no mask named {stem}.* in {mask_p}; put each photo's mask there under the same name"
+                    )
                 images.append(img)
                 mask_paths.append(by_stem[stem.as_posix()])
         else:
@@ -193,14 +249,27 @@ def check_reference_options(args: argparse.Namespace) -> None:
     if not getattr(args, "concept", None):
         prompt_reference(args)  # bad coordinates fail here, before the model loads
         return
-    given = [name for name, value in (("--ref", args.ref), ("--ref-mask", args.ref_mask), ("--label", args.label is not None),
-                                      ("--finetune", args.finetune), ("--without", args.without),
-                                      ("--ref-point", args.ref_point), ("--ref-negative-point", args.ref_negative_point),
-                                      ("--ref-box", args.ref_box),
-                                      ("--prior", args.prior != "similarity"), ("--parts", args.parts is not None)) if value]
+    given = [
+        name
+        for name, value in (
+            ("--ref", args.ref),
+            ("--ref-mask", args.ref_mask),
+            ("--label", args.label is not None),
+            ("--finetune", args.finetune),
+            ("--without", args.without),
+            ("--ref-point", args.ref_point),
+            ("--ref-negative-point", args.ref_negative_point),
+            ("--ref-box", args.ref_box),
+            ("--prior", args.prior != "similarity"),
+            ("--parts", args.parts is not None),
+        )
+        if value
+    ]
     if given:
-        raise ValueError(f"{', '.join(given)} only apply when learning from --ref/--ref-mask; {args.concept} is already "
-                         f"learned: drop {', '.join(given)} or pass --ref/--ref-mask instead of --concept")
+        raise ValueError(
+            f"{', '.join(given)} only apply when learning from --ref/--ref-mask; {args.concept} is already "
+            f"learned: drop {', '.join(given)} or pass --ref/--ref-mask instead of --concept"
+        )
 
 
 def build_concept(args: argparse.Namespace, model):
@@ -216,8 +285,9 @@ def build_concept(args: argparse.Namespace, model):
     else:
         images, masks = reference_pairs(args.ref, args.ref_mask)
         settings = PersamSettings().without(*args.without)
-        concept = model.personalize(images, masks, finetune=args.finetune, label=args.label, settings=settings,
-                                    **prior_options(args))
+        concept = model.personalize(
+            images, masks, finetune=args.finetune, label=args.label, settings=settings, **prior_options(args)
+        )
     if getattr(args, "presence_threshold", None) is not None:
         concept.presence_threshold = args.presence_threshold
     return concept

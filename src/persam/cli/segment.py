@@ -27,8 +27,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from persam.cli.common import (
-    add_model_options, add_quiet_option, add_ray_options, check_inputs_exist, check_output_folder, load_model, model_spec,
-    progress, ray_options, require_extra, summary, user_errors, warn,
+    add_model_options,
+    add_quiet_option,
+    add_ray_options,
+    check_inputs_exist,
+    check_output_folder,
+    load_model,
+    model_spec,
+    progress,
+    ray_options,
+    require_extra,
+    summary,
+    user_errors,
+    warn,
 )
 from persam.cli.references import add_reference_options, build_concept, check_reference_options, prompt_reference
 
@@ -47,19 +58,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("targets", nargs="*", metavar="TARGET", help="image files or folders (searched recursively)")
     add_reference_options(p)
     p.add_argument("--concept", metavar="FILE", help="a concept saved by `persam personalize` (instead of --ref)")
-    p.add_argument("--index", metavar="STORE", help="segment the photos of an album index (`persam index`: a store folder or URI, "
-                                                     "or an .idx file): decoder only")
-    p.add_argument("--max-instances", type=int, default=1, metavar="N", help="find up to N instances; writes a label map (1..N)")
-    p.add_argument("--detect-absent", action="store_true", help="write an empty mask when the object is not in the photo")
-    p.add_argument("--presence-threshold", type=float, metavar="S", help="similarity below which the object is absent (implies --detect-absent)")
-    p.add_argument("--format", choices=["png", "coco"], default="png", help="coco: also write annotations.json with RLE masks")
+    p.add_argument(
+        "--index",
+        metavar="STORE",
+        help="segment the photos of an album index (`persam index`: a store folder or URI, "
+        "or an .idx file): decoder only",
+    )
+    p.add_argument(
+        "--max-instances", type=int, default=1, metavar="N", help="find up to N instances; writes a label map (1..N)"
+    )
+    p.add_argument(
+        "--detect-absent", action="store_true", help="write an empty mask when the object is not in the photo"
+    )
+    p.add_argument(
+        "--presence-threshold",
+        type=float,
+        metavar="S",
+        help="similarity below which the object is absent (implies --detect-absent)",
+    )
+    p.add_argument(
+        "--format", choices=["png", "coco"], default="png", help="coco: also write annotations.json with RLE masks"
+    )
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.jpg")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
-    p.add_argument("--workers", type=int, metavar="N",
-                   help="photos segmented at once, sharing the CPU threads (default: 2 on a CPU with 2+ cores, else 1); "
-                        "scores may differ from --workers 1 in the 5th decimal")
-    p.add_argument("--overwrite", action="store_true",
-                   help="segment every photo again (default: skip those a previous run with the same settings wrote to OUT)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="photos segmented at once, sharing the CPU threads (default: 2 on a CPU with 2+ cores, else 1); "
+        "scores may differ from --workers 1 in the 5th decimal",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="segment every photo again (default: skip those a previous run with the same settings wrote to OUT)",
+    )
     add_quiet_option(p)
     add_model_options(p)
     add_ray_options(p)
@@ -100,7 +133,9 @@ def worker_threads(workers: int) -> Iterator[ThreadPoolExecutor]:
         torch.set_num_threads(threads)
 
 
-def _ordered(items: Iterator[tuple[Future | None, Done | None]], ahead: int, window: deque) -> Iterator[tuple[Future | None, Done | None]]:
+def _ordered(
+    items: Iterator[tuple[Future | None, Done | None]], ahead: int, window: deque
+) -> Iterator[tuple[Future | None, Done | None]]:
     """Pass ``items`` through in order, keeping at most ``ahead`` of them submitted before they are consumed
     (held in ``window``, which the caller may read after an interruption)."""
     for item in items:
@@ -155,8 +190,10 @@ def check_args(args: argparse.Namespace) -> Path:
         raise ValueError(f"pass either TARGET photos or --index {args.index} (its photos are the targets), not both")
     if args.index and args.concept and (args.precision is not None or args.runtime is not None):
         option = "--precision" if args.precision is not None else "--runtime"
-        raise ValueError(f"{option} has no effect with --index and --concept (nothing is encoded: the index holds the "
-                         f"embeddings); drop it, or index the photos with `persam index {option} ...`")
+        raise ValueError(
+            f"{option} has no effect with --index and --concept (nothing is encoded: the index holds the "
+            f"embeddings); drop it, or index the photos with `persam index {option} ...`"
+        )
     if args.max_instances < 1:
         raise ValueError(f"--max-instances must be at least 1, got {args.max_instances}")
     if args.workers is not None and args.workers < 1:
@@ -167,7 +204,9 @@ def check_args(args: argparse.Namespace) -> Path:
     local_index = args.index if args.index and "://" not in args.index else None
     check_inputs_exist([*args.ref, *args.ref_mask, args.concept, local_index, args.checkpoint, *args.targets], "input")
     if args.index and Path(args.index).is_file() and Path(args.index).stat().st_size == 0:
-        raise ValueError(f"{args.index}: empty file, not an album index; build it with `persam index PHOTOS... -o {args.index}`")
+        raise ValueError(
+            f"{args.index}: empty file, not an album index; build it with `persam index PHOTOS... -o {args.index}`"
+        )
     return out
 
 
@@ -178,19 +217,37 @@ def run_settings(args: argparse.Namespace, backend) -> dict:
     if args.concept:
         source = {"concept": file_sha256(args.concept)}
     elif (prompted := prompt_reference(args)) is not None:  # SAM made the reference mask from these prompts
-        source = {"references": [[file_sha256(prompted[0]), json.loads(json.dumps(prompted[1]))]], "label": None,
-                  "finetune": args.finetune, "without": sorted(args.without)}
+        source = {
+            "references": [[file_sha256(prompted[0]), json.loads(json.dumps(prompted[1]))]],
+            "label": None,
+            "finetune": args.finetune,
+            "without": sorted(args.without),
+        }
     else:
         from persam.cli.references import reference_pairs
 
         images, masks = reference_pairs(args.ref, args.ref_mask)
-        source = {"references": [[file_sha256(i), file_sha256(m)] for i, m in zip(images, masks)], "label": args.label,
-                  "finetune": args.finetune, "without": sorted(args.without), "prior": args.prior,
-                  "parts": None if args.parts is None else list(args.parts)}
-    return {**source, "model": backend.name, "checkpoint_sha256": backend.checkpoint_sha256, "precision": backend.precision,
-            "runtime": backend.runtime, "index": bool(args.index), "max_instances": args.max_instances, "presence_threshold": args.presence_threshold,
-            "detect_absent": bool(args.detect_absent or args.presence_threshold is not None), "format": args.format,
-            "overlay": args.overlay}
+        source = {
+            "references": [[file_sha256(i), file_sha256(m)] for i, m in zip(images, masks)],
+            "label": args.label,
+            "finetune": args.finetune,
+            "without": sorted(args.without),
+            "prior": args.prior,
+            "parts": None if args.parts is None else list(args.parts),
+        }
+    return {
+        **source,
+        "model": backend.name,
+        "checkpoint_sha256": backend.checkpoint_sha256,
+        "precision": backend.precision,
+        "runtime": backend.runtime,
+        "index": bool(args.index),
+        "max_instances": args.max_instances,
+        "presence_threshold": args.presence_threshold,
+        "detect_absent": bool(args.detect_absent or args.presence_threshold is not None),
+        "format": args.format,
+        "overlay": args.overlay,
+    }
 
 
 def gather_targets(args: argparse.Namespace, out: Path, album) -> list[tuple[Path, Path]]:
@@ -211,7 +268,9 @@ def gather_targets(args: argparse.Namespace, out: Path, album) -> list[tuple[Pat
     if inside:
         warn(f"{inside} photos under the output folder {out} are left out of the inputs")
     if not kept:
-        raise ValueError("no image files among the targets; pass .jpg/.png files or folders holding them (or --index FILE)")
+        raise ValueError(
+            "no image files among the targets; pass .jpg/.png files or folders holding them (or --index FILE)"
+        )
     return list(zip([p for p, _ in kept], output_stems(kept)))
 
 
@@ -227,14 +286,18 @@ def run(args: argparse.Namespace) -> int:
         from persam.session.store import is_store, open_album
 
         if ray is not None and not is_store(args.index):
-            raise ValueError(f"--ray reads a Parquet embedding store, not the SQLite file {args.index}; "
-                             "index the photos into a folder with `persam index PHOTOS... -o STORE`")
+            raise ValueError(
+                f"--ray reads a Parquet embedding store, not the SQLite file {args.index}; "
+                "index the photos into a folder with `persam index PHOTOS... -o STORE`"
+            )
         if is_store(args.index):
             require_extra("pyarrow", f"the embedding store {args.index}")
         album = open_album(args.index, create=False)
     elif ray is not None:
-        raise ValueError("--ray segments the photos of an embedding store: index them first "
-                         "(`persam index PHOTOS... -o STORE --ray`), then pass --index STORE")
+        raise ValueError(
+            "--ray segments the photos of an embedding store: index them first "
+            "(`persam index PHOTOS... -o STORE --ray`), then pass --index STORE"
+        )
     if ray is not None and args.workers is not None:
         raise ValueError("--workers has no effect with --ray (the Ray pool's size is --ray-workers); drop it")
     targets = gather_targets(args, out, album)
@@ -284,9 +347,16 @@ def run(args: argparse.Namespace) -> int:
             if stop.is_set():
                 return
             try:
-                sha = file_sha256(path) if album is None or Path(path).is_file() else None  # indexed: the embedding suffices
+                sha = (
+                    file_sha256(path) if album is None or Path(path).is_file() else None
+                )  # indexed: the embedding suffices
                 before = previous.get(str(path))
-                if before is not None and sha is not None and before.entry.get("sha256") == sha and before.entry["mask"] == stem.with_suffix(".png").as_posix():
+                if (
+                    before is not None
+                    and sha is not None
+                    and before.entry.get("sha256") == sha
+                    and before.entry["mask"] == stem.with_suffix(".png").as_posix()
+                ):
                     reused += 1
                     yield None, before
                     continue
@@ -335,8 +405,11 @@ def run(args: argparse.Namespace) -> int:
     save(complete=True)
     counts = outputs.counts()
     earlier = f", {reused} by an earlier run; --overwrite redoes them" if reused else ""
-    summary(args, f"persam segment: {counts['written']} written ({counts['absent']} without the object{earlier}), "
-                  f"{counts['skipped']} skipped; see {out / 'manifest.json'}")
+    summary(
+        args,
+        f"persam segment: {counts['written']} written ({counts['absent']} without the object{earlier}), "
+        f"{counts['skipped']} skipped; see {out / 'manifest.json'}",
+    )
     return 1 if counts["skipped"] else 0
 
 
@@ -354,7 +427,11 @@ def run_ray(args: argparse.Namespace, options, album, targets, concept, settings
     todo, reused = [], 0
     for path, stem in targets:
         before = previous.get(path)
-        if before is None or before.entry.get("sha256") != hashes.get(path) or before.entry["mask"] != stem.with_suffix(".png").as_posix():
+        if (
+            before is None
+            or before.entry.get("sha256") != hashes.get(path)
+            or before.entry["mask"] != stem.with_suffix(".png").as_posix()
+        ):
             todo.append((path, stem))
     if args.concept:
         concept_bytes = Path(args.concept).read_bytes()
@@ -366,8 +443,18 @@ def run_ray(args: argparse.Namespace, options, album, targets, concept, settings
     detect = bool(args.detect_absent or args.presence_threshold is not None)
     done: dict = {}
     try:
-        done, pool = run_segment(args.index, todo, concept_bytes, model_spec(args), outputs.root, outputs.options,
-                                 args.max_instances, detect, options, results=done)
+        done, pool = run_segment(
+            args.index,
+            todo,
+            concept_bytes,
+            model_spec(args),
+            outputs.root,
+            outputs.options,
+            args.max_instances,
+            detect,
+            options,
+            results=done,
+        )
     finally:  # what finished is recorded, in input order, even when the pipeline failed
         waiting = set(todo)
         for path, stem in targets:
@@ -376,15 +463,19 @@ def run_ray(args: argparse.Namespace, options, album, targets, concept, settings
                 outputs.add(previous[path])
             elif path in done:
                 outputs.add(done[path])
-        outputs.save(concept.method, concept.model.backend.name, settings=settings,
-                     complete=len(outputs.entries) == len(targets))
+        outputs.save(
+            concept.method, concept.model.backend.name, settings=settings, complete=len(outputs.entries) == len(targets)
+        )
     failed = [p for p, _ in todo if p not in done]
     for entry in outputs.entries:
         if entry["status"] == "skipped":
             warn(f"skipped {entry['input']}: {entry['reason']}")
     counts = outputs.counts()
     earlier = f", {reused} by an earlier run; --overwrite redoes them" if reused else ""
-    summary(args, f"persam segment: {counts['written']} written ({counts['absent']} without the object{earlier}), "
-                  f"{counts['skipped']} skipped, {len(failed)} failed, on Ray with {pool.workers} worker(s); "
-                  f"see {outputs.root / 'manifest.json'}")
+    summary(
+        args,
+        f"persam segment: {counts['written']} written ({counts['absent']} without the object{earlier}), "
+        f"{counts['skipped']} skipped, {len(failed)} failed, on Ray with {pool.workers} worker(s); "
+        f"see {outputs.root / 'manifest.json'}",
+    )
     return 1 if counts["skipped"] or failed else 0

@@ -85,5 +85,7 @@ def require_dir(path: Path, what: str, layout: str) -> None:
 def check_same_shape(pred: np.ndarray, gt: np.ndarray, pred_path: Path, gt_path: Path) -> None:
     """Raise ValueError naming both files unless the prediction and ground truth have one (H, W)."""
     if pred.shape != gt.shape:
-        raise ValueError(f"prediction {pred_path} is {pred.shape[1]}x{pred.shape[0]} but ground truth {gt_path} "
-                         f"is {gt.shape[1]}x{gt.shape[0]} (WxH); predictions must match the GT size")
+        raise ValueError(
+            f"prediction {pred_path} is {pred.shape[1]}x{pred.shape[0]} but ground truth {gt_path} "
+            f"is {gt.shape[1]}x{gt.shape[0]} (WxH); predictions must match the GT size"
+        )

@@ -18,8 +18,9 @@ from persam.eval.common import NamedIndex, PathLike, check_same_shape, is_visibl
 from persam.eval.davis_metrics import DavisReport, score_davis_sequence, summarize_davis
 from persam.io.masks import read_label_map
 
-DAVIS_LAYOUT = ("ROOT/JPEGImages/480p/<seq>/00000.jpg, ROOT/Annotations/480p/<seq>/00000.png "
-                "and ROOT/ImageSets/2017/val.txt")
+DAVIS_LAYOUT = (
+    "ROOT/JPEGImages/480p/<seq>/00000.jpg, ROOT/Annotations/480p/<seq>/00000.png and ROOT/ImageSets/2017/val.txt"
+)
 DAVIS_PRED_LAYOUT = "PRED_DIR/<seq>/<frame>.png with pixel value = object id, named like the GT annotations"
 
 
@@ -108,8 +109,9 @@ class Davis2017Dataset(NamedIndex[DavisSequence]):
         if img_dir.is_dir():
             frames = tuple(sorted(p for p in img_dir.glob("*.jpg") if is_visible(p)))
         if require_images and not frames:
-            raise FileNotFoundError(f"no frames {img_dir / '00000.jpg'} ... found for sequence {name!r}; "
-                                    f"expected {DAVIS_LAYOUT}")
+            raise FileNotFoundError(
+                f"no frames {img_dir / '00000.jpg'} ... found for sequence {name!r}; expected {DAVIS_LAYOUT}"
+            )
         return DavisSequence(name=name, frames=frames, annotations=annotations)
 
 
@@ -121,8 +123,10 @@ def read_label_stack(paths: Iterable[PathLike]) -> NDArray[np.uint8]:
         raise ValueError("no mask files given; expected at least one")
     for p, m in zip(path_list, masks, strict=True):
         if m.shape != masks[0].shape:
-            raise ValueError(f"mask {p} has shape {m.shape} but {path_list[0]} has {masks[0].shape}; "
-                             "all frames of a sequence must be the same size")
+            raise ValueError(
+                f"mask {p} has shape {m.shape} but {path_list[0]} has {masks[0].shape}; "
+                "all frames of a sequence must be the same size"
+            )
     return np.stack(masks)
 
 
@@ -166,8 +170,10 @@ def evaluate_davis(
     for seq in dataset:
         gt = read_label_stack(seq.annotations)
         if gt.shape[0] < 3:
-            raise ValueError(f"sequence {seq.name!r} has {gt.shape[0]} annotated frames; at least 3 are needed "
-                             "because the first and last frames are not scored")
+            raise ValueError(
+                f"sequence {seq.name!r} has {gt.shape[0]} annotated frames; at least 3 are needed "
+                "because the first and last frames are not scored"
+            )
         pred = np.zeros_like(gt)
         for t in range(1, gt.shape[0] - 1):
             pred_path = pred_root / seq.name / f"{seq.annotations[t].stem}.png"

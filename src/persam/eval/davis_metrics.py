@@ -211,20 +211,26 @@ def score_davis_sequence(
     """
     gt, pred = np.asarray(gt_labels), np.asarray(pred_labels)
     if gt.ndim != 3 or pred.shape != gt.shape:
-        raise ValueError(f"sequence {sequence!r}: expected GT and prediction label stacks of equal shape "
-                         f"(T, H, W), got {gt.shape} and {pred.shape}")
+        raise ValueError(
+            f"sequence {sequence!r}: expected GT and prediction label stacks of equal shape "
+            f"(T, H, W), got {gt.shape} and {pred.shape}"
+        )
     void = gt == DAVIS_VOID_LABEL
     gt = np.where(void, 0, gt)
     num_objects = int(gt[0].max())
     frames = slice(1, -1) if skip_first_last else slice(None)
     gt, pred, void = gt[frames], pred[frames], void[frames]
     if gt.shape[0] == 0:
-        raise ValueError(f"sequence {sequence!r} has too few frames; at least 3 are needed when the first "
-                         "and last frames are excluded")
+        raise ValueError(
+            f"sequence {sequence!r} has too few frames; at least 3 are needed when the first "
+            "and last frames are excluded"
+        )
     num_pred = int(pred.max())
     if num_pred > num_objects:
-        raise ValueError(f"sequence {sequence!r}: prediction contains object id {num_pred} but the first GT "
-                         f"frame has only {num_objects} objects (expected ids 0..{num_objects})")
+        raise ValueError(
+            f"sequence {sequence!r}: prediction contains object id {num_pred} but the first GT "
+            f"frame has only {num_objects} objects (expected ids 0..{num_objects})"
+        )
     scores = []
     for obj in range(1, num_objects + 1):
         j_vals, f_vals = np.empty(gt.shape[0]), np.empty(gt.shape[0])
@@ -237,8 +243,15 @@ def score_davis_sequence(
 
 
 def _stats_dict(j: FrameStatistics, f: FrameStatistics) -> dict[str, float]:
-    return {"J&F": (j.mean + f.mean) / 2, "J-Mean": j.mean, "J-Recall": j.recall, "J-Decay": j.decay,
-            "F-Mean": f.mean, "F-Recall": f.recall, "F-Decay": f.decay}
+    return {
+        "J&F": (j.mean + f.mean) / 2,
+        "J-Mean": j.mean,
+        "J-Recall": j.recall,
+        "J-Decay": j.decay,
+        "F-Mean": f.mean,
+        "F-Recall": f.recall,
+        "F-Decay": f.decay,
+    }
 
 
 @dataclass(frozen=True)

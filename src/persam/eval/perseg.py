@@ -90,16 +90,20 @@ class PerSegDataset(NamedIndex[PerSegObject]):
         masks = {p.stem: p for p in ann_dir.glob("*.png") if is_visible(p)}
         ref = self.reference_id
         if ref not in images:
-            raise FileNotFoundError(f"reference image {img_dir / (ref + '.jpg')} not found for object {name!r}; "
-                                    f"expected {PERSEG_LAYOUT}")
+            raise FileNotFoundError(
+                f"reference image {img_dir / (ref + '.jpg')} not found for object {name!r}; expected {PERSEG_LAYOUT}"
+            )
         for stem in images:
             if stem not in masks:
-                raise FileNotFoundError(f"annotation {ann_dir / (stem + '.png')} for image {images[stem]} not "
-                                        f"found; expected {PERSEG_LAYOUT}")
+                raise FileNotFoundError(
+                    f"annotation {ann_dir / (stem + '.png')} for image {images[stem]} not "
+                    f"found; expected {PERSEG_LAYOUT}"
+                )
         for stem in masks:
             if stem not in images:
-                raise ValueError(f"annotation {masks[stem]} has no image {img_dir / (stem + '.jpg')}; "
-                                 f"expected {PERSEG_LAYOUT}")
+                raise ValueError(
+                    f"annotation {masks[stem]} has no image {img_dir / (stem + '.jpg')}; expected {PERSEG_LAYOUT}"
+                )
         test_ids = tuple(sorted(s for s in images if s != ref))
         return PerSegObject(
             name=name,
@@ -141,8 +145,9 @@ def evaluate_perseg(
     wanted = None if objects is None else list(objects)
     unknown = [] if wanted is None else [n for n in wanted if n not in dataset.names]
     if unknown:
-        raise ValueError(f"unknown PerSeg objects {unknown}; objects in {dataset.root / 'Images'}: "
-                         f"{', '.join(dataset.names)}")
+        raise ValueError(
+            f"unknown PerSeg objects {unknown}; objects in {dataset.root / 'Images'}: {', '.join(dataset.names)}"
+        )
     selected = dataset.objects if wanted is None else tuple(dataset[n] for n in wanted)
     scores = []
     for obj in selected:

@@ -13,26 +13,73 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from persam.io.atomic import (
-        OutputPathError, PendingFile, atomic_open, atomic_path, atomic_save, atomic_write_bytes, atomic_write_json,
-        atomic_write_text, remove_stale_temps,
+        OutputPathError,
+        PendingFile,
+        atomic_open,
+        atomic_path,
+        atomic_save,
+        atomic_write_bytes,
+        atomic_write_json,
+        atomic_write_text,
+        remove_stale_temps,
     )
     from persam.io.hashing import bytes_sha256, file_sha256
     from persam.io.images import (
-        IMAGE_EXTENSIONS, ImageLike, decode_image, find_images, load_image, max_pixels, open_image, overlay, save_overlay,
+        IMAGE_EXTENSIONS,
+        ImageLike,
+        decode_image,
+        find_images,
+        load_image,
+        max_pixels,
+        open_image,
+        overlay,
+        save_overlay,
         set_max_pixels,
     )
     from persam.io.masks import (
-        as_label_map, davis_palette, first_frame_labels, read_binary_mask, read_label_map, save_label_map, save_mask,
+        as_label_map,
+        davis_palette,
+        first_frame_labels,
+        read_binary_mask,
+        read_label_map,
+        save_label_map,
+        save_mask,
     )
 
 _MODULES = {
-    "persam.io.atomic": ("OutputPathError", "PendingFile", "atomic_open", "atomic_path", "atomic_save",
-                         "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "remove_stale_temps"),
+    "persam.io.atomic": (
+        "OutputPathError",
+        "PendingFile",
+        "atomic_open",
+        "atomic_path",
+        "atomic_save",
+        "atomic_write_bytes",
+        "atomic_write_json",
+        "atomic_write_text",
+        "remove_stale_temps",
+    ),
     "persam.io.hashing": ("bytes_sha256", "file_sha256"),
-    "persam.io.images": ("IMAGE_EXTENSIONS", "ImageLike", "decode_image", "find_images", "load_image", "max_pixels", "open_image",
-                         "overlay", "save_overlay", "set_max_pixels"),
-    "persam.io.masks": ("as_label_map", "davis_palette", "first_frame_labels", "read_binary_mask", "read_label_map",
-                        "save_label_map", "save_mask"),
+    "persam.io.images": (
+        "IMAGE_EXTENSIONS",
+        "ImageLike",
+        "decode_image",
+        "find_images",
+        "load_image",
+        "max_pixels",
+        "open_image",
+        "overlay",
+        "save_overlay",
+        "set_max_pixels",
+    ),
+    "persam.io.masks": (
+        "as_label_map",
+        "davis_palette",
+        "first_frame_labels",
+        "read_binary_mask",
+        "read_label_map",
+        "save_label_map",
+        "save_mask",
+    ),
 }
 _LAZY = {name: module for module, names in _MODULES.items() for name in names}
 

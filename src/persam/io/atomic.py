@@ -201,8 +201,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     atomic_write_text(path, text)
 
 
-def remove_stale_temps(folders: Iterable[str | os.PathLike], before: float | None = None, *,
-                       keep: Iterable[str | os.PathLike] = ()) -> list[Path]:
+def remove_stale_temps(
+    folders: Iterable[str | os.PathLike], before: float | None = None, *, keep: Iterable[str | os.PathLike] = ()
+) -> list[Path]:
     """Remove the temp files an interrupted writer left in ``folders``; returns the paths removed.
 
     Only regular files named like :class:`PendingFile`'s (:data:`TEMP_NAME`),

@@ -30,7 +30,9 @@ def _import_av():
     try:
         import av
     except ImportError:
-        raise ValueError("reading and writing videos needs PyAV; install it with: pip install 'persam[video]'") from None
+        raise ValueError(
+            "reading and writing videos needs PyAV; install it with: pip install 'persam[video]'"
+        ) from None
     return av
 
 
@@ -72,8 +74,10 @@ class FrameSource:
         try:
             container = av.open(str(self.path))
         except (av.FFmpegError, OSError) as exc:
-            raise ValueError(f"{self.path}: not a readable video ({exc.__class__.__name__}); "
-                             "pass an mp4/mov/webm/avi/mkv file or a folder of frames") from None
+            raise ValueError(
+                f"{self.path}: not a readable video ({exc.__class__.__name__}); "
+                "pass an mp4/mov/webm/avi/mkv file or a folder of frames"
+            ) from None
         with container:
             stream = container.streams.video[0]
             expected = _expected_frames(container, stream, self.fps)
@@ -86,7 +90,9 @@ class FrameSource:
                 self.stopped = f"decoding failed after {self.decoded} frames ({exc.__class__.__name__})"
                 return
         if expected is not None and self.decoded < expected[1]:
-            self.stopped = f"the video ends after {self.decoded} of the {expected[0]} frames its {expected[2]} announces"
+            self.stopped = (
+                f"the video ends after {self.decoded} of the {expected[0]} frames its {expected[2]} announces"
+            )
 
 
 def _expected_frames(container, stream, fps: Fraction) -> tuple[int, int, str] | None:
@@ -116,17 +122,24 @@ def open_frames(path: str | os.PathLike) -> FrameSource:
     """
     source = Path(path)
     if source.is_dir():
-        files = sorted(p for p in source.iterdir()
-                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = sorted(
+            p
+            for p in source.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
         if not files:
-            raise ValueError(f"{source}: no image files in the folder; put the frames there as 00000.jpg, 00001.jpg, ...")
+            raise ValueError(
+                f"{source}: no image files in the folder; put the frames there as 00000.jpg, 00001.jpg, ..."
+            )
         _check_sizes(files)
         return FrameSource(path=source, fps=FOLDER_FPS, total=len(files), files=files)
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder; pass a video file or a folder of frames")
     if source.suffix.lower() not in VIDEO_EXTENSIONS:
-        raise ValueError(f"{source}: not a video file ({source.suffix or 'no extension'}); "
-                         f"pass {'/'.join(sorted(e[1:] for e in VIDEO_EXTENSIONS))} or a folder of frames")
+        raise ValueError(
+            f"{source}: not a video file ({source.suffix or 'no extension'}); "
+            f"pass {'/'.join(sorted(e[1:] for e in VIDEO_EXTENSIONS))} or a folder of frames"
+        )
     av = _import_av()
     try:
         with av.open(str(source)) as container:
@@ -136,8 +149,10 @@ def open_frames(path: str | os.PathLike) -> FrameSource:
             rate = stream.average_rate or stream.guessed_rate or FOLDER_FPS
             total = int(stream.frames) or None
     except (av.FFmpegError, OSError) as exc:
-        raise ValueError(f"{source}: not a readable video ({exc.__class__.__name__}); "
-                         "re-encode it (e.g. to H.264 mp4) or pass a folder of frames") from None
+        raise ValueError(
+            f"{source}: not a readable video ({exc.__class__.__name__}); "
+            "re-encode it (e.g. to H.264 mp4) or pass a folder of frames"
+        ) from None
     return FrameSource(path=source, fps=Fraction(rate), total=total)
 
 
@@ -148,8 +163,9 @@ def image_size(path: Path) -> tuple[int, int]:
         try:
             orientation = img.getexif().get(0x0112, 1)
         except DECODE_ERRORS as exc:
-            raise ValueError(f"{path}: not a readable image ({exc.__class__.__name__}); remove it from the frame "
-                             "folder") from None
+            raise ValueError(
+                f"{path}: not a readable image ({exc.__class__.__name__}); remove it from the frame folder"
+            ) from None
     return (h, w) if orientation in _TRANSPOSED else (w, h)
 
 
@@ -158,8 +174,10 @@ def _check_sizes(files: list[Path]) -> None:
     for path in files[1:]:
         size = image_size(path)
         if size != first:
-            raise ValueError(f"{path} is {size[0]}x{size[1]} but {files[0].name} is {first[0]}x{first[1]}; "
-                             "resize all frames of the folder to one size")
+            raise ValueError(
+                f"{path} is {size[0]}x{size[1]} but {files[0].name} is {first[0]}x{first[1]}; "
+                "resize all frames of the folder to one size"
+            )
 
 
 def tint(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -32,8 +32,18 @@ DEFAULT_MAX_PIXELS = 64_000_000
 _max_pixels: int | None = DEFAULT_MAX_PIXELS
 _UNSET = object()
 #: What a broken or hostile file makes Pillow's decoders raise.
-DECODE_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, SyntaxError, EOFError, struct.error,
-                  ZeroDivisionError, Image.DecompressionBombError)
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    ZeroDivisionError,
+    Image.DecompressionBombError,
+)
 #: Pillow's own bomb check reads a module global; it is switched off (our limit applies instead) under this lock.
 _PIL_LIMIT_LOCK = threading.Lock()
 
@@ -99,16 +109,20 @@ def _open_checked(source, name: str, limit: int | None | object, load: bool) -> 
     w, h = img.size
     if cap is not None and w * h > cap:
         img.close()
-        raise ValueError(f"{name}: {w}x{h} is {w * h / 1e6:.4g} megapixels, above the limit of {cap / 1e6:g} "
-                         "megapixels (a guard against decompression bombs); downscale the image, or raise the "
-                         "limit (--max-pixels N) if you trust the file")
+        raise ValueError(
+            f"{name}: {w}x{h} is {w * h / 1e6:.4g} megapixels, above the limit of {cap / 1e6:g} "
+            "megapixels (a guard against decompression bombs); downscale the image, or raise the "
+            "limit (--max-pixels N) if you trust the file"
+        )
     if load:
         try:
             img.load()
         except DECODE_ERRORS as exc:
             img.close()
-            raise ValueError(f"{name}: not a readable image ({exc.__class__.__name__}: {_first_line(exc)}); "
-                             "pass a complete JPEG or PNG file") from None
+            raise ValueError(
+                f"{name}: not a readable image ({exc.__class__.__name__}: {_first_line(exc)}); "
+                "pass a complete JPEG or PNG file"
+            ) from None
     return img
 
 
@@ -177,11 +191,15 @@ def _convert(img: Image.Image, name: str) -> np.ndarray:
     try:
         return _to_rgb_uint8(img)
     except DECODE_ERRORS as exc:
-        raise ValueError(f"{name}: cannot read the orientation or colours of this {img.mode} image "
-                         f"({exc.__class__.__name__}); save it again as an 8-bit RGB JPEG or PNG") from None
+        raise ValueError(
+            f"{name}: cannot read the orientation or colours of this {img.mode} image "
+            f"({exc.__class__.__name__}); save it again as an 8-bit RGB JPEG or PNG"
+        ) from None
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 40, 40), alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 40, 40), alpha: float = 0.5
+) -> np.ndarray:
     """(H, W, 3) uint8 image with ``mask`` tinted in ``color``."""
     out = image.astype(np.float32)
     out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(color, dtype=np.float32)
@@ -212,5 +230,3 @@ def find_images(targets: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
         else:
             raise FileNotFoundError(f"{path}: no such file or folder; check the target path")
     return pairs
-
-

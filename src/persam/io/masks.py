@@ -71,8 +71,9 @@ def _bt601_gray(rgb: np.ndarray) -> np.ndarray:
     return (c[..., 0] * 4899 + c[..., 1] * 9617 + c[..., 2] * 1868 + (1 << 13)) >> 14
 
 
-def read_binary_mask(source: ImageLike, label: int | None = None, *,
-                     rule: Literal["values", "gray"] = "values") -> np.ndarray:
+def read_binary_mask(
+    source: ImageLike, label: int | None = None, *, rule: Literal["values", "gray"] = "values"
+) -> np.ndarray:
     """Read an object mask as (H, W) bool, True = object.
 
     Args:
@@ -94,8 +95,9 @@ def read_binary_mask(source: ImageLike, label: int | None = None, *,
         labels = read_label_map(source)
         if not (labels == label).any():
             present = ", ".join(str(int(v)) for v in np.unique(labels)[:20])
-            raise ValueError(f"label {label} is not in {_name(source)} (values present: {present}); "
-                             "choose one of those as the label")
+            raise ValueError(
+                f"label {label} is not in {_name(source)} (values present: {present}); choose one of those as the label"
+            )
         return labels == label
     if rule == "gray":
         if isinstance(source, np.ndarray):
@@ -139,8 +141,10 @@ def read_label_map(source: ImageLike, *, colours: Literal["davis", "refuse"] = "
             arr = rgb[..., 0]
         elif colours == "refuse":
             mode = source.mode if isinstance(source, Image.Image) else "RGB"
-            raise ValueError(f"mask {name} is a colour ({mode}) image; expected a palette ('P') or grayscale "
-                             "('L') PNG whose pixel values are object ids")
+            raise ValueError(
+                f"mask {name} is a colour ({mode}) image; expected a palette ('P') or grayscale "
+                "('L') PNG whose pixel values are object ids"
+            )
         else:
             arr = _davis_colours_to_ids(rgb, name)
     return as_label_map(arr, name)
@@ -164,9 +168,15 @@ def as_label_map(labels: np.ndarray, name: str = "the label map") -> np.ndarray:
     return arr.astype(np.uint8)
 
 
-def first_frame_labels(labels: np.ndarray, frame_hw: tuple[int, int] | None = None, *,
-                       name: str = "the first-frame mask", frame: str = "the frame is",
-                       void: int | None = None, drawn_mask: bool = False) -> np.ndarray:
+def first_frame_labels(
+    labels: np.ndarray,
+    frame_hw: tuple[int, int] | None = None,
+    *,
+    name: str = "the first-frame mask",
+    frame: str = "the frame is",
+    void: int | None = None,
+    drawn_mask: bool = False,
+) -> np.ndarray:
     """Validate a video's first-frame label map; returns (H, W) uint8 ids.
 
     Args:
@@ -193,14 +203,19 @@ def first_frame_labels(labels: np.ndarray, frame_hw: tuple[int, int] | None = No
     if drawn_mask and ids.tolist() == [255]:
         arr, ids = (arr == 255).astype(np.uint8), np.array([1])
     if drawn_mask and ids.size > MAX_OBJECT_IDS:
-        raise ValueError(f"{name}: {ids.size} different nonzero values, like an anti-aliased mask; "
-                         "save it as a binary 0/255 mask or a palette PNG of object ids")
+        raise ValueError(
+            f"{name}: {ids.size} different nonzero values, like an anti-aliased mask; "
+            "save it as a binary 0/255 mask or a palette PNG of object ids"
+        )
     if frame_hw is not None and arr.shape != tuple(frame_hw):
-        raise ValueError(f"{name} is {arr.shape[1]}x{arr.shape[0]} but {frame} {frame_hw[1]}x{frame_hw[0]}; "
-                         "pass the mask drawn on the first frame, at its size")
+        raise ValueError(
+            f"{name} is {arr.shape[1]}x{arr.shape[0]} but {frame} {frame_hw[1]}x{frame_hw[0]}; "
+            "pass the mask drawn on the first frame, at its size"
+        )
     if not ids.size:
-        raise ValueError(f"{name} has no object pixel (empty: all 0); mark each object with its id, "
-                         "or 255 for one object")
+        raise ValueError(
+            f"{name} has no object pixel (empty: all 0); mark each object with its id, or 255 for one object"
+        )
     return arr
 
 
@@ -213,8 +228,10 @@ def _davis_colours_to_ids(rgb: np.ndarray, name: str) -> np.ndarray:
     unknown = [int(u) for u in uniq if int(u) not in table]
     if unknown:
         c = unknown[0]
-        raise ValueError(f"{name}: colour ({c >> 16}, {(c >> 8) & 255}, {c & 255}) is not a DAVIS palette colour; "
-                         "pass a palette or grayscale PNG whose values are object ids")
+        raise ValueError(
+            f"{name}: colour ({c >> 16}, {(c >> 8) & 255}, {c & 255}) is not a DAVIS palette colour; "
+            "pass a palette or grayscale PNG whose values are object ids"
+        )
     return np.asarray([table[int(u)] for u in uniq], dtype=np.uint8)[inverse.reshape(codes.shape)]
 
 

@@ -53,7 +53,17 @@ from persam.jobs.synthetic import synthetic_photo
 from persam.jobs.timing import seconds
 
 #: Keys of ``BenchResult.to_dict()`` that are durations in seconds.
-TIMING_KEYS = ("encoder_s", "decoder_pass_s", "official_decoder_pass_s", "persam_extra_s", "persam_f_extra_s", "fit_s", "decode_only_s", "video_extra_s", "parts_extra_s")
+TIMING_KEYS = (
+    "encoder_s",
+    "decoder_pass_s",
+    "official_decoder_pass_s",
+    "persam_extra_s",
+    "persam_f_extra_s",
+    "fit_s",
+    "decode_only_s",
+    "video_extra_s",
+    "parts_extra_s",
+)
 #: Ratios of ``BenchResult.to_dict()``: a stage's time over one decoder pass (video: over the encoder).
 RATIO_KEYS = (
     "persam_extra_over_decoder",
@@ -213,8 +223,9 @@ def run_benchmark(
     with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
         if random_weights:  # the same random weights every run: the masks, and so the part-aware
             torch.manual_seed(0)  # prior's transport problems, depend on them
-        session = load(model, checkpoint, device=device, precision=precision, random_weights=random_weights,
-                       progress=False)
+        session = load(
+            model, checkpoint, device=device, precision=precision, random_weights=random_weights, progress=False
+        )
     backend = session.backend
 
     encoded_ref = session.encode(ref_image)

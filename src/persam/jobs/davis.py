@@ -107,14 +107,22 @@ def run_davis(
     return runs
 
 
-def _start_session(model: "PersamModel", seq: DavisSequence, finetune: bool,
-                   settings: VideoSettings | None) -> VideoSession:
+def _start_session(
+    model: "PersamModel", seq: DavisSequence, finetune: bool, settings: VideoSettings | None
+) -> VideoSession:
     """A video session on the sequence's first frame and annotation (void pixels = background)."""
     first_path = seq.annotations[0]
     if first_path.stem != seq.frames[0].stem:
-        raise ValueError(f"sequence {seq.name!r}: first annotation {first_path.name} does not match the first "
-                         f"frame {seq.frames[0].name}; the first frame must be annotated")
+        raise ValueError(
+            f"sequence {seq.name!r}: first annotation {first_path.name} does not match the first "
+            f"frame {seq.frames[0].name}; the first frame must be annotated"
+        )
     first = load_image(seq.frames[0])
-    labels = first_frame_labels(read_davis_labels(first_path), first.shape[:2], name=str(first_path),
-                                frame=f"{seq.frames[0]} is", void=DAVIS_VOID_LABEL)
+    labels = first_frame_labels(
+        read_davis_labels(first_path),
+        first.shape[:2],
+        name=str(first_path),
+        frame=f"{seq.frames[0]} is",
+        void=DAVIS_VOID_LABEL,
+    )
     return VideoSession(model, first, labels, finetune=finetune, settings=settings)

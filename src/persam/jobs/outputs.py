@@ -83,13 +83,29 @@ def coco_records(path: Path, shape: tuple[int, int], results: Sequence) -> tuple
         rle = mask_utils.encode(np.asfortranarray(r.mask.astype(np.uint8)))
         rle["counts"] = rle["counts"].decode("ascii")
         x0, y0, w, h = (float(v) for v in mask_utils.toBbox(rle))
-        annotations.append({"category_id": 1, "segmentation": rle, "area": int(r.mask.sum()), "bbox": [x0, y0, w, h],
-                            "iscrowd": 0, "score": float(r.score), "present": bool(r.present)})
+        annotations.append(
+            {
+                "category_id": 1,
+                "segmentation": rle,
+                "area": int(r.mask.sum()),
+                "bbox": [x0, y0, w, h],
+                "iscrowd": 0,
+                "score": float(r.score),
+                "present": bool(r.present),
+            }
+        )
     return image, annotations
 
 
-def write_result(root: Path, path: Path, stem: Path, pixels: np.ndarray | None, written: np.ndarray,
-                 results: Sequence, options: OutputOptions) -> Done:
+def write_result(
+    root: Path,
+    path: Path,
+    stem: Path,
+    pixels: np.ndarray | None,
+    written: np.ndarray,
+    results: Sequence,
+    options: OutputOptions,
+) -> Done:
     """Write one photo's mask (and overlay) under ``root``; safe to call from several threads.
 
     Args:
@@ -110,10 +126,15 @@ def write_result(root: Path, path: Path, stem: Path, pixels: np.ndarray | None, 
     else:
         save_mask(target, written)
         tint = written
-    entry = {"input": str(path), "status": "written", "mask": target.relative_to(root).as_posix(),
-             "present": any(bool(r.present) for r in results), "instances": int(sum(bool(r.present) for r in results)),
-             "scores": [round(float(r.score), 6) for r in results],
-             "prompts": [[record.to_dict() for record in getattr(r, "prompts", ())] for r in results]}
+    entry = {
+        "input": str(path),
+        "status": "written",
+        "mask": target.relative_to(root).as_posix(),
+        "present": any(bool(r.present) for r in results),
+        "instances": int(sum(bool(r.present) for r in results)),
+        "scores": [round(float(r.score), 6) for r in results],
+        "prompts": [[record.to_dict() for record in getattr(r, "prompts", ())] for r in results],
+    }
     if any(getattr(r, "object_score", None) is not None for r in results):  # SAM 2's object-score logits
         entry["object_scores"] = [None if r.object_score is None else round(float(r.object_score), 6) for r in results]
     if any(getattr(r, "part_count", None) is not None for r in results):  # the part-aware prior's choice
@@ -155,8 +176,11 @@ class Outputs:
 
     def annotations(self) -> dict:
         """The ``annotations.json`` payload (COCO)."""
-        return {"images": self.coco_images, "annotations": self.coco_annotations,
-                "categories": [{"id": 1, "name": "concept"}]}
+        return {
+            "images": self.coco_images,
+            "annotations": self.coco_annotations,
+            "categories": [{"id": 1, "name": "concept"}],
+        }
 
     def write_json(self, name: str, payload: object) -> None:
         """Write ``root/name`` as indented JSON, atomically."""
@@ -182,8 +206,11 @@ class Outputs:
     def counts(self) -> dict[str, int]:
         """{"written", "skipped", "absent"}: photos written, photos skipped, written photos without the object."""
         written = [e for e in self.entries if e["status"] == "written"]
-        return {"written": len(written), "skipped": len(self.entries) - len(written),
-                "absent": sum(not e["present"] for e in written)}
+        return {
+            "written": len(written),
+            "skipped": len(self.entries) - len(written),
+            "absent": sum(not e["present"] for e in written),
+        }
 
 
 def _key(stem: Path) -> str:

@@ -28,8 +28,14 @@ class PartsStage:
         fresh: drops the photo's per-image products before each call (as for a new photo).
     """
 
-    def __init__(self, session, encoded_ref: EncodedImage, ref_mask: np.ndarray, encoded: EncodedImage,
-                 fresh: Callable[[EncodedImage], EncodedImage]) -> None:
+    def __init__(
+        self,
+        session,
+        encoded_ref: EncodedImage,
+        ref_mask: np.ndarray,
+        encoded: EncodedImage,
+        fresh: Callable[[EncodedImage], EncodedImage],
+    ) -> None:
         self.concept = session.personalize(encoded_ref, ref_mask, prior="part-aware")
         self.session, self.encoded, self.fresh = session, encoded, fresh
         self.transport: list[float] = []

@@ -40,11 +40,18 @@ class RayBenchResult:
 
     def overhead_ms_per_photo(self) -> float:
         """Ray's overhead per photo in ms: (ray x1 - local, 1 thread) / photos, medians."""
-        return 1000 * (statistics.median(self.times["ray x1"]) - statistics.median(self.times["local, 1 thread"])) / self.photos
+        return (
+            1000
+            * (statistics.median(self.times["ray x1"]) - statistics.median(self.times["local, 1 thread"]))
+            / self.photos
+        )
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "photos_per_s": {v: self.photos_per_s(v) for v in self.times},
-                "ray_overhead_ms_per_photo": self.overhead_ms_per_photo()}
+        return {
+            **asdict(self),
+            "photos_per_s": {v: self.photos_per_s(v) for v in self.times},
+            "ray_overhead_ms_per_photo": self.overhead_ms_per_photo(),
+        }
 
 
 def _write_photos(folder: Path, count: int, image_size: int) -> tuple[int, int]:
@@ -93,8 +100,14 @@ def _index_ray(photos: Path, store: Path, spec: ModelSpec, workers: int) -> floa
     return time.perf_counter() - start
 
 
-def run_ray_bench(spec: ModelSpec, photos: int = 16, image_size: int = 512, rounds: int = 3,
-                  workers: tuple[int, ...] = (1, 2), on_stage=None) -> RayBenchResult:
+def run_ray_bench(
+    spec: ModelSpec,
+    photos: int = 16,
+    image_size: int = 512,
+    rounds: int = 3,
+    workers: tuple[int, ...] = (1, 2),
+    on_stage=None,
+) -> RayBenchResult:
     """Time the variants (module docstring) in ``rounds`` interleaved rounds after one warm-up round."""
     import ray
 
@@ -103,13 +116,20 @@ def run_ray_bench(spec: ModelSpec, photos: int = 16, image_size: int = 512, roun
         (root / "photos").mkdir()
         hw = _write_photos(root / "photos", photos, image_size)
         cpus = max(workers) + 1
-        ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 configure_logging=False)
+        ray.init(
+            num_cpus=cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            configure_logging=False,
+        )
         try:
             result = RayBenchResult(spec.model, photos, hw, rounds, cpus)
-            variants = {"local": lambda s: _index_local(root / "photos", s, spec, None),
-                        "local, 1 thread": lambda s: _index_local(root / "photos", s, spec, 1),
-                        **{f"ray x{n}": (lambda s, n=n: _index_ray(root / "photos", s, spec, n)) for n in workers}}
+            variants = {
+                "local": lambda s: _index_local(root / "photos", s, spec, None),
+                "local, 1 thread": lambda s: _index_local(root / "photos", s, spec, 1),
+                **{f"ray x{n}": (lambda s, n=n: _index_ray(root / "photos", s, spec, n)) for n in workers},
+            }
             for r in range(rounds + 1):  # round 0 warms up
                 for name, variant in variants.items():
                     if on_stage is not None:
@@ -125,9 +145,11 @@ def run_ray_bench(spec: ModelSpec, photos: int = 16, image_size: int = 512, roun
 def format_ray_result(result: RayBenchResult) -> str:
     """The result as a small table."""
     h, w = result.image_hw
-    lines = [f"persam bench --ray: {result.model}, {result.photos} photos of {w}x{h}, indexing into a float32 store, "
-             f"median of {result.rounds} interleaved rounds, Ray runtime with {result.logical_cpus} logical CPUs",
-             f"{'variant':<18} {'s':>8} {'photos/s':>10}"]
+    lines = [
+        f"persam bench --ray: {result.model}, {result.photos} photos of {w}x{h}, indexing into a float32 store, "
+        f"median of {result.rounds} interleaved rounds, Ray runtime with {result.logical_cpus} logical CPUs",
+        f"{'variant':<18} {'s':>8} {'photos/s':>10}",
+    ]
     for name, times in result.times.items():
         lines.append(f"{name:<18} {statistics.median(times):>8.2f} {result.photos_per_s(name):>10.2f}")
     lines.append(f"Ray overhead per photo: {result.overhead_ms_per_photo():.0f} ms (ray x1 - local, 1 thread)")

@@ -59,8 +59,14 @@ class ModelSpec:
             import torch
 
             torch.manual_seed(0)
-        return load(self.model, self.checkpoint, device=self.device, precision=self.precision,
-                    random_weights=self.random_weights, runtime=self.runtime)
+        return load(
+            self.model,
+            self.checkpoint,
+            device=self.device,
+            precision=self.precision,
+            random_weights=self.random_weights,
+            runtime=self.runtime,
+        )
 
 
 def describe_model(spec: ModelSpec) -> tuple[str, str, object]:
@@ -80,8 +86,7 @@ def connect(address: str | None) -> Iterator[None]:
         yield
         return
     if address is None:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 configure_logging=False)
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
     else:
         ray.init(address=address, log_to_driver=False)
     try:
@@ -109,8 +114,10 @@ def plan(options: RayOptions) -> Plan:
     else:
         workers = max(1, cpus - 1)
     if per == 0 and workers >= cpus and cpus > 1:
-        raise ValueError(f"--ray-workers {workers}: the Ray cluster has {cpus} CPUs and CPU workers take one each; "
-                         f"leave at least one for reading and decoding (at most {cpus - 1})")
+        raise ValueError(
+            f"--ray-workers {workers}: the Ray cluster has {cpus} CPUs and CPU workers take one each; "
+            f"leave at least one for reading and decoding (at most {cpus - 1})"
+        )
     batch = options.batch_size or (8 if per > 0 else 4)
     return Plan(workers, per, batch)
 
@@ -121,8 +128,12 @@ def pool_args(p: Plan) -> dict:
     batch on the new actor; a batch's output is kept only once it completes (tests/test_ray.py kills one)."""
     import ray
 
-    return {"compute": ray.data.ActorPoolStrategy(size=p.workers), "batch_size": p.batch_size, "num_cpus": 1,
-            "num_gpus": p.gpus_per_worker}
+    return {
+        "compute": ray.data.ActorPoolStrategy(size=p.workers),
+        "batch_size": p.batch_size,
+        "num_cpus": 1,
+        "num_gpus": p.gpus_per_worker,
+    }
 
 
 def kill_hook() -> str | None:

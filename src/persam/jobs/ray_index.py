@@ -59,8 +59,11 @@ def list_photos(inputs: list[str]) -> list[str]:
             infos = sorted(filesystem.get_file_info(pafs.FileSelector(root, recursive=True)), key=lambda i: i.path)
         else:
             raise FileNotFoundError(f"{item}: no such file or folder; check the URI")
-        found += [f"{scheme}://{i.path}" for i in infos
-                  if i.type == pafs.FileType.File and Path(i.path).suffix.lower() in IMAGE_EXTENSIONS]
+        found += [
+            f"{scheme}://{i.path}"
+            for i in infos
+            if i.type == pafs.FileType.File and Path(i.path).suffix.lower() in IMAGE_EXTENSIONS
+        ]
     return list(dict.fromkeys(found))
 
 
@@ -76,7 +79,9 @@ def decode_batch(batch: dict, known_ref: list, run: str, preprocessing) -> dict:
         _KNOWN.clear()
         _KNOWN[key] = ray.get(known_ref[0])
     known = _KNOWN[key]
-    out: dict[str, list] = {k: [] for k in ("path", "sha256", "status", "reason", "height", "width", "pixels", "rh", "rw")}
+    out: dict[str, list] = {
+        k: [] for k in ("path", "sha256", "status", "reason", "height", "width", "pixels", "rh", "rw")
+    }
     for raw_path in batch["path"]:
         path = str(raw_path)
         try:
@@ -134,7 +139,9 @@ class Encoder:
         return pa.Table.from_pylist(rows, schema=row_schema())
 
 
-def run_index(inputs: list[str], store_uri: str, spec: ModelSpec, dtype: str, options: RayOptions) -> tuple[IndexCounts, Plan]:
+def run_index(
+    inputs: list[str], store_uri: str, spec: ModelSpec, dtype: str, options: RayOptions
+) -> tuple[IndexCounts, Plan]:
     """Index ``inputs`` into the store at ``store_uri`` on Ray; returns the counts and the pool used.
 
     Raises:
@@ -161,10 +168,17 @@ def run_index(inputs: list[str], store_uri: str, spec: ModelSpec, dtype: str, op
         # our own reads, not read_binary_files: Ray 2.60 resolves many given paths in parallel threads, which
         # fails ("cannot import name 'HTTPFileSystem'") when fsspec is installed without aiohttp
         ds = ray.data.from_items([{"path": f} for f in files])
-        ds = ds.map_batches(decode_batch, batch_size=pool.batch_size, num_cpus=1,
-                            fn_kwargs={"known_ref": [ray.put(known)], "run": run, "preprocessing": preprocessing})
-        ds = ds.map_batches(Encoder, fn_constructor_kwargs={"spec": spec, "dtype": dtype, "run": run, "kill": kill_hook()},
-                            **pool_args(pool))
+        ds = ds.map_batches(
+            decode_batch,
+            batch_size=pool.batch_size,
+            num_cpus=1,
+            fn_kwargs={"known_ref": [ray.put(known)], "run": run, "preprocessing": preprocessing},
+        )
+        ds = ds.map_batches(
+            Encoder,
+            fn_constructor_kwargs={"spec": spec, "dtype": dtype, "run": run, "kill": kill_hook()},
+            **pool_args(pool),
+        )
         try:
             ds.write_parquet(root, filesystem=filesystem)
         finally:
@@ -192,4 +206,3 @@ def count_run(store, files: list[str], known: dict[str, str], run: str) -> Index
     if reasons:
         reasons = [(f, store.reason(f)) for f in reasons]
     return IndexCounts(len(files), encoded, unchanged, skipped, failed, len(store.hashes()), tuple(reasons))
-

@@ -52,8 +52,17 @@ def latest_rows(batch: dict, keep_ref: list) -> dict:
 class Decoder:
     """An actor holding the model and the concept: segments stored embeddings and writes their masks."""
 
-    def __init__(self, spec: ModelSpec, concept_ref: list, stems_ref: list, root: str, options: OutputOptions,
-                 max_instances: int, detect_absent: bool, kill: str | None) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        concept_ref: list,
+        stems_ref: list,
+        root: str,
+        options: OutputOptions,
+        max_instances: int,
+        detect_absent: bool,
+        kill: str | None,
+    ) -> None:
         import tempfile
 
         import ray
@@ -88,7 +97,9 @@ class Decoder:
             try:
                 emb = embedding_array(str(batch["dtype"][i]), str(batch["shape"][i]), batch["embedding"][i])
                 hw = (int(batch["height"][i]), int(batch["width"][i]))
-                encoded = EncodedImage(embedding=torch.from_numpy(emb)[None].to(backend.device), geometry=backend.geometry(hw))
+                encoded = EncodedImage(
+                    embedding=torch.from_numpy(emb)[None].to(backend.device), geometry=backend.geometry(hw)
+                )
                 pixels = decode_image(read_bytes(path), path) if self.options.overlay else None
                 written, results = segment_photo(self.concept, encoded, self.max_instances, self.detect)
                 done = write_result(self.root, path, Path(self.stems[path]), pixels, written, results, self.options)
@@ -101,9 +112,18 @@ class Decoder:
         return out
 
 
-def run_segment(store_uri: str, targets: list[tuple[str, Path]], concept_bytes: bytes, spec: ModelSpec, root: Path,
-                options: OutputOptions, max_instances: int, detect_absent: bool,
-                ray_options: RayOptions, results: dict[str, Done] | None = None) -> tuple[dict[str, Done], Plan]:
+def run_segment(
+    store_uri: str,
+    targets: list[tuple[str, Path]],
+    concept_bytes: bytes,
+    spec: ModelSpec,
+    root: Path,
+    options: OutputOptions,
+    max_instances: int,
+    detect_absent: bool,
+    ray_options: RayOptions,
+    results: dict[str, Done] | None = None,
+) -> tuple[dict[str, Done], Plan]:
     """Segment the stored photos ``targets`` ((photo as the store names it, output stem) pairs) on Ray.
 
     Returns:
@@ -128,9 +148,19 @@ def run_segment(store_uri: str, targets: list[tuple[str, Path]], concept_bytes: 
         # the store folder as the one path: Ray 2.60 resolves several given paths in parallel threads, which
         # fails ("cannot import name 'HTTPFileSystem'") when fsspec is installed without aiohttp
         ds = ray.data.read_parquet(store.root, filesystem=store.fs).select_columns(columns)
-        ds = ds.map_batches(latest_rows, batch_size=pool.batch_size, num_cpus=1, fn_kwargs={"keep_ref": [ray.put(keep)]})
-        kwargs = {"spec": spec, "concept_ref": [ray.put(concept_bytes)], "stems_ref": [ray.put(stems)], "root": str(root),
-                  "options": options, "max_instances": max_instances, "detect_absent": detect_absent, "kill": kill_hook()}
+        ds = ds.map_batches(
+            latest_rows, batch_size=pool.batch_size, num_cpus=1, fn_kwargs={"keep_ref": [ray.put(keep)]}
+        )
+        kwargs = {
+            "spec": spec,
+            "concept_ref": [ray.put(concept_bytes)],
+            "stems_ref": [ray.put(stems)],
+            "root": str(root),
+            "options": options,
+            "max_instances": max_instances,
+            "detect_absent": detect_absent,
+            "kill": kill_hook(),
+        }
         ds = ds.map_batches(Decoder, fn_constructor_kwargs=kwargs, **pool_args(pool))
         for row in ds.iter_rows():
             coco = json.loads(row["coco"])

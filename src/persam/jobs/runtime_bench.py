@@ -48,8 +48,10 @@ def parse_config(text: str, default_precision: str = "fp32") -> tuple[str, str]:
     runtime, _, precision = text.partition(":")
     precision = precision or default_precision
     if runtime not in RUNTIMES or precision not in ("fp32", "bf16"):
-        raise ValueError(f"--runtime {text!r}: use RUNTIME or RUNTIME:PRECISION with RUNTIME one of "
-                         f"{', '.join(RUNTIMES)} and PRECISION fp32 or bf16, e.g. openvino:bf16")
+        raise ValueError(
+            f"--runtime {text!r}: use RUNTIME or RUNTIME:PRECISION with RUNTIME one of "
+            f"{', '.join(RUNTIMES)} and PRECISION fp32 or bf16, e.g. openvino:bf16"
+        )
     return runtime, precision
 
 
@@ -145,14 +147,19 @@ def run_runtime_benchmark(
         for runtime, precision in wanted:
             stage(f"loading {runtime} {precision}")
             start = time.perf_counter()
-            sessions[runtime, precision] = load(model, checkpoint, device="cpu", precision=precision,
-                                                runtime=runtime, progress=False)
+            sessions[runtime, precision] = load(
+                model, checkpoint, device="cpu", precision=precision, runtime=runtime, progress=False
+            )
             load_s[runtime, precision] = time.perf_counter() - start
     concepts = {c: s.personalize(ref_image, ref_mask) for c, s in sessions.items()}
     reference = _maps(sessions[REFERENCE].backend.encode(tgt_image))
-    diffs = {c: max(float((ours - ref).abs().max() / ref.abs().max())
-                    for ours, ref in zip(_maps(s.backend.encode(tgt_image)), reference))
-             for c, s in sessions.items()}
+    diffs = {
+        c: max(
+            float((ours - ref).abs().max() / ref.abs().max())
+            for ours, ref in zip(_maps(s.backend.encode(tgt_image)), reference)
+        )
+        for c, s in sessions.items()
+    }
 
     frame0, labels0 = synthetic_clip_frame(image_size, VIDEO_OBJECTS)
     frame1, _ = synthetic_clip_frame(image_size, VIDEO_OBJECTS, shift=image_size // 64)
@@ -179,18 +186,29 @@ def run_runtime_benchmark(
     base = {name: med[REFERENCE, name] for name in ("encoder_s", "photo_s", "frame_s")}
     rows = tuple(
         RuntimeRow(
-            runtime=c[0], precision=c[1], encoder_s=med[c, "encoder_s"], photo_s=med[c, "photo_s"],
-            frame_s=med[c, "frame_s"], encoder_speedup=base["encoder_s"] / med[c, "encoder_s"],
-            photo_speedup=base["photo_s"] / med[c, "photo_s"], frame_speedup=base["frame_s"] / med[c, "frame_s"],
-            max_rel_diff=diffs[c], load_s=load_s[c],
+            runtime=c[0],
+            precision=c[1],
+            encoder_s=med[c, "encoder_s"],
+            photo_s=med[c, "photo_s"],
+            frame_s=med[c, "frame_s"],
+            encoder_speedup=base["encoder_s"] / med[c, "encoder_s"],
+            photo_speedup=base["photo_s"] / med[c, "photo_s"],
+            frame_speedup=base["frame_s"] / med[c, "frame_s"],
+            max_rel_diff=diffs[c],
+            load_s=load_s[c],
             converted=bool(getattr(sessions[c].backend.runtime_encoder, "converted", False)),
         )
         for c in sessions
     )
     return RuntimeBenchResult(
-        model=model, random_weights=random_weights,
-        image_hw=(int(tgt_image.shape[0]), int(tgt_image.shape[1])), threads=torch.get_num_threads(),
-        runs=int(runs), torch_version=str(torch.__version__), rows=rows, peak_rss_mb=peak_rss_mb(),
+        model=model,
+        random_weights=random_weights,
+        image_hw=(int(tgt_image.shape[0]), int(tgt_image.shape[1])),
+        threads=torch.get_num_threads(),
+        runs=int(runs),
+        torch_version=str(torch.__version__),
+        rows=rows,
+        peak_rss_mb=peak_rss_mb(),
     )
 
 
@@ -208,10 +226,11 @@ def format_runtime_result(result: RuntimeBenchResult) -> str:
         lines.append(
             f"{r.runtime:<12} {r.precision:<9} {r.encoder_s * 1000:10.1f} {r.encoder_speedup:7.2f} "
             f"{r.photo_s * 1000:9.1f} {r.photo_speedup:7.2f} {r.frame_s * 1000:9.1f} {r.frame_speedup:7.2f} "
-            f"{r.max_rel_diff:12.1e} {r.load_s:7.1f}"
-            + ("  (converted)" if r.converted else "")
+            f"{r.max_rel_diff:12.1e} {r.load_s:7.1f}" + ("  (converted)" if r.converted else "")
         )
-    lines.append("x torch: PyTorch fp32's time over this one; photo: a new photo end to end (encoder + PerSAM, "
-                 f"full-resolution mask); frame: a video frame of {VIDEO_OBJECTS} objects end to end (encoder + "
-                 "PerSAM's video protocol); max rel diff: encoder outputs vs PyTorch fp32")
+    lines.append(
+        "x torch: PyTorch fp32's time over this one; photo: a new photo end to end (encoder + PerSAM, "
+        f"full-resolution mask); frame: a video frame of {VIDEO_OBJECTS} objects end to end (encoder + "
+        "PerSAM's video protocol); max rel diff: encoder outputs vs PyTorch fp32"
+    )
     return "\n".join(lines)

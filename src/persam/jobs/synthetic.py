@@ -26,20 +26,26 @@ def ellipse_r2(hw: tuple[int, int], center_xy: tuple[float, float], axes_xy: tup
         center_xy: centre (cx, cy) in pixels.
         axes_xy: half-axes (ax, ay) in pixels.
     """
-    y, x = np.mgrid[0:hw[0], 0:hw[1]]
+    y, x = np.mgrid[0 : hw[0], 0 : hw[1]]
     return ((x - center_xy[0]) / axes_xy[0]) ** 2 + ((y - center_xy[1]) / axes_xy[1]) ** 2
 
 
-def tiled_texture(hw: tuple[int, int], rng: np.random.Generator, tile: int = 8,
-                  low: float = 60.0, high: float = 180.0) -> np.ndarray:
+def tiled_texture(
+    hw: tuple[int, int], rng: np.random.Generator, tile: int = 8, low: float = 60.0, high: float = 180.0
+) -> np.ndarray:
     """(H, W, 3) uint8 background of ``tile`` x ``tile`` squares of uniform random colours in [low, high)."""
     h, w = hw
     tiles = (rng.random((h // tile + 1, w // tile + 1, 3)) * (high - low) + low).astype(np.uint8)
     return np.kron(tiles, np.ones((tile, tile, 1), dtype=np.uint8))[:h, :w].copy()
 
 
-def tiled_photo(h: int = 180, w: int = 240, seed: int = 0, center: tuple[float, float] = (0.5, 0.45),
-                colour: tuple[int, int, int] = (220, 30, 40)) -> tuple[np.ndarray, np.ndarray]:
+def tiled_photo(
+    h: int = 180,
+    w: int = 240,
+    seed: int = 0,
+    center: tuple[float, float] = (0.5, 0.45),
+    colour: tuple[int, int, int] = (220, 30, 40),
+) -> tuple[np.ndarray, np.ndarray]:
     """A small test photo: 8-pixel tiles and one flat-coloured ellipse.
 
     Args:
@@ -58,8 +64,9 @@ def tiled_photo(h: int = 180, w: int = 240, seed: int = 0, center: tuple[float, 
     return image, mask
 
 
-def synthetic_photo(long_side: int, seed: int, center: tuple[float, float] = (0.45, 0.5),
-                    axes: tuple[float, float] = (0.2, 0.26)) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_photo(
+    long_side: int, seed: int, center: tuple[float, float] = (0.45, 0.5), axes: tuple[float, float] = (0.2, 0.26)
+) -> tuple[np.ndarray, np.ndarray]:
     """A benchmark photo: smooth wavy background, a shaded coloured ellipse, sensor-like noise.
 
     Args:
@@ -96,7 +103,9 @@ def synthetic_photo(long_side: int, seed: int, center: tuple[float, float] = (0.
     return np.clip(photo + 0.5, 0, 255).astype(np.uint8), mask
 
 
-def synthetic_clip_frame(long_side: int, n_objects: int, shift: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_clip_frame(
+    long_side: int, n_objects: int, shift: int = 0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """A video frame of (round(0.75 N), N) pixels: 16-pixel tiles and ``n_objects`` flat ellipses.
 
     Args:

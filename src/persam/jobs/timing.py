@@ -60,8 +60,9 @@ def seconds(fn: Callable[[], object], device: "torch.device | str | None" = None
     return lap.seconds
 
 
-def median_seconds(fn: Callable[[], object], device: "torch.device | str | None" = None, *,
-                   runs: int = 5, warmup: int = 1) -> float:
+def median_seconds(
+    fn: Callable[[], object], device: "torch.device | str | None" = None, *, runs: int = 5, warmup: int = 1
+) -> float:
     """Median of ``runs`` timed calls of ``fn`` after ``warmup`` untimed ones.
 
     Raises:

@@ -61,8 +61,9 @@ class TrackerBench:
         return asdict(self)
 
 
-def bench_tracker(predictor: "nn.Module", model: str, *, random_weights: bool, n_objects: int = 3, size: int = 1024,
-                  frames: int = 6) -> TrackerBench:
+def bench_tracker(
+    predictor: "nn.Module", model: str, *, random_weights: bool, n_objects: int = 3, size: int = 1024, frames: int = 6
+) -> TrackerBench:
     """Track a synthetic clip and time each frame (see the module docstring).
 
     Args:
@@ -97,10 +98,21 @@ def bench_tracker(predictor: "nn.Module", model: str, *, random_weights: bool, n
     stream.close()
     peak_device = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return TrackerBench(
-        model=model, random_weights=random_weights, device=str(device), threads=torch.get_num_threads(),
-        torch_version=torch.__version__, frame_hw=tuple(first.shape), input_size=int(predictor.image_size),
-        objects=n_objects, frames=frames, seed_s=seed, frame_s=median(times), frame_times_s=tuple(times),
-        state_mb=tracker.state_bytes() / 2**20, peak_rss_mb=peak_rss_mb(), peak_device_mb=peak_device,
+        model=model,
+        random_weights=random_weights,
+        device=str(device),
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+        frame_hw=tuple(first.shape),
+        input_size=int(predictor.image_size),
+        objects=n_objects,
+        frames=frames,
+        seed_s=seed,
+        frame_s=median(times),
+        frame_times_s=tuple(times),
+        state_mb=tracker.state_bytes() / 2**20,
+        peak_rss_mb=peak_rss_mb(),
+        peak_device_mb=peak_device,
     )
 
 

@@ -45,9 +45,13 @@ if TYPE_CHECKING:  # pragma: no cover
 MANIFEST = "manifest.json"
 
 
-def write_tracked(tracker: SamTracker, masks_dir: Path, overlay: OverlayWriter | None = None,
-                  wrap: Callable[[Iterator], Iterator] = lambda items: items,
-                  name: Callable[[int], str] = lambda index: f"{index:05d}") -> tuple[int, dict[int, int]]:
+def write_tracked(
+    tracker: SamTracker,
+    masks_dir: Path,
+    overlay: OverlayWriter | None = None,
+    wrap: Callable[[Iterator], Iterator] = lambda items: items,
+    name: Callable[[int], str] = lambda index: f"{index:05d}",
+) -> tuple[int, dict[int, int]]:
     """Track every frame and write ``masks_dir/<name(index)>.png`` as each comes.
 
     Args:
@@ -86,9 +90,15 @@ def write_manifest(masks_dir: Path, tracker: SamTracker, written: int, lost: dic
         "tracker": "sam2",
         "frames": written,
         "lost_after": tracker.settings.lost_after,
-        "objects": [{"id": oid, "seeds": [seed.to_dict() for seed in tracker.seeds[oid]], "lost_frames": lost[oid],
-                     "unseen_frames": tracker.unseen[oid]}
-                    for oid in tracker.object_ids],
+        "objects": [
+            {
+                "id": oid,
+                "seeds": [seed.to_dict() for seed in tracker.seeds[oid]],
+                "lost_frames": lost[oid],
+                "unseen_frames": tracker.unseen[oid],
+            }
+            for oid in tracker.object_ids
+        ],
         "searches": tracker.searches,
         "notes": list(tracker.notes),
     }
@@ -126,17 +136,30 @@ def run_davis_tracker(
     for seq in dataset:
         first_path = seq.annotations[0]
         if first_path.stem != seq.frames[0].stem:
-            raise ValueError(f"sequence {seq.name!r}: first annotation {first_path.name} does not match the first "
-                             f"frame {seq.frames[0].name}; the first frame must be annotated")
+            raise ValueError(
+                f"sequence {seq.name!r}: first annotation {first_path.name} does not match the first "
+                f"frame {seq.frames[0].name}; the first frame must be annotated"
+            )
         with stopwatch(predictor.device) as lap:
             first = load_image(seq.frames[0])
-            labels = first_frame_labels(read_davis_labels(first_path), first.shape[:2], name=str(first_path),
-                                        frame=f"{seq.frames[0]} is", void=DAVIS_VOID_LABEL)
+            labels = first_frame_labels(
+                read_davis_labels(first_path),
+                first.shape[:2],
+                name=str(first_path),
+                frame=f"{seq.frames[0]} is",
+                void=DAVIS_VOID_LABEL,
+            )
             masks = {int(oid): labels == oid for oid in np.unique(labels) if oid}
-            tracker = SamTracker(predictor, read_frames(seq.frames), masks, count=len(seq.frames),
-                                 settings=settings or TrackerSettings())
-            wrap = ((lambda items: progress(items, len(seq.frames), seq.name, unit="frame"))
-                    if progress is not None else (lambda items: items))
-            written, _ = write_tracked(tracker, out_root / seq.name, wrap=wrap, name=lambda index: seq.frames[index].stem)
+            tracker = SamTracker(
+                predictor, read_frames(seq.frames), masks, count=len(seq.frames), settings=settings or TrackerSettings()
+            )
+            wrap = (
+                (lambda items: progress(items, len(seq.frames), seq.name, unit="frame"))
+                if progress is not None
+                else (lambda items: items)
+            )
+            written, _ = write_tracked(
+                tracker, out_root / seq.name, wrap=wrap, name=lambda index: seq.frames[index].stem
+            )
         runs.append(SequenceRun(seq.name, written, tuple(tracker.object_ids), lap.seconds, tuple(tracker.notes)))
     return runs

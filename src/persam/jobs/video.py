@@ -53,10 +53,16 @@ def run_settings(source: FrameSource, session: VideoSession) -> dict:
 
     frames = [[p.name, file_sha256(p)] for p in source.files] if source.files else file_sha256(source.path)
     backend = session.backend
-    settings = {"frames": frames, "first_labels_sha256": hashlib.sha256(np.ascontiguousarray(session.first_labels)).hexdigest(),
-                "method": session.method, "video_settings": dataclasses.asdict(session.settings), "model": backend.name,
-                "checkpoint_sha256": backend.checkpoint_sha256, "precision": backend.precision,
-                "runtime": backend.runtime}
+    settings = {
+        "frames": frames,
+        "first_labels_sha256": hashlib.sha256(np.ascontiguousarray(session.first_labels)).hexdigest(),
+        "method": session.method,
+        "video_settings": dataclasses.asdict(session.settings),
+        "model": backend.name,
+        "checkpoint_sha256": backend.checkpoint_sha256,
+        "precision": backend.precision,
+        "runtime": backend.runtime,
+    }
     return json.loads(json.dumps(settings))
 
 
@@ -75,10 +81,15 @@ def finished_frames(masks_dir: Path, settings: dict) -> int:
     return count
 
 
-def write_video(session: VideoSession, first: np.ndarray, frames: Iterable[np.ndarray], masks_dir: Path,
-                overlay: OverlayWriter | None = None,
-                wrap: Callable[[Iterator], Iterator] = lambda items: items,
-                settings: dict | None = None) -> WrittenVideo:
+def write_video(
+    session: VideoSession,
+    first: np.ndarray,
+    frames: Iterable[np.ndarray],
+    masks_dir: Path,
+    overlay: OverlayWriter | None = None,
+    wrap: Callable[[Iterator], Iterator] = lambda items: items,
+    settings: dict | None = None,
+) -> WrittenVideo:
     """Segment ``frames`` (the frames after ``first``) and write ``masks_dir/00000.png``, ... as they come.
 
     Args:
@@ -105,8 +116,9 @@ def write_video(session: VideoSession, first: np.ndarray, frames: Iterable[np.nd
     def record(count: int, complete: bool, now: bool = True) -> None:
         if settings is None or (not now and time.monotonic() - paced["last"] < 1.0):
             return
-        atomic_write_json(masks_dir / MANIFEST, {"command": "video", "settings": settings, "frames": count,
-                                                 "complete": complete})
+        atomic_write_json(
+            masks_dir / MANIFEST, {"command": "video", "settings": settings, "frames": count, "complete": complete}
+        )
         paced["last"] = time.monotonic()
 
     shown = {"frame": first}
@@ -143,8 +155,14 @@ def write_video(session: VideoSession, first: np.ndarray, frames: Iterable[np.nd
     return WrittenVideo(written, reused)
 
 
-def _replay(session: VideoSession, first: np.ndarray, frames: Iterator[np.ndarray], masks_dir: Path,
-            overlay: OverlayWriter | None, count: int) -> int:
+def _replay(
+    session: VideoSession,
+    first: np.ndarray,
+    frames: Iterator[np.ndarray],
+    masks_dir: Path,
+    overlay: OverlayWriter | None,
+    count: int,
+) -> int:
     """Pass over the ``count`` finished frames (decoded for the overlay only) and resume the session after them."""
     labels = read_label_map(masks_dir / "00000.png")
     if overlay is not None:

@@ -25,7 +25,9 @@ def shared(x: torch.Tensor) -> bool:
     return x.shape[0] == 1 or x.stride(0) == 0
 
 
-def token_to_image(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def token_to_image(
+    module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """An ``Attention`` module with tokens as queries, re-associated.
 
     Args:
@@ -79,8 +81,9 @@ def token_side(module: nn.Module, q: torch.Tensor, v: torch.Tensor, c: int) -> t
     return kh, m, offset, vo
 
 
-def update_cells(layer: nn.Module, keys: torch.Tensor, keys_pe: torch.Tensor, q: torch.Tensor,
-                 v: torch.Tensor, key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def update_cells(
+    layer: nn.Module, keys: torch.Tensor, keys_pe: torch.Tensor, q: torch.Tensor, v: torch.Tensor, key_pe: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A block's image-to-token attention, residual and ``norm4``, re-associated.
 
     Cells are the queries: per head ``q_h k_h^T = X (W_q,h^T k_h^T) + b_q,h k_h^T``
@@ -104,8 +107,9 @@ def update_cells(layer: nn.Module, keys: torch.Tensor, keys_pe: torch.Tensor, q:
     return finish_cells(layer, logits, keys, vo, key_pe)
 
 
-def finish_cells(layer: nn.Module, logits: torch.Tensor, residual: torch.Tensor, vo: torch.Tensor,
-                  key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def finish_cells(
+    layer: nn.Module, logits: torch.Tensor, residual: torch.Tensor, vo: torch.Tensor, key_pe: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``norm4(residual + softmax_per_head(logits) @ vo)`` and the same plus ``key_pe``; ``logits`` is overwritten."""
     heads, norm = layer.cross_attn_image_to_token.num_heads, layer.norm4
     b, n, ht = logits.shape
@@ -116,5 +120,3 @@ def finish_cells(layer: nn.Module, logits: torch.Tensor, residual: torch.Tensor,
     cells = torch.baddbmm(residual, logits, vo)
     cells = F.layer_norm(cells, (cells.shape[-1],), norm.weight, norm.bias, norm.eps)
     return cells, cells + key_pe
-
-

@@ -27,8 +27,22 @@ from persam.method.runner import DecoderPass, DecoderRunner
 from persam.method.sam1_runner import FIRST_BLOCK, PROJECT_FROM_BATCH, SAM1_RUNNER, guided_predict_masks
 from persam.method.sam2_runner import SAM2_RUNNER
 
-__all__ = ["FIRST_BLOCK", "PROJECT_FROM_BATCH", "DecoderOutput", "DecoderPass", "Guidance", "Prompt", "PromptRecord",
-           "RUNNERS", "attention", "decode", "decode_many", "guided_predict_masks", "predict", "runner_for"]
+__all__ = [
+    "FIRST_BLOCK",
+    "PROJECT_FROM_BATCH",
+    "DecoderOutput",
+    "DecoderPass",
+    "Guidance",
+    "Prompt",
+    "PromptRecord",
+    "RUNNERS",
+    "attention",
+    "decode",
+    "decode_many",
+    "guided_predict_masks",
+    "predict",
+    "runner_for",
+]
 
 #: The decoder runner of each ``Backend.family``.
 RUNNERS: dict[str, DecoderRunner] = {runner.family: runner for runner in (SAM1_RUNNER, SAM2_RUNNER)}
@@ -80,16 +94,22 @@ class PromptRecord:
         def number(v: float) -> float:
             return int(v) if float(v).is_integer() else float(v)
 
-        points = () if prompt.points_xy is None else tuple(
-            (number(x), number(y)) for x, y in prompt.points_xy.reshape(-1, 2).tolist())
+        points = (
+            ()
+            if prompt.points_xy is None
+            else tuple((number(x), number(y)) for x, y in prompt.points_xy.reshape(-1, 2).tolist())
+        )
         labels = () if prompt.labels is None else tuple(int(v) for v in prompt.labels.reshape(-1).tolist())
         box = None if prompt.box_xyxy is None else tuple(number(v) for v in prompt.box_xyxy.reshape(-1).tolist())
         return cls(points, labels, box, prompt.mask_logits is not None)
 
     def to_dict(self) -> dict[str, object]:
         """``{"points_xy": [[x, y], ...], "point_labels": [...], "box_xyxy": [...] or None}``."""
-        return {"points_xy": [list(p) for p in self.points_xy], "point_labels": list(self.point_labels),
-                "box_xyxy": None if self.box_xyxy is None else list(self.box_xyxy)}
+        return {
+            "points_xy": [list(p) for p in self.points_xy],
+            "point_labels": list(self.point_labels),
+            "box_xyxy": None if self.box_xyxy is None else list(self.box_xyxy),
+        }
 
 
 @dataclass(frozen=True)
@@ -113,9 +133,16 @@ class DecoderOutput:
         return self.low_res_logits[k], float(self.iou[k])
 
 
-def predict(backend: Backend, encoded: EncodedImage, points: tuple[torch.Tensor, torch.Tensor] | None,
-            boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool, guidance: Guidance | None = None,
-            exact: bool = False) -> DecoderPass:
+def predict(
+    backend: Backend,
+    encoded: EncodedImage,
+    points: tuple[torch.Tensor, torch.Tensor] | None,
+    boxes: torch.Tensor | None,
+    masks: torch.Tensor | None,
+    multimask: bool,
+    guidance: Guidance | None = None,
+    exact: bool = False,
+) -> DecoderPass:
     """The prompt encoder and mask decoder on a batch of prompts, in fp32, by the backend's family runner.
 
     Args:
@@ -138,8 +165,14 @@ def predict(backend: Backend, encoded: EncodedImage, points: tuple[torch.Tensor,
     return runner_for(backend).predict(backend, encoded, points, boxes, masks, multimask, guidance or Guidance(), exact)
 
 
-def decode(backend: Backend, encoded: EncodedImage, prompt: Prompt, multimask: bool, guidance: Guidance | None = None,
-           exact: bool = False) -> DecoderOutput:
+def decode(
+    backend: Backend,
+    encoded: EncodedImage,
+    prompt: Prompt,
+    multimask: bool,
+    guidance: Guidance | None = None,
+    exact: bool = False,
+) -> DecoderOutput:
     """One pass of the prompt encoder and mask decoder on an encoded image.
 
     Args:
@@ -159,8 +192,14 @@ def _layout(prompt: Prompt) -> tuple[int, bool, bool]:
 
 
 @torch.inference_mode()
-def decode_many(backend: Backend, encoded: EncodedImage, prompts: Sequence[Prompt], multimask: bool,
-                guidance: Guidance | None = None, exact: bool = False) -> list[DecoderOutput]:
+def decode_many(
+    backend: Backend,
+    encoded: EncodedImage,
+    prompts: Sequence[Prompt],
+    multimask: bool,
+    guidance: Guidance | None = None,
+    exact: bool = False,
+) -> list[DecoderOutput]:
     """The prompt encoder and mask decoder on several prompts on one image, one call per prompt layout.
 
     Prompts of the same layout (number of points, box or not, mask logits or

@@ -47,7 +47,12 @@ def supports(decoder: nn.Module) -> bool:
         return False
     ct1, ln, _, ct2, _ = upscaling
     for ct in (ct1, ct2):
-        if type(ct) is not nn.ConvTranspose2d or ct.kernel_size != (2, 2) or ct.stride != (2, 2) or ct.padding != (0, 0):
+        if (
+            type(ct) is not nn.ConvTranspose2d
+            or ct.kernel_size != (2, 2)
+            or ct.stride != (2, 2)
+            or ct.padding != (0, 0)
+        ):
             return False
         if ct.bias is None or ct.groups != 1 or ct.output_padding != (0, 0):
             return False
@@ -57,26 +62,39 @@ def supports(decoder: nn.Module) -> bool:
     return attn is not None and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "out_proj", "num_heads"))
 
 
-def attend_image(module: nn.Module, q: torch.Tensor, k: "torch.Tensor | ImageCells", v: torch.Tensor,
-                 bias: torch.Tensor | None) -> torch.Tensor:
+def attend_image(
+    module: nn.Module, q: torch.Tensor, k: "torch.Tensor | ImageCells", v: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """Token-to-image attention, re-associated; the first block's ``ImageCells`` use the image's products."""
     if isinstance(k, ImageCells):
         return first_token_to_image(module, q, k, bias)
     return token_to_image(module, q, k, v, bias)
 
 
-def cells_step(layer: nn.Module, keys: "torch.Tensor | ImageCells", keys_pe: "torch.Tensor | ImageCells",
-               q: torch.Tensor, v: torch.Tensor, key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def cells_step(
+    layer: nn.Module,
+    keys: "torch.Tensor | ImageCells",
+    keys_pe: "torch.Tensor | ImageCells",
+    q: torch.Tensor,
+    v: torch.Tensor,
+    key_pe: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A block's image-to-token update, re-associated; the first block's ``ImageCells`` use the image's products."""
     if isinstance(keys, ImageCells):
         return first_update_cells(layer, keys, q, v, key_pe)
     return update_cells(layer, keys, keys_pe, q, v, key_pe)
 
 
-def two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, tokens: torch.Tensor,
-            bias: torch.Tensor | None, target: torch.Tensor | None,
-            attend_image: Callable[..., torch.Tensor] = attend_image,
-            cells_step: Callable[..., tuple[torch.Tensor, torch.Tensor]] = cells_step) -> tuple[torch.Tensor, torch.Tensor]:
+def two_way(
+    transformer: nn.Module,
+    keys: torch.Tensor,
+    key_pe: torch.Tensor,
+    tokens: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor | None,
+    attend_image: Callable[..., torch.Tensor] = attend_image,
+    cells_step: Callable[..., tuple[torch.Tensor, torch.Tensor]] = cells_step,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The two-way transformer's blocks, in the official order, with PerSAM's guidance.
 
     Guidance as described in ``persam.method.guided``. The token-to-image
@@ -112,7 +130,9 @@ def two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, to
             q = queries + query_pe
             queries = queries + layer.self_attn(q=q, k=q, v=queries)
         queries = layer.norm1(queries)
-        queries = layer.norm2(queries + attend_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe, keys, bias))
+        queries = layer.norm2(
+            queries + attend_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe, keys, bias)
+        )
         queries = layer.norm3(queries + layer.mlp(queries))
         keys, keys_pe = cells_step(layer, keys, keys_pe, queries + query_pe, queries, key_pe)
     final_q = queries + query_pe if target is None else queries + query_pe + target
@@ -158,9 +178,15 @@ def _masks(decoder: nn.Module, keys: torch.Tensor, grid_hw: tuple[int, int], hyp
     return out
 
 
-def predict_masks(decoder: nn.Module, first: FirstBlock, sparse: torch.Tensor, dense: Dense, multimask: bool,
-                  attention_bias: torch.Tensor | None = None,
-                  target_embedding: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_masks(
+    decoder: nn.Module,
+    first: FirstBlock,
+    sparse: torch.Tensor,
+    dense: Dense,
+    multimask: bool,
+    attention_bias: torch.Tensor | None = None,
+    target_embedding: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``MaskDecoder.predict_masks``, re-associated, for the masks actually used.
 
     Args:
@@ -183,11 +209,11 @@ def predict_masks(decoder: nn.Module, first: FirstBlock, sparse: torch.Tensor, d
     elif dense.rows is None:
         cells = (first.image + dense.vector).expand(b, -1, -1)
     else:
-        cells = torch.baddbmm(first.image, dense.rows, dense.weight.expand(dense.rows.shape[0], -1, -1)).expand(b, -1, -1)
+        cells = torch.baddbmm(first.image, dense.rows, dense.weight.expand(dense.rows.shape[0], -1, -1)).expand(
+            b, -1, -1
+        )
     hs, keys = two_way(decoder.transformer, cells, first.key_pe, tokens, attention_bias, target_embedding)
     chosen = range(1, decoder.num_mask_tokens) if multimask else range(0, 1)
     hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in chosen], dim=1)
     iou = decoder.iou_prediction_head(hs[:, 0, :])[:, chosen.start : chosen.stop]
     return _masks(decoder, keys, first.grid_hw, hyper), iou
-
-

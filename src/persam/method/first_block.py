@@ -115,7 +115,9 @@ class ImageCells:
     dense: Dense
 
 
-def first_token_to_image(module: nn.Module, q: torch.Tensor, cells: ImageCells, bias: torch.Tensor | None) -> torch.Tensor:
+def first_token_to_image(
+    module: nn.Module, q: torch.Tensor, cells: ImageCells, bias: torch.Tensor | None
+) -> torch.Tensor:
     """``token_to_image`` on the first block's cells, from the image's precomputed keys and values."""
     fb, dense = cells.first, cells.dense
     heads = module.num_heads
@@ -147,8 +149,9 @@ def first_token_to_image(module: nn.Module, q: torch.Tensor, cells: ImageCells, 
     return module.out_proj(out.permute(1, 2, 0, 3).reshape(b, t, heads * d))
 
 
-def first_update_cells(layer: nn.Module, cells: ImageCells, q: torch.Tensor, v: torch.Tensor,
-                        key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def first_update_cells(
+    layer: nn.Module, cells: ImageCells, q: torch.Tensor, v: torch.Tensor, key_pe: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``update_cells`` on the first block's cells, from the image's precomputed queries."""
     fb, dense = cells.first, cells.dense
     module = layer.cross_attn_image_to_token

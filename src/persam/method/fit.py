@@ -228,5 +228,3 @@ def merge_problems(problems: list[FitProblem]) -> FitProblem:
         for name in ("fg_base", "fg_deltas", "fg_counts", "bg_base", "bg_deltas", "bg_counts")
     }
     return FitProblem(**cat, n_pixels=sum(p.n_pixels for p in problems))
-
-

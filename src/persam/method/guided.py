@@ -50,7 +50,9 @@ class Guidance:
         return self.attention_bias is not None or self.target_embedding is not None
 
 
-def attention(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def attention(
+    module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """An official ``Attention`` module's forward (SAM or SAM 2), with PerSAM's optional bias.
 
     Args:
@@ -70,15 +72,17 @@ def attention(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     return module.out_proj(module._recombine_heads(attn @ vh))
 
 
-def _official_cells_step(layer: nn.Module, keys: torch.Tensor, keys_pe: torch.Tensor, q: torch.Tensor, v: torch.Tensor,
-                         key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _official_cells_step(
+    layer: nn.Module, keys: torch.Tensor, keys_pe: torch.Tensor, q: torch.Tensor, v: torch.Tensor, key_pe: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A block's official image-to-token attention, residual and ``norm4``; the new cells and cells plus ``key_pe``."""
     keys = layer.norm4(keys + layer.cross_attn_image_to_token(q=keys_pe, k=q, v=v))
     return keys, keys + key_pe
 
 
-def guided_transformer(transformer: nn.Module, src: torch.Tensor, pos: torch.Tensor, tokens: torch.Tensor,
-                       guidance: Guidance) -> tuple[torch.Tensor, torch.Tensor]:
+def guided_transformer(
+    transformer: nn.Module, src: torch.Tensor, pos: torch.Tensor, tokens: torch.Tensor, guidance: Guidance
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``TwoWayTransformer.forward(src, pos, tokens)`` re-run from its submodules with ``guidance``.
 
     Args:
@@ -91,5 +95,13 @@ def guided_transformer(transformer: nn.Module, src: torch.Tensor, pos: torch.Ten
         (B, T, C) tokens and (B, h*w, C) cells, as the official forward.
     """
     keys, key_pe = src.flatten(2).permute(0, 2, 1), pos.flatten(2).permute(0, 2, 1)
-    return factored.two_way(transformer, keys, key_pe, tokens, guidance.attention_bias, guidance.target_embedding,
-                            attend_image=attention, cells_step=_official_cells_step)
+    return factored.two_way(
+        transformer,
+        keys,
+        key_pe,
+        tokens,
+        guidance.attention_bias,
+        guidance.target_embedding,
+        attend_image=attention,
+        cells_step=_official_cells_step,
+    )

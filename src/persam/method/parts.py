@@ -133,10 +133,16 @@ def build_part_prior(feature_sets: list[torch.Tensor], parts: tuple[int, int] = 
     cells = torch.cat(feature_sets, dim=0).float()
     counts = [n for n in range(lo, hi + 1) if n <= cells.shape[0]]
     if not counts:
-        raise ValueError(f"the reference mask covers {cells.shape[0]} feature cells, fewer than {lo} parts; "
-                         f"draw a larger mask or ask for fewer parts")
-    return PartPrior(cells=cells, prototypes={n: kmeans_prototypes(cells, n) for n in counts}, parts=(lo, hi),
-                     skipped=tuple(n for n in range(lo, hi + 1) if n > cells.shape[0]))
+        raise ValueError(
+            f"the reference mask covers {cells.shape[0]} feature cells, fewer than {lo} parts; "
+            f"draw a larger mask or ask for fewer parts"
+        )
+    return PartPrior(
+        cells=cells,
+        prototypes={n: kmeans_prototypes(cells, n) for n in counts},
+        parts=(lo, hi),
+        skipped=tuple(n for n in range(lo, hi + 1) if n > cells.shape[0]),
+    )
 
 
 @dataclass(frozen=True)
@@ -194,11 +200,15 @@ def transport_cost(source: torch.Tensor, target: torch.Tensor) -> float:
 
 def mask_cells(low_res_logits: torch.Tensor, geometry: ImageGeometry) -> torch.Tensor:
     """(h, w) bool: cells whose bilinear sample (no antialias) of the (4h, 4w) logits is > 0."""
-    small = F.interpolate(low_res_logits[None, None].float(), size=geometry.grid_hw, mode="bilinear", align_corners=False)
+    small = F.interpolate(
+        low_res_logits[None, None].float(), size=geometry.grid_hw, mode="bilinear", align_corners=False
+    )
     return small[0, 0] > 0
 
 
-def part_prompt(encoded: EncodedImage, prototypes: torch.Tensor, settings: PersamSettings) -> tuple[Prompt, Guidance | None, torch.Tensor]:
+def part_prompt(
+    encoded: EncodedImage, prototypes: torch.Tensor, settings: PersamSettings
+) -> tuple[Prompt, Guidance | None, torch.Tensor]:
     """One count's prompt: a positive point per prototype, a negative point, the guidance.
 
     Args:
@@ -239,10 +249,20 @@ def segment_parts(backend: Backend, encoded: EncodedImage, prior: PartPrior, set
     counts = sorted(prior.prototypes)
     for n in counts:
         prompt, bias, _ = part_prompt(encoded, prior.prototypes[n], settings)
-        guidance = Guidance(attention_bias=bias, target_embedding=target) if bias is not None or target is not None else None
+        guidance = (
+            Guidance(attention_bias=bias, target_embedding=target) if bias is not None or target is not None else None
+        )
         first = decode(backend, encoded, prompt, multimask=False, guidance=guidance)
-        starts.append(MethodOutput(first.low_res_logits[0], float(first.iou[0]), prompt.points_xy.long(), prompt.labels,
-                                   prompts=[PromptRecord.of(prompt)], object_score=first.object_score))
+        starts.append(
+            MethodOutput(
+                first.low_res_logits[0],
+                float(first.iou[0]),
+                prompt.points_xy.long(),
+                prompt.labels,
+                prompts=[PromptRecord.of(prompt)],
+                object_score=first.object_score,
+            )
+        )
     finals = refine(backend, encoded, starts, [None] * len(starts), box_first=False) if settings.refinement else starts
     scores: list[PartScore] = []
     best: int | None = None
@@ -261,4 +281,3 @@ def segment_parts(backend: Backend, encoded: EncodedImage, prior: PartPrior, set
     chosen = finals[best]
     chosen.notes = notes + chosen.notes
     return PartsOutput(output=chosen, parts=counts[best], candidates=scores, transport_s=transport_s)
-

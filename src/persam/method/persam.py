@@ -54,8 +54,14 @@ def segment_persam(
         multimask=False,
         guidance=guidance if (guidance.attention_bias is not None or guidance.target_embedding is not None) else None,
     )
-    start = MethodOutput(first.low_res_logits[0], float(first.iou[0]), points, labels, prompts=[PromptRecord.of(prompt)],
-                         object_score=first.object_score)
+    start = MethodOutput(
+        first.low_res_logits[0],
+        float(first.iou[0]),
+        points,
+        labels,
+        prompts=[PromptRecord.of(prompt)],
+        object_score=first.object_score,
+    )
     if not settings.refinement:
         return start
     return refine(backend, encoded, [start], [None], box_first=False)[0]

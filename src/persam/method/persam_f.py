@@ -52,8 +52,9 @@ def point_prompt(encoded: EncodedImage, target: TargetFeatures, sim: torch.Tenso
     return Prompt(points_xy=torch.tensor([xy], dtype=torch.float32), labels=torch.tensor([1], dtype=torch.int64))
 
 
-def fit_problems(backend: Backend, encoded: EncodedImage, prompts: Sequence[Prompt], masks: Sequence[torch.Tensor],
-                 block: int = 0) -> list[FitProblem]:
+def fit_problems(
+    backend: Backend, encoded: EncodedImage, prompts: Sequence[Prompt], masks: Sequence[torch.Tensor], block: int = 0
+) -> list[FitProblem]:
     """Each object's fit problem on one image: the frozen decoder's three maps for its prompt, pooled.
 
     Args:
@@ -63,12 +64,19 @@ def fit_problems(backend: Backend, encoded: EncodedImage, prompts: Sequence[Prom
     """
     block = block or auto_block(encoded.geometry.original_hw)
     outs = decode_many(backend, encoded, list(prompts), multimask=True)
-    return [pool_problem(upscale_logits(out.low_res_logits, encoded.geometry).cpu(), mask.cpu(), block)
-            for out, mask in zip(outs, masks)]
+    return [
+        pool_problem(upscale_logits(out.low_res_logits, encoded.geometry).cpu(), mask.cpu(), block)
+        for out, mask in zip(outs, masks)
+    ]
 
 
-def weighted_start(out: DecoderOutput, weights: torch.Tensor, prompt: Prompt, encoded: EncodedImage,
-                   prompts: Sequence[PromptRecord] = ()) -> tuple[MethodOutput, Box | None]:
+def weighted_start(
+    out: DecoderOutput,
+    weights: torch.Tensor,
+    prompt: Prompt,
+    encoded: EncodedImage,
+    prompts: Sequence[PromptRecord] = (),
+) -> tuple[MethodOutput, Box | None]:
     """The weighted three-scale mask (before refinement) and the box that starts refinement 1.
 
     If the weighted mask is empty, the box comes from the best-scored of the
@@ -88,13 +96,27 @@ def weighted_start(out: DecoderOutput, weights: torch.Tensor, prompt: Prompt, en
     if box is None:
         box = op.positive_box(out.best()[0])
         notes.append("weighted mask empty: refinement starts from the box of the best-scored of the three masks")
-    start = MethodOutput(weighted, score, prompt.points_xy.to(torch.int64), prompt.labels, None, notes,
-                         list(prompts) or [PromptRecord.of(prompt)], out.object_score)
+    start = MethodOutput(
+        weighted,
+        score,
+        prompt.points_xy.to(torch.int64),
+        prompt.labels,
+        None,
+        notes,
+        list(prompts) or [PromptRecord.of(prompt)],
+        out.object_score,
+    )
     return start, box
 
 
-def segment_persam_f(backend: Backend, encoded: EncodedImage, target: TargetFeatures, weights: torch.Tensor,
-                     settings: PersamSettings | None = None, sim: torch.Tensor | None = None) -> MethodOutput:
+def segment_persam_f(
+    backend: Backend,
+    encoded: EncodedImage,
+    target: TargetFeatures,
+    weights: torch.Tensor,
+    settings: PersamSettings | None = None,
+    sim: torch.Tensor | None = None,
+) -> MethodOutput:
     """PerSAM-F on one image: weighted three-scale mask, then (unless switched off) the refinement cascade.
 
     Args:

@@ -61,7 +61,11 @@ def object_present(object_score: float | None) -> bool:
 
 
 def reference_similarities(
-    encoded: EncodedImage, mask: torch.Tensor, direction: torch.Tensor, cell_threshold: float, allow_touched: bool = False
+    encoded: EncodedImage,
+    mask: torch.Tensor,
+    direction: torch.Tensor,
+    cell_threshold: float,
+    allow_touched: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(object cell similarities, background cell similarities) of a reference.
 

@@ -61,8 +61,13 @@ def _prompt(out: MethodOutput, box: Box | None) -> Prompt:
     )
 
 
-def refine(backend: Backend, encoded: EncodedImage, starts: Sequence[MethodOutput], boxes: Sequence[Box | None],
-           box_first: bool) -> list[MethodOutput]:
+def refine(
+    backend: Backend,
+    encoded: EncodedImage,
+    starts: Sequence[MethodOutput],
+    boxes: Sequence[Box | None],
+    box_first: bool,
+) -> list[MethodOutput]:
     """The two refinement passes for every start at once (one decoder call per pass and prompt layout).
 
     Args:
@@ -76,8 +81,19 @@ def refine(backend: Backend, encoded: EncodedImage, starts: Sequence[MethodOutpu
         The refined outputs, in the order of ``starts``.
     """
     op = logits_operator(encoded.geometry)
-    current = [MethodOutput(s.low_res_logits, s.score, s.points_xy, s.point_labels, s.box_xyxy, list(s.notes),
-                            list(s.prompts), s.object_score) for s in starts]
+    current = [
+        MethodOutput(
+            s.low_res_logits,
+            s.score,
+            s.points_xy,
+            s.point_labels,
+            s.box_xyxy,
+            list(s.notes),
+            list(s.prompts),
+            s.object_score,
+        )
+        for s in starts
+    ]
     box = list(boxes) if box_first else [None] * len(current)
     stopped: set[int] = set()
     for stage in (1, 2):
@@ -95,8 +111,15 @@ def refine(backend: Backend, encoded: EncodedImage, starts: Sequence[MethodOutpu
         for i, prompt, dec in zip(active, prompts, decode_many(backend, encoded, prompts, multimask=True)):
             logits, score = dec.best()
             used = box[i] if with_box else None
-            current[i] = MethodOutput(logits, score, current[i].points_xy, current[i].point_labels, used,
-                                      current[i].notes, current[i].prompts + [PromptRecord.of(prompt)],
-                                      dec.object_score)
+            current[i] = MethodOutput(
+                logits,
+                score,
+                current[i].points_xy,
+                current[i].point_labels,
+                used,
+                current[i].notes,
+                current[i].prompts + [PromptRecord.of(prompt)],
+                dec.object_score,
+            )
             box[i] = op.positive_box(logits)
     return current

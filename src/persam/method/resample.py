@@ -154,7 +154,9 @@ class ChainOperator:
         return (int(cols_j[x0]), int(rows_i[y0]), int(cols_j[x1]), int(rows_i[y1]))
 
 
-def _first_positive(n: int, lines: Callable[[torch.Tensor], torch.Tensor], reverse: bool = False, chunk: int = 8) -> int | None:
+def _first_positive(
+    n: int, lines: Callable[[torch.Tensor], torch.Tensor], reverse: bool = False, chunk: int = 8
+) -> int | None:
     """Index of the first (or last) of ``n`` lines with a value > 0; ``lines(idx)`` gives (k, L) values."""
     order = torch.arange(n - 1, -1, -1) if reverse else torch.arange(n)
     for start in range(0, n, chunk):

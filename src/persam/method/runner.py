@@ -37,8 +37,19 @@ class DecoderPass:
 
 #: ``(backend, encoded, points, boxes, masks, multimask, guidance, exact) -> DecoderPass``; points
 #: ((B, N, 2) (x, y), (B, N) labels) and boxes (B, 4) XYXY in encoder-frame pixels, masks (B, 1, 4h, 4w).
-PredictFn = Callable[["Backend", "EncodedImage", "tuple[torch.Tensor, torch.Tensor] | None", "torch.Tensor | None",
-                      "torch.Tensor | None", bool, "Guidance", bool], DecoderPass]
+PredictFn = Callable[
+    [
+        "Backend",
+        "EncodedImage",
+        "tuple[torch.Tensor, torch.Tensor] | None",
+        "torch.Tensor | None",
+        "torch.Tensor | None",
+        bool,
+        "Guidance",
+        bool,
+    ],
+    DecoderPass,
+]
 
 
 @dataclass(frozen=True)

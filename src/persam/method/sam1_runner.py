@@ -53,8 +53,15 @@ def guided_predict_masks(
     return masks, decoder.iou_prediction_head(hs[:, 0, :])
 
 
-def _fast(backend: Backend, encoded: EncodedImage, points: tuple[torch.Tensor, torch.Tensor] | None,
-          boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool, guidance: Guidance) -> DecoderPass:
+def _fast(
+    backend: Backend,
+    encoded: EncodedImage,
+    points: tuple[torch.Tensor, torch.Tensor] | None,
+    boxes: torch.Tensor | None,
+    masks: torch.Tensor | None,
+    multimask: bool,
+    guidance: Guidance,
+) -> DecoderPass:
     encoder, decoder = backend.prompt_encoder, backend.mask_decoder
     first = encoded.derived(FIRST_BLOCK, lambda emb: first_block.first_block(emb, backend.dense_pe_cells()))
     given = points[0] if points is not None else boxes if boxes is not None else masks
@@ -68,9 +75,15 @@ def _fast(backend: Backend, encoded: EncodedImage, points: tuple[torch.Tensor, t
         # batch size from the masks when there is no point or box, as the official encoder
         sparse, _ = encoder(points=points, boxes=boxes, masks=masks if points is None and boxes is None else None)
         dense = first_block.mask_rows(encoder, masks)
-    logits, iou = factored.predict_masks(decoder, first, sparse, dense, multimask,
-                                         attention_bias=guidance.attention_bias,
-                                         target_embedding=guidance.target_embedding)
+    logits, iou = factored.predict_masks(
+        decoder,
+        first,
+        sparse,
+        dense,
+        multimask,
+        attention_bias=guidance.attention_bias,
+        target_embedding=guidance.target_embedding,
+    )
     return DecoderPass(logits, iou)
 
 
@@ -79,9 +92,16 @@ def fast_path_fits(backend: Backend) -> bool:
     return factored.supports(backend.mask_decoder) and first_block.supports_mask_embedding(backend.prompt_encoder)
 
 
-def predict_sam1(backend: Backend, encoded: EncodedImage, points: tuple[torch.Tensor, torch.Tensor] | None,
-                 boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool, guidance: Guidance,
-                 exact: bool) -> DecoderPass:
+def predict_sam1(
+    backend: Backend,
+    encoded: EncodedImage,
+    points: tuple[torch.Tensor, torch.Tensor] | None,
+    boxes: torch.Tensor | None,
+    masks: torch.Tensor | None,
+    multimask: bool,
+    guidance: Guidance,
+    exact: bool,
+) -> DecoderPass:
     """The SAM 1 family's prompt encoder and decoder on a batch of prompts (see ``DecoderRunner.predict``)."""
     if not exact and fast_path_fits(backend):
         return _fast(backend, encoded, points, boxes, masks, multimask, guidance)

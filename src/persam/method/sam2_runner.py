@@ -33,9 +33,15 @@ from persam.method.runner import DecoderPass, DecoderRunner
 LOGIT_CLAMP = 32.0
 
 
-def guided_predict_masks(decoder: nn.Module, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
-                         sparse: torch.Tensor, dense: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor],
-                         guidance: Guidance) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def guided_predict_masks(
+    decoder: nn.Module,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse: torch.Tensor,
+    dense: torch.Tensor,
+    high_res: tuple[torch.Tensor, torch.Tensor],
+    guidance: Guidance,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SAM 2's ``MaskDecoder.predict_masks`` re-run from its submodules with ``guidance``.
 
     Args:
@@ -73,7 +79,9 @@ def guided_predict_masks(decoder: nn.Module, image_embeddings: torch.Tensor, ima
     return masks, iou, obj
 
 
-def _select(decoder: nn.Module, masks: torch.Tensor, iou: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _select(
+    decoder: nn.Module, masks: torch.Tensor, iou: torch.Tensor, multimask: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The official ``MaskDecoder.forward``'s choice of outputs (eval mode)."""
     if multimask:
         return masks[:, 1:], iou[:, 1:]
@@ -82,8 +90,9 @@ def _select(decoder: nn.Module, masks: torch.Tensor, iou: torch.Tensor, multimas
     return masks[:, 0:1], iou[:, 0:1]
 
 
-def _sparse_points(points: tuple[torch.Tensor, torch.Tensor] | None,
-                   boxes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _sparse_points(
+    points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Clicks and box as SAM 2's point prompts: box corners (labels 2, 3) first, then the clicks."""
     if boxes is None:
         return points
@@ -94,9 +103,16 @@ def _sparse_points(points: tuple[torch.Tensor, torch.Tensor] | None,
     return torch.cat([corners, points[0]], dim=1), torch.cat([corner_labels, points[1].to(torch.int)], dim=1)
 
 
-def predict_sam2(backend: Backend, encoded: EncodedImage, points: tuple[torch.Tensor, torch.Tensor] | None,
-                 boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool, guidance: Guidance,
-                 exact: bool) -> DecoderPass:
+def predict_sam2(
+    backend: Backend,
+    encoded: EncodedImage,
+    points: tuple[torch.Tensor, torch.Tensor] | None,
+    boxes: torch.Tensor | None,
+    masks: torch.Tensor | None,
+    multimask: bool,
+    guidance: Guidance,
+    exact: bool,
+) -> DecoderPass:
     """SAM 2's prompt encoder and decoder on a batch of prompts (see ``DecoderRunner.predict``).
 
     ``exact`` changes nothing: this family always runs the official modules.
@@ -106,20 +122,29 @@ def predict_sam2(backend: Backend, encoded: EncodedImage, points: tuple[torch.Te
     """
     del exact
     if encoded.high_res_features is None:
-        raise ValueError("this image was encoded by another model family (no SAM 2 high-resolution features); "
-                         "encode it with the SAM 2 model")
+        raise ValueError(
+            "this image was encoded by another model family (no SAM 2 high-resolution features); "
+            "encode it with the SAM 2 model"
+        )
     decoder = backend.mask_decoder
     sparse, dense = backend.prompt_encoder(points=_sparse_points(points, boxes), boxes=None, masks=masks)
     b = sparse.shape[0]
     high_res = encoded.high_res_features
     if guidance.active:
-        logits, iou, obj = guided_predict_masks(decoder, encoded.embedding, backend.dense_pe(), sparse, dense,
-                                                high_res, guidance)
+        logits, iou, obj = guided_predict_masks(
+            decoder, encoded.embedding, backend.dense_pe(), sparse, dense, high_res, guidance
+        )
         logits, iou = _select(decoder, logits, iou, multimask)
     else:
-        logits, iou, _, obj = decoder(image_embeddings=encoded.embedding, image_pe=backend.dense_pe(),
-                                      sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                      multimask_output=multimask, repeat_image=b > 1, high_res_features=list(high_res))
+        logits, iou, _, obj = decoder(
+            image_embeddings=encoded.embedding,
+            image_pe=backend.dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            repeat_image=b > 1,
+            high_res_features=list(high_res),
+        )
     return DecoderPass(logits.clamp(-LOGIT_CLAMP, LOGIT_CLAMP), iou, obj.reshape(b))
 
 

@@ -99,8 +99,9 @@ def touched_cells(mask: torch.Tensor, geometry: ImageGeometry) -> torch.Tensor:
     return cells
 
 
-def object_cells(mask: torch.Tensor, geometry: ImageGeometry, threshold: float = CELL_THRESHOLD,
-                 allow_touched: bool = False) -> tuple[torch.Tensor, bool]:
+def object_cells(
+    mask: torch.Tensor, geometry: ImageGeometry, threshold: float = CELL_THRESHOLD, allow_touched: bool = False
+) -> tuple[torch.Tensor, bool]:
     """The cells pooled into an object's target: (h, w) bool, and whether the fallback was used.
 
     The reference's cell rule (``target_cells``); a mask too small to cover a

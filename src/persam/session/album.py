@@ -88,7 +88,8 @@ class AlbumIndex:
         if name is None:
             with self.connection:
                 self.connection.executemany(
-                    "INSERT INTO meta VALUES (?, ?)", [("backend", backend.name), ("checkpoint_sha256", backend.checkpoint_sha256)]
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("backend", backend.name), ("checkpoint_sha256", backend.checkpoint_sha256)],
                 )
         elif (name, sha) != (backend.name, backend.checkpoint_sha256):
             raise ValueError(
@@ -131,10 +132,12 @@ class AlbumIndex:
         high_res = None
         if backend.family == "sam2":
             rows = self.connection.execute(
-                "SELECT shape, data FROM features WHERE path = ? ORDER BY level", (str(path),)).fetchall()
+                "SELECT shape, data FROM features WHERE path = ? ORDER BY level", (str(path),)
+            ).fetchall()
             if len(rows) != 2:
-                raise ValueError(f"{self.path}: {path} has no SAM 2 high-resolution features; "
-                                 "build a new index with `persam index`")
+                raise ValueError(
+                    f"{self.path}: {path} has no SAM 2 high-resolution features; build a new index with `persam index`"
+                )
             high_res = tuple(_tensor(data, dtype, fshape, backend.device) for fshape, data in rows)
         return EncodedImage(embedding=emb, geometry=backend.geometry((h, w)), high_res_features=high_res)
 

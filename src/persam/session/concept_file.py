@@ -59,11 +59,18 @@ def save_concept(concept: Concept, path: str | os.PathLike) -> Path:
         "method": concept.method,
         "cell_count": concept.target.count,
         "settings": concept.settings.to_dict(),
-        "presence": None if concept.presence is None else {"fg_mean": concept.presence.fg_mean, "bg_max": concept.presence.bg_max},
+        "presence": None
+        if concept.presence is None
+        else {"fg_mean": concept.presence.fg_mean, "bg_max": concept.presence.bg_max},
         "presence_threshold": concept.presence_threshold,
         "prior": concept.prior,
-        "parts": None if concept.parts is None else {"range": list(concept.parts.parts), "skipped": list(concept.parts.skipped),
-                                                     "counts": sorted(concept.parts.prototypes)},
+        "parts": None
+        if concept.parts is None
+        else {
+            "range": list(concept.parts.parts),
+            "skipped": list(concept.parts.skipped),
+            "counts": sorted(concept.parts.prototypes),
+        },
         "tensors_sha256": _digest(tensors),
     }
     out = Path(path)
@@ -83,18 +90,24 @@ def read_concept_metadata(path: str | os.PathLike) -> tuple[dict, dict[str, torc
 
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"{file}: no such concept file; create one with `persam personalize ... -o {file.name}`")
+        raise FileNotFoundError(
+            f"{file}: no such concept file; create one with `persam personalize ... -o {file.name}`"
+        )
     try:
         with safe_open(str(file), framework="pt") as handle:
             raw = (handle.metadata() or {}).get("persam")
         tensors = load_file(str(file))
         meta = json.loads(raw) if raw else None
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{file}: damaged or not a persam concept file ({exc.__class__.__name__}); save the concept again") from None
+        raise ValueError(
+            f"{file}: damaged or not a persam concept file ({exc.__class__.__name__}); save the concept again"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{file}: not a persam concept file; create one with `persam personalize`")
     if meta.get("version") not in (VERSION, PARTS_VERSION):
-        raise ValueError(f"{file}: concept format version {meta.get('version')} is not supported by this persam; save it again")
+        raise ValueError(
+            f"{file}: concept format version {meta.get('version')} is not supported by this persam; save it again"
+        )
     if meta.get("tensors_sha256") != _digest(tensors):
         raise ValueError(f"{file}: concept file is damaged (checksum mismatch); save the concept again")
     return meta, tensors
@@ -109,24 +122,33 @@ def load_concept(path: str | os.PathLike, model: PersamModel) -> Concept:
     meta, tensors = read_concept_metadata(path)
     backend = model.backend
     if meta["backend"] != backend.name:
-        raise ValueError(f"{path}: concept was made with model {meta['backend']!r}, not {backend.name!r}; pass --model {meta['backend']}")
+        raise ValueError(
+            f"{path}: concept was made with model {meta['backend']!r}, not {backend.name!r}; pass --model {meta['backend']}"
+        )
     if meta["checkpoint_sha256"] != backend.checkpoint_sha256:
         raise ValueError(
             f"{path}: concept was made with another checkpoint (SHA-256 {meta['checkpoint_sha256'][:12]}…, "
             f"loaded {backend.checkpoint_sha256[:12]}…); pass the --checkpoint it was made with"
         )
     dev = backend.device
-    target = TargetFeatures(mean=tensors["target_mean"].to(dev), max=tensors["target_max"].to(dev), count=int(meta["cell_count"]))
+    target = TargetFeatures(
+        mean=tensors["target_mean"].to(dev), max=tensors["target_max"].to(dev), count=int(meta["cell_count"])
+    )
     presence = None if meta["presence"] is None else PresenceStats(**meta["presence"])
     parts = None
     if meta.get("parts") is not None:
         info = meta["parts"]
         try:
-            parts = PartPrior(cells=tensors["part_cells"].to(dev),
-                              prototypes={int(n): tensors[f"part_prototypes_{n}"].to(dev) for n in info["counts"]},
-                              parts=tuple(info["range"]), skipped=tuple(info["skipped"]))
+            parts = PartPrior(
+                cells=tensors["part_cells"].to(dev),
+                prototypes={int(n): tensors[f"part_prototypes_{n}"].to(dev) for n in info["counts"]},
+                parts=tuple(info["range"]),
+                skipped=tuple(info["skipped"]),
+            )
         except (KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: concept file lacks the part-aware prior's {exc}; save the concept again") from None
+            raise ValueError(
+                f"{path}: concept file lacks the part-aware prior's {exc}; save the concept again"
+            ) from None
     return Concept(
         model=model,
         target=target,

@@ -99,9 +99,15 @@ class PersamModel:
         prompts = Prompts.checked(encoded.geometry.original_hw, points_xy, point_labels, box_xyxy)
         out = mask_from_prompts(self.backend, encoded, prompts)
         box = None if prompts.box_xyxy is None else np.rint(prompts.box_xyxy).astype(np.int64)
-        return SegmentationResult(mask=out.mask, score=out.score, points_xy=np.rint(prompts.points_xy).astype(np.int64),
-                                  point_labels=prompts.point_labels, box_xyxy=box, low_res_logits=out.low_res_logits,
-                                  prompts=(PromptRecord.of(prompts.to_decoder()),))
+        return SegmentationResult(
+            mask=out.mask,
+            score=out.score,
+            points_xy=np.rint(prompts.points_xy).astype(np.int64),
+            point_labels=prompts.point_labels,
+            box_xyxy=box,
+            low_res_logits=out.low_res_logits,
+            prompts=(PromptRecord.of(prompts.to_decoder()),),
+        )
 
     def personalize(
         self,
@@ -146,10 +152,14 @@ class PersamModel:
             raise ValueError("pass either a reference mask or prompts (box=..., points=...), exactly one of them")
         if mask is None:
             if len(images) != 1:
-                raise ValueError(f"prompts describe one reference photo, got {len(images)}; pass one mask per photo instead")
+                raise ValueError(
+                    f"prompts describe one reference photo, got {len(images)}; pass one mask per photo instead"
+                )
             masks = [self.mask_from_prompts(images[0], points, point_labels, box).mask]
             if not masks[0].any():
-                raise ValueError("SAM's mask for these prompts is empty; click inside the object or draw a box around it")
+                raise ValueError(
+                    "SAM's mask for these prompts is empty; click inside the object or draw a box around it"
+                )
         if len(images) != len(masks) or not images:
             raise ValueError(f"got {len(images)} reference photos and {len(masks)} masks; pass one mask per photo")
         settings = settings or PersamSettings()
@@ -158,9 +168,13 @@ class PersamModel:
             raise ValueError(f"unknown prior {prior!r}; choose similarity or part-aware")
         part_aware = prior == "part-aware"
         if part_aware and finetune:
-            raise ValueError("the part-aware prior is training-free; drop --finetune (PerSAM-F) or use --prior similarity")
+            raise ValueError(
+                "the part-aware prior is training-free; drop --finetune (PerSAM-F) or use --prior similarity"
+            )
         if part_aware and settings.cell_threshold != PersamSettings().cell_threshold:
-            raise ValueError("the part-aware prior uses its own reference-cell rule; leave the cell threshold at its default")
+            raise ValueError(
+                "the part-aware prior uses its own reference-cell rule; leave the cell threshold at its default"
+            )
         if finetune:
             check_settings(settings)
         features, refs = [], []
@@ -171,7 +185,9 @@ class PersamModel:
                 if part_aware:
                     features.append(cell_features(encoded, part_cells(ref_mask, encoded.geometry)))
                     if not len(features[-1]):
-                        raise ValueError("the reference mask covers no cell centre of the feature grid; draw a larger mask")
+                        raise ValueError(
+                            "the reference mask covers no cell centre of the feature grid; draw a larger mask"
+                        )
                 else:
                     features.append(masked_features(encoded, ref_mask, settings.cell_threshold))
             except ValueError as exc:
@@ -185,7 +201,9 @@ class PersamModel:
         direction = target.direction("maxmean" if finetune else "mean")
         presence = pool_stats([reference_similarities(e, m, direction, settings.cell_threshold) for e, m in refs])
         part_prior = build_part_prior(features, parts) if part_aware else None
-        return Concept(model=self, target=target, weights=weights, settings=settings, presence=presence, parts=part_prior)
+        return Concept(
+            model=self, target=target, weights=weights, settings=settings, presence=presence, parts=part_prior
+        )
 
     @staticmethod
     def _check_mask(mask: np.ndarray, encoded: EncodedImage, name: str) -> torch.Tensor:
@@ -272,7 +290,12 @@ class Concept:
         return method_result(out, encoded, *extra)
 
     def segment_instances(
-        self, image: ImageLike | EncodedImage, *, max_instances: int = 5, overlap: float = 0.5, detect_absent: bool = True
+        self,
+        image: ImageLike | EncodedImage,
+        *,
+        max_instances: int = 5,
+        overlap: float = 0.5,
+        detect_absent: bool = True,
     ) -> InstancesResult:
         """Find every instance of the concept, encoding the photo once.
 
@@ -343,7 +366,12 @@ def load(
             that inference runtime on the CPU (``persam.backends.runtime``).
     """
     backend = create_backend(
-        model, checkpoint, device=device, precision=precision, random_weights=random_weights, progress=progress,
+        model,
+        checkpoint,
+        device=device,
+        precision=precision,
+        random_weights=random_weights,
+        progress=progress,
         runtime=runtime,
     )
     return PersamModel(backend)

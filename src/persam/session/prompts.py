@@ -67,13 +67,19 @@ class Prompts:
         else:
             labels = np.asarray(point_labels).reshape(-1)
             if len(labels) != len(points):
-                raise ValueError(f"got {len(points)} points and {len(labels)} labels; pass one label (1 or 0) per point")
+                raise ValueError(
+                    f"got {len(points)} points and {len(labels)} labels; pass one label (1 or 0) per point"
+                )
             if not np.isin(labels, (0, 1)).all():
-                raise ValueError(f"point labels must be 1 (object) or 0 (background), got {sorted(set(labels.tolist()))}")
+                raise ValueError(
+                    f"point labels must be 1 (object) or 0 (background), got {sorted(set(labels.tolist()))}"
+                )
             labels = labels.astype(np.int64)
         for x, y in points:
             if not (np.isfinite(x) and np.isfinite(y) and 0 <= x < w and 0 <= y < h):
-                raise ValueError(f"point ({x:g}, {y:g}) is outside the {w}x{h} photo; use x in 0..{w - 1}, y in 0..{h - 1}")
+                raise ValueError(
+                    f"point ({x:g}, {y:g}) is outside the {w}x{h} photo; use x in 0..{w - 1}, y in 0..{h - 1}"
+                )
         box = None
         if box_xyxy is not None:
             box = np.asarray(box_xyxy, dtype=np.float64).reshape(-1)
@@ -81,9 +87,13 @@ class Prompts:
                 raise ValueError(f"a box is four numbers X0,Y0,X1,Y1, got {box.size}")
             x0, y0, x1, y1 = box
             if not np.isfinite(box).all() or min(x0, y0) < 0 or x1 > w or y1 > h:
-                raise ValueError(f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {w}x{h} photo; keep 0 <= X <= {w}, 0 <= Y <= {h}")
+                raise ValueError(
+                    f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {w}x{h} photo; keep 0 <= X <= {w}, 0 <= Y <= {h}"
+                )
             if x1 <= x0 or y1 <= y0:
-                raise ValueError(f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is empty; pass the top-left corner, then the bottom-right one")
+                raise ValueError(
+                    f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is empty; pass the top-left corner, then the bottom-right one"
+                )
         if box is None and len(points) == 0:
             raise ValueError("no prompt: pass at least one point or a box")
         if box is None and not (labels == 1).any():

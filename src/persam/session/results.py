@@ -69,21 +69,28 @@ class InstancesResult:
     instances: list[SegmentationResult]
 
 
-def absent_result(encoded: EncodedImage, best: float, threshold: float,
-                  rejected: MethodOutput | None = None) -> SegmentationResult:
+def absent_result(
+    encoded: EncodedImage, best: float, threshold: float, rejected: MethodOutput | None = None
+) -> SegmentationResult:
     """An empty result: the best similarity ``best`` is below ``threshold``, or
     (``rejected``, SAM 2) the method's mask had an object score <= 0."""
     h, w = encoded.geometry.original_hw
     lh, lw = encoded.geometry.low_res_hw
     if rejected is not None:
         return SegmentationResult(
-            mask=np.zeros((h, w), dtype=bool), score=best,
+            mask=np.zeros((h, w), dtype=bool),
+            score=best,
             points_xy=rejected.points_xy.cpu().numpy().astype(np.int64),
             point_labels=rejected.point_labels.cpu().numpy().astype(np.int64),
-            box_xyxy=None, low_res_logits=np.full((lh, lw), -20.0, dtype=np.float32), present=False,
-            notes=(f"absent: object score {rejected.object_score:.4f} <= 0 (best similarity {best:.4f} passed "
-                   f"the presence threshold {threshold:.4f})",),
-            prompts=tuple(rejected.prompts), object_score=rejected.object_score,
+            box_xyxy=None,
+            low_res_logits=np.full((lh, lw), -20.0, dtype=np.float32),
+            present=False,
+            notes=(
+                f"absent: object score {rejected.object_score:.4f} <= 0 (best similarity {best:.4f} passed "
+                f"the presence threshold {threshold:.4f})",
+            ),
+            prompts=tuple(rejected.prompts),
+            object_score=rejected.object_score,
         )
     return SegmentationResult(
         mask=np.zeros((h, w), dtype=bool),
@@ -97,8 +104,9 @@ def absent_result(encoded: EncodedImage, best: float, threshold: float,
     )
 
 
-def method_result(out: MethodOutput, encoded: EncodedImage, part_count: int | None = None,
-            part_scores: tuple[PartScore, ...] = ()) -> SegmentationResult:
+def method_result(
+    out: MethodOutput, encoded: EncodedImage, part_count: int | None = None, part_scores: tuple[PartScore, ...] = ()
+) -> SegmentationResult:
     full = upscale_logits(out.low_res_logits[None], encoded.geometry)[0]
     return SegmentationResult(
         mask=(full > 0).cpu().numpy(),

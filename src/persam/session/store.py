@@ -44,23 +44,56 @@ def row_schema():
     """The pyarrow schema of a store row (see the module docstring)."""
     import pyarrow as pa
 
-    return pa.schema([("path", pa.string()), ("sha256", pa.string()), ("status", pa.string()), ("reason", pa.string()),
-                      ("height", pa.int32()), ("width", pa.int32()), ("dtype", pa.string()), ("shape", pa.string()),
-                      ("embedding", pa.binary()), ("written_ns", pa.int64()), ("run", pa.string())])
+    return pa.schema(
+        [
+            ("path", pa.string()),
+            ("sha256", pa.string()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+            ("height", pa.int32()),
+            ("width", pa.int32()),
+            ("dtype", pa.string()),
+            ("shape", pa.string()),
+            ("embedding", pa.binary()),
+            ("written_ns", pa.int64()),
+            ("run", pa.string()),
+        ]
+    )
 
 
 def encoded_row(path: str, sha: str, embedding: np.ndarray, hw: tuple[int, int], dtype: str, run: str) -> dict:
     """The row of an encoded photo. ``embedding``: (C, h, w) float32; ``hw``: the photo's (H, W)."""
     emb = np.ascontiguousarray(embedding.astype(dtype))
-    return {"path": path, "sha256": sha, "status": "encoded", "reason": None, "height": int(hw[0]), "width": int(hw[1]),
-            "dtype": dtype, "shape": ",".join(map(str, emb.shape)), "embedding": emb.tobytes(),
-            "written_ns": time.time_ns(), "run": run}
+    return {
+        "path": path,
+        "sha256": sha,
+        "status": "encoded",
+        "reason": None,
+        "height": int(hw[0]),
+        "width": int(hw[1]),
+        "dtype": dtype,
+        "shape": ",".join(map(str, emb.shape)),
+        "embedding": emb.tobytes(),
+        "written_ns": time.time_ns(),
+        "run": run,
+    }
 
 
 def skipped_row(path: str, sha: str | None, reason: str, run: str) -> dict:
     """The row of a photo that could not be decoded or encoded, with the reason."""
-    return {"path": path, "sha256": sha, "status": "skipped", "reason": reason, "height": None, "width": None,
-            "dtype": None, "shape": None, "embedding": None, "written_ns": time.time_ns(), "run": run}
+    return {
+        "path": path,
+        "sha256": sha,
+        "status": "skipped",
+        "reason": reason,
+        "height": None,
+        "width": None,
+        "dtype": None,
+        "shape": None,
+        "embedding": None,
+        "written_ns": time.time_ns(),
+        "run": run,
+    }
 
 
 def embedding_array(dtype: str, shape: str, data: bytes) -> np.ndarray:
@@ -138,15 +171,21 @@ class EmbeddingStore:
         filesystem, root = resolve(uri)
         info = filesystem.get_file_info(root)
         if info.type == pafs.FileType.File:
-            raise ValueError(f"{uri}: a file, not an embedding store folder; choose a folder name (or an .idx file for SQLite)")
+            raise ValueError(
+                f"{uri}: a file, not an embedding store folder; choose a folder name (or an .idx file for SQLite)"
+            )
         if not create and filesystem.get_file_info(f"{root}/{META}").type != pafs.FileType.File:
-            raise FileNotFoundError(f"{uri}: no embedding store there (no {META}); build it with `persam index PHOTOS... -o {uri}`")
+            raise FileNotFoundError(
+                f"{uri}: no embedding store there (no {META}); build it with `persam index PHOTOS... -o {uri}`"
+            )
         if create:
             try:
                 filesystem.create_dir(root, recursive=True)
             except OSError as exc:  # pyarrow's message names the cause (a file in the way, no permission)
-                raise ValueError(f"{uri}: cannot create the embedding store folder ({str(exc).splitlines()[0]}); "
-                                 "where a part of the path is a file, or not writable, choose another output path") from None
+                raise ValueError(
+                    f"{uri}: cannot create the embedding store folder ({str(exc).splitlines()[0]}); "
+                    "where a part of the path is a file, or not writable, choose another output path"
+                ) from None
         return cls(str(uri), filesystem, root)
 
     # model binding -------------------------------------------------------------------------------
@@ -167,11 +206,18 @@ class EmbeddingStore:
         """Record the model on first use; refuse another model or checkpoint later."""
         meta = self.meta()
         if meta is None:
-            self._write(META, json.dumps({"format": FORMAT, "version": VERSION, "backend": name,
-                                          "checkpoint_sha256": checkpoint_sha256}, indent=2).encode())
+            self._write(
+                META,
+                json.dumps(
+                    {"format": FORMAT, "version": VERSION, "backend": name, "checkpoint_sha256": checkpoint_sha256},
+                    indent=2,
+                ).encode(),
+            )
         elif (meta["backend"], meta["checkpoint_sha256"]) != (name, checkpoint_sha256):
-            raise ValueError(f"{self.uri}: store was built with model {meta['backend']!r} (checkpoint "
-                             f"{meta['checkpoint_sha256'][:12]}…); pass the same --model/--checkpoint or build a new store")
+            raise ValueError(
+                f"{self.uri}: store was built with model {meta['backend']!r} (checkpoint "
+                f"{meta['checkpoint_sha256'][:12]}…); pass the same --model/--checkpoint or build a new store"
+            )
 
     def bind(self, backend) -> None:
         """``bind_names`` with a backend's name and checkpoint hash."""
@@ -183,8 +229,11 @@ class EmbeddingStore:
         from pyarrow import fs as pafs
 
         infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))
-        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")
-                      and not Path(i.path).name.startswith("."))
+        return sorted(
+            i.path
+            for i in infos
+            if i.type == pafs.FileType.File and i.path.endswith(".parquet") and not Path(i.path).name.startswith(".")
+        )
 
     def latest(self) -> dict[str, Latest]:
         """{path: its latest row}, read from the small columns only (cached until the next write)."""
@@ -196,7 +245,9 @@ class EmbeddingStore:
         self.unreadable = []
         for file in self.part_files():
             try:
-                table = pq.read_table(file, columns=["path", "sha256", "status", "written_ns", "run"], filesystem=self.fs)
+                table = pq.read_table(
+                    file, columns=["path", "sha256", "status", "written_ns", "run"], filesystem=self.fs
+                )
             except (OSError, ValueError) as exc:  # a part file cut short: its photos count as not stored
                 self.unreadable.append(f"{file} ({exc.__class__.__name__})")
                 continue

@@ -71,8 +71,10 @@ class StreamedFrames:
             if self.hw is None:
                 self.hw = hw
             elif hw != self.hw:
-                raise ValueError(f"frame {self.decoded} is {hw[1]}x{hw[0]} but the first frame is "
-                                 f"{self.hw[1]}x{self.hw[0]}; all frames of a video must have one size")
+                raise ValueError(
+                    f"frame {self.decoded} is {hw[1]}x{hw[0]} but the first frame is "
+                    f"{self.hw[1]}x{self.hw[0]}; all frames of a video must have one size"
+                )
             pixels = np.asarray(Image.fromarray(rgb).resize((self.size, self.size))) / 255.0
             image = (torch.from_numpy(pixels).permute(2, 0, 1).float() - self._mean) / self._std
             self._cache[self.decoded] = (rgb, image)
@@ -104,9 +106,22 @@ def new_inference_state(predictor: "nn.Module", images: StreamedFrames) -> dict:
     height, width = images.hw
     device = predictor.device
     return {
-        "images": images, "num_frames": len(images), "offload_video_to_cpu": False, "offload_state_to_cpu": False,
-        "video_height": height, "video_width": width, "device": device, "storage_device": device,
-        "point_inputs_per_obj": {}, "mask_inputs_per_obj": {}, "cached_features": {}, "constants": {},
-        "obj_id_to_idx": Ordered(), "obj_idx_to_id": Ordered(), "obj_ids": [], "output_dict_per_obj": {},
-        "temp_output_dict_per_obj": {}, "frames_tracked_per_obj": {},
+        "images": images,
+        "num_frames": len(images),
+        "offload_video_to_cpu": False,
+        "offload_state_to_cpu": False,
+        "video_height": height,
+        "video_width": width,
+        "device": device,
+        "storage_device": device,
+        "point_inputs_per_obj": {},
+        "mask_inputs_per_obj": {},
+        "cached_features": {},
+        "constants": {},
+        "obj_id_to_idx": Ordered(),
+        "obj_idx_to_id": Ordered(),
+        "obj_ids": [],
+        "output_dict_per_obj": {},
+        "temp_output_dict_per_obj": {},
+        "frames_tracked_per_obj": {},
     }

@@ -81,6 +81,7 @@ def concept_locator(concepts: "dict[int, Concept]", *, detect_absent: bool = Tru
     threshold: override, else calibrated); a frame below it, or an empty
     mask, is "not found".
     """
+
     def locate(oid: int, frame: np.ndarray) -> Located | None:
         concept = concepts.get(oid)
         if concept is None:
@@ -191,8 +192,10 @@ class SamTracker:
         for oid in sorted(self.first_masks):
             mask = np.asarray(self.first_masks[oid], dtype=bool)
             if mask.shape != self.hw:
-                raise ValueError(f"object {oid}'s mask is {mask.shape[1]}x{mask.shape[0]} but the first frame is "
-                                 f"{self.hw[1]}x{self.hw[0]}")
+                raise ValueError(
+                    f"object {oid}'s mask is {mask.shape[1]}x{mask.shape[0]} but the first frame is "
+                    f"{self.hw[1]}x{self.hw[0]}"
+                )
             self.seeds.setdefault(int(oid), [Seed(0, "mask")])
         for oid in self.waiting:
             self.seeds[oid] = []
@@ -220,7 +223,9 @@ class SamTracker:
             frames += 1
             yield frame
         for oid in sorted(self.waiting):
-            self.notes.append(f"object {oid}: not found by its concept on any of the {frames} frames; its masks are empty")
+            self.notes.append(
+                f"object {oid}: not found by its concept on any of the {frames} frames; its masks are empty"
+            )
 
     def _track(self) -> Iterator[TrackedFrame]:
         with torch.inference_mode():
@@ -261,8 +266,12 @@ class SamTracker:
     def _empty(self, index: int) -> TrackedFrame:
         """Frame ``index`` with no object found yet: empty masks, score -inf."""
         empty = np.zeros(self.hw, dtype=bool)
-        return TrackedFrame(index, np.zeros(self.hw, dtype=np.uint8), {oid: float("-inf") for oid in self.object_ids},
-                            {oid: empty for oid in self.object_ids})
+        return TrackedFrame(
+            index,
+            np.zeros(self.hw, dtype=np.uint8),
+            {oid: float("-inf") for oid in self.object_ids},
+            {oid: empty for oid in self.object_ids},
+        )
 
     def _find_waiting(self, index: int) -> set[int]:
         """Search frame ``index`` for each waiting object (once per frame); prompt the ones found; their ids."""
@@ -280,8 +289,10 @@ class SamTracker:
             self.waiting.discard(oid)
             self.seeds[oid].append(Seed(index, "concept", located.prompts))
             if index:
-                self.notes.append(f"frame {index}: object {oid} found by its concept (not in frames 0-{index - 1}); "
-                                  "SAM 2 tracks it from there")
+                self.notes.append(
+                    f"frame {index}: object {oid} found by its concept (not in frames 0-{index - 1}); "
+                    "SAM 2 tracks it from there"
+                )
             found.add(oid)
         return found
 

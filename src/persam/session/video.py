@@ -181,8 +181,15 @@ class VideoSession:
         ValueError: label map size differing from the frame, no object pixel.
     """
 
-    def __init__(self, model: "PersamModel", first_frame: ImageLike, first_labels: np.ndarray, *, finetune: bool = False,
-                 settings: VideoSettings | None = None) -> None:
+    def __init__(
+        self,
+        model: "PersamModel",
+        first_frame: ImageLike,
+        first_labels: np.ndarray,
+        *,
+        finetune: bool = False,
+        settings: VideoSettings | None = None,
+    ) -> None:
         self.model = model
         self.backend = model.backend
         self.finetune = finetune
@@ -195,7 +202,9 @@ class VideoSession:
         self.notes: list[str] = []
         self.index = 0
         encoded = self.backend.encode(frame)
-        self.directions: dict[int, torch.Tensor] = {oid: self._direction(encoded, labels == oid, oid) for oid in self.object_ids}
+        self.directions: dict[int, torch.Tensor] = {
+            oid: self._direction(encoded, labels == oid, oid) for oid in self.object_ids
+        }
         self._boxes: dict[int, Box | None] = label_boxes(labels, self.object_ids)
         self.thresholds: dict[int, float] = {}
         if self.settings.presence_threshold is not None:
@@ -216,24 +225,27 @@ class VideoSession:
         return dict(self._boxes)
 
     def _direction(self, encoded: EncodedImage, mask: np.ndarray, oid: int) -> torch.Tensor:
-        cells, touched = object_cells(torch.from_numpy(mask), encoded.geometry, self.settings.cell_threshold,
-                                      allow_touched=True)
+        cells, touched = object_cells(
+            torch.from_numpy(mask), encoded.geometry, self.settings.cell_threshold, allow_touched=True
+        )
         if touched:
             self.notes.append(f"frame 0: object {oid} covers no whole feature cell; using the cells its pixels touch")
         return TargetFeatures.from_cells([cell_features(encoded, cells)]).direction("maxmean")
 
     def _presence_threshold(self, encoded: EncodedImage, mask: np.ndarray, oid: int) -> float:
         """Object ``oid``'s calibrated presence threshold on frame 0 (see the module docstring)."""
-        stats = reference_similarities(encoded, torch.from_numpy(mask), self.directions[oid],
-                                       self.settings.cell_threshold, allow_touched=True)
+        stats = reference_similarities(
+            encoded, torch.from_numpy(mask), self.directions[oid], self.settings.cell_threshold, allow_touched=True
+        )
         return pool_stats([stats]).threshold
 
     def _fit(self, encoded: EncodedImage, labels: np.ndarray) -> dict[int, torch.Tensor]:
         """PerSAM-F's weights per object, fitted on frame 0 with frame 0's own prompt."""
         prompts = self.prompts(encoded, self._boxes)
         masks = [torch.from_numpy(labels == oid) for oid in prompts]
-        problems = fit_problems(self.backend, encoded, [p.to_prompt(p.box_xyxy) for p in prompts.values()], masks,
-                                self.settings.fit.block)
+        problems = fit_problems(
+            self.backend, encoded, [p.to_prompt(p.box_xyxy) for p in prompts.values()], masks, self.settings.fit.block
+        )
         return {oid: optimise(problem, self.settings.fit) for oid, problem in zip(prompts, problems)}
 
     # ------------------------------------------------------------------ one frame
@@ -258,7 +270,9 @@ class VideoSession:
             big = None if box is None else enlarge_box(box, self.settings.box_margin, self.hw)
             if big is not None:
                 points.append(box_centre(big))
-            out[oid] = ObjectPrompt(torch.tensor(points, dtype=torch.int64), torch.ones(len(points), dtype=torch.int64), big)
+            out[oid] = ObjectPrompt(
+                torch.tensor(points, dtype=torch.int64), torch.ones(len(points), dtype=torch.int64), big
+            )
         return out
 
     def predict(self, encoded: EncodedImage, boxes: dict[int, Box | None] | None = None) -> FramePrediction:
@@ -273,7 +287,9 @@ class VideoSession:
         ids = list(final)
         labels = self._merge(encoded.geometry, ids, [final[oid].low_res_logits for oid in ids])
         boxes_now = label_boxes(labels, self.object_ids)
-        scores = {oid: (final[oid].score if oid in final and boxes_now[oid] is not None else 0.0) for oid in self.object_ids}
+        scores = {
+            oid: (final[oid].score if oid in final and boxes_now[oid] is not None else 0.0) for oid in self.object_ids
+        }
         return FramePrediction(labels=labels, scores=scores, boxes=boxes_now, prompts=prompts)
 
     def segment_objects(self, encoded: EncodedImage, prompts: dict[int, ObjectPrompt]) -> dict[int, MethodOutput]:
@@ -294,9 +310,17 @@ class VideoSession:
             else:  # the truly largest of the three masks, counted at full resolution
                 counts = (upscale_logits(out.low_res_logits, encoded.geometry) > 0).flatten(1).sum(1)
                 k = int(torch.argmax(counts))
-                start, box = MethodOutput(out.low_res_logits[k], float(out.iou[k]), prompts[oid].points_xy,
-                                          prompts[oid].labels, prompts[oid].box_xyxy,
-                                          prompts=[PromptRecord.of(prompt)]), None
+                start, box = (
+                    MethodOutput(
+                        out.low_res_logits[k],
+                        float(out.iou[k]),
+                        prompts[oid].points_xy,
+                        prompts[oid].labels,
+                        prompts[oid].box_xyxy,
+                        prompts=[PromptRecord.of(prompt)],
+                    ),
+                    None,
+                )
             starts.append(start)
             boxes.append(box)
         return dict(zip(ids, refine(self.backend, encoded, starts, boxes, box_first=self.finetune)))
@@ -324,8 +348,10 @@ class VideoSession:
             pixels = load_image(frame)
             hw = pixels.shape[:2]
         if tuple(hw) != self.hw:
-            raise ValueError(f"frame {index} is {hw[1]}x{hw[0]} but the first frame is {self.hw[1]}x{self.hw[0]}; "
-                             "all frames of a video must have one size")
+            raise ValueError(
+                f"frame {index} is {hw[1]}x{hw[0]} but the first frame is {self.hw[1]}x{self.hw[0]}; "
+                "all frames of a video must have one size"
+            )
         if not isinstance(frame, EncodedImage):
             encoded = self.backend.encode(pixels)
         pred = self.predict(encoded)
@@ -333,9 +359,13 @@ class VideoSession:
             was, now = self._boxes[oid], pred.boxes[oid]
             if was is not None and now is None:
                 if oid not in pred.prompts:
-                    self.notes.append(f"frame {index}: object {oid} absent (best similarity below its presence threshold)")
+                    self.notes.append(
+                        f"frame {index}: object {oid} absent (best similarity below its presence threshold)"
+                    )
                 else:
-                    self.notes.append(f"frame {index}: object {oid} vanished; searching it by its similarity points alone")
+                    self.notes.append(
+                        f"frame {index}: object {oid} vanished; searching it by its similarity points alone"
+                    )
             elif was is None and now is not None:
                 self.notes.append(f"frame {index}: object {oid} is back")
         self._boxes = pred.boxes
@@ -358,8 +388,15 @@ class VideoSession:
             yield self.step(frame)
 
 
-def segment_video(model: "PersamModel", first_frame: ImageLike, first_labels: np.ndarray, frames: Iterable[ImageLike], *,
-                  finetune: bool = False, settings: VideoSettings | None = None) -> Iterator[VideoFrame]:
+def segment_video(
+    model: "PersamModel",
+    first_frame: ImageLike,
+    first_labels: np.ndarray,
+    frames: Iterable[ImageLike],
+    *,
+    finetune: bool = False,
+    settings: VideoSettings | None = None,
+) -> Iterator[VideoFrame]:
     """Segment a video frame by frame (see ``VideoSession``).
 
     The session is set up at once (frame 0 encoded, PerSAM-F fitted, input

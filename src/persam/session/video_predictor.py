@@ -73,8 +73,13 @@ def propagate(predictor: "nn.Module", state: dict, start: int) -> Iterator[tuple
         stream.close()
 
 
-def load_video_predictor(name: str, checkpoint: "str | None" = None, *, random_weights: bool = False,
-                         device: "str | torch.device | None" = None) -> "tuple[nn.Module, str]":
+def load_video_predictor(
+    name: str,
+    checkpoint: "str | None" = None,
+    *,
+    random_weights: bool = False,
+    device: "str | torch.device | None" = None,
+) -> "tuple[nn.Module, str]":
     """SAM 2's video predictor ``name`` with its weights, and the weights' SHA-256 ("random" for random weights).
 
     Args:
@@ -90,8 +95,10 @@ def load_video_predictor(name: str, checkpoint: "str | None" = None, *, random_w
     from persam.backends.registry import resolve_device
 
     if not sam2_models.is_sam2(name):
-        raise ValueError(f"--tracker sam2 runs a SAM 2 model, not {name!r}; pass --model "
-                         f"{' / '.join(n for n in sam2_models.CONFIGS if n != 'sam2_tiny')}")
+        raise ValueError(
+            f"--tracker sam2 runs a SAM 2 model, not {name!r}; pass --model "
+            f"{' / '.join(n for n in sam2_models.CONFIGS if n != 'sam2_tiny')}"
+        )
     dev = resolve_device(device)
     predictor = sam2_models.build_model(name, video=True, device="cpu")
     sha = "random"

@@ -47,7 +47,9 @@ def latent_mask(mask: torch.Tensor, latent_hw: tuple[int, int], *, dilate: int =
     return m
 
 
-def masked_diffusion_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *, dilate: int = 0) -> torch.Tensor:
+def masked_diffusion_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *, dilate: int = 0
+) -> torch.Tensor:
     """MSE of ``pred`` and ``target`` over the foreground latent pixels only.
 
     Args:
@@ -70,7 +72,9 @@ def masked_diffusion_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.
     contributes nothing.
     """
     if pred.shape != target.shape or pred.ndim != 4:
-        raise ValueError(f"pred and target must be the same (B, C, h, w) shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"pred and target must be the same (B, C, h, w) shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     if mask.shape[0] != pred.shape[0]:
         raise ValueError(f"mask batch {mask.shape[0]} differs from prediction batch {pred.shape[0]}")
     m = latent_mask(mask.to(pred.device), tuple(pred.shape[-2:]), dilate=dilate)

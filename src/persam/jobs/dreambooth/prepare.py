@@ -21,7 +21,15 @@ from typing import Sequence
 
 import numpy as np
 
-from persam.io import atomic_save, atomic_write_json, atomic_write_text, find_images, load_image, save_mask, save_overlay
+from persam.io import (
+    atomic_save,
+    atomic_write_json,
+    atomic_write_text,
+    find_images,
+    load_image,
+    save_mask,
+    save_overlay,
+)
 
 #: A plausible subject covers at least this fraction of the photo ...
 MIN_AREA = 0.01
@@ -116,12 +124,22 @@ def prepare_dataset(
             if on_error is None:
                 raise
             on_error(path, exc)
-            report.rejected.append({"photo": str(path), "name": name, "reason": f"unreadable: {exc}", "included": False})
+            report.rejected.append(
+                {"photo": str(path), "name": name, "reason": f"unreadable: {exc}", "included": False}
+            )
             continue
         reason = check_mask(result.present, result.mask, min_area, max_area)
         if reason is not None:
-            report.rejected.append({"photo": str(path), "name": name, "reason": reason, "area": round(float(result.mask.mean()), 6),
-                                    "score": round(float(result.score), 6), "included": force})
+            report.rejected.append(
+                {
+                    "photo": str(path),
+                    "name": name,
+                    "reason": reason,
+                    "area": round(float(result.mask.mean()), 6),
+                    "score": round(float(result.score), 6),
+                    "included": force,
+                }
+            )
             if not force:
                 continue
         image_rel, mask_rel = f"images/{name}.png", f"masks/{name}.png"
@@ -134,7 +152,9 @@ def prepare_dataset(
     atomic_write_json(root / "rejected.json", report.rejected)
     atomic_write_text(root / "metadata.jsonl", "".join(json.dumps(row) + "\n" for row in report.kept))
     if not report.kept:
-        raise ValueError(f"no photo kept ({len(report.rejected)} rejected, see {root / 'rejected.json'}); check the reference mask or pass --force")
+        raise ValueError(
+            f"no photo kept ({len(report.rejected)} rejected, see {root / 'rejected.json'}); check the reference mask or pass --force"
+        )
     return report
 
 

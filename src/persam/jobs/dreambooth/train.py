@@ -183,10 +183,14 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
         unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
         noise_scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
     except OSError as exc:
-        raise FileNotFoundError(f"{source}: not a diffusers Stable Diffusion folder ({str(exc).splitlines()[0]})") from None
+        raise FileNotFoundError(
+            f"{source}: not a diffusers Stable Diffusion folder ({str(exc).splitlines()[0]})"
+        ) from None
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if config.resolution % (factor * 2 ** (len(unet.config.block_out_channels) - 1)):
-        raise ValueError(f"--resolution {config.resolution} must be a multiple of {factor * 2 ** (len(unet.config.block_out_channels) - 1)} for this model")
+        raise ValueError(
+            f"--resolution {config.resolution} must be a multiple of {factor * 2 ** (len(unet.config.block_out_channels) - 1)} for this model"
+        )
     prediction_type = noise_scheduler.config.prediction_type
 
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
@@ -201,7 +205,9 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
 
     @torch.no_grad()
     def embed(prompt: str) -> torch.Tensor:
-        ids = tokenizer(prompt, padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+        ids = tokenizer(
+            prompt, padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt"
+        ).input_ids
         return text_encoder(ids.to(device))[0]
 
     instance_emb = embed(config.instance_prompt)
@@ -230,7 +236,12 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     try:
         steps = range(start_step, config.steps)
         if progress is not None:
-            steps = progress(steps, len(steps), f"dreambooth train (from step {start_step})" if start_step else "dreambooth train", unit="step")
+            steps = progress(
+                steps,
+                len(steps),
+                f"dreambooth train (from step {start_step})" if start_step else "dreambooth train",
+                unit="step",
+            )
         for step in steps:
             g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
             picks = torch.randint(len(instances), (config.batch_size,), generator=g).tolist()
@@ -239,14 +250,18 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
             emb = instance_emb.expand(config.batch_size, -1, -1)
             if class_images:
                 cpicks = torch.randint(len(class_images), (config.batch_size,), generator=g).tolist()
-                pixels = torch.cat([pixels, torch.stack([load_pixels(class_images[i], config.resolution) for i in cpicks])])
+                pixels = torch.cat(
+                    [pixels, torch.stack([load_pixels(class_images[i], config.resolution) for i in cpicks])]
+                )
                 emb = torch.cat([emb, class_emb.expand(config.batch_size, -1, -1)])
             with torch.no_grad():
                 dist = vae.encode(pixels.to(device, dtype=weight_dtype)).latent_dist
                 eps = torch.randn(dist.mean.shape, generator=g).to(device, dtype=dist.mean.dtype)
                 latents = (dist.mean + dist.std * eps).float() * scaling
             noise = torch.randn(latents.shape, generator=g).to(device)
-            timesteps = torch.randint(noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g).to(device)
+            timesteps = torch.randint(noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g).to(
+                device
+            )
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             if prediction_type == "epsilon":
                 target = noise
@@ -260,7 +275,15 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
                 pred = unet(noisy, timesteps, emb.to(device)).sample
             b = config.batch_size
             if class_images:
-                loss = dreambooth_loss(pred[:b], target[:b], masks.to(device), pred[b:], target[b:], config.prior_weight, dilate=config.dilate)
+                loss = dreambooth_loss(
+                    pred[:b],
+                    target[:b],
+                    masks.to(device),
+                    pred[b:],
+                    target[b:],
+                    config.prior_weight,
+                    dilate=config.dilate,
+                )
             else:
                 loss = dreambooth_loss(pred, target, masks.to(device), dilate=config.dilate)
             accelerator.backward(loss)
@@ -291,8 +314,14 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
         if pipeline_dir.exists():
             shutil.rmtree(pipeline_dir)
         os.replace(tmp, pipeline_dir)
-        state = {"start_step": start_step, "step": final, "steps": config.steps, "prediction_type": prediction_type,
-                 "last_loss": loss_value, "config": asdict(config)}
+        state = {
+            "start_step": start_step,
+            "step": final,
+            "steps": config.steps,
+            "prediction_type": prediction_type,
+            "last_loss": loss_value,
+            "config": asdict(config),
+        }
         atomic_write_text(output / "train_state.json", json.dumps(state, indent=2) + "\n")
         _log(f"trained steps {start_step}..{final}; pipeline written to {pipeline_dir}")
     return TrainResult(start_step=start_step, step=final, pipeline=pipeline_dir, last_loss=loss_value)

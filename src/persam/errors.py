@@ -1,0 +1,90 @@
+"""What a user can fix, as exception types: the library raises them, every front end renders them.
+
+``PersamError`` and its subclasses mean "the input, the options or the environment the user gave cannot be
+used, and here is how to fix it". Their message is one line, neutral (no command-line flags: the command
+line adds those when it prints, from ``field``), and names the file concerned. Any other exception raised
+inside persam is a bug: front ends show it as an internal error (a traceback, exit status 70; a batch lists
+the photo as ``"failed"``), never as a one-line "fix your input".
+
+Each class also derives from the built-in type that Python code would expect (``ValueError`` for a bad
+value, ``FileNotFoundError`` for a missing file, ``OSError`` for an output that cannot be written), so
+``except ValueError`` in a caller's code keeps working.
+
+No imports beyond the standard library: every layer may raise these.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "BusyError",
+    "CheckpointError",
+    "IncompatibleError",
+    "InputError",
+    "MissingInputError",
+    "OptionsError",
+    "OutputError",
+    "PersamError",
+    "StoreError",
+]
+
+
+class PersamError(Exception):
+    """Something the user can fix.
+
+    Attributes:
+        message: the one-line message (whitespace, newlines included, collapsed).
+        path: the file or folder concerned, or None.
+        field: the option concerned, as the job spec / keyword argument names it (``"finetune"``,
+            ``"parts"``, ``"checkpoint"``), or None; the command line turns it into its flag.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, field: str | None = None) -> None:
+        text = " ".join(str(message).split())
+        super().__init__(text)
+        self.message = text
+        self.path = None if path is None else os.fspath(path)
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):  # picklable across processes (Ray) with its fields
+        return (_rebuild, (type(self), self.message, self.path, self.field))
+
+
+def _rebuild(cls: type[PersamError], message: str, path: str | None, field: str | None) -> PersamError:
+    return cls(message, path=path, field=field)
+
+
+class InputError(PersamError, ValueError):
+    """A file the user gave cannot be used: an unreadable or damaged photo, mask, video, zip or concept."""
+
+
+class MissingInputError(PersamError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
+
+
+class OptionsError(PersamError, ValueError):
+    """Options that are invalid or contradict each other (``field`` names the first one concerned)."""
+
+
+class IncompatibleError(PersamError, ValueError):
+    """Things that do not fit together: a concept, index or checkpoint made with another model."""
+
+
+class CheckpointError(PersamError, ValueError):
+    """A checkpoint could not be found, downloaded, verified or read."""
+
+
+class StoreError(InputError):
+    """An album store (index file or folder) is damaged or not a persam store."""
+
+
+class OutputError(PersamError, OSError):
+    """An output cannot be written: a file in the way, no permission, a full disk."""
+
+
+class BusyError(PersamError):
+    """The output folder is being written by another persam run."""
