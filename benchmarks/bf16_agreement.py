@@ -12,7 +12,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-
 import persam
 from persam.backends.builders import write_random_checkpoint
 from persam.eval.perseg import PerSegDataset

@@ -42,9 +42,9 @@ Where the reference would crash (a box of an empty mask), the oracle raises
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -6,8 +6,8 @@ import torch
 
 from conftest import synthetic_photo
 from fakes import color_backend
-from persam.session.photo import PersamModel
 from persam.method.settings import PersamSettings
+from persam.session.photo import PersamModel
 
 PLAIN = PersamSettings(guided_attention=False, semantic_prompt=False)  # the fake decoder has nothing to guide
 

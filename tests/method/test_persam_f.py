@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from persam.method import fit as pf
 from persam.method import persam_f
-from persam.method.decoder import Prompt, decode
+from persam.method.decoder import decode
 from persam.method.resample import upscale_logits
 from persam.method.settings import FitSettings
 from persam.method.target import TargetFeatures, masked_features

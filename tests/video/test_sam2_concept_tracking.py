@@ -108,12 +108,12 @@ def test_video_from_a_concept_with_no_first_frame_mask(tmp_path, concept_file, c
     assert seed["prompts"] and seed["prompts"][0]["points_xy"] and "box_xyxy" in seed["prompts"][0]
     # frame 0 is SAM 2's output for the mask PerSAM finds from the concept on the decoded first frame,
     # checked with the session API and the package's own predictor (its output passes SAM 2's low-res masks)
-    import persam
     import torch
 
+    import persam
+    from persam.backends.sam2_models import build_model
     from persam.io.frames import open_frames
     from persam.session.concept_file import load_concept
-    from persam.backends.sam2_models import build_model
 
     torch.manual_seed(0)
     concept = load_concept(concept_file, persam.load("sam_tiny", random_weights=True, device="cpu"))
@@ -157,9 +157,9 @@ def test_lost_object_is_found_again_by_its_concept(concept_file, tmp_path):
     ``lost_after``-th lost frame, and the mask it finds is added to the
     predictor as a conditioning mask from which tracking resumes.
     """
-    import persam
     import torch
 
+    import persam
     from persam.session.concept_file import load_concept
     from persam.session.tracker import SamTracker, TrackerSettings, concept_locator
     from persam.session.video_predictor import load_video_predictor
@@ -293,9 +293,9 @@ def test_object_that_enters_later_is_tracked_from_the_frame_it_is_found(concept_
     """No first-frame mask: PerSAM (the concept's calibrated presence check) searches every frame until the object
     is there; the frames before get empty masks, the first frame it is found on is SAM 2's conditioning frame, and
     from there the masks are the package's predictor's for that mask (run on the clip from that frame)."""
-    import persam
     import torch
 
+    import persam
     from persam.session.concept_file import load_concept
     from persam.session.tracker import SamTracker, concept_locator
     from persam.session.video_predictor import load_video_predictor

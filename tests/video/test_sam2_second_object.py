@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import test_sam2_concept_tracking as concept_tracking
 from test_sam2_concept_tracking import ENTERS, H, W, iou, jpeg_frames, leaving_clip
 
@@ -45,9 +44,9 @@ def two_object_clip() -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarr
 
 
 def test_second_object_found_later_is_added_to_the_tracked_one(concept_file, tmp_path):
-    import persam
     import torch
 
+    import persam
     from persam.session.concept_file import load_concept
     from persam.session.tracker import SamTracker, concept_locator
     from persam.session.video_predictor import load_video_predictor

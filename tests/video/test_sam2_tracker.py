@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from persam.cli.main import main
-from persam.io import load_image, save_label_map as save_palette
+from persam.io import load_image
+from persam.io import save_label_map as save_palette
 
 pytest.importorskip("sam2")
 

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from persam.eval.davis import evaluate_davis
+from persam.io import save_label_map as save_palette  # DAVIS palette: colours differ from indices
+from persam.jobs.davis import run_davis
 from persam.jobs.synthetic import synthetic_clip_frame
 from persam.jobs.video_bench import video_frame_extra_s
-from persam.jobs.davis import run_davis
-from persam.io import save_label_map as save_palette  # DAVIS palette: colours differ from indices
 
 
 @pytest.fixture(scope="module")

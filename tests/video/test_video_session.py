@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from persam.method.decoder import DecoderOutput, Prompt, decode
+from persam.method import refine as refine_module
+from persam.method.decoder import DecoderOutput, Prompt, decode, decode_many
+from persam.method.prior import box_centre, enlarge_box, label_boxes, mask_box, topk_points
 from persam.method.resample import similarity_operator
 from persam.method.settings import FitSettings
-from persam.session.video import VideoSession, VideoSettings, segment_video
 from persam.session import video as session_module
-from persam.method import refine as refine_module
-from persam.method.decoder import decode_many
-from persam.method.prior import box_centre, enlarge_box, label_boxes, mask_box, topk_points
-
+from persam.session.video import VideoSession, VideoSettings, segment_video
 
 # ------------------------------------------------------------------ prompts
 
@@ -294,7 +292,6 @@ def _square_frame(x0: int | None, seed: int = 0) -> np.ndarray:
 def test_an_object_that_leaves_is_absent_with_presence_detection(detect):
     """Colour features: "is the red square here?" has a true answer on every frame."""
     from fakes import color_backend
-
     from persam.session.photo import PersamModel
 
     model = PersamModel(color_backend())

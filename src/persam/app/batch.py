@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from persam.app.files import expand_uploads, read_photo
 from persam.session.photo import Concept

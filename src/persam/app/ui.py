@@ -137,7 +137,7 @@ def build(model: PersamModel, workdir: Path | None = None):
 
     # ------------------------------------------------------------------ segment
     @guarded
-    def on_segment(files, ws, detect_absent, max_instances, progress=gr.Progress()):
+    def on_segment(files, ws, detect_absent, max_instances, progress=gr.Progress()):  # noqa: B008 (Gradio injects the bar through this default)
         if ws is None or ws.concept is None:
             raise ValueError("no concept yet; learn one on the Personalize tab (or load a .persam file)")
         paths = [f if isinstance(f, str) else f.name for f in (files or [])]
@@ -178,7 +178,7 @@ def build(model: PersamModel, workdir: Path | None = None):
         return vw, vw.view(int(oid)), message
 
     @guarded
-    def on_run_video(vw, method, detect_absent, progress=gr.Progress()):
+    def on_run_video(vw, method, detect_absent, progress=gr.Progress()):  # noqa: B008 (Gradio injects the bar through this default)
         if vw is None or vw.first is None:
             raise ValueError("no video yet; upload a clip first")
         mp4, zip_path, summary = video.run(

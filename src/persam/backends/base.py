@@ -11,8 +11,9 @@ Coordinate conventions: images are (H, W) = (rows, columns); points are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ class ImageGeometry:
         input_size: int,
         grid_hw: tuple[int, int],
         resize: ResizeMode = "longest_side",
-    ) -> "ImageGeometry":
+    ) -> ImageGeometry:
         h, w = original_hw
         if resize == "square":
             resized = (int(input_size), int(input_size))

@@ -11,8 +11,9 @@ which ``--model`` to pass, in one line. No torch import: only ``.shape`` is read
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 #: (depth, width) of the official SAM ViT image encoders.
 _SAM_VITS = {

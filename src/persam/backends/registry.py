@@ -45,7 +45,7 @@ class BackendSpec:
     family: Literal["sam", "sam2"] = "sam"
 
     @property
-    def preprocessing(self) -> "Preprocessing":
+    def preprocessing(self) -> Preprocessing:
         """Input size and normalisation as the backends apply them (imports torch)."""
         from persam.backends.base import Preprocessing
 
@@ -116,7 +116,7 @@ def check_device_name(device: str) -> str:
     return device
 
 
-def default_device() -> "torch.device":
+def default_device() -> torch.device:
     """CUDA if available, then Apple MPS, else CPU."""
     import torch
 
@@ -127,7 +127,7 @@ def default_device() -> "torch.device":
     return torch.device("cpu")
 
 
-def resolve_device(device: "str | torch.device | None") -> "torch.device":
+def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` picks the best available; a malformed name or a named but absent device is a ValueError."""
     import torch
 
@@ -147,7 +147,7 @@ def resolve_device(device: "str | torch.device | None") -> "torch.device":
     return dev
 
 
-def bf16_supported(device: "torch.device") -> bool:
+def bf16_supported(device: torch.device) -> bool:
     """Whether a bf16 image encoder is expected to be fast on ``device``."""
     import torch
 
@@ -178,12 +178,12 @@ def create_backend(
     name: str,
     checkpoint: str | os.PathLike | None = None,
     *,
-    device: "str | torch.device | None" = None,
+    device: str | torch.device | None = None,
     precision: Literal["fp32", "bf16"] = "fp32",
     random_weights: bool = False,
     progress: bool | None = None,
     runtime: str = "torch",
-) -> "Backend":
+) -> Backend:
     """Build a backend and load its weights.
 
     Args:

@@ -12,8 +12,9 @@ as float32 row-major arrays. Caching, keys and verification live in
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch

@@ -58,7 +58,7 @@ def is_sam2(name: str) -> bool:
     return name in CONFIGS
 
 
-def input_size(model: "nn.Module") -> int:
+def input_size(model: nn.Module) -> int:
     """Side S of the square input of a built SAM 2 model (``SAM2Base.image_size``)."""
     return int(model.image_size)
 
@@ -68,7 +68,7 @@ def feature_sizes(size: int) -> list[tuple[int, int]]:
     return [(size // 4, size // 4), (size // 8, size // 8), (size // 16, size // 16)]
 
 
-def build_model(name: str, *, video: bool = False, device: "str | torch.device" = "cpu") -> "nn.Module":
+def build_model(name: str, *, video: bool = False, device: str | torch.device = "cpu") -> nn.Module:
     """A random-weight SAM 2 model ``name`` in eval mode, as the package's builders make it.
 
     ``video`` builds ``SAM2VideoPredictor`` (the tracker), else ``SAM2Base``
@@ -96,7 +96,7 @@ def build_model(name: str, *, video: bool = False, device: "str | torch.device" 
     return model.eval()
 
 
-def load_weights(model: "nn.Module", path: str | os.PathLike) -> None:
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load an official-layout checkpoint (state dict under ``"model"``) strictly, with ``weights_only=True``.
 
     Raises:

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from persam import __version__
-from persam.cli import app, bench, dreambooth, eval as evaluate, index, mask, models, personalize, segment, video
+from persam.cli import app, bench, dreambooth, index, mask, models, personalize, segment, video
+from persam.cli import eval as evaluate
 
 
 def build_parser() -> argparse.ArgumentParser:

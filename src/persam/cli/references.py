@@ -138,7 +138,7 @@ def object_prompts_from_args(points: list[str], negatives: list[str], boxes: lis
         if entry(oid)["box_xyxy"] is not None:
             raise ValueError(f"object {oid} has two --box; pass one box per object")
         entry(oid)["box_xyxy"] = parse_box(rest, "--box")
-    for oid, kwargs in objects.items():
+    for kwargs in objects.values():
         if not kwargs["points_xy"]:
             kwargs["points_xy"] = kwargs["point_labels"] = None
     return objects

@@ -22,9 +22,10 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from persam.cli.common import (
     add_model_options,
@@ -99,7 +100,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def segment_one(concept, image, args: argparse.Namespace) -> "tuple[np.ndarray, list]":
+def segment_one(concept, image, args: argparse.Namespace) -> tuple[np.ndarray, list]:
     """(mask or label map, results) of one photo, as the options ask."""
     from persam.jobs.ray_segment import segment_photo
 

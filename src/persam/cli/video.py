@@ -130,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
         "with --tracker persam (--tracker sam2 options)",
     )
     from persam.io.frames import OverlayWriter, open_frames
-    from persam.jobs.video import run_settings, write_video
     from persam.io.masks import first_frame_labels, read_label_map
+    from persam.jobs.video import run_settings, write_video
     from persam.session.video import VideoSession, VideoSettings
 
     objects = object_prompts_from_args(args.point, args.negative_point, args.box)

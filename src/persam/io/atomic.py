@@ -27,10 +27,10 @@ import re
 import secrets
 import stat
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator
-
+from typing import IO, Any
 
 #: The temp files :class:`PendingFile` makes: ``.<target name>.<8 lowercase hex digits>.tmp``.
 TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")

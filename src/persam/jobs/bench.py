@@ -43,8 +43,9 @@ from __future__ import annotations
 import resource
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -215,8 +216,8 @@ def run_benchmark(
     ref_image, ref_mask = synthetic_photo(image_size, seed=0, center=(0.42, 0.52), axes=(0.2, 0.26))
     tgt_image, _ = synthetic_photo(image_size, seed=1, center=(0.6, 0.45), axes=(0.18, 0.24))
 
-    from persam.session.photo import load
     from persam.method.decoder import Prompt, decode, runner_for
+    from persam.session.photo import load
 
     stage = on_stage or (lambda name: None)
     stage("loading the model")

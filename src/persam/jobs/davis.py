@@ -8,9 +8,10 @@ frame, named like the frames; ready for ``persam.eval.davis.evaluate_davis``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def read_frames(paths: Iterable[Path]) -> Iterator[np.ndarray]:
 
 
 def run_davis(
-    model: "PersamModel",
+    model: PersamModel,
     root: str | Path,
     out_dir: str | Path,
     *,
@@ -108,7 +109,7 @@ def run_davis(
 
 
 def _start_session(
-    model: "PersamModel", seq: DavisSequence, finetune: bool, settings: VideoSettings | None
+    model: PersamModel, seq: DavisSequence, finetune: bool, settings: VideoSettings | None
 ) -> VideoSession:
     """A video session on the sequence's first frame and annotation (void pixels = background)."""
     first_path = seq.annotations[0]

@@ -27,9 +27,9 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class Done:
     coco: tuple[dict, list[dict]] | None = None
 
     @classmethod
-    def skipped(cls, path: Path, exc: BaseException) -> "Done":
+    def skipped(cls, path: Path, exc: BaseException) -> Done:
         """The entry of a photo that could not be read or segmented."""
         return cls({"input": str(path), "status": "skipped", "reason": str(exc)})
 

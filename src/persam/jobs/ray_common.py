@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 #: Test hook: "K:FILE" makes an actor kill its own process (SIGKILL) before its K-th photo, once (FILE marks it done).
 KILL_ENV = "PERSAM_TEST_KILL_WORKER_AT"

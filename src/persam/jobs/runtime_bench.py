@@ -26,9 +26,9 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -107,7 +107,7 @@ class RuntimeBenchResult:
         return out
 
 
-def _maps(encoded: "EncodedImage") -> list[torch.Tensor]:
+def _maps(encoded: EncodedImage) -> list[torch.Tensor]:
     """The encoder's outputs: the embedding, then SAM 2's high-resolution maps."""
     return [encoded.embedding, *(encoded.high_res_features or ())]
 

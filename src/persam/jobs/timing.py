@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
 
-def synchronize(device: "torch.device | str | None" = None) -> None:
+def synchronize(device: torch.device | str | None = None) -> None:
     """Wait until the queued work of ``device`` is done ("cuda[:i]", "mps"; "cpu" and None return at once)."""
     if device is None:
         return
@@ -40,7 +41,7 @@ class Lap:
 
 
 @contextmanager
-def stopwatch(device: "torch.device | str | None" = None) -> Iterator[Lap]:
+def stopwatch(device: torch.device | str | None = None) -> Iterator[Lap]:
     """Time a ``with`` block (``time.perf_counter``), the device synchronised at both ends.
 
     Example: ``with stopwatch(backend.device) as lap: backend.encode(x)``, then ``lap.seconds``.
@@ -53,7 +54,7 @@ def stopwatch(device: "torch.device | str | None" = None) -> Iterator[Lap]:
     lap.seconds = time.perf_counter() - start
 
 
-def seconds(fn: Callable[[], object], device: "torch.device | str | None" = None) -> float:
+def seconds(fn: Callable[[], object], device: torch.device | str | None = None) -> float:
     """Wall time of one call of ``fn``, the device synchronised around it."""
     with stopwatch(device) as lap:
         fn()
@@ -61,7 +62,7 @@ def seconds(fn: Callable[[], object], device: "torch.device | str | None" = None
 
 
 def median_seconds(
-    fn: Callable[[], object], device: "torch.device | str | None" = None, *, runs: int = 5, warmup: int = 1
+    fn: Callable[[], object], device: torch.device | str | None = None, *, runs: int = 5, warmup: int = 1
 ) -> float:
     """Median of ``runs`` timed calls of ``fn`` after ``warmup`` untimed ones.
 

@@ -62,7 +62,7 @@ class TrackerBench:
 
 
 def bench_tracker(
-    predictor: "nn.Module", model: str, *, random_weights: bool, n_objects: int = 3, size: int = 1024, frames: int = 6
+    predictor: nn.Module, model: str, *, random_weights: bool, n_objects: int = 3, size: int = 1024, frames: int = 6
 ) -> TrackerBench:
     """Track a synthetic clip and time each frame (see the module docstring).
 

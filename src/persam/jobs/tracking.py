@@ -25,8 +25,9 @@ Files under the output folder:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -108,7 +109,7 @@ def write_manifest(masks_dir: Path, tracker: SamTracker, written: int, lost: dic
 
 
 def run_davis_tracker(
-    predictor: "nn.Module",
+    predictor: nn.Module,
     root: str | Path,
     out_dir: str | Path,
     *,
@@ -154,12 +155,12 @@ def run_davis_tracker(
                 predictor, read_frames(seq.frames), masks, count=len(seq.frames), settings=settings or TrackerSettings()
             )
             wrap = (
-                (lambda items: progress(items, len(seq.frames), seq.name, unit="frame"))
+                (lambda items, seq=seq: progress(items, len(seq.frames), seq.name, unit="frame"))
                 if progress is not None
                 else (lambda items: items)
             )
             written, _ = write_tracked(
-                tracker, out_root / seq.name, wrap=wrap, name=lambda index: seq.frames[index].stem
+                tracker, out_root / seq.name, wrap=wrap, name=lambda index, seq=seq: seq.frames[index].stem
             )
         runs.append(SequenceRun(seq.name, written, tuple(tracker.object_ids), lap.seconds, tuple(tracker.notes)))
     return runs

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from persam.jobs.synthetic import synthetic_clip_frame
 from persam.jobs.timing import median_seconds
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
     from persam.session.photo import PersamModel
 
 
-def video_frame_runner(model: "PersamModel", n_objects: int = 3, size: int = 1024) -> Callable[[], object]:
+def video_frame_runner(model: PersamModel, n_objects: int = 3, size: int = 1024) -> Callable[[], object]:
     """A callable that runs the PerSAM video protocol on one encoded frame.
 
     A ``VideoSession`` is started on a synthetic first frame; the later frame
@@ -39,7 +40,7 @@ def video_frame_runner(model: "PersamModel", n_objects: int = 3, size: int = 102
     return run
 
 
-def video_frame_extra_s(model: "PersamModel", n_objects: int = 3, size: int = 1024, runs: int = 5) -> float:
+def video_frame_extra_s(model: PersamModel, n_objects: int = 3, size: int = 1024, runs: int = 5) -> float:
     """Median seconds per frame beyond the encoder (``video_frame_runner``), after one warm-up run.
 
     Args:

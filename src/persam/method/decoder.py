@@ -16,8 +16,8 @@ the part-aware prior's candidates).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -90,7 +90,7 @@ class PromptRecord:
     mask_prompt: bool = False
 
     @classmethod
-    def of(cls, prompt: Prompt) -> "PromptRecord":
+    def of(cls, prompt: Prompt) -> PromptRecord:
         def number(v: float) -> float:
             return int(v) if float(v).is_integer() else float(v)
 

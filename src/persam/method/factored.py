@@ -29,7 +29,7 @@ structure differs fall back to the official path (``supports``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,7 @@ def supports(decoder: nn.Module) -> bool:
 
 
 def attend_image(
-    module: nn.Module, q: torch.Tensor, k: "torch.Tensor | ImageCells", v: torch.Tensor, bias: torch.Tensor | None
+    module: nn.Module, q: torch.Tensor, k: torch.Tensor | ImageCells, v: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """Token-to-image attention, re-associated; the first block's ``ImageCells`` use the image's products."""
     if isinstance(k, ImageCells):
@@ -73,8 +73,8 @@ def attend_image(
 
 def cells_step(
     layer: nn.Module,
-    keys: "torch.Tensor | ImageCells",
-    keys_pe: "torch.Tensor | ImageCells",
+    keys: torch.Tensor | ImageCells,
+    keys_pe: torch.Tensor | ImageCells,
     q: torch.Tensor,
     v: torch.Tensor,
     key_pe: torch.Tensor,

@@ -13,7 +13,7 @@ attention nor target-semantic prompting (``check_settings``).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

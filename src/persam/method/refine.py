@@ -15,8 +15,8 @@ All prompts in photo pixels; masks stay (4h, 4w) low-res logits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 

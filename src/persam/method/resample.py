@@ -15,9 +15,9 @@ the map resized back to the grid) from the grid alone, without building the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Callable
 
 import torch
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-
 # The reference draws the mask as red 128 and thresholds it after SAM's pixel
 # normalisation (red mean 123.675): a cell counts when its bilinear sample of
 # the resized mask exceeds 123.675 / 128 of full coverage.
@@ -37,7 +36,7 @@ class PersamSettings:
         if not 0.0 < self.cell_threshold <= 1.0:
             raise ValueError(f"cell_threshold must be in (0, 1], got {self.cell_threshold}")
 
-    def without(self, *components: str) -> "PersamSettings":
+    def without(self, *components: str) -> PersamSettings:
         """A copy with the named components (see ``COMPONENTS``) switched off."""
         changes = {}
         for name in components:

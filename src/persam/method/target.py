@@ -63,7 +63,7 @@ class TargetFeatures:
     count: int
 
     @classmethod
-    def from_cells(cls, feature_sets: list[torch.Tensor]) -> "TargetFeatures":
+    def from_cells(cls, feature_sets: list[torch.Tensor]) -> TargetFeatures:
         """Pool (n_i, C) raw feature sets (one per reference image) into one target."""
         feats = torch.cat(feature_sets, dim=0)
         return cls(mean=feats.mean(0), max=feats.max(0).values, count=int(feats.shape[0]))

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ class AlbumIndex:
     connection: sqlite3.Connection
 
     @classmethod
-    def open(cls, path: str | os.PathLike, create: bool = True) -> "AlbumIndex":
+    def open(cls, path: str | os.PathLike, create: bool = True) -> AlbumIndex:
         """Open (or create) an index file."""
         file = Path(path)
         if not create and not file.is_file():

@@ -20,10 +20,10 @@ import torch
 
 from persam.io.atomic import atomic_save
 from persam.method.parts import PartPrior
-from persam.session.photo import Concept, PersamModel
 from persam.method.presence import PresenceStats
 from persam.method.settings import PersamSettings
 from persam.method.target import TargetFeatures
+from persam.session.photo import Concept, PersamModel
 
 FORMAT = "persam-concept"
 VERSION = 1

@@ -14,8 +14,9 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -123,7 +124,7 @@ class PersamModel:
         fit: FitSettings | None = None,
         prior: Literal["similarity", "part-aware"] = "similarity",
         parts: tuple[int, int] = DEFAULT_PARTS,
-    ) -> "Concept":
+    ) -> Concept:
         """Learn a concept from one (or several) reference photos and masks.
 
         Args:

@@ -15,8 +15,8 @@ XYXY; labels 1 = foreground (positive click), 0 = background (negative click).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ class Prompts:
         points_xy: Sequence[Sequence[float]] | np.ndarray | None = None,
         point_labels: Sequence[int] | np.ndarray | None = None,
         box_xyxy: Sequence[float] | np.ndarray | None = None,
-    ) -> "Prompts":
+    ) -> Prompts:
         """Validate user prompts against a photo of size ``original_hw`` = (H, W).
 
         ``point_labels`` defaults to all foreground.

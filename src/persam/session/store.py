@@ -24,9 +24,10 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -164,7 +165,7 @@ class EmbeddingStore:
     unreadable: list[str] = field(default_factory=list)
 
     @classmethod
-    def open(cls, uri: str | os.PathLike, create: bool = True) -> "EmbeddingStore":
+    def open(cls, uri: str | os.PathLike, create: bool = True) -> EmbeddingStore:
         """Open (or create) a store folder."""
         from pyarrow import fs as pafs
 

@@ -9,7 +9,8 @@ kept; ``new_inference_state`` builds the predictor's inference state around it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -92,7 +93,7 @@ class StreamedFrames:
         return self._load(int(index))[0]
 
 
-def new_inference_state(predictor: "nn.Module", images: StreamedFrames) -> dict:
+def new_inference_state(predictor: nn.Module, images: StreamedFrames) -> dict:
     """An inference state for ``predictor`` over streamed frames: the fields ``init_state`` fills, frames lazy.
 
     ``init_state`` (sam2 1.1.0) loads the clip eagerly; this gives the same

@@ -42,8 +42,9 @@ Coordinates: label maps and masks (H, W) in video pixels; ids 1..255.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -74,7 +75,7 @@ class Located:
 Locate = Callable[[int, np.ndarray], "Located | None"]
 
 
-def concept_locator(concepts: "dict[int, Concept]", *, detect_absent: bool = True) -> Locate:
+def concept_locator(concepts: dict[int, Concept], *, detect_absent: bool = True) -> Locate:
     """A ``Locate`` that segments the frame with object ``id``'s concept (PerSAM on the concept's model).
 
     With ``detect_absent`` the concept's presence check runs first (its
@@ -166,7 +167,7 @@ class SamTracker:
         unseen: object id -> frames yielded while it was waiting (filled by ``run``).
     """
 
-    predictor: "nn.Module"
+    predictor: nn.Module
     frames: Iterable[np.ndarray]
     first_masks: dict[int, np.ndarray]
     count: int | None = None

@@ -46,8 +46,9 @@ uint8, 0 = background, any other value = object id.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -183,7 +184,7 @@ class VideoSession:
 
     def __init__(
         self,
-        model: "PersamModel",
+        model: PersamModel,
         first_frame: ImageLike,
         first_labels: np.ndarray,
         *,
@@ -389,7 +390,7 @@ class VideoSession:
 
 
 def segment_video(
-    model: "PersamModel",
+    model: PersamModel,
     first_frame: ImageLike,
     first_labels: np.ndarray,
     frames: Iterable[ImageLike],

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -32,7 +33,7 @@ def _pass_through(iterable: Iterable[T], *args: object, **kwargs: object) -> Ite
 
 
 @contextmanager
-def _official_bar_off(predictor: "nn.Module") -> Iterator[None]:
+def _official_bar_off(predictor: nn.Module) -> Iterator[None]:
     """Bind the name ``tqdm`` of the module defining the predictor's ``propagate_in_video`` to ``_pass_through``
     while inside (nested and thread-safe: restored when the last caller leaves). A module without that name
     (another package version) is left alone."""
@@ -54,7 +55,7 @@ def _official_bar_off(predictor: "nn.Module") -> Iterator[None]:
                 module.tqdm = users[1]
 
 
-def propagate(predictor: "nn.Module", state: dict, start: int) -> Iterator[tuple[int, list, "torch.Tensor"]]:
+def propagate(predictor: nn.Module, state: dict, start: int) -> Iterator[tuple[int, list, torch.Tensor]]:
     """``predictor.propagate_in_video(state, start_frame_idx=start)``'s items, without the package's progress bar.
 
     Yields ``(frame_index, object_ids, logits)`` as the official generator
@@ -75,11 +76,11 @@ def propagate(predictor: "nn.Module", state: dict, start: int) -> Iterator[tuple
 
 def load_video_predictor(
     name: str,
-    checkpoint: "str | None" = None,
+    checkpoint: str | None = None,
     *,
     random_weights: bool = False,
-    device: "str | torch.device | None" = None,
-) -> "tuple[nn.Module, str]":
+    device: str | torch.device | None = None,
+) -> tuple[nn.Module, str]:
     """SAM 2's video predictor ``name`` with its weights, and the weights' SHA-256 ("random" for random weights).
 
     Args:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -145,7 +145,7 @@ def prepare_dataset(
         image_rel, mask_rel = f"images/{name}.png", f"masks/{name}.png"
         from PIL import Image
 
-        atomic_save(root / image_rel, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+        atomic_save(root / image_rel, lambda tmp, pixels=pixels: Image.fromarray(pixels).save(tmp, format="PNG"))
         save_mask(root / mask_rel, result.mask)
         save_overlay(root / "overlays" / f"{name}.jpg", pixels, result.mask)
         report.kept.append({"file_name": image_rel, "mask_file_name": mask_rel, "text": prompt})
