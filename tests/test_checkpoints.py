@@ -274,7 +274,7 @@ def test_resolve_user_checkpoint(tmp_path):
     assert resolve_checkpoint("vit_h", str(mine)) == mine
     with pytest.raises(FileNotFoundError) as excinfo:
         resolve_checkpoint("vit_h", tmp_path / "nope.pth")
-    assert "nope.pth" in str(excinfo.value) and "--checkpoint" in str(excinfo.value)
+    assert "nope.pth" in str(excinfo.value) and excinfo.value.field == "checkpoint"
 
 
 def test_resolve_unknown_type_without_checkpoint():

@@ -1,6 +1,7 @@
 """The package's layers import in one direction only, and no module grows past 400 lines.
 
-Layers, lowest first: ``io`` (files) <- ``backends`` (tensors) <- ``method``
+Layers, lowest first: ``errors`` (the exception classes every layer raises)
+<- ``io`` (files) <- ``backends`` (tensors) <- ``method``
 (the paper's steps, tensors) <- ``session`` (numpy/PIL API) <- ``jobs``,
 ``app`` and ``cli`` (files, progress, front ends). ``eval`` (metrics and
 dataset layouts) sits on ``io`` only. Every import is checked, including the
@@ -18,14 +19,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "persam"
 
 #: layer -> the layers it may import (itself included)
 ALLOWED = {
-    "io": {"io"},
-    "backends": {"io", "backends"},
-    "method": {"io", "backends", "method"},
-    "session": {"io", "backends", "method", "session"},
-    "eval": {"io", "eval"},
-    "jobs": {"io", "backends", "method", "session", "eval", "jobs"},
-    "app": {"io", "backends", "method", "session", "eval", "jobs", "app"},
-    "cli": {"io", "backends", "method", "session", "eval", "jobs", "app", "cli"},
+    "errors": {"errors"},
+    "io": {"errors", "io"},
+    "backends": {"errors", "io", "backends"},
+    "method": {"errors", "io", "backends", "method"},
+    "session": {"errors", "io", "backends", "method", "session"},
+    "eval": {"errors", "io", "eval"},
+    "jobs": {"errors", "io", "backends", "method", "session", "eval", "jobs"},
+    "app": {"errors", "io", "backends", "method", "session", "eval", "jobs", "app"},
+    "cli": {"errors", "io", "backends", "method", "session", "eval", "jobs", "app", "cli"},
 }
 #: the package's own top-level modules: ``persam/__init__.py`` re-exports the session lazily
 TOP = {"__init__": {"session"}, "__main__": {"cli"}}

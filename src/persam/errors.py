@@ -22,6 +22,7 @@ __all__ = [
     "CheckpointError",
     "IncompatibleError",
     "InputError",
+    "MissingExtraError",
     "MissingInputError",
     "OptionsError",
     "OutputError",
@@ -49,6 +50,10 @@ class PersamError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def reworded(self, message: str) -> PersamError:
+        """The same error (type, path, field) with another message, e.g. with the file's name in front."""
+        return type(self)(message, path=self.path, field=self.field)
 
     def __reduce__(self):  # picklable across processes (Ray) with its fields
         return (_rebuild, (type(self), self.message, self.path, self.field))
@@ -84,6 +89,10 @@ class StoreError(InputError):
 
 class OutputError(PersamError, OSError):
     """An output cannot be written: a file in the way, no permission, a full disk."""
+
+
+class MissingExtraError(PersamError, ImportError):
+    """An optional package that the asked-for work needs is not installed (the message names the extra)."""
 
 
 class BusyError(PersamError):

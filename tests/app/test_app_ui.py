@@ -7,17 +7,25 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from persam.app.ui import build, guarded  # noqa: E402
+from persam.errors import InputError  # noqa: E402
 from persam.cli.main import main  # noqa: E402
 
 
 def test_user_errors_become_page_messages_other_errors_stay_errors():
     @guarded
     def bad_input():
-        raise ValueError("photo.jpg: not a readable image\nsecond line")
+        raise InputError("photo.jpg: not a readable image;\nconvert it to JPEG or PNG")
 
     with pytest.raises(gr.Error) as info:
         bad_input()
-    assert info.value.message == "photo.jpg: not a readable image"
+    assert info.value.message == "photo.jpg: not a readable image; convert it to JPEG or PNG"
+
+    @guarded
+    def plain_value_error():  # a built-in ValueError is a bug, not bad input
+        raise ValueError("an internal invariant")
+
+    with pytest.raises(ValueError):
+        plain_value_error()
 
     @guarded
     def bug():

@@ -166,35 +166,14 @@ def test_dreambooth_train_refuses_prior_weight_without_class_data(tmp_path, caps
     assert "--prior-weight" in line and "--class-data" in line
 
 
-def test_method_refusals_are_usage_errors(tmp_path, capsys, monkeypatch) -> None:
-    """The method layer refuses PerSAM-F with switched-off components by a ValueError: exit 2, one line."""
+def test_method_refusals_are_usage_errors(tmp_path, capsys) -> None:
+    """The method layer refuses PerSAM-F with switched-off components (real tiny model): exit 2, one line."""
     f = _files(tmp_path)
-
-    def personalize(self, *args, **kwargs):
-        if kwargs.get("finetune") and kwargs.get("settings") is not None and kwargs["settings"].disabled():
-            raise ValueError("PerSAM-F does not use semantic-prompt; drop --without semantic-prompt or --finetune")
-        raise AssertionError("the refusal case was not reached")
-
-    monkeypatch.setattr(persam.session.photo.PersamModel, "personalize", personalize)
-    assert (
-        main(
-            [
-                "personalize",
-                "--ref",
-                f["p"],
-                "--ref-mask",
-                f["m"],
-                "--finetune",
-                "--without",
-                "semantic-prompt",
-                "-o",
-                str(tmp_path / "x.persam"),
-                *TINY,
-            ]
-        )
-        == 2
-    )
-    assert "PerSAM-F does not use semantic-prompt" in one_line_error(capsys)
+    argv = ["personalize", "--ref", f["p"], "--ref-mask", f["m"], "--finetune", "--without", "semantic-prompt"]
+    assert main([*argv, "-o", str(tmp_path / "x.persam"), *TINY]) == 2
+    line = one_line_error(capsys)
+    assert "semantic-prompt" in line and "--finetune" in line
+    assert not (tmp_path / "x.persam").exists()
 
 
 def test_output_paths_are_checked_before_the_model(tmp_path, capsys, no_model) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from persam.app.files import expand_uploads, read_photo
+from persam.errors import OptionsError
 from persam.session.photo import Concept
 
 #: ``progress(done, total, what)``: called before each photo and once at the end.
@@ -35,7 +36,7 @@ class BatchOptions:
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_instances <= 255:
-            raise ValueError(f"max instances must be 1..255, got {self.max_instances}")
+            raise OptionsError(f"max instances must be 1..255, got {self.max_instances}")
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,9 @@ def segment_uploads(
     from persam.jobs.outputs import Done, OutputOptions, Outputs, write_result
 
     if not uploads:
-        raise ValueError("no photo uploaded; add photos (or a zip of photos) first")
+        raise OptionsError("no photo uploaded; add photos (or a zip of photos) first")
     if options.max_instances > 1 and concept.parts is not None:
-        raise ValueError(
+        raise OptionsError(
             "several instances are found with the similarity prior only; set max instances to 1, "
             "or learn the concept with the similarity prior"
         )

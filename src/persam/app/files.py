@@ -12,6 +12,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from persam.errors import InputError, PersamError
+
 #: Most photos taken out of one uploaded zip, and their total uncompressed size.
 MAX_ZIP_PHOTOS = 2000
 MAX_ZIP_BYTES = 2 * 1024**3
@@ -26,9 +28,8 @@ def _guarded(read, path: str | os.PathLike):
     """Run ``read(path)`` (persam.io's readers: one-line errors, the pixel limit); name the upload, not the server path."""
     try:
         return read(path)
-    except (ValueError, FileNotFoundError) as exc:
-        message = str(exc).replace(str(path), display_name(path))
-        raise ValueError(message) from None
+    except PersamError as exc:
+        raise exc.reworded(str(exc).replace(str(path), display_name(path))) from None
 
 
 def read_photo(path: str | os.PathLike) -> np.ndarray:
@@ -44,14 +45,14 @@ def read_mask(path: str | os.PathLike, hw: tuple[int, int]) -> np.ndarray:
 
     mask = _guarded(read_binary_mask, path)
     if mask.shape != tuple(hw):
-        raise ValueError(
+        raise InputError(
             f"{display_name(path)}: the mask is {mask.shape[1]}x{mask.shape[0]} but the photo is "
             f"{hw[1]}x{hw[0]}; upload the mask drawn on this photo"
         )
     if not mask.any():
-        raise ValueError(f"{display_name(path)}: the mask is empty; mark the object with nonzero pixels (or click it)")
+        raise InputError(f"{display_name(path)}: the mask is empty; mark the object with nonzero pixels (or click it)")
     if mask.all():
-        raise ValueError(f"{display_name(path)}: the mask covers the whole photo; mark only the object")
+        raise InputError(f"{display_name(path)}: the mask covers the whole photo; mark only the object")
     return mask
 
 
@@ -85,7 +86,7 @@ def expand_uploads(paths: list[str | os.PathLike], workdir: Path) -> list[tuple[
         try:
             archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError):
-            raise ValueError(f"{path.name}: not a readable zip; upload photos or a .zip of photos") from None
+            raise InputError(f"{path.name}: not a readable zip; upload photos or a .zip of photos") from None
         with archive:
             members = [
                 m
@@ -95,16 +96,16 @@ def expand_uploads(paths: list[str | os.PathLike], workdir: Path) -> list[tuple[
                 and not PurePosixPath(m.filename).name.startswith(".")
             ]
             if not members:
-                raise ValueError(f"{path.name}: no photo (.jpg, .png, ...) inside; zip the photos themselves")
+                raise InputError(f"{path.name}: no photo (.jpg, .png, ...) inside; zip the photos themselves")
             if len(members) > MAX_ZIP_PHOTOS or sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-                raise ValueError(
+                raise InputError(
                     f"{path.name}: more than {MAX_ZIP_PHOTOS} photos or {MAX_ZIP_BYTES >> 30} GiB inside; split it"
                 )
             target = workdir / f"unzipped-{len(out)}"
             for member in members:
                 inner = PurePosixPath(member.filename)
                 if inner.is_absolute() or ".." in inner.parts:
-                    raise ValueError(
+                    raise InputError(
                         f"{path.name}: member {member.filename!r} points outside the zip; re-create the zip"
                     )
                 dest = target.joinpath(*inner.parts)
@@ -113,7 +114,7 @@ def expand_uploads(paths: list[str | os.PathLike], workdir: Path) -> list[tuple[
                     with archive.open(member) as src, open(dest, "wb") as dst:
                         dst.write(src.read())
                 except (zipfile.BadZipFile, OSError, NotImplementedError) as exc:
-                    raise ValueError(
+                    raise InputError(
                         f"{path.name}: member {member.filename!r} does not unpack ({exc}); re-create the zip"
                     ) from None
                 out.append((dest, _unique(inner.with_suffix("").as_posix(), taken)))

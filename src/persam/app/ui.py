@@ -10,6 +10,7 @@ from pathlib import Path
 
 from persam.app import batch, video, workspace
 from persam.app.clicks import MODES
+from persam.errors import OptionsError
 from persam.session.photo import PersamModel
 
 METHODS = {"PerSAM (training-free)": False, "PerSAM-F (fits 2 weights, about a second)": True}
@@ -72,7 +73,7 @@ def build(model: PersamModel, workdir: Path | None = None):
     @guarded
     def on_click(mode, ws, evt: gr.SelectData):
         if ws is None or ws.photo is None:
-            raise ValueError("no reference photo yet; upload one first")
+            raise OptionsError("no reference photo yet; upload one first")
         x, y = (int(v) for v in evt.index)
         message = workspace.click(ws, model, x, y, MODES[mode])
         return ws, ws.view(), message
@@ -139,7 +140,7 @@ def build(model: PersamModel, workdir: Path | None = None):
     @guarded
     def on_segment(files, ws, detect_absent, max_instances, progress=gr.Progress()):  # noqa: B008 (Gradio injects the bar through this default)
         if ws is None or ws.concept is None:
-            raise ValueError("no concept yet; learn one on the Personalize tab (or load a .persam file)")
+            raise OptionsError("no concept yet; learn one on the Personalize tab (or load a .persam file)")
         paths = [f if isinstance(f, str) else f.name for f in (files or [])]
         options = batch.BatchOptions(detect_absent=bool(detect_absent), max_instances=int(max_instances))
         result = batch.segment_uploads(ws.concept, paths, options, workdir, _steps(progress))
@@ -166,7 +167,7 @@ def build(model: PersamModel, workdir: Path | None = None):
     @guarded
     def on_frame_click(oid, mode, vw, evt: gr.SelectData):
         if vw is None or vw.first is None:
-            raise ValueError("no video yet; upload a clip first")
+            raise OptionsError("no video yet; upload a clip first")
         x, y = (int(v) for v in evt.index)
         message = video.click(vw, model, oid, x, y, MODES[mode])
         return vw, vw.view(int(oid)), message
@@ -180,7 +181,7 @@ def build(model: PersamModel, workdir: Path | None = None):
     @guarded
     def on_run_video(vw, method, detect_absent, progress=gr.Progress()):  # noqa: B008 (Gradio injects the bar through this default)
         if vw is None or vw.first is None:
-            raise ValueError("no video yet; upload a clip first")
+            raise OptionsError("no video yet; upload a clip first")
         mp4, zip_path, summary = video.run(
             vw,
             model,

@@ -17,6 +17,7 @@ import numpy as np
 
 from persam.app.clicks import Clicks, Mode, draw
 from persam.app.files import display_name
+from persam.errors import OptionsError, PersamError
 from persam.session.photo import PersamModel
 
 Progress = Callable[[int, int | None, str], None]
@@ -41,7 +42,7 @@ class VideoWork:
     def labels(self) -> np.ndarray:
         """(H, W) uint8 first-frame label map; where objects overlap, the lower id wins."""
         if self.first is None:
-            raise ValueError("no video yet; upload a clip first")
+            raise OptionsError("no video yet; upload a clip first")
         labels = np.zeros(self.first.shape[:2], dtype=np.uint8)
         for oid in sorted(self.masks, reverse=True):
             labels[self.masks[oid]] = oid
@@ -62,10 +63,10 @@ def open_video(vw: VideoWork, model: PersamModel, path: str | os.PathLike) -> st
     try:
         source = open_frames(path)
         first = next(iter(source), None)
-    except (ValueError, FileNotFoundError) as exc:
-        raise ValueError(str(exc).replace(str(path), name)) from None
+    except PersamError as exc:
+        raise exc.reworded(str(exc).replace(str(path), name)) from None
     if first is None:
-        raise ValueError(
+        raise OptionsError(
             f"{name}: no frame could be decoded ({source.stopped or 'empty video'}); re-encode it (e.g. H.264 mp4)"
         )
     vw.path, vw.first, vw.clicks, vw.masks = Path(path), first, {}, {}
@@ -76,7 +77,7 @@ def open_video(vw: VideoWork, model: PersamModel, path: str | os.PathLike) -> st
 
 def _check_id(oid: int | float | None) -> int:
     if oid is None or int(oid) != oid or not 1 <= int(oid) <= 255:
-        raise ValueError(f"object id must be a whole number 1..255, got {oid}")
+        raise OptionsError(f"object id must be a whole number 1..255, got {oid}")
     return int(oid)
 
 
@@ -84,10 +85,10 @@ def click(vw: VideoWork, model: PersamModel, oid: int, x: int, y: int, mode: Mod
     """A click on the first frame for object ``oid``: SAM's mask for its prompts (decoder only)."""
     oid = _check_id(oid)
     if vw.first is None:
-        raise ValueError("no video yet; upload a clip first")
+        raise OptionsError("no video yet; upload a clip first")
     h, w = vw.first.shape[:2]
     if not (0 <= x < w and 0 <= y < h):
-        raise ValueError(f"click ({x}, {y}) is outside the {w}x{h} frame")
+        raise OptionsError(f"click ({x}, {y}) is outside the {w}x{h} frame")
     clicks = vw.clicks.setdefault(oid, Clicks())
     if not clicks.add(int(x), int(y), mode):
         return f"object {oid}: box corner at ({x}, {y}); now click the opposite corner"
@@ -129,7 +130,7 @@ def run(
 
     labels = vw.labels()
     if not labels.any():
-        raise ValueError("no object picked yet; click an object on the first frame")
+        raise OptionsError("no object picked yet; click an object on the first frame")
     source = open_frames(vw.path)
     workdir.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(prefix="video-", dir=workdir))
@@ -137,7 +138,7 @@ def run(
     frames = iter(source)
     first = next(frames, None)
     if first is None:
-        raise ValueError(f"{display_name(vw.path)}: no frame could be decoded any more; upload the clip again")
+        raise OptionsError(f"{display_name(vw.path)}: no frame could be decoded any more; upload the clip again")
     session = VideoSession(model, first, labels, finetune=finetune, settings=VideoSettings(detect_absent=detect_absent))
     writer = OverlayWriter(out / "overlay.mp4", source.fps, session.hw)
 

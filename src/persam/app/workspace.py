@@ -14,6 +14,7 @@ import numpy as np
 
 from persam.app.clicks import Clicks, Mode, draw
 from persam.app.files import display_name, read_mask, read_photo
+from persam.errors import OptionsError, PersamError
 from persam.session.photo import Concept, PersamModel
 
 
@@ -69,7 +70,7 @@ def set_photo(ws: Workspace, model: PersamModel, path: str | os.PathLike) -> str
 
 def _need_photo(ws: Workspace) -> np.ndarray:
     if ws.photo is None:
-        raise ValueError("no reference photo yet; upload one first")
+        raise OptionsError("no reference photo yet; upload one first")
     return ws.photo
 
 
@@ -92,7 +93,7 @@ def click(ws: Workspace, model: PersamModel, x: int, y: int, mode: Mode) -> str:
     photo = _need_photo(ws)
     h, w = photo.shape[:2]
     if not (0 <= x < w and 0 <= y < h):
-        raise ValueError(f"click ({x}, {y}) is outside the {w}x{h} photo")
+        raise OptionsError(f"click ({x}, {y}) is outside the {w}x{h} photo")
     if not ws.clicks.add(int(x), int(y), mode):
         return f"box corner at ({x}, {y}): now click the opposite corner"
     return _remask(ws, model)
@@ -123,7 +124,7 @@ def keep_reference(ws: Workspace) -> str:
     """Keep the current photo and mask as a reference (several references make one concept)."""
     photo = _need_photo(ws)
     if ws.mask is None or not ws.mask.any():
-        raise ValueError("this photo has no mask yet; click the object or upload its mask first")
+        raise OptionsError("this photo has no mask yet; click the object or upload its mask first")
     ws.references.append(Reference(photo=photo, mask=ws.mask, name=ws.name))
     return f"{len(ws.references)} reference(s) kept"
 
@@ -147,21 +148,21 @@ def learn(
     from persam.method.settings import PersamSettings
 
     if prior not in ("similarity", "part-aware"):
-        raise ValueError(f"unknown prior {prior!r}; choose similarity or part-aware")
+        raise OptionsError(f"unknown prior {prior!r}; choose similarity or part-aware")
     if prior == "part-aware" and finetune:
-        raise ValueError(
+        raise OptionsError(
             "the part-aware prior is training-free: choose the PerSAM (training-free) method, "
             "or the similarity prior for PerSAM-F"
         )
     if parts is not None and prior != "part-aware":
-        raise ValueError("part counts apply to the part-aware prior only; choose it, or leave the part counts out")
+        raise OptionsError("part counts apply to the part-aware prior only; choose it, or leave the part counts out")
     parts = DEFAULT_PARTS if parts is None else check_parts(parts)
 
     refs = list(ws.references)
     if not refs and ws.photo is not None and ws.mask is not None and ws.mask.any():
         refs = [Reference(photo=ws.photo, mask=ws.mask, name=ws.name)]
     if not refs:
-        raise ValueError("no reference yet: upload a photo and click the object (or upload its mask)")
+        raise OptionsError("no reference yet: upload a photo and click the object (or upload its mask)")
     settings = PersamSettings().without(*without)
     concept = model.personalize(
         [r.photo for r in refs], [r.mask for r in refs], finetune=finetune, settings=settings, prior=prior, parts=parts
@@ -190,7 +191,7 @@ def save(ws: Workspace, folder: Path) -> Path:
     from persam.session.concept_file import save_concept
 
     if ws.concept is None:
-        raise ValueError("no concept to save yet; learn one first")
+        raise OptionsError("no concept to save yet; learn one first")
     folder.mkdir(parents=True, exist_ok=True)
     return save_concept(ws.concept, Path(tempfile.mkdtemp(dir=folder)) / "concept.persam")
 
@@ -201,6 +202,6 @@ def load(ws: Workspace, model: PersamModel, path: str | os.PathLike) -> str:
 
     try:
         ws.concept = load_concept(path, model)
-    except (ValueError, FileNotFoundError) as exc:
-        raise ValueError(str(exc).replace(str(path), display_name(path))) from None
+    except PersamError as exc:
+        raise exc.reworded(str(exc).replace(str(path), display_name(path))) from None
     return describe(ws.concept)

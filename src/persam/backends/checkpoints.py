@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import platformdirs
 from tqdm import tqdm
 
+from persam.errors import CheckpointError, MissingInputError
 from persam.io.atomic import OutputPathError, atomic_open
 from persam.io.hashing import file_sha256
 
@@ -94,19 +95,6 @@ KNOWN_CHECKPOINTS: dict[str, CheckpointInfo] = {
         for size in ("tiny", "small", "base_plus", "large")
     },
 }
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be found, downloaded, verified or read.
-
-    The message is meant for the user: one line that names the file or URL,
-    says how to fix the problem, and how to pass a local file instead
-    (``--checkpoint PATH`` with ``--model TYPE``). Whitespace, newlines
-    included, is collapsed so the message always stays on one line.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split()))
 
 
 def _hint(model_type: str = "TYPE") -> str:
@@ -270,7 +258,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {file}; check the path given to --checkpoint")
+        raise MissingInputError(f"checkpoint file not found: {file}; check its path", path=file, field="checkpoint")
     fix = "download it again or pass another file with --checkpoint PATH --model TYPE"
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
@@ -312,7 +300,7 @@ def resolve_checkpoint(
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {path}; check the path given to --checkpoint")
+            raise MissingInputError(f"checkpoint file not found: {path}; check its path", path=path, field="checkpoint")
         return path
     info = KNOWN_CHECKPOINTS.get(model_type)
     if info is None:

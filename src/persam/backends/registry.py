@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from persam.errors import CheckpointError, OptionsError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -102,7 +104,7 @@ def offered_names() -> list[str]:
 def get_spec(name: str) -> BackendSpec:
     """The spec of backend ``name`` (test-only ones included); ValueError naming the offered choices if unknown."""
     if name not in _SPECS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(offered_names())}")
+        raise OptionsError(f"unknown model {name!r}; choose one of: {', '.join(offered_names())}")
     return _SPECS[name]
 
 
@@ -112,7 +114,7 @@ _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 def check_device_name(device: str) -> str:
     """``device`` if it is "cpu", "mps", "cuda" or "cuda:N" (N a GPU index); ValueError otherwise. No torch."""
     if not _DEVICE.match(device):
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N (N = GPU index, e.g. cuda:1) or mps")
+        raise OptionsError(f"unknown device {device!r}; use cpu, cuda, cuda:N (N = GPU index, e.g. cuda:1) or mps")
     return device
 
 
@@ -135,15 +137,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return default_device()
     dev = torch.device(check_device_name(device) if isinstance(device, str) else device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} was asked for but no CUDA GPU is available; use --device cpu")
+        raise OptionsError(f"--device {device} was asked for but no CUDA GPU is available; use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         count = torch.cuda.device_count()
-        raise ValueError(
+        raise OptionsError(
             f"--device {device}: this machine has {count} CUDA GPU{'s' if count != 1 else ''} "
             f"(cuda:0 to cuda:{count - 1}); pass one of those"
         )
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("--device mps was asked for but Apple MPS is not available; use --device cpu")
+        raise OptionsError("--device mps was asked for but Apple MPS is not available; use --device cpu")
     return dev
 
 
@@ -168,7 +170,7 @@ def _checkpoint_path(spec: BackendSpec, checkpoint: str | os.PathLike | None, pr
 
         return Path(get_asset_path())
     if spec.for_tests:
-        raise ValueError(f"model {spec.name!r} has no published weights; pass --checkpoint PATH or random weights")
+        raise CheckpointError(f"model {spec.name!r} has no published weights; pass --checkpoint PATH or random weights")
     from persam.backends.checkpoints import resolve_checkpoint
 
     return resolve_checkpoint(spec.name, None, progress=progress)
@@ -209,7 +211,7 @@ def create_backend(
 
     spec = get_spec(name)
     if precision not in ("fp32", "bf16"):
-        raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
+        raise OptionsError(f"unknown precision {precision!r}; use fp32 or bf16")
     if runtime != "torch":  # refused before anything is built or hashed
         from persam.backends.runtime import preflight
 

@@ -20,9 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from persam.errors import OptionsError
 
-class RuntimeUnavailableError(ValueError):
+
+class RuntimeUnavailableError(OptionsError):
     """The runtime's package is not installed, or it cannot run what was asked (one line for the user)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="runtime")
 
 
 class Runtime(Protocol):

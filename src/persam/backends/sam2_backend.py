@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from persam.backends.base import Backend, EncodedImage, ImageGeometry, Preprocessing
+from persam.errors import OptionsError
 
 
 class Sam2ImageEncoder(nn.Module):
@@ -139,7 +140,7 @@ def build_sam2_backend(
 
     del checkpoint
     if precision != "fp32" and runtime == "torch":  # other runtimes' precisions: runtime.preflight
-        raise ValueError(
+        raise OptionsError(
             f"{name} runs in fp32 only with --runtime torch (its encoder feeds fp32 skip convolutions); "
             "drop --precision bf16, or use --runtime openvino"
         )

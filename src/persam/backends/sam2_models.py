@@ -23,6 +23,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from persam.errors import CheckpointError, OptionsError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
@@ -80,7 +82,7 @@ def build_model(name: str, *, video: bool = False, device: str | torch.device = 
         ImportError: the ``sam2`` package is missing (``pip install "persam[sam2]"``).
     """
     if name not in CONFIGS:
-        raise ValueError(f"unknown SAM 2 model {name!r}; choose one of: {', '.join(CONFIGS)}")
+        raise OptionsError(f"unknown SAM 2 model {name!r}; choose one of: {', '.join(CONFIGS)}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -109,9 +111,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets one message
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
-        raise ValueError(f'{path}: a SAM 2 checkpoint holds its weights under "model"; this file does not')
+        raise CheckpointError(f'{path}: a SAM 2 checkpoint holds its weights under "model"; this file does not')
     state = payload["model"]
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -127,7 +129,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
             )
             if keys
         ]
-        raise ValueError(f"{path}: the weights do not fit this SAM 2 architecture: {'; '.join(parts)}")
+        raise CheckpointError(f"{path}: the weights do not fit this SAM 2 architecture: {'; '.join(parts)}")
     model.load_state_dict(state, strict=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from persam.cli.common import add_model_options, load_model
+from persam.errors import OptionsError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,13 +33,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         import gradio  # noqa: F401
     except ImportError:
-        raise ValueError("the web app needs Gradio; install it with: pip install 'persam[app]'") from None
+        raise OptionsError("the web app needs Gradio; install it with: pip install 'persam[app]'") from None
     from persam.app.ui import build
 
     if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be 1..65535, got {args.port}")
+        raise OptionsError(f"--port must be 1..65535, got {args.port}")
     if args.queue_size < 1:
-        raise ValueError(f"--queue-size must be at least 1, got {args.queue_size}")
+        raise OptionsError(f"--queue-size must be at least 1, got {args.queue_size}")
     model = load_model(args)
     demo = build(model)
     demo.queue(default_concurrency_limit=1, max_size=args.queue_size)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from persam.cli.common import DEVICE_HELP, check_output_file, device_name, model_help, model_name
+from persam.errors import OptionsError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -106,23 +107,23 @@ def run(args: argparse.Namespace) -> int:
     from persam.jobs.bench import run_benchmark
 
     if args.random_weights and args.checkpoint:
-        raise ValueError(
+        raise OptionsError(
             f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them"
         )
     if args.json:
         check_output_file(args.json, "--json")
     if args.runs < 1:
-        raise ValueError(f"--runs must be at least 1, got {args.runs}")
+        raise OptionsError(f"--runs must be at least 1, got {args.runs}")
     if args.image_size < 32:
-        raise ValueError(f"--image-size must be at least 32 pixels, got {args.image_size}")
+        raise OptionsError(f"--image-size must be at least 32 pixels, got {args.image_size}")
     on_stage = _stage_line if sys.stderr.isatty() else None
 
     if args.ray:
         if args.tracker:
-            raise ValueError("--tracker and --ray are two different benchmarks; run them one at a time")
+            raise OptionsError("--tracker and --ray are two different benchmarks; run them one at a time")
         return _run_ray(args, on_stage)
     if args.photos is not None:
-        raise ValueError("--photos has no effect without --ray; drop it")
+        raise OptionsError("--photos has no effect without --ray; drop it")
     if args.runtime:
         return _run_runtimes(args, on_stage)
     if args.tracker:
@@ -150,7 +151,7 @@ def _run_runtimes(args: argparse.Namespace, on_stage) -> int:
     from persam.jobs.runtime_bench import format_runtime_result, parse_config, run_runtime_benchmark
 
     if args.device not in (None, "cpu"):
-        raise ValueError("--runtime compares encoders on the CPU; leave out --device or use --device cpu")
+        raise OptionsError("--runtime compares encoders on the CPU; leave out --device or use --device cpu")
     configs = [parse_config(text, args.precision) for text in args.runtime]
     result = run_runtime_benchmark(
         args.model,
@@ -172,7 +173,7 @@ def _run_tracker(args: argparse.Namespace) -> int:
     from persam.session.video_predictor import load_video_predictor
 
     if args.precision != "fp32":
-        raise ValueError("--precision has no effect with --tracker sam2 (it tracks in fp32); drop it")
+        raise OptionsError("--precision has no effect with --tracker sam2 (it tracks in fp32); drop it")
     warnings.filterwarnings("ignore", message=r"cannot import name '_C'")  # sam2 without its compiled hole filling
     if args.random_weights:
         import torch
@@ -195,7 +196,7 @@ def _run_ray(args: argparse.Namespace, on_stage) -> int:
     refuse(["--runtime"] if args.runtime else [], "with --ray")
     photos = 16 if args.photos is None else args.photos
     if photos < 1:
-        raise ValueError(f"--photos must be at least 1, got {photos}")
+        raise OptionsError(f"--photos must be at least 1, got {photos}")
     result = run_ray_bench(
         model_spec(args), photos=photos, image_size=args.image_size, rounds=args.runs, on_stage=on_stage
     )

@@ -10,9 +10,51 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from persam.jobs.errors import USER_ERRORS, user_errors  # noqa: F401  (errors reported in one line, exit 2)
+from persam.errors import MissingInputError, OptionsError, OutputError
+from persam.jobs.errors import user_errors  # noqa: F401  (errors reported in one line, exit 2)
 
 T = TypeVar("T")
+
+
+#: Job-spec fields (``persam.errors.PersamError.field``) -> their command-line flags.
+FLAGS = {
+    "checkpoint": "--checkpoint",
+    "model": "--model",
+    "device": "--device",
+    "precision": "--precision",
+    "runtime": "--runtime",
+    "random_weights": "--random-weights",
+    "max_pixels": "--max-pixels",
+    "finetune": "--finetune",
+    "without": "--without",
+    "prior": "--prior",
+    "parts": "--parts",
+    "label": "--label",
+    "max_instances": "--max-instances",
+    "detect_absent": "--detect-absent",
+    "presence_threshold": "--presence-threshold",
+    "format": "--format",
+    "overlay": "--overlay",
+    "workers": "--workers",
+    "overwrite": "--overwrite",
+    "concept": "--concept",
+    "index": "--index",
+    "references": "--ref",
+    "masks": "--ref-mask",
+    "box": "--ref-box",
+    "points": "--ref-point",
+    "output": "-o",
+    "ray_workers": "--ray-workers",
+    "ray_gpus_per_worker": "--ray-gpus-per-worker",
+    "ray_batch_size": "--ray-batch-size",
+    "ray": "--ray",
+    "dtype": "--dtype",
+}
+
+
+def flag_of(field: str | None) -> str | None:
+    """The command-line flag of a job-spec field, or None (no field, or one without a flag)."""
+    return None if field is None else FLAGS.get(field)
 
 
 def model_name(value: str) -> str:
@@ -92,7 +134,7 @@ def load_model(args: argparse.Namespace):
     from persam.session.photo import load
 
     if getattr(args, "random_weights", False) and args.checkpoint:
-        raise ValueError(
+        raise OptionsError(
             f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them"
         )
     if getattr(args, "random_weights", False):  # the same random weights every run (a re-run may resume)
@@ -118,7 +160,7 @@ def given_model_options(args: argparse.Namespace) -> list[str]:
 def refuse(options: list[str], reason: str) -> None:
     """ValueError (exit 2) naming the ``options`` that would be ignored, unless there are none."""
     if options:
-        raise ValueError(
+        raise OptionsError(
             f"{' and '.join(options)} {'has' if len(options) == 1 else 'have'} no effect {reason}; drop {'it' if len(options) == 1 else 'them'}"
         )
 
@@ -173,14 +215,16 @@ def check_output_folder(path: str | os.PathLike, option: str = "-o") -> Path:
 
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{option} {folder}: is a file, not a folder; pass a folder path (it is created if missing)")
+        raise OptionsError(f"{option} {folder}: is a file, not a folder; pass a folder path (it is created if missing)")
     parent = folder
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise ValueError(f"{option} {folder}: {parent} is a file, so no folder can be made under it; pass another path")
+        raise OptionsError(
+            f"{option} {folder}: {parent} is a file, so no folder can be made under it; pass another path"
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"{option} {folder}: {parent} is not writable; pass a folder you can write to")
+        raise OutputError(f"{option} {folder}: {parent} is not writable; pass a folder you can write to")
     return folder
 
 
@@ -189,7 +233,7 @@ def check_output_file(path: str | os.PathLike, option: str = "-o") -> Path:
 
     file = Path(path)
     if file.is_dir():
-        raise ValueError(f"{option} {file}: is a folder; pass a file path")
+        raise OptionsError(f"{option} {file}: is a folder; pass a file path")
     check_output_folder(file.parent, option)
     return file
 
@@ -199,7 +243,7 @@ def check_inputs_exist(paths: Iterable[str | os.PathLike | None], what: str) -> 
 
     for path in paths:
         if path is not None and not Path(path).exists():
-            raise FileNotFoundError(f"{path}: no such file or folder; check the {what} path")
+            raise MissingInputError(f"{path}: no such file or folder; check the {what} path")
 
 
 #: Optional packages: import name -> (extra of persam, what needs it).
@@ -211,7 +255,9 @@ def require_extra(module: str, needed_by: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise ValueError(f'{needed_by} needs {module}, which is not installed: pip install "persam[{EXTRAS[module]}]"')
+        raise OptionsError(
+            f'{needed_by} needs {module}, which is not installed: pip install "persam[{EXTRAS[module]}]"'
+        )
 
 
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
@@ -259,7 +305,7 @@ def ray_options(args: argparse.Namespace):
     require_extra("ray", "--ray")
     for name, value in names.items():
         if value is not None and (value < 0 or (value == 0 and name != "--ray-gpus-per-worker")):
-            raise ValueError(
+            raise OptionsError(
                 f"{name} must be {'at least 0' if name == '--ray-gpus-per-worker' else 'at least 1'}, got {value:g}"
             )
     from persam.jobs.ray_common import RayOptions
@@ -272,7 +318,7 @@ def model_spec(args: argparse.Namespace):
     from persam.jobs.ray_common import ModelSpec
 
     if getattr(args, "random_weights", False) and args.checkpoint:
-        raise ValueError(
+        raise OptionsError(
             f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them"
         )
     checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None

@@ -16,6 +16,7 @@ from persam.cli.common import (
     warn,
 )
 from persam.cli.references import add_prompt_options, prompt_reference
+from persam.errors import OptionsError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -105,7 +106,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     check_inputs_exist([args.ref, args.ref_mask, args.checkpoint, *args.photos], "input")
     prompted = prompt_reference(args)
     if prompted is None and not args.ref_mask:
-        raise ValueError(
+        raise OptionsError(
             "no reference mask; pass --ref-mask MASK, or --ref-point X,Y / --ref-box X0,Y0,X1,Y1 on the --ref photo"
         )
     model = load_model(args)
@@ -138,7 +139,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     check_output_folder(args.output)
     if args.prior_weight is not None and args.class_data is None:
-        raise ValueError(
+        raise OptionsError(
             "--prior-weight has no effect without --class-data DIR (no prior-preservation loss); drop it or pass --class-data and --class-prompt"
         )
     config = TrainConfig(

@@ -16,6 +16,7 @@ from persam.cli.common import (
     write_json,
 )
 from persam.cli.references import add_prior_options, prior_options
+from persam.errors import OptionsError, PersamError
 from persam.method.settings import COMPONENTS, PersamSettings
 
 METHODS = ("persam", "persam-f")
@@ -123,8 +124,8 @@ def predict_perseg(dataset, model, out: Path, method: str, settings: PersamSetti
                 concept = model.personalize(
                     obj.ref_image, obj.ref_mask, finetune=method == "persam-f", settings=settings, **(prior or {})
                 )
-            except ValueError as exc:
-                raise ValueError(f"object {obj.name!r}: {exc}") from None
+            except PersamError as exc:
+                raise exc.reworded(f"object {obj.name!r}: {exc}") from None
             current = obj.name
         result = concept.segment(load_image(image))
         save_mask(out / obj.name / f"{stem}.png", result.mask)
@@ -155,11 +156,13 @@ def run_perseg(args: argparse.Namespace) -> int:
         pred_dir = Path(args.pred)
     else:
         if method == "persam-f" and args.without:
-            raise ValueError("--without applies to training-free PerSAM only; PerSAM-F does not use these components")
+            raise OptionsError("--without applies to training-free PerSAM only; PerSAM-F does not use these components")
         settings = PersamSettings().without(*args.without)
         prior = prior_options(args)
         if prior["prior"] == "part-aware" and method == "persam-f":
-            raise ValueError("the part-aware prior is training-free; drop --method persam-f or use --prior similarity")
+            raise OptionsError(
+                "the part-aware prior is training-free; drop --method persam-f or use --prior similarity"
+            )
         name = method if prior["prior"] == "similarity" else f"{method}-parts"
         pred_dir = check_output_folder(args.output if args.output else default_perseg_out(name, args.without))
         model = load_model(args)
@@ -239,7 +242,7 @@ def run_davis(args: argparse.Namespace) -> int:
     if args.sequences is not None:
         sequences = [s.strip() for s in args.sequences.split(",") if s.strip()]
         if not sequences:
-            raise ValueError("--sequences is empty; pass comma-separated sequence names, e.g. bear,blackswan")
+            raise OptionsError("--sequences is empty; pass comma-separated sequence names, e.g. bear,blackswan")
     pred = args.pred
     if pred is not None:
         given = [n for n, v in (("--method", args.method), ("--output", args.output), ("--tracker", args.tracker)) if v]
@@ -263,9 +266,9 @@ def run_davis(args: argparse.Namespace) -> int:
                 "with --tracker sam2",
             )
             if not args.model:
-                raise ValueError("--tracker sam2 needs --model NAME, a SAM 2 model (e.g. sam2.1_hiera_tiny)")
+                raise OptionsError("--tracker sam2 needs --model NAME, a SAM 2 model (e.g. sam2.1_hiera_tiny)")
             if args.random_weights and args.checkpoint:
-                raise ValueError(
+                raise OptionsError(
                     f"--checkpoint {args.checkpoint} has no effect with --random-weights; drop one of them"
                 )
         method = "sam2" if args.tracker == "sam2" else args.method or "persam-f"

@@ -23,6 +23,7 @@ from persam.cli.common import (
     user_errors,
     warn,
 )
+from persam.errors import OptionsError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if is_store(args.output):
         require_extra("pyarrow", f"the embedding store {args.output}")
     elif ray is not None:
-        raise ValueError(
+        raise OptionsError(
             f"--ray writes a Parquet embedding store (a folder or URI), not the SQLite file {args.output}; "
             "pass a folder name"
         )
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     photos = [path.resolve() for path, _ in find_images(args.photos)]
     if not photos:
-        raise ValueError("no image files among the photos; pass .jpg/.png files or folders holding them")
+        raise OptionsError("no image files among the photos; pass .jpg/.png files or folders holding them")
     album = open_album(args.output)
     model = load_model(args)
     album.bind(model.backend)

@@ -9,6 +9,31 @@ from persam import __version__
 from persam.cli import app, bench, dreambooth, index, mask, models, personalize, segment, video
 from persam.cli import eval as evaluate
 
+#: Exit statuses: bad input or options (argparse's own), a bug in persam (BSD's EX_SOFTWARE).
+USAGE_ERROR = 2
+INTERNAL_ERROR = 70
+
+
+def render_error(exc) -> str:
+    """One line for a ``PersamError``: its message, after the flag of its ``field`` unless the message names it."""
+    from persam.cli.common import flag_of
+
+    flag = flag_of(exc.field)
+    message = exc.message or type(exc).__name__
+    return message if flag is None or flag in message else f"{flag}: {message}"
+
+
+def report_internal_error(exc: BaseException) -> None:
+    """A bug: "internal error" and the traceback on stderr (never a one-line "fix your input")."""
+    import traceback
+
+    print(
+        f"persam: internal error (a bug in persam, not a problem with your input): {type(exc).__name__}: {exc}",
+        file=sys.stderr,
+    )
+    traceback.print_exception(exc, file=sys.stderr)
+    print("persam: please report it with the traceback above", file=sys.stderr)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -43,20 +68,23 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help / --version (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
-    from persam.cli.common import user_errors
+    from persam.errors import PersamError
 
-    restore = set_pixel_limit(getattr(args, "max_pixels", None))
     try:
-        return args.func(args)
-    except user_errors() as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        print(f"persam: error: {message}", file=sys.stderr)
-        return 2
+        restore = set_pixel_limit(getattr(args, "max_pixels", None))
+        try:
+            return args.func(args)
+        finally:
+            restore()
+    except PersamError as exc:  # the user can fix it: one line, exit 2
+        print(f"persam: error: {render_error(exc)}", file=sys.stderr)
+        return USAGE_ERROR
     except KeyboardInterrupt:
         print("persam: interrupted", file=sys.stderr)
         return 130
-    finally:
-        restore()
+    except Exception as exc:  # anything else is a bug in persam: say so, with the traceback
+        report_internal_error(exc)
+        return INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from persam.cli.common import add_model_options, load_model
 from persam.cli.references import prompts_from_args
+from persam.errors import OptionsError, PersamError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,17 +35,17 @@ def run(args: argparse.Namespace) -> int:
 
     prompts = prompts_from_args(args.point, args.negative_point, args.box)
     if not prompts:
-        raise ValueError("no prompt: pass --point X,Y (repeatable) or --box X0,Y0,X1,Y1")
+        raise OptionsError("no prompt: pass --point X,Y (repeatable) or --box X0,Y0,X1,Y1")
     output = Path(args.output)
     if output.suffix.lower() != ".png":
-        raise ValueError(f"{output}: the mask is written as PNG; name it with .png")
+        raise OptionsError(f"{output}: the mask is written as PNG; name it with .png")
     from persam.session.prompts import Prompts
 
     pixels = load_image(args.image)
     try:
         Prompts.checked(pixels.shape[:2], **prompts)  # before loading the model: fail fast
-    except ValueError as exc:
-        raise ValueError(f"{args.image}: {exc}") from None
+    except PersamError as exc:
+        raise exc.reworded(f"{args.image}: {exc}") from None
     model = load_model(args)
     result = model.mask_from_prompts(pixels, **prompts)
     save_mask(output, result.mask)

@@ -6,6 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
+from persam.errors import MissingInputError, OptionsError, PersamError
 from persam.method.settings import COMPONENTS, PersamSettings
 
 PRIORS = ("similarity", "part-aware")
@@ -42,9 +43,9 @@ def add_prior_options(p: argparse.ArgumentParser) -> None:
 def prior_options(args: argparse.Namespace) -> dict:
     """``personalize`` keywords for --prior/--parts; --parts without --prior part-aware is refused."""
     if args.parts is not None and args.prior != "part-aware":
-        raise ValueError("--parts applies to the part-aware prior only; add --prior part-aware or drop --parts")
+        raise OptionsError("--parts applies to the part-aware prior only; add --prior part-aware or drop --parts")
     if args.prior == "part-aware" and getattr(args, "max_instances", 1) > 1:
-        raise ValueError(
+        raise OptionsError(
             "--max-instances finds several instances with the similarity prior only; drop it or use --prior similarity"
         )
     return {"prior": args.prior} if args.parts is None else {"prior": args.prior, "parts": args.parts}
@@ -82,7 +83,7 @@ def _numbers(text: str, count: int, what: str, example: str) -> tuple[float, ...
     except ValueError:
         values = ()
     if len(values) != count or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{what} {text!r} is malformed; write {example} in photo pixels (x right, y down)")
+        raise OptionsError(f"{what} {text!r} is malformed; write {example} in photo pixels (x right, y down)")
     return values
 
 
@@ -115,7 +116,7 @@ def prompts_from_args(points: list[str], negatives: list[str], box: str | None, 
 def _object_id(text: str, option: str, example: str) -> tuple[int, str]:
     oid, sep, rest = text.partition(":")
     if not sep or not oid.strip().isdigit() or not 1 <= int(oid) <= 255:
-        raise ValueError(
+        raise OptionsError(
             f"{option} {text!r} is malformed; write ID:{example} with an object id 1..255, e.g. 1:{example}"
         )
     return int(oid), rest
@@ -136,7 +137,7 @@ def object_prompts_from_args(points: list[str], negatives: list[str], boxes: lis
     for text in boxes:
         oid, rest = _object_id(text, "--box", "X0,Y0,X1,Y1")
         if entry(oid)["box_xyxy"] is not None:
-            raise ValueError(f"object {oid} has two --box; pass one box per object")
+            raise OptionsError(f"object {oid} has two --box; pass one box per object")
         entry(oid)["box_xyxy"] = parse_box(rest, "--box")
     for kwargs in objects.values():
         if not kwargs["points_xy"]:
@@ -181,8 +182,8 @@ def reference_prompts(args: argparse.Namespace, ref: str | None = None) -> dict:
 
         try:
             Prompts.checked(load_image(ref).shape[:2], **kwargs)
-        except ValueError as exc:
-            raise ValueError(f"{ref}: {exc}") from None
+        except PersamError as exc:
+            raise exc.reworded(f"{ref}: {exc}") from None
     return {"box": kwargs["box_xyxy"], "points": kwargs["points_xy"], "point_labels": kwargs["point_labels"]}
 
 
@@ -201,16 +202,18 @@ def prompt_reference(args: argparse.Namespace) -> tuple[str, dict] | None:
         return None
     refs = args.ref if isinstance(args.ref, list) else [args.ref]
     if getattr(args, "ref_mask", None):
-        raise ValueError(f"pass either --ref-mask or {'/'.join(given)}, not both (SAM makes the mask from the prompts)")
+        raise OptionsError(
+            f"pass either --ref-mask or {'/'.join(given)}, not both (SAM makes the mask from the prompts)"
+        )
     if len(refs) != 1 or Path(refs[0]).is_dir():
-        raise ValueError(
+        raise OptionsError(
             f"{'/'.join(given)} mark the object in one --ref photo, got {len(refs)} --ref "
             f"{'folder' if refs and Path(refs[0]).is_dir() else 'values'}; pass one photo, or masks with --ref-mask"
         )
     if getattr(args, "label", None) is not None:
-        raise ValueError("--label applies to --ref-mask files; drop it with --ref-point/--ref-box")
+        raise OptionsError("--label applies to --ref-mask files; drop it with --ref-point/--ref-box")
     if args.ref_negative_point and not args.ref_point and not args.ref_box:
-        raise ValueError("--ref-negative-point alone marks no object; add --ref-point X,Y or --ref-box X0,Y0,X1,Y1")
+        raise OptionsError("--ref-negative-point alone marks no object; add --ref-point X,Y or --ref-box X0,Y0,X1,Y1")
     return refs[0], reference_prompts(args, refs[0])
 
 
@@ -219,11 +222,11 @@ def reference_pairs(refs: list[str], masks: list[str]) -> tuple[list[Path], list
     from persam.io import find_images
 
     if not refs:
-        raise ValueError(
+        raise OptionsError(
             "no reference given; pass --ref IMAGE with --ref-mask MASK, --ref-point X,Y or --ref-box X0,Y0,X1,Y1 (or --concept FILE)"
         )
     if len(refs) != len(masks):
-        raise ValueError(
+        raise OptionsError(
             f"got {len(refs)} --ref and {len(masks)} --ref-mask; pass one mask per reference photo (or, for one photo, --ref-point X,Y / --ref-box X0,Y0,X1,Y1)"
         )
     images, mask_paths = [], []
@@ -233,7 +236,7 @@ def reference_pairs(refs: list[str], masks: list[str]) -> tuple[list[Path], list
             by_stem = {stem.as_posix(): p for p, stem in find_images([mask_p])} if mask_p.is_dir() else {}
             for img, stem in find_images([ref_p]):
                 if stem.as_posix() not in by_stem:
-                    raise FileNotFoundError(
+                    raise MissingInputError(
                         f"{img}: no mask named {stem}.* in {mask_p}; put each photo's mask there under the same name"
                     )
                 images.append(img)
@@ -266,7 +269,7 @@ def check_reference_options(args: argparse.Namespace) -> None:
         if value
     ]
     if given:
-        raise ValueError(
+        raise OptionsError(
             f"{', '.join(given)} only apply when learning from --ref/--ref-mask; {args.concept} is already "
             f"learned: drop {', '.join(given)} or pass --ref/--ref-mask instead of --concept"
         )

@@ -43,6 +43,7 @@ from persam.cli.common import (
     warn,
 )
 from persam.cli.references import add_reference_options, build_concept, check_reference_options, prompt_reference
+from persam.errors import OptionsError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -188,24 +189,24 @@ def check_args(args: argparse.Namespace) -> Path:
     """Every check that needs no model (exit 2 on failure); returns the output folder."""
     check_reference_options(args)
     if args.index and args.targets:
-        raise ValueError(f"pass either TARGET photos or --index {args.index} (its photos are the targets), not both")
+        raise OptionsError(f"pass either TARGET photos or --index {args.index} (its photos are the targets), not both")
     if args.index and args.concept and (args.precision is not None or args.runtime is not None):
         option = "--precision" if args.precision is not None else "--runtime"
-        raise ValueError(
+        raise OptionsError(
             f"{option} has no effect with --index and --concept (nothing is encoded: the index holds the "
             f"embeddings); drop it, or index the photos with `persam index {option} ...`"
         )
     if args.max_instances < 1:
-        raise ValueError(f"--max-instances must be at least 1, got {args.max_instances}")
+        raise OptionsError(f"--max-instances must be at least 1, got {args.max_instances}")
     if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        raise OptionsError(f"--workers must be at least 1, got {args.workers}")
     out = check_output_folder(args.output)
     if args.format == "coco":
         require_extra("pycocotools", "--format coco")
     local_index = args.index if args.index and "://" not in args.index else None
     check_inputs_exist([*args.ref, *args.ref_mask, args.concept, local_index, args.checkpoint, *args.targets], "input")
     if args.index and Path(args.index).is_file() and Path(args.index).stat().st_size == 0:
-        raise ValueError(
+        raise OptionsError(
             f"{args.index}: empty file, not an album index; build it with `persam index PHOTOS... -o {args.index}`"
         )
     return out
@@ -269,7 +270,7 @@ def gather_targets(args: argparse.Namespace, out: Path, album) -> list[tuple[Pat
     if inside:
         warn(f"{inside} photos under the output folder {out} are left out of the inputs")
     if not kept:
-        raise ValueError(
+        raise OptionsError(
             "no image files among the targets; pass .jpg/.png files or folders holding them (or --index FILE)"
         )
     return list(zip([p for p, _ in kept], output_stems(kept)))
@@ -287,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         from persam.session.store import is_store, open_album
 
         if ray is not None and not is_store(args.index):
-            raise ValueError(
+            raise OptionsError(
                 f"--ray reads a Parquet embedding store, not the SQLite file {args.index}; "
                 "index the photos into a folder with `persam index PHOTOS... -o STORE`"
             )
@@ -295,12 +296,12 @@ def run(args: argparse.Namespace) -> int:
             require_extra("pyarrow", f"the embedding store {args.index}")
         album = open_album(args.index, create=False)
     elif ray is not None:
-        raise ValueError(
+        raise OptionsError(
             "--ray segments the photos of an embedding store: index them first "
             "(`persam index PHOTOS... -o STORE --ray`), then pass --index STORE"
         )
     if ray is not None and args.workers is not None:
-        raise ValueError("--workers has no effect with --ray (the Ray pool's size is --ray-workers); drop it")
+        raise OptionsError("--workers has no effect with --ray (the Ray pool's size is --ray-workers); drop it")
     targets = gather_targets(args, out, album)
     model = load_model(args)
     if album is not None:

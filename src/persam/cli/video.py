@@ -22,6 +22,7 @@ from persam.cli.common import (
     warn,
 )
 from persam.cli.references import object_prompts_from_args
+from persam.errors import OptionsError, PersamError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     objects = object_prompts_from_args(args.point, args.negative_point, args.box)
     if bool(objects) == bool(args.mask):
-        raise ValueError(
+        raise OptionsError(
             "pass the first frame's objects either as --mask FIRST.png or as --point ID:X,Y / "
             "--box ID:X0,Y0,X1,Y1 (exactly one of the two)"
         )
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     frames = iter(source)
     first = next(frames, None)
     if first is None:
-        raise ValueError(
+        raise OptionsError(
             f"{args.input}: no frame could be decoded ({source.stopped or 'empty video'}); "
             "re-encode the video or pass a folder of frames"
         )
@@ -159,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
         for oid, kwargs in objects.items():  # bad coordinates fail before the model loads
             try:
                 Prompts.checked(first.shape[:2], **kwargs)
-            except ValueError as exc:
-                raise ValueError(f"{args.input}, first frame, object {oid}: {exc}") from None
+            except PersamError as exc:
+                raise exc.reworded(f"{args.input}, first frame, object {oid}: {exc}") from None
         model = load_model(args)
         labels = labels_from_prompts(model, first, objects)
     else:
@@ -182,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     )
     written = done.frames
     if source.stopped:
-        raise ValueError(
+        raise OptionsError(
             f"{args.input}: {source.stopped}; the {written} frames decoded were segmented into {out}; "
             "re-encode or re-download the video to segment the rest"
         )
@@ -212,7 +213,7 @@ def _refuse_for_sam2(args: argparse.Namespace) -> None:
     ]
     refuse(given, "with --tracker sam2 (SAM 2 is seeded by --mask or --concept and tracks in fp32 with PyTorch)")
     if bool(args.mask) == bool(args.concept):
-        raise ValueError(
+        raise OptionsError(
             "--tracker sam2 takes the first frame's objects either as --mask FIRST.png or as "
             "--concept C.persam (exactly one of the two)"
         )
@@ -231,9 +232,9 @@ def _refuse_for_sam2(args: argparse.Namespace) -> None:
             "with --mask (no concept to search the objects with)",
         )
     if args.lost_after is not None and args.lost_after < 1:
-        raise ValueError(f"--lost-after must be at least 1 frame, got {args.lost_after}")
+        raise OptionsError(f"--lost-after must be at least 1 frame, got {args.lost_after}")
     if len(args.concept) > 255:
-        raise ValueError(f"{len(args.concept)} concepts given; at most 255 objects are tracked")
+        raise OptionsError(f"{len(args.concept)} concepts given; at most 255 objects are tracked")
 
 
 def _tracker_model(args: argparse.Namespace, metas: list[dict]) -> str:
@@ -246,7 +247,7 @@ def _tracker_model(args: argparse.Namespace, metas: list[dict]) -> str:
     if len(names) == 1 and is_sam2(next(iter(names))):
         return next(iter(names))
     made = f"the concept was made with {', '.join(sorted(names))}" if names else "a mask gives no model"
-    raise ValueError(f"--tracker sam2 needs --model NAME, a SAM 2 model (e.g. sam2.1_hiera_tiny): {made}")
+    raise OptionsError(f"--tracker sam2 needs --model NAME, a SAM 2 model (e.g. sam2.1_hiera_tiny): {made}")
 
 
 def _concept_model(args: argparse.Namespace, path: str, meta: dict, tracker_model: str, loaded: dict):
@@ -270,7 +271,7 @@ def _concept_model(args: argparse.Namespace, path: str, meta: dict, tracker_mode
         except user_errors() as exc:
             if name == tracker_model:
                 raise
-            raise ValueError(
+            raise OptionsError(
                 f"{path} was made with {name}, which could not be loaded ({exc}); pass its weights "
                 "with --concept-checkpoint PATH"
             ) from None
@@ -293,7 +294,7 @@ def run_sam2(args: argparse.Namespace) -> int:
 
     _refuse_for_sam2(args)
     if args.random_weights and args.checkpoint:
-        raise ValueError(
+        raise OptionsError(
             f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them"
         )
     metas = [read_concept_metadata(path)[0] for path in args.concept]  # a bad concept fails before any model loads
@@ -306,7 +307,7 @@ def run_sam2(args: argparse.Namespace) -> int:
     frames = iter(source)
     first = next(frames, None)
     if first is None:
-        raise ValueError(
+        raise OptionsError(
             f"{args.input}: no frame could be decoded ({source.stopped or 'empty video'}); "
             "re-encode the video or pass a folder of frames"
         )
@@ -371,7 +372,7 @@ def run_sam2(args: argparse.Namespace) -> int:
         overlay=args.overlay_video,
     )
     if source.stopped:
-        raise ValueError(
+        raise OptionsError(
             f"{args.input}: {source.stopped}; the {written} frames decoded were tracked into {out}; "
             "re-encode or re-download the video to track the rest"
         )

@@ -9,6 +9,8 @@ from typing import Generic, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from persam.errors import InputError, MissingInputError
+
 BoolArray = NDArray[np.bool_]
 FloatArray = NDArray[np.float64]
 PathLike = str | Path
@@ -79,13 +81,13 @@ def subdirs(folder: Path) -> list[Path]:
 def require_dir(path: Path, what: str, layout: str) -> None:
     """Raise FileNotFoundError naming ``what`` and the expected ``layout`` unless ``path`` is a folder."""
     if not path.is_dir():
-        raise FileNotFoundError(f"{what} {path} not found; expected {layout}")
+        raise MissingInputError(f"{what} {path} not found; expected {layout}")
 
 
 def check_same_shape(pred: np.ndarray, gt: np.ndarray, pred_path: Path, gt_path: Path) -> None:
     """Raise ValueError naming both files unless the prediction and ground truth have one (H, W)."""
     if pred.shape != gt.shape:
-        raise ValueError(
+        raise InputError(
             f"prediction {pred_path} is {pred.shape[1]}x{pred.shape[0]} but ground truth {gt_path} "
             f"is {gt.shape[1]}x{gt.shape[0]} (WxH); predictions must match the GT size"
         )

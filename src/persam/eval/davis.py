@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from persam.errors import InputError, MissingInputError
 from persam.eval.common import NamedIndex, PathLike, check_same_shape, is_visible, require_dir
 from persam.eval.davis_metrics import DavisReport, score_davis_sequence, summarize_davis
 from persam.io.masks import read_label_map
@@ -93,10 +94,10 @@ class Davis2017Dataset(NamedIndex[DavisSequence]):
     def _read_image_set(self, subset: str) -> list[str]:
         set_file = self.root / "ImageSets" / "2017" / f"{subset}.txt"
         if not set_file.is_file():
-            raise FileNotFoundError(f"DAVIS image set {set_file} not found; expected {DAVIS_LAYOUT}")
+            raise MissingInputError(f"DAVIS image set {set_file} not found; expected {DAVIS_LAYOUT}")
         names = [line.strip() for line in set_file.read_text().splitlines() if line.strip()]
         if not names:
-            raise ValueError(f"DAVIS image set {set_file} lists no sequences; expected one name per line")
+            raise InputError(f"DAVIS image set {set_file} lists no sequences; expected one name per line")
         return names
 
     def _scan(self, name: str, require_images: bool) -> DavisSequence:
@@ -104,12 +105,12 @@ class Davis2017Dataset(NamedIndex[DavisSequence]):
         require_dir(ann_dir, f"annotation folder of sequence {name!r}", DAVIS_LAYOUT)
         annotations = tuple(sorted(p for p in ann_dir.glob("*.png") if is_visible(p)))
         if not annotations:
-            raise ValueError(f"no annotation PNGs in {ann_dir}; expected {DAVIS_LAYOUT}")
+            raise InputError(f"no annotation PNGs in {ann_dir}; expected {DAVIS_LAYOUT}")
         frames: tuple[Path, ...] = ()
         if img_dir.is_dir():
             frames = tuple(sorted(p for p in img_dir.glob("*.jpg") if is_visible(p)))
         if require_images and not frames:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"no frames {img_dir / '00000.jpg'} ... found for sequence {name!r}; expected {DAVIS_LAYOUT}"
             )
         return DavisSequence(name=name, frames=frames, annotations=annotations)
@@ -120,10 +121,10 @@ def read_label_stack(paths: Iterable[PathLike]) -> NDArray[np.uint8]:
     path_list = [Path(p) for p in paths]
     masks = [read_davis_labels(p) for p in path_list]
     if not masks:
-        raise ValueError("no mask files given; expected at least one")
+        raise InputError("no mask files given; expected at least one")
     for p, m in zip(path_list, masks, strict=True):
         if m.shape != masks[0].shape:
-            raise ValueError(
+            raise InputError(
                 f"mask {p} has shape {m.shape} but {path_list[0]} has {masks[0].shape}; "
                 "all frames of a sequence must be the same size"
             )
@@ -170,7 +171,7 @@ def evaluate_davis(
     for seq in dataset:
         gt = read_label_stack(seq.annotations)
         if gt.shape[0] < 3:
-            raise ValueError(
+            raise InputError(
                 f"sequence {seq.name!r} has {gt.shape[0]} annotated frames; at least 3 are needed "
                 "because the first and last frames are not scored"
             )
@@ -178,7 +179,7 @@ def evaluate_davis(
         for t in range(1, gt.shape[0] - 1):
             pred_path = pred_root / seq.name / f"{seq.annotations[t].stem}.png"
             if not pred_path.is_file():
-                raise FileNotFoundError(f"prediction {pred_path} not found; expected {DAVIS_PRED_LAYOUT}")
+                raise MissingInputError(f"prediction {pred_path} not found; expected {DAVIS_PRED_LAYOUT}")
             labels = read_davis_labels(pred_path)
             check_same_shape(labels, gt[t], pred_path, seq.annotations[t])
             pred[t] = labels

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from persam.errors import InputError
 from persam.eval.common import BoolArray, FloatArray, as_mask, as_mask_pair, window_sum
 
 #: Label value of "void" pixels in DAVIS annotations.
@@ -211,7 +212,7 @@ def score_davis_sequence(
     """
     gt, pred = np.asarray(gt_labels), np.asarray(pred_labels)
     if gt.ndim != 3 or pred.shape != gt.shape:
-        raise ValueError(
+        raise InputError(
             f"sequence {sequence!r}: expected GT and prediction label stacks of equal shape "
             f"(T, H, W), got {gt.shape} and {pred.shape}"
         )
@@ -221,13 +222,13 @@ def score_davis_sequence(
     frames = slice(1, -1) if skip_first_last else slice(None)
     gt, pred, void = gt[frames], pred[frames], void[frames]
     if gt.shape[0] == 0:
-        raise ValueError(
+        raise InputError(
             f"sequence {sequence!r} has too few frames; at least 3 are needed when the first "
             "and last frames are excluded"
         )
     num_pred = int(pred.max())
     if num_pred > num_objects:
-        raise ValueError(
+        raise InputError(
             f"sequence {sequence!r}: prediction contains object id {num_pred} but the first GT "
             f"frame has only {num_objects} objects (expected ids 0..{num_objects})"
         )
@@ -279,7 +280,7 @@ def summarize_davis(objects: Iterable[DavisObjectScore]) -> DavisReport:
     """Average the per-object mean, recall and decay of J and F over all objects."""
     objs = tuple(objects)
     if not objs:
-        raise ValueError("no DAVIS objects to summarise; the first GT frames contain no object ids")
+        raise InputError("no DAVIS objects to summarise; the first GT frames contain no object ids")
 
     def avg(stats: list[FrameStatistics]) -> FrameStatistics:
         return FrameStatistics(*(float(np.mean([getattr(s, k) for s in stats])) for k in ("mean", "recall", "decay")))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from persam.errors import InputError, MissingInputError
 from persam.eval.common import NamedIndex, PathLike, check_same_shape, is_visible, require_dir, subdirs
 from persam.eval.perseg_metrics import PerSegReport, perseg_image_counts, score_perseg_object, summarize_perseg
 from persam.io.masks import read_binary_mask
@@ -69,7 +70,7 @@ class PerSegDataset(NamedIndex[PerSegObject]):
         require_dir(ann_root, "PerSeg annotation folder", PERSEG_LAYOUT)
         names = [p.name for p in subdirs(images_root)]
         if not names:
-            raise ValueError(f"no object folders in {images_root}; expected {PERSEG_LAYOUT}")
+            raise InputError(f"no object folders in {images_root}; expected {PERSEG_LAYOUT}")
         self._where = str(images_root)
         self._items = tuple(self._scan(n, images_root, ann_root) for n in names)
 
@@ -85,23 +86,23 @@ class PerSegDataset(NamedIndex[PerSegObject]):
         for p in sorted(img_dir.iterdir()):
             if p.is_file() and is_visible(p) and p.suffix.lower() in IMAGE_SUFFIXES:
                 if p.stem in images:
-                    raise ValueError(f"two images with id {p.stem!r} in {img_dir}; expected one NN.jpg per id")
+                    raise InputError(f"two images with id {p.stem!r} in {img_dir}; expected one NN.jpg per id")
                 images[p.stem] = p
         masks = {p.stem: p for p in ann_dir.glob("*.png") if is_visible(p)}
         ref = self.reference_id
         if ref not in images:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"reference image {img_dir / (ref + '.jpg')} not found for object {name!r}; expected {PERSEG_LAYOUT}"
             )
         for stem in images:
             if stem not in masks:
-                raise FileNotFoundError(
+                raise MissingInputError(
                     f"annotation {ann_dir / (stem + '.png')} for image {images[stem]} not "
                     f"found; expected {PERSEG_LAYOUT}"
                 )
         for stem in masks:
             if stem not in images:
-                raise ValueError(
+                raise InputError(
                     f"annotation {masks[stem]} has no image {img_dir / (stem + '.jpg')}; expected {PERSEG_LAYOUT}"
                 )
         test_ids = tuple(sorted(s for s in images if s != ref))
@@ -145,19 +146,19 @@ def evaluate_perseg(
     wanted = None if objects is None else list(objects)
     unknown = [] if wanted is None else [n for n in wanted if n not in dataset.names]
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"unknown PerSeg objects {unknown}; objects in {dataset.root / 'Images'}: {', '.join(dataset.names)}"
         )
     selected = dataset.objects if wanted is None else tuple(dataset[n] for n in wanted)
     scores = []
     for obj in selected:
         if not obj.test_ids:
-            raise ValueError(f"object {obj.name!r} has no test images besides the reference {reference_id}")
+            raise InputError(f"object {obj.name!r} has no test images besides the reference {reference_id}")
         counts = []
         for stem, mask_path in zip(obj.test_ids, obj.test_masks, strict=True):
             pred_path = pred_root / obj.name / f"{stem}.png"
             if not pred_path.is_file():
-                raise FileNotFoundError(f"prediction {pred_path} not found; expected {PERSEG_PRED_LAYOUT}")
+                raise MissingInputError(f"prediction {pred_path} not found; expected {PERSEG_PRED_LAYOUT}")
             gt, pred = read_perseg_mask(mask_path), read_perseg_mask(pred_path)
             check_same_shape(pred, gt, pred_path, mask_path)
             counts.append(perseg_image_counts(pred, gt, dilation_ratio))

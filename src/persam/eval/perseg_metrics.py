@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from persam.errors import InputError
 from persam.eval.common import BoolArray, as_mask, as_mask_pair, window_sum
 
 
@@ -142,5 +143,5 @@ def summarize_perseg(objects: Iterable[PerSegObjectScore]) -> PerSegReport:
     """Average the per-object IoU and bIoU (percent)."""
     objs = tuple(objects)
     if not objs:
-        raise ValueError("no PerSeg objects to summarise; expected at least one object")
+        raise InputError("no PerSeg objects to summarise; expected at least one object")
     return PerSegReport(objs, float(np.mean([o.iou for o in objs])), float(np.mean([o.biou for o in objs])))

@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from persam.errors import OutputError
+
 #: The temp files :class:`PendingFile` makes: ``.<target name>.<8 lowercase hex digits>.tmp``.
 TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
@@ -41,11 +43,11 @@ def temp_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
 
 
-class OutputPathError(PermissionError):
+class OutputPathError(OutputError, PermissionError):
     """The target's folder cannot be created or written, or the target is not a file.
 
-    A ``PermissionError`` so that front ends report it in one line like other
-    user errors; ``str(exc)`` names the target path and the fix.
+    An ``OutputError`` (the user can fix it: front ends report it in one line) and a
+    ``PermissionError`` for Python callers; ``str(exc)`` names the target path and the fix.
     """
 
 
@@ -64,7 +66,7 @@ def _output_error(target: Path, exc: OSError, action: str) -> OutputPathError:
         fix = "a folder has that name; choose another output file name"
     else:
         fix = "choose another output path"
-    return OutputPathError(f"cannot {action} {target} ({_describe(exc)}); {fix}")
+    return OutputPathError(f"cannot {action} {target} ({_describe(exc)}); {fix}", path=target)
 
 
 class PendingFile:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from persam.errors import InputError, MissingExtraError, MissingInputError
 from persam.io.atomic import PendingFile
 from persam.io.images import DECODE_ERRORS, IMAGE_EXTENSIONS, load_image, open_image
 from persam.io.masks import davis_palette
@@ -30,7 +31,7 @@ def _import_av():
     try:
         import av
     except ImportError:
-        raise ValueError(
+        raise MissingExtraError(
             "reading and writing videos needs PyAV; install it with: pip install 'persam[video]'"
         ) from None
     return av
@@ -74,7 +75,7 @@ class FrameSource:
         try:
             container = av.open(str(self.path))
         except (av.FFmpegError, OSError) as exc:
-            raise ValueError(
+            raise InputError(
                 f"{self.path}: not a readable video ({exc.__class__.__name__}); "
                 "pass an mp4/mov/webm/avi/mkv file or a folder of frames"
             ) from None
@@ -128,15 +129,15 @@ def open_frames(path: str | os.PathLike) -> FrameSource:
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
         )
         if not files:
-            raise ValueError(
+            raise InputError(
                 f"{source}: no image files in the folder; put the frames there as 00000.jpg, 00001.jpg, ..."
             )
         _check_sizes(files)
         return FrameSource(path=source, fps=FOLDER_FPS, total=len(files), files=files)
     if not source.exists():
-        raise FileNotFoundError(f"{source}: no such file or folder; pass a video file or a folder of frames")
+        raise MissingInputError(f"{source}: no such file or folder; pass a video file or a folder of frames")
     if source.suffix.lower() not in VIDEO_EXTENSIONS:
-        raise ValueError(
+        raise InputError(
             f"{source}: not a video file ({source.suffix or 'no extension'}); "
             f"pass {'/'.join(sorted(e[1:] for e in VIDEO_EXTENSIONS))} or a folder of frames"
         )
@@ -144,12 +145,12 @@ def open_frames(path: str | os.PathLike) -> FrameSource:
     try:
         with av.open(str(source)) as container:
             if not container.streams.video:
-                raise ValueError(f"{source}: the file holds no video stream; pass a video file or a folder of frames")
+                raise InputError(f"{source}: the file holds no video stream; pass a video file or a folder of frames")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or FOLDER_FPS
             total = int(stream.frames) or None
     except (av.FFmpegError, OSError) as exc:
-        raise ValueError(
+        raise InputError(
             f"{source}: not a readable video ({exc.__class__.__name__}); "
             "re-encode it (e.g. to H.264 mp4) or pass a folder of frames"
         ) from None
@@ -163,7 +164,7 @@ def image_size(path: Path) -> tuple[int, int]:
         try:
             orientation = img.getexif().get(0x0112, 1)
         except DECODE_ERRORS as exc:
-            raise ValueError(
+            raise InputError(
                 f"{path}: not a readable image ({exc.__class__.__name__}); remove it from the frame folder"
             ) from None
     return (h, w) if orientation in _TRANSPOSED else (w, h)
@@ -174,7 +175,7 @@ def _check_sizes(files: list[Path]) -> None:
     for path in files[1:]:
         size = image_size(path)
         if size != first:
-            raise ValueError(
+            raise InputError(
                 f"{path} is {size[0]}x{size[1]} but {files[0].name} is {first[0]}x{first[1]}; "
                 "resize all frames of the folder to one size"
             )
@@ -260,4 +261,6 @@ def _encoder_name(av) -> str:
         except Exception:  # noqa: BLE001 - PyAV raises various errors for unknown encoders
             continue
         return name
-    raise ValueError("this PyAV build has no H.264 or MPEG-4 encoder; drop --overlay-video or install PyAV from PyPI")
+    raise MissingExtraError(
+        "this PyAV build has no H.264 or MPEG-4 encoder; drop --overlay-video or install PyAV from PyPI"
+    )

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+from persam.errors import InputError, MissingInputError
+
 _CHUNK = 1 << 20  # 1 MiB
 
 
@@ -15,12 +17,21 @@ def file_sha256(path: str | os.PathLike) -> str:
     """Return the SHA-256 hex digest (64 lowercase hex characters) of a file's bytes.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        MissingInputError: ``path`` does not exist.
+        InputError: it cannot be read (a folder, no permission).
     """
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise MissingInputError(f"{path}: no such file; check the path", path=path) from None
+    except OSError as exc:
+        raise InputError(
+            f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); check the path and its permissions",
+            path=path,
+        ) from None
     return digest.hexdigest()
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from persam.errors import InputError, MissingInputError, OptionsError
 from persam.io.atomic import atomic_save
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
@@ -63,7 +64,7 @@ def set_max_pixels(limit: int | None) -> None:
     """
     global _max_pixels
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"the pixel limit must be a positive whole number (or None for no limit), got {limit!r}")
+        raise OptionsError(f"the pixel limit must be a positive whole number (or None for no limit), got {limit!r}")
     _max_pixels = limit
 
 
@@ -94,7 +95,7 @@ def open_image(source: str | os.PathLike, *, limit: int | None | object = _UNSET
     """
     path = Path(source)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; check the path")
+        raise MissingInputError(f"{path}: no such file; check the path")
     return _open_checked(path, str(path), limit, load)
 
 
@@ -104,11 +105,11 @@ def _open_checked(source, name: str, limit: int | None | object, load: bool) -> 
     try:
         img = _open_header(source)
     except DECODE_ERRORS as exc:
-        raise ValueError(f"{name}: not a readable image ({exc.__class__.__name__}); pass a JPEG or PNG file") from None
+        raise InputError(f"{name}: not a readable image ({exc.__class__.__name__}); pass a JPEG or PNG file") from None
     w, h = img.size
     if cap is not None and w * h > cap:
         img.close()
-        raise ValueError(
+        raise InputError(
             f"{name}: {w}x{h} is {w * h / 1e6:.4g} megapixels, above the limit of {cap / 1e6:g} "
             "megapixels (a guard against decompression bombs); downscale the image, or raise the "
             "limit (--max-pixels N) if you trust the file"
@@ -118,7 +119,7 @@ def _open_checked(source, name: str, limit: int | None | object, load: bool) -> 
             img.load()
         except DECODE_ERRORS as exc:
             img.close()
-            raise ValueError(
+            raise InputError(
                 f"{name}: not a readable image ({exc.__class__.__name__}: {_first_line(exc)}); "
                 "pass a complete JPEG or PNG file"
             ) from None
@@ -176,11 +177,11 @@ def load_image(source: ImageLike) -> np.ndarray:
         elif arr.dtype == bool:
             arr = arr.astype(np.uint8) * 255
         elif arr.dtype != np.uint8:
-            raise ValueError(f"image array has dtype {arr.dtype}; pass uint8 (or uint16) pixel values")
+            raise InputError(f"image array has dtype {arr.dtype}; pass uint8 (or uint16) pixel values")
         if arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)
         if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-            raise ValueError(f"image array has shape {source.shape}; pass (H, W), (H, W, 3) or (H, W, 4)")
+            raise InputError(f"image array has shape {source.shape}; pass (H, W), (H, W, 3) or (H, W, 4)")
         return np.ascontiguousarray(arr[..., :3])
     with open_image(source) as img:
         return _convert(img, str(source))
@@ -190,7 +191,7 @@ def _convert(img: Image.Image, name: str) -> np.ndarray:
     try:
         return _to_rgb_uint8(img)
     except DECODE_ERRORS as exc:
-        raise ValueError(
+        raise InputError(
             f"{name}: cannot read the orientation or colours of this {img.mode} image "
             f"({exc.__class__.__name__}); save it again as an 8-bit RGB JPEG or PNG"
         ) from None
@@ -227,5 +228,5 @@ def find_images(targets: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
         elif path.exists():
             pairs.append((path, Path(path.stem)))
         else:
-            raise FileNotFoundError(f"{path}: no such file or folder; check the target path")
+            raise MissingInputError(f"{path}: no such file or folder; check the target path")
     return pairs

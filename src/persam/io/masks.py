@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
+from persam.errors import InputError
 from persam.io.atomic import atomic_save
 from persam.io.images import ImageLike, open_image
 
@@ -95,7 +96,7 @@ def read_binary_mask(
         labels = read_label_map(source)
         if not (labels == label).any():
             present = ", ".join(str(int(v)) for v in np.unique(labels)[:20])
-            raise ValueError(
+            raise InputError(
                 f"label {label} is not in {_name(source)} (values present: {present}); choose one of those as the label"
             )
         return labels == label
@@ -116,7 +117,7 @@ def read_binary_mask(
     else:
         raise ValueError(f"mask rule {rule!r}; pass 'values' or 'gray'")
     if arr.ndim != 2:
-        raise ValueError(f"{_name(source)} has shape {arr.shape}; pass a single-channel (H, W) mask")
+        raise InputError(f"{_name(source)} has shape {arr.shape}; pass a single-channel (H, W) mask")
     return arr != 0
 
 
@@ -141,7 +142,7 @@ def read_label_map(source: ImageLike, *, colours: Literal["davis", "refuse"] = "
             arr = rgb[..., 0]
         elif colours == "refuse":
             mode = source.mode if isinstance(source, Image.Image) else "RGB"
-            raise ValueError(
+            raise InputError(
                 f"mask {name} is a colour ({mode}) image; expected a palette ('P') or grayscale "
                 "('L') PNG whose pixel values are object ids"
             )
@@ -158,13 +159,13 @@ def as_label_map(labels: np.ndarray, name: str = "the label map") -> np.ndarray:
     """
     arr = np.asarray(labels)
     if arr.ndim != 2:
-        raise ValueError(f"{name} has shape {arr.shape}; pass an (H, W) array of object ids")
+        raise InputError(f"{name} has shape {arr.shape}; pass an (H, W) array of object ids")
     if arr.dtype == bool:
         return arr.astype(np.uint8)
     if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} has dtype {arr.dtype}; pass integer object ids (an 8-bit PNG or uint8 array)")
+        raise InputError(f"{name} has dtype {arr.dtype}; pass integer object ids (an 8-bit PNG or uint8 array)")
     if arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise ValueError(f"{name} has ids outside 0..255; pass 8-bit object ids")
+        raise InputError(f"{name} has ids outside 0..255; pass 8-bit object ids")
     return arr.astype(np.uint8)
 
 
@@ -203,17 +204,17 @@ def first_frame_labels(
     if drawn_mask and ids.tolist() == [255]:
         arr, ids = (arr == 255).astype(np.uint8), np.array([1])
     if drawn_mask and ids.size > MAX_OBJECT_IDS:
-        raise ValueError(
+        raise InputError(
             f"{name}: {ids.size} different nonzero values, like an anti-aliased mask; "
             "save it as a binary 0/255 mask or a palette PNG of object ids"
         )
     if frame_hw is not None and arr.shape != tuple(frame_hw):
-        raise ValueError(
+        raise InputError(
             f"{name} is {arr.shape[1]}x{arr.shape[0]} but {frame} {frame_hw[1]}x{frame_hw[0]}; "
             "pass the mask drawn on the first frame, at its size"
         )
     if not ids.size:
-        raise ValueError(
+        raise InputError(
             f"{name} has no object pixel (empty: all 0); mark each object with its id, or 255 for one object"
         )
     return arr
@@ -228,7 +229,7 @@ def _davis_colours_to_ids(rgb: np.ndarray, name: str) -> np.ndarray:
     unknown = [int(u) for u in uniq if int(u) not in table]
     if unknown:
         c = unknown[0]
-        raise ValueError(
+        raise InputError(
             f"{name}: colour ({c >> 16}, {(c >> 8) & 255}, {c & 255}) is not a DAVIS palette colour; "
             "pass a palette or grayscale PNG whose values are object ids"
         )

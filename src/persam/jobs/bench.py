@@ -50,6 +50,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from persam.errors import OptionsError
 from persam.jobs.synthetic import synthetic_photo
 from persam.jobs.timing import seconds
 
@@ -212,7 +213,7 @@ def run_benchmark(
         ValueError: runs < 1, image_size < 32, unknown model, device or precision.
     """
     if runs < 1:
-        raise ValueError(f"--runs must be at least 1, got {runs}")
+        raise OptionsError(f"--runs must be at least 1, got {runs}")
     ref_image, ref_mask = synthetic_photo(image_size, seed=0, center=(0.42, 0.52), axes=(0.2, 0.26))
     tgt_image, _ = synthetic_photo(image_size, seed=1, center=(0.6, 0.45), axes=(0.18, 0.24))
 

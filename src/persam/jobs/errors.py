@@ -1,14 +1,13 @@
-"""The errors a user can fix (bad files, bad options): jobs skip or report them, the command line
-prints them in one line with exit status 2."""
+"""Which exceptions a user can fix: ``persam.errors.PersamError`` and its subclasses, nothing else.
+
+Kept for the front ends that import ``user_errors``; any other exception is a bug (see ``persam.errors``).
+"""
 
 from __future__ import annotations
 
-#: Errors a user can fix, without the checkpoint errors (which need a lazy import).
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError, PermissionError)
+from persam.errors import PersamError
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """USER_ERRORS plus ``persam.backends.checkpoints.CheckpointError`` (imported here, on first call)."""
-    from persam.backends.checkpoints import CheckpointError
-
-    return USER_ERRORS + (CheckpointError,)
+    """The exception types a front end reports as "the user can fix this": ``(PersamError,)``."""
+    return (PersamError,)

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from persam.errors import OptionsError
+
 #: Test hook: "K:FILE" makes an actor kill its own process (SIGKILL) before its K-th photo, once (FILE marks it done).
 KILL_ENV = "PERSAM_TEST_KILL_WORKER_AT"
 
@@ -106,7 +108,7 @@ def plan(options: RayOptions) -> Plan:
     else:
         per = 1.0 if gpus >= 1 else 0.0
     if per > gpus:
-        raise ValueError(f"--ray-gpus-per-worker {per:g}: the Ray cluster has {gpus:g} GPUs; pass 0 for CPU workers")
+        raise OptionsError(f"--ray-gpus-per-worker {per:g}: the Ray cluster has {gpus:g} GPUs; pass 0 for CPU workers")
     if options.workers is not None:
         workers = options.workers
     elif per > 0:
@@ -114,7 +116,7 @@ def plan(options: RayOptions) -> Plan:
     else:
         workers = max(1, cpus - 1)
     if per == 0 and workers >= cpus and cpus > 1:
-        raise ValueError(
+        raise OptionsError(
             f"--ray-workers {workers}: the Ray cluster has {cpus} CPUs and CPU workers take one each; "
             f"leave at least one for reading and decoding (at most {cpus - 1})"
         )

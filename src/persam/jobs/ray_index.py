@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from persam.errors import InputError, MissingInputError, PersamError
 from persam.jobs.ray_common import ModelSpec, Plan, RayOptions, connect, describe_model, kill_hook, plan, pool_args
 
 _KNOWN: dict = {}  # per worker process: the stored hashes, fetched once per run
@@ -58,7 +59,7 @@ def list_photos(inputs: list[str]) -> list[str]:
         elif info.type == pafs.FileType.Directory:
             infos = sorted(filesystem.get_file_info(pafs.FileSelector(root, recursive=True)), key=lambda i: i.path)
         else:
-            raise FileNotFoundError(f"{item}: no such file or folder; check the URI")
+            raise MissingInputError(f"{item}: no such file or folder; check the URI")
         found += [
             f"{scheme}://{i.path}"
             for i in infos
@@ -93,11 +94,11 @@ def decode_batch(batch: dict, known_ref: list, run: str, preprocessing) -> dict:
             continue
         try:
             if data is None:
-                raise ValueError(failure)
+                raise InputError(failure, path=path)
             image = decode_image(data, path)
             resized = preprocessing.resize(image)
             row = ("todo", None, *image.shape[:2], resized.tobytes(), *resized.shape[:2])
-        except ValueError as exc:
+        except PersamError as exc:
             row = ("skipped", str(exc), 0, 0, b"", 0, 0)
         for k, v in zip(out, (path, sha, *row)):
             out[k].append(v)
@@ -155,7 +156,7 @@ def run_index(
 
     files = list_photos(inputs)
     if not files:
-        raise ValueError("no image files among the photos; pass .jpg/.png files or folders holding them")
+        raise InputError("no image files among the photos; pass .jpg/.png files or folders holding them")
     store = EmbeddingStore.open(store_uri)
     with connect(options.address):
         name, sha, preprocessing = ray.get(ray.remote(num_cpus=1)(describe_model).remote(spec))

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from persam.backends.base import EncodedImage
+from persam.errors import OptionsError
 from persam.jobs.bench import peak_rss_mb, synthetic_photo
 
 #: The reference configuration every other one is compared with.
@@ -48,7 +49,7 @@ def parse_config(text: str, default_precision: str = "fp32") -> tuple[str, str]:
     runtime, _, precision = text.partition(":")
     precision = precision or default_precision
     if runtime not in RUNTIMES or precision not in ("fp32", "bf16"):
-        raise ValueError(
+        raise OptionsError(
             f"--runtime {text!r}: use RUNTIME or RUNTIME:PRECISION with RUNTIME one of "
             f"{', '.join(RUNTIMES)} and PRECISION fp32 or bf16, e.g. openvino:bf16"
         )
@@ -129,7 +130,7 @@ def run_runtime_benchmark(
         persam.backends.runtime.RuntimeUnavailableError: a runtime's package is missing.
     """
     if runs < 1:
-        raise ValueError(f"--runs must be at least 1, got {runs}")
+        raise OptionsError(f"--runs must be at least 1, got {runs}")
     from persam.jobs.synthetic import synthetic_clip_frame
     from persam.session.photo import load
     from persam.session.video import VideoSession

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from statistics import median
 from typing import TYPE_CHECKING
 
+from persam.errors import OptionsError
 from persam.jobs.bench import peak_rss_mb
 from persam.jobs.synthetic import synthetic_clip_frame
 from persam.jobs.timing import stopwatch
@@ -78,7 +79,7 @@ def bench_tracker(
     from persam.session.tracker import SamTracker
 
     if frames < 2:
-        raise ValueError(f"the clip needs at least 2 frames (one seeds the tracker), got {frames}")
+        raise OptionsError(f"the clip needs at least 2 frames (one seeds the tracker), got {frames}")
     clip = [synthetic_clip_frame(size, n_objects, shift=t * max(1, size // 64)) for t in range(frames)]
     first = clip[0][1]
     masks = {oid: first == oid for oid in range(1, n_objects + 1)}

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from persam.errors import InputError
 from persam.eval.davis import Davis2017Dataset, read_davis_labels
 from persam.eval.davis_metrics import DAVIS_VOID_LABEL
 from persam.io import first_frame_labels, load_image, save_label_map
@@ -137,7 +138,7 @@ def run_davis_tracker(
     for seq in dataset:
         first_path = seq.annotations[0]
         if first_path.stem != seq.frames[0].stem:
-            raise ValueError(
+            raise InputError(
                 f"sequence {seq.name!r}: first annotation {first_path.name} does not match the first "
                 f"frame {seq.frames[0].name}; the first frame must be annotated"
             )

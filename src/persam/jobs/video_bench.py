@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from persam.errors import OptionsError
 from persam.jobs.synthetic import synthetic_clip_frame
 from persam.jobs.timing import median_seconds
 
@@ -50,6 +51,6 @@ def video_frame_extra_s(model: PersamModel, n_objects: int = 3, size: int = 1024
         runs: timed runs (at least 1).
     """
     if runs < 1:
-        raise ValueError(f"runs must be at least 1, got {runs}")
+        raise OptionsError(f"runs must be at least 1, got {runs}")
     run = video_frame_runner(model, n_objects, size)
     return median_seconds(run, model.backend.device, runs=runs, warmup=1)

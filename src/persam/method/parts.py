@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from persam.backends.base import Backend, EncodedImage, ImageGeometry
+from persam.errors import InputError, MissingExtraError, OptionsError
 from persam.method.decoder import Guidance, Prompt, PromptRecord, decode
 from persam.method.prior import positive_point
 from persam.method.refine import MethodOutput, refine
@@ -46,7 +47,7 @@ def check_parts(parts: tuple[int, int]) -> tuple[int, int]:
     """
     lo, hi = (int(v) for v in parts)
     if lo < 1 or hi < lo:
-        raise ValueError(f"part counts must be MIN..MAX with 1 <= MIN <= MAX, got {lo}..{hi}")
+        raise OptionsError(f"part counts must be MIN..MAX with 1 <= MIN <= MAX, got {lo}..{hi}")
     return lo, hi
 
 
@@ -88,7 +89,9 @@ def kmeans_prototypes(cells: torch.Tensor, n: int) -> torch.Tensor:
     try:
         from sklearn.cluster import KMeans
     except ImportError:
-        raise ValueError("the part-aware prior needs scikit-learn and POT; pip install 'persam[parts]'") from None
+        raise MissingExtraError(
+            "the part-aware prior needs scikit-learn and POT; pip install 'persam[parts]'"
+        ) from None
     data = cells.detach().float().cpu().numpy()
     labels = torch.from_numpy(KMeans(n_clusters=n, random_state=0, n_init=10).fit(data).labels_.astype(np.int64))
     raw = torch.stack([cells.cpu()[labels == k].mean(0) for k in range(n)])
@@ -133,7 +136,7 @@ def build_part_prior(feature_sets: list[torch.Tensor], parts: tuple[int, int] = 
     cells = torch.cat(feature_sets, dim=0).float()
     counts = [n for n in range(lo, hi + 1) if n <= cells.shape[0]]
     if not counts:
-        raise ValueError(
+        raise InputError(
             f"the reference mask covers {cells.shape[0]} feature cells, fewer than {lo} parts; "
             f"draw a larger mask or ask for fewer parts"
         )

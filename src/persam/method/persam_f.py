@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from persam.backends.base import Backend, EncodedImage
+from persam.errors import OptionsError
 from persam.method.decoder import DecoderOutput, Prompt, PromptRecord, decode, decode_many
 from persam.method.fit import FitProblem, auto_block, pool_problem
 from persam.method.prior import Box, positive_point
@@ -38,7 +39,7 @@ def check_settings(settings: PersamSettings) -> None:
     """
     moot = [c for c in settings.disabled() if c in NOT_IN_PERSAM_F]
     if moot:
-        raise ValueError(
+        raise OptionsError(
             f"PerSAM-F does not use {', '.join(moot)} (its prompt is one positive point, without guidance); "
             "drop --without " + " --without ".join(moot) + " or drop --finetune"
         )

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from persam.backends.base import Backend, EncodedImage
+from persam.errors import IncompatibleError
 from persam.method.guided import Guidance, guided_transformer
 from persam.method.runner import DecoderPass, DecoderRunner
 
@@ -122,7 +123,7 @@ def predict_sam2(
     """
     del exact
     if encoded.high_res_features is None:
-        raise ValueError(
+        raise IncompatibleError(
             "this image was encoded by another model family (no SAM 2 high-resolution features); "
             "encode it with the SAM 2 model"
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from persam.errors import OptionsError
+
 # The reference draws the mask as red 128 and thresholds it after SAM's pixel
 # normalisation (red mean 123.675): a cell counts when its bilinear sample of
 # the resized mask exceeds 123.675 / 128 of full coverage.
@@ -34,14 +36,14 @@ class PersamSettings:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.cell_threshold <= 1.0:
-            raise ValueError(f"cell_threshold must be in (0, 1], got {self.cell_threshold}")
+            raise OptionsError(f"cell_threshold must be in (0, 1], got {self.cell_threshold}")
 
     def without(self, *components: str) -> PersamSettings:
         """A copy with the named components (see ``COMPONENTS``) switched off."""
         changes = {}
         for name in components:
             if name not in COMPONENTS:
-                raise ValueError(f"unknown component {name!r}; choose from {', '.join(COMPONENTS)}")
+                raise OptionsError(f"unknown component {name!r}; choose from {', '.join(COMPONENTS)}")
             changes[name.replace("-", "_")] = False
         return replace(self, **changes)
 
@@ -79,7 +81,7 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.lr <= 0 or self.block < 0:
-            raise ValueError("steps and block must be >= 0 and lr > 0")
+            raise OptionsError("steps and block must be >= 0 and lr > 0")
 
     def to_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from persam.backends.base import EncodedImage, ImageGeometry
+from persam.errors import InputError
 from persam.method.resample import similarity_operator
 from persam.method.settings import CELL_THRESHOLD
 
@@ -118,7 +119,7 @@ def object_cells(
     if allow_touched and bool(mask.any()):
         return touched_cells(mask, geometry), True
     h, w = geometry.grid_hw
-    raise ValueError(
+    raise InputError(
         f"the reference mask covers no whole cell of the {h}x{w} feature grid; draw a larger mask around the object"
     )
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from persam.backends import Backend, EncodedImage
+from persam.errors import IncompatibleError, MissingInputError, StoreError
 from persam.io.hashing import file_sha256
 
 SCHEMA = """
@@ -69,14 +70,14 @@ class AlbumIndex:
         """Open (or create) an index file."""
         file = Path(path)
         if not create and not file.is_file():
-            raise FileNotFoundError(f"{file}: no such index; build it with `persam index PHOTOS... -o {file.name}`")
+            raise MissingInputError(f"{file}: no such index; build it with `persam index PHOTOS... -o {file.name}`")
         if create:
             file.parent.mkdir(parents=True, exist_ok=True)
         try:
             con = sqlite3.connect(str(file))
             con.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"{file}: not a persam album index ({exc}); build a new one with `persam index`") from None
+            raise StoreError(f"{file}: not a persam album index ({exc}); build a new one with `persam index`") from None
         return cls(file, con)
 
     def _meta(self, key: str) -> str | None:
@@ -93,7 +94,7 @@ class AlbumIndex:
                     [("backend", backend.name), ("checkpoint_sha256", backend.checkpoint_sha256)],
                 )
         elif (name, sha) != (backend.name, backend.checkpoint_sha256):
-            raise ValueError(
+            raise IncompatibleError(
                 f"{self.path}: index was built with model {name!r} (checkpoint {sha[:12]}…); "
                 f"pass the same --model/--checkpoint or build a new index"
             )
@@ -127,7 +128,7 @@ class AlbumIndex:
             "SELECT height, width, dtype, shape, embedding FROM photos WHERE path = ?", (str(path),)
         ).fetchone()
         if row is None:
-            raise FileNotFoundError(f"{path}: not in the index {self.path}; run `persam index` on it")
+            raise MissingInputError(f"{path}: not in the index {self.path}; run `persam index` on it")
         h, w, dtype, shape, blob = row
         emb = _tensor(blob, dtype, shape, backend.device)
         high_res = None
@@ -136,7 +137,7 @@ class AlbumIndex:
                 "SELECT shape, data FROM features WHERE path = ? ORDER BY level", (str(path),)
             ).fetchall()
             if len(rows) != 2:
-                raise ValueError(
+                raise IncompatibleError(
                     f"{self.path}: {path} has no SAM 2 high-resolution features; build a new index with `persam index`"
                 )
             high_res = tuple(_tensor(data, dtype, fshape, backend.device) for fshape, data in rows)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from persam.errors import IncompatibleError, InputError, MissingInputError
 from persam.io.atomic import atomic_save
 from persam.method.parts import PartPrior
 from persam.method.presence import PresenceStats
@@ -90,7 +91,7 @@ def read_concept_metadata(path: str | os.PathLike) -> tuple[dict, dict[str, torc
 
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{file}: no such concept file; create one with `persam personalize ... -o {file.name}`"
         )
     try:
@@ -99,17 +100,17 @@ def read_concept_metadata(path: str | os.PathLike) -> tuple[dict, dict[str, torc
         tensors = load_file(str(file))
         meta = json.loads(raw) if raw else None
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
-        raise ValueError(
+        raise InputError(
             f"{file}: damaged or not a persam concept file ({exc.__class__.__name__}); save the concept again"
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{file}: not a persam concept file; create one with `persam personalize`")
+        raise InputError(f"{file}: not a persam concept file; create one with `persam personalize`")
     if meta.get("version") not in (VERSION, PARTS_VERSION):
-        raise ValueError(
+        raise InputError(
             f"{file}: concept format version {meta.get('version')} is not supported by this persam; save it again"
         )
     if meta.get("tensors_sha256") != _digest(tensors):
-        raise ValueError(f"{file}: concept file is damaged (checksum mismatch); save the concept again")
+        raise InputError(f"{file}: concept file is damaged (checksum mismatch); save the concept again")
     return meta, tensors
 
 
@@ -122,11 +123,11 @@ def load_concept(path: str | os.PathLike, model: PersamModel) -> Concept:
     meta, tensors = read_concept_metadata(path)
     backend = model.backend
     if meta["backend"] != backend.name:
-        raise ValueError(
+        raise IncompatibleError(
             f"{path}: concept was made with model {meta['backend']!r}, not {backend.name!r}; pass --model {meta['backend']}"
         )
     if meta["checkpoint_sha256"] != backend.checkpoint_sha256:
-        raise ValueError(
+        raise IncompatibleError(
             f"{path}: concept was made with another checkpoint (SHA-256 {meta['checkpoint_sha256'][:12]}…, "
             f"loaded {backend.checkpoint_sha256[:12]}…); pass the --checkpoint it was made with"
         )
@@ -146,7 +147,7 @@ def load_concept(path: str | os.PathLike, model: PersamModel) -> Concept:
                 skipped=tuple(info["skipped"]),
             )
         except (KeyError, TypeError) as exc:
-            raise ValueError(
+            raise InputError(
                 f"{path}: concept file lacks the part-aware prior's {exc}; save the concept again"
             ) from None
     return Concept(

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from persam.backends import Backend, EncodedImage, create_backend
+from persam.errors import InputError, OptionsError, PersamError
 from persam.io import ImageLike, load_image, read_binary_mask
 from persam.method.decoder import PromptRecord
 from persam.method.fit import merge_problems, optimise
@@ -150,30 +151,30 @@ class PersamModel:
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         masks = list(mask) if isinstance(mask, (list, tuple)) else [mask]
         if (box is not None or points is not None) == (mask is not None):
-            raise ValueError("pass either a reference mask or prompts (box=..., points=...), exactly one of them")
+            raise OptionsError("pass either a reference mask or prompts (box=..., points=...), exactly one of them")
         if mask is None:
             if len(images) != 1:
-                raise ValueError(
+                raise OptionsError(
                     f"prompts describe one reference photo, got {len(images)}; pass one mask per photo instead"
                 )
             masks = [self.mask_from_prompts(images[0], points, point_labels, box).mask]
             if not masks[0].any():
-                raise ValueError(
+                raise InputError(
                     "SAM's mask for these prompts is empty; click inside the object or draw a box around it"
                 )
         if len(images) != len(masks) or not images:
-            raise ValueError(f"got {len(images)} reference photos and {len(masks)} masks; pass one mask per photo")
+            raise OptionsError(f"got {len(images)} reference photos and {len(masks)} masks; pass one mask per photo")
         settings = settings or PersamSettings()
         fit = fit or FitSettings()
         if prior not in ("similarity", "part-aware"):
-            raise ValueError(f"unknown prior {prior!r}; choose similarity or part-aware")
+            raise OptionsError(f"unknown prior {prior!r}; choose similarity or part-aware")
         part_aware = prior == "part-aware"
         if part_aware and finetune:
-            raise ValueError(
+            raise OptionsError(
                 "the part-aware prior is training-free; drop --finetune (PerSAM-F) or use --prior similarity"
             )
         if part_aware and settings.cell_threshold != PersamSettings().cell_threshold:
-            raise ValueError(
+            raise OptionsError(
                 "the part-aware prior uses its own reference-cell rule; leave the cell threshold at its default"
             )
         if finetune:
@@ -186,13 +187,13 @@ class PersamModel:
                 if part_aware:
                     features.append(cell_features(encoded, part_cells(ref_mask, encoded.geometry)))
                     if not len(features[-1]):
-                        raise ValueError(
+                        raise InputError(
                             "the reference mask covers no cell centre of the feature grid; draw a larger mask"
                         )
                 else:
                     features.append(masked_features(encoded, ref_mask, settings.cell_threshold))
-            except ValueError as exc:
-                raise ValueError(f"{_describe(msk)}: {exc}") from None
+            except PersamError as exc:
+                raise exc.reworded(f"{_describe(msk)}: {exc}") from None
             refs.append((encoded, ref_mask))
         target = TargetFeatures.from_cells(features)
         weights = None
@@ -211,11 +212,11 @@ class PersamModel:
         if tuple(mask.shape) != encoded.geometry.original_hw:
             mh, mw = mask.shape
             ih, iw = encoded.geometry.original_hw
-            raise ValueError(f"{name}: mask is {mw}x{mh} but the photo is {iw}x{ih}; pass the mask drawn on that photo")
+            raise InputError(f"{name}: mask is {mw}x{mh} but the photo is {iw}x{ih}; pass the mask drawn on that photo")
         if not mask.any():
-            raise ValueError(f"{name}: the reference mask is empty; mark the object with nonzero pixels")
+            raise InputError(f"{name}: the reference mask is empty; mark the object with nonzero pixels")
         if mask.all():
-            raise ValueError(f"{name}: the reference mask covers the whole photo; mark only the object")
+            raise InputError(f"{name}: the reference mask covers the whole photo; mark only the object")
         return torch.from_numpy(mask)
 
 
@@ -309,9 +310,9 @@ class Concept:
         own area above ``overlap``).
         """
         if max_instances < 1:
-            raise ValueError(f"max_instances must be at least 1, got {max_instances}")
+            raise OptionsError(f"max_instances must be at least 1, got {max_instances}")
         if self.parts is not None:
-            raise ValueError("several instances are found with the similarity prior only; use --prior similarity")
+            raise OptionsError("several instances are found with the similarity prior only; use --prior similarity")
         encoded = self.model.encode(image)
         sim = self._similarity(encoded).clone()
         first_best = float(sim.max())

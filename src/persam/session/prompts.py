@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from persam.backends.base import Backend, EncodedImage
+from persam.errors import OptionsError, PersamError
 from persam.method.decoder import Prompt, decode
 from persam.method.resample import upscale_logits
 
@@ -61,43 +62,43 @@ class Prompts:
         if points.size == 0:
             points = np.zeros((0, 2))
         if points.ndim != 2 or points.shape[1] != 2:
-            raise ValueError(f"points must be (x, y) pairs, got an array of shape {points.shape}")
+            raise OptionsError(f"points must be (x, y) pairs, got an array of shape {points.shape}")
         if point_labels is None:
             labels = np.ones(len(points), dtype=np.int64)
         else:
             labels = np.asarray(point_labels).reshape(-1)
             if len(labels) != len(points):
-                raise ValueError(
+                raise OptionsError(
                     f"got {len(points)} points and {len(labels)} labels; pass one label (1 or 0) per point"
                 )
             if not np.isin(labels, (0, 1)).all():
-                raise ValueError(
+                raise OptionsError(
                     f"point labels must be 1 (object) or 0 (background), got {sorted(set(labels.tolist()))}"
                 )
             labels = labels.astype(np.int64)
         for x, y in points:
             if not (np.isfinite(x) and np.isfinite(y) and 0 <= x < w and 0 <= y < h):
-                raise ValueError(
+                raise OptionsError(
                     f"point ({x:g}, {y:g}) is outside the {w}x{h} photo; use x in 0..{w - 1}, y in 0..{h - 1}"
                 )
         box = None
         if box_xyxy is not None:
             box = np.asarray(box_xyxy, dtype=np.float64).reshape(-1)
             if box.shape != (4,):
-                raise ValueError(f"a box is four numbers X0,Y0,X1,Y1, got {box.size}")
+                raise OptionsError(f"a box is four numbers X0,Y0,X1,Y1, got {box.size}")
             x0, y0, x1, y1 = box
             if not np.isfinite(box).all() or min(x0, y0) < 0 or x1 > w or y1 > h:
-                raise ValueError(
+                raise OptionsError(
                     f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {w}x{h} photo; keep 0 <= X <= {w}, 0 <= Y <= {h}"
                 )
             if x1 <= x0 or y1 <= y0:
-                raise ValueError(
+                raise OptionsError(
                     f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is empty; pass the top-left corner, then the bottom-right one"
                 )
         if box is None and len(points) == 0:
-            raise ValueError("no prompt: pass at least one point or a box")
+            raise OptionsError("no prompt: pass at least one point or a box")
         if box is None and not (labels == 1).any():
-            raise ValueError("only negative points: click the object at least once (or pass a box)")
+            raise OptionsError("only negative points: click the object at least once (or pass a box)")
         return cls(points_xy=points, point_labels=labels, box_xyxy=box)
 
     def to_decoder(self) -> Prompt:
@@ -159,12 +160,12 @@ def labels_from_prompts(model, frame, objects: dict[int, dict]) -> np.ndarray:
     labels = np.zeros(encoded.geometry.original_hw, dtype=np.uint8)
     for oid in sorted(objects, reverse=True):
         if not 1 <= oid <= 255:
-            raise ValueError(f"object id {oid} is outside 1..255; number the objects 1, 2, ...")
+            raise OptionsError(f"object id {oid} is outside 1..255; number the objects 1, 2, ...")
         try:
             mask = model.mask_from_prompts(encoded, **objects[oid]).mask
-        except ValueError as exc:
-            raise ValueError(f"object {oid}: {exc}") from None
+        except PersamError as exc:
+            raise exc.reworded(f"object {oid}: {exc}") from None
         if not mask.any():
-            raise ValueError(f"object {oid}: SAM's mask for its prompts is empty; click inside the object or box it")
+            raise OptionsError(f"object {oid}: SAM's mask for its prompts is empty; click inside the object or box it")
         labels[mask] = oid
     return labels

@@ -31,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 
+from persam.errors import IncompatibleError, MissingInputError, OptionsError, OutputError, StoreError
 from persam.io.hashing import file_sha256
 
 META = "store.json"
@@ -172,18 +173,18 @@ class EmbeddingStore:
         filesystem, root = resolve(uri)
         info = filesystem.get_file_info(root)
         if info.type == pafs.FileType.File:
-            raise ValueError(
+            raise OptionsError(
                 f"{uri}: a file, not an embedding store folder; choose a folder name (or an .idx file for SQLite)"
             )
         if not create and filesystem.get_file_info(f"{root}/{META}").type != pafs.FileType.File:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{uri}: no embedding store there (no {META}); build it with `persam index PHOTOS... -o {uri}`"
             )
         if create:
             try:
                 filesystem.create_dir(root, recursive=True)
             except OSError as exc:  # pyarrow's message names the cause (a file in the way, no permission)
-                raise ValueError(
+                raise OutputError(
                     f"{uri}: cannot create the embedding store folder ({str(exc).splitlines()[0]}); "
                     "where a part of the path is a file, or not writable, choose another output path"
                 ) from None
@@ -198,9 +199,9 @@ class EmbeddingStore:
         except FileNotFoundError:
             return None
         except ValueError:
-            raise ValueError(f"{self.uri}/{META}: not a persam embedding store file; build a new store") from None
+            raise StoreError(f"{self.uri}/{META}: not a persam embedding store file; build a new store") from None
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{self.uri}: not a persam embedding store; build a new one with `persam index`")
+            raise StoreError(f"{self.uri}: not a persam embedding store; build a new one with `persam index`")
         return meta
 
     def bind_names(self, name: str, checkpoint_sha256: str) -> None:
@@ -215,7 +216,7 @@ class EmbeddingStore:
                 ).encode(),
             )
         elif (meta["backend"], meta["checkpoint_sha256"]) != (name, checkpoint_sha256):
-            raise ValueError(
+            raise IncompatibleError(
                 f"{self.uri}: store was built with model {meta['backend']!r} (checkpoint "
                 f"{meta['checkpoint_sha256'][:12]}…); pass the same --model/--checkpoint or build a new store"
             )
@@ -284,7 +285,7 @@ class EmbeddingStore:
 
         where = self.latest().get(str(path))
         if where is None or (encoded and where.status != "encoded"):
-            raise FileNotFoundError(f"{path}: not in the store {self.uri}; run `persam index` on it")
+            raise MissingInputError(f"{path}: not in the store {self.uri}; run `persam index` on it")
         if self._cache is None or self._cache[0] != where.file:
             parquet = pq.ParquetFile(where.file, filesystem=self.fs)
             starts = np.cumsum([0] + [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)])

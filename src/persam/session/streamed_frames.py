@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from persam.errors import InputError
+
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
@@ -72,7 +74,7 @@ class StreamedFrames:
             if self.hw is None:
                 self.hw = hw
             elif hw != self.hw:
-                raise ValueError(
+                raise InputError(
                     f"frame {self.decoded} is {hw[1]}x{hw[0]} but the first frame is "
                     f"{self.hw[1]}x{self.hw[0]}; all frames of a video must have one size"
                 )

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
+from persam.errors import InputError, OptionsError
 from persam.session.streamed_frames import FramesEnded, StreamedFrames, new_inference_state
 from persam.session.video_predictor import propagate
 
@@ -110,9 +111,9 @@ class TrackerSettings:
 
     def __post_init__(self) -> None:
         if self.lost_after < 1:
-            raise ValueError(f"lost_after must be at least 1, got {self.lost_after}")
+            raise OptionsError(f"lost_after must be at least 1, got {self.lost_after}")
         if self.memory_window is not None and self.memory_window < 1:
-            raise ValueError(f"memory_window must be at least 1, got {self.memory_window}")
+            raise OptionsError(f"memory_window must be at least 1, got {self.memory_window}")
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ class SamTracker:
 
     def __post_init__(self) -> None:
         if not self.first_masks and not self.waiting:
-            raise ValueError("no object to track: the first frame's mask has no object")
+            raise InputError("no object to track: the first frame's mask has no object")
         self.waiting = {int(oid) for oid in self.waiting} - {int(oid) for oid in self.first_masks}
         self.find = self.find or self.locate
         if self.waiting and self.find is None:
@@ -193,7 +194,7 @@ class SamTracker:
         for oid in sorted(self.first_masks):
             mask = np.asarray(self.first_masks[oid], dtype=bool)
             if mask.shape != self.hw:
-                raise ValueError(
+                raise InputError(
                     f"object {oid}'s mask is {mask.shape[1]}x{mask.shape[0]} but the first frame is "
                     f"{self.hw[1]}x{self.hw[0]}"
                 )

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
+from persam.errors import OptionsError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
@@ -96,7 +98,7 @@ def load_video_predictor(
     from persam.backends.registry import resolve_device
 
     if not sam2_models.is_sam2(name):
-        raise ValueError(
+        raise OptionsError(
             f"--tracker sam2 runs a SAM 2 model, not {name!r}; pass --model "
             f"{' / '.join(n for n in sam2_models.CONFIGS if n != 'sam2_tiny')}"
         )

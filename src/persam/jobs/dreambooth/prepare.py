@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from persam.errors import InputError, MissingInputError
 from persam.io import (
     atomic_save,
     atomic_write_json,
@@ -109,7 +110,7 @@ def prepare_dataset(
 
     targets = find_images(list(photos))
     if not targets:
-        raise ValueError("no image files among the photos; pass .jpg/.png files or folders holding them")
+        raise InputError("no image files among the photos; pass .jpg/.png files or folders holding them")
     root = Path(output)
     report = PrepareReport(root)
     errors = user_errors()
@@ -152,7 +153,7 @@ def prepare_dataset(
     atomic_write_json(root / "rejected.json", report.rejected)
     atomic_write_text(root / "metadata.jsonl", "".join(json.dumps(row) + "\n" for row in report.kept))
     if not report.kept:
-        raise ValueError(
+        raise InputError(
             f"no photo kept ({len(report.rejected)} rejected, see {root / 'rejected.json'}); check the reference mask or pass --force"
         )
     return report
@@ -163,7 +164,7 @@ def read_metadata(data: str | os.PathLike) -> list[dict]:
     root = Path(data)
     meta = root / "metadata.jsonl"
     if not meta.is_file():
-        raise FileNotFoundError(f"{meta}: no such file; create the data folder with `persam dreambooth prepare`")
+        raise MissingInputError(f"{meta}: no such file; create the data folder with `persam dreambooth prepare`")
     rows = []
     for i, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -171,13 +172,13 @@ def read_metadata(data: str | os.PathLike) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{meta}:{i}: not JSON ({exc.msg})") from None
+            raise InputError(f"{meta}:{i}: not JSON ({exc.msg})") from None
         for key in ("file_name", "mask_file_name"):
             if key not in row:
-                raise ValueError(f"{meta}:{i}: no {key!r}; recreate the data folder with `persam dreambooth prepare`")
+                raise InputError(f"{meta}:{i}: no {key!r}; recreate the data folder with `persam dreambooth prepare`")
             if not (root / row[key]).is_file():
-                raise FileNotFoundError(f"{root / row[key]}: listed in {meta}:{i} but missing")
+                raise MissingInputError(f"{root / row[key]}: listed in {meta}:{i} but missing")
         rows.append(row)
     if not rows:
-        raise ValueError(f"{meta}: no training photos listed")
+        raise InputError(f"{meta}: no training photos listed")
     return rows

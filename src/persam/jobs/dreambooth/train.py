@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from persam.errors import InputError, MissingInputError, OptionsError
 from persam.jobs.dreambooth.loss import dreambooth_loss
 from persam.jobs.dreambooth.prepare import read_metadata
 
@@ -73,19 +74,19 @@ class TrainConfig:
 
     def check(self) -> None:
         if self.steps < 1:
-            raise ValueError(f"--steps must be at least 1, got {self.steps}")
+            raise OptionsError(f"--steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise OptionsError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.lr <= 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
+            raise OptionsError(f"--lr must be positive, got {self.lr}")
         if self.checkpoint_every < 1:
-            raise ValueError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
+            raise OptionsError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
         if self.keep_checkpoints < 1:
-            raise ValueError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}")
+            raise OptionsError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision}")
+            raise OptionsError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision}")
         if (self.class_data is None) != (self.class_prompt is None):
-            raise ValueError("prior preservation needs both --class-data DIR and --class-prompt TEXT")
+            raise OptionsError("prior preservation needs both --class-data DIR and --class-prompt TEXT")
 
 
 @dataclass
@@ -169,7 +170,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     instances = [(data / r["file_name"], data / r["mask_file_name"]) for r in rows]
     class_images = [p for p, _ in find_images([config.class_data])] if config.class_data else []
     if config.class_data and not class_images:
-        raise ValueError(f"{config.class_data}: no class images; generate some with the base model first")
+        raise InputError(f"{config.class_data}: no class images; generate some with the base model first")
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
 
@@ -183,12 +184,12 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
         unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
         noise_scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
     except OSError as exc:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{source}: not a diffusers Stable Diffusion folder ({str(exc).splitlines()[0]})"
         ) from None
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if config.resolution % (factor * 2 ** (len(unet.config.block_out_channels) - 1)):
-        raise ValueError(
+        raise OptionsError(
             f"--resolution {config.resolution} must be a multiple of {factor * 2 ** (len(unet.config.block_out_channels) - 1)} for this model"
         )
     prediction_type = noise_scheduler.config.prediction_type
@@ -270,7 +271,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
             elif prediction_type == "sample":
                 target = latents
             else:
-                raise ValueError(f"unsupported scheduler prediction_type {prediction_type!r}")
+                raise InputError(f"unsupported scheduler prediction_type {prediction_type!r}")
             with accelerator.autocast():
                 pred = unet(noisy, timesteps, emb.to(device)).sample
             b = config.batch_size
