@@ -38,29 +38,34 @@ class PersamError(Exception):
         message: the one-line message (whitespace, newlines included, collapsed).
         path: the file or folder concerned, or None.
         field: the option concerned, as the job spec / keyword argument names it (``"finetune"``,
-            ``"parts"``, ``"checkpoint"``), or None; the command line turns it into its flag.
+            ``"parts"``, ``"checkpoint"``), or None; the command line turns it into its flag. A tuple
+            names several options (an error about a combination): ``field`` is then the first of them.
+        fields: every option concerned (``()`` when none).
     """
 
-    def __init__(self, message: str, *, path: str | os.PathLike | None = None, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: str | os.PathLike | None = None, field: str | tuple[str, ...] | None = None
+    ) -> None:
         text = " ".join(str(message).split())
         super().__init__(text)
         self.message = text
         self.path = None if path is None else os.fspath(path)
-        self.field = field
+        self.fields: tuple[str, ...] = (field,) if isinstance(field, str) else tuple(field or ())
+        self.field = self.fields[0] if self.fields else None
 
     def __str__(self) -> str:
         return self.message
 
     def reworded(self, message: str) -> PersamError:
         """The same error (type, path, field) with another message, e.g. with the file's name in front."""
-        return type(self)(message, path=self.path, field=self.field)
+        return type(self)(message, path=self.path, field=self.fields)
 
     def __reduce__(self):  # picklable across processes (Ray) with its fields
-        return (_rebuild, (type(self), self.message, self.path, self.field))
+        return (_rebuild, (type(self), self.message, self.path, self.fields))
 
 
-def _rebuild(cls: type[PersamError], message: str, path: str | None, field: str | None) -> PersamError:
-    return cls(message, path=path, field=field)
+def _rebuild(cls: type[PersamError], message: str, path: str | None, fields: tuple[str, ...]) -> PersamError:
+    return cls(message, path=path, field=fields)
 
 
 class InputError(PersamError, ValueError):

@@ -54,7 +54,7 @@ def test_outputs_write_masks_manifest_and_coco(tmp_path: Path) -> None:
     assert [i["id"] for i in coco["images"]] == [1, 2]
     assert len(coco["annotations"]) == 1 and coco["annotations"][0]["area"] == 50
     assert coco["annotations"][0]["bbox"] == [4.0, 5.0, 10.0, 5.0]
-    assert outputs.counts() == {"written": 2, "skipped": 1, "absent": 1}
+    assert outputs.counts() == {"written": 2, "skipped": 1, "failed": 0, "absent": 1}
 
 
 def test_label_maps_with_instances(tmp_path: Path) -> None:

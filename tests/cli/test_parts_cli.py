@@ -69,7 +69,7 @@ def test_personalized_concept_segments_like_the_direct_run(tmp_path, refs):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--parts", "1..3"], "--parts applies to the part-aware prior only"),
+        (["--parts", "1..3"], "--parts: part counts apply to the part-aware prior only"),
         (["--prior", "part-aware", "--finetune"], "training-free"),
         (["--prior", "part-aware", "--max-instances", "2"], "similarity prior only"),
     ],

@@ -93,7 +93,7 @@ def test_segment_from_ref_prompts_equals_segment_from_persam_mask(photos, tiny_c
         )
         == 0
     )
-    assert json.loads((from_prompt / "manifest.json").read_text())["settings"] == manifest["settings"]
+    assert json.loads((from_prompt / "manifest.json").read_text())["spec_key"] == manifest["spec_key"]
 
 
 def test_personalize_from_a_box_equals_personalize_from_its_mask(photos, tiny_checkpoint):
@@ -145,9 +145,9 @@ def test_personalize_from_a_box_equals_personalize_from_its_mask(photos, tiny_ch
         (["--ref-box", "1,2,3"], "malformed"),
         (["--ref-point", "300,10"], "outside"),
         (["--ref-box", BOX, "--ref-mask", "m.png"], "not both"),
-        (["--ref-negative-point", "5,5"], "marks no object"),
+        (["--ref-negative-point", "5,5"], "mark no object"),
         (["--ref-box", BOX, "--label", "1"], "--label"),
-        (["--ref-box", BOX, "--ref", "{photos}/ref.png"], "one --ref photo"),
+        (["--ref-box", BOX, "--ref", "{photos}/ref.png"], "--ref: prompts mark the object in one reference photo"),
     ],
 )
 def test_bad_reference_prompts_exit_2_before_loading(photos, capsys, extra, expect):

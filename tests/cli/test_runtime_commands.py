@@ -65,7 +65,7 @@ def test_index_segment_and_video_encode_through_the_runtime(tmp_path, monkeypatc
     assert main(["segment", *refs, str(photos), "-o", str(tmp_path / "out"), "--workers", "2", *model]) == 0
     assert encoder_calls == ["openvino"] * 6
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["settings"]["runtime"] == "openvino"
+    assert manifest["weights"]["runtime"] == "openvino"
     capsys.readouterr()
     torch_model = model[:-2]  # the same command through PyTorch: other settings, so the photos are segmented again
     assert main(["segment", *refs, str(photos), "-o", str(tmp_path / "out"), *torch_model]) == 0

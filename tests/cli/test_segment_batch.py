@@ -132,7 +132,8 @@ def test_output_folder_inside_the_input_folder(tmp_path, refs, capsys) -> None:
         assert main(["segment", *refs, str(photos), "-o", str(out), "--overwrite", *TINY]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(Path(e["input"]).name for e in manifest["inputs"]) == ["p0.png", "p1.png", "p2.png"]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "p0.png", "p1.png", "p2.png"]
+    # the folder's run lock (``persam.io.lock``) stays as a hidden file
+    assert sorted(p.name for p in out.iterdir()) == [".persam.lock", "manifest.json", "p0.png", "p1.png", "p2.png"]
     captured = capsys.readouterr()
     assert "3 photos under the output folder" in captured.err
     assert captured.out.strip().splitlines()[-1].startswith("persam segment: 3 written (")
@@ -198,15 +199,15 @@ def test_changed_settings_or_photo_redo_the_work(tmp_path, refs, capsys) -> None
 #: third photo is segmented: a real signal to a real process (other tests' libraries never share its state).
 CTRL_C_DRIVER = """
 import os, signal, sys
-import persam.cli.segment as segment
+import persam.session.dispatch as dispatch
 from persam.cli.main import main
-real, calls = segment.segment_one, []
-def interrupted(concept, image, args):
+real, calls = dispatch.segment_photo, []
+def interrupted(*args):
     calls.append(1)
     if len(calls) == 3:
         os.kill(os.getpid(), signal.SIGINT)
-    return real(concept, image, args)
-segment.segment_one = interrupted
+    return real(*args)
+dispatch.segment_photo = interrupted
 code = main(sys.argv[1:])
 print("calls", len(calls))
 sys.exit(code)

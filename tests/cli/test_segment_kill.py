@@ -24,15 +24,15 @@ KILLED_AT = 12
 #: the middle of the batch on any machine, however fast (a kill from outside could come after the last photo).
 KILL_DRIVER = f"""
 import os, signal, sys
-import persam.cli.segment as segment
+import persam.session.dispatch as dispatch
 from persam.cli.main import main
-real, calls = segment.segment_one, []
-def killed(concept, image, args):
+real, calls = dispatch.segment_photo, []
+def killed(*args):
     calls.append(1)
     if len(calls) == {KILLED_AT}:
         os.kill(os.getpid(), signal.SIGKILL)
-    return real(concept, image, args)
-segment.segment_one = killed
+    return real(*args)
+dispatch.segment_photo = killed
 sys.exit(main(sys.argv[1:]))
 """
 

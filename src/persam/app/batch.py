@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from persam.app.files import expand_uploads, read_photo
+from persam.app.files import expand_uploads
+from persam.engine.spec import ExecutorSpec
 from persam.errors import OptionsError
 from persam.session.photo import Concept
 
@@ -35,8 +36,9 @@ class BatchOptions:
     max_instances: int = 1
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_instances <= 255:
-            raise OptionsError(f"max instances must be 1..255, got {self.max_instances}")
+        from persam.session.options import check_instances
+
+        check_instances(self.max_instances, "similarity")
 
 
 @dataclass(frozen=True)
@@ -54,17 +56,6 @@ class BatchResult:
     zip_path: Path
     summary: str
     skipped: list[str]
-
-
-def _segment(concept: Concept, pixels, options: BatchOptions):
-    """(mask or label map, results) of one photo."""
-    if options.max_instances > 1:
-        found = concept.segment_instances(
-            pixels, max_instances=options.max_instances, detect_absent=options.detect_absent
-        )
-        return found.labels, found.instances
-    result = concept.segment(pixels, detect_absent=options.detect_absent)
-    return result.mask, [result]
 
 
 def caption(entry: dict, name: str) -> str:
@@ -88,55 +79,63 @@ def segment_uploads(
     workdir: Path,
     progress: Progress | None = None,
 ) -> BatchResult:
-    """Segment every uploaded photo (zips are opened) and zip the outputs.
+    """Segment every uploaded photo (zips are opened) on the job engine and zip the outputs.
 
-    A photo that cannot be read or segmented is listed in ``skipped`` and in
-    the manifest; the others are still written.
+    A photo that cannot be read or segmented is listed in ``skipped`` and in the manifest; the others are
+    still written. The manifest records each photo under its upload's name, never the server's path.
 
     Raises:
-        ValueError: nothing uploaded, or an unreadable zip.
+        persam.errors.PersamError: nothing uploaded, an unreadable zip, options the concept refuses.
     """
-    from persam.jobs.errors import user_errors
-    from persam.jobs.outputs import Done, OutputOptions, Outputs, write_result
+    from persam.engine.job import Source
+    from persam.engine.runner import run_job
+    from persam.engine.spec import GivenConcept, JobSpec, MethodSpec, OutputSpec
+    from persam.io.lock import LOCK_NAME
+    from persam.io.naming import output_stems
+    from persam.session.concept_file import concept_key
 
     if not uploads:
         raise OptionsError("no photo uploaded; add photos (or a zip of photos) first")
-    if options.max_instances > 1 and concept.parts is not None:
-        raise OptionsError(
-            "several instances are found with the similarity prior only; set max instances to 1, "
-            "or learn the concept with the similarity prior"
-        )
     workdir.mkdir(parents=True, exist_ok=True)
     run = Path(tempfile.mkdtemp(prefix="segment-", dir=workdir))
     targets = expand_uploads(list(uploads), run)
-    outputs = Outputs(run / "out", OutputOptions(max_instances=options.max_instances, overlay=True, coco=True))
+    names = [stem + path.suffix for path, stem in targets]  # the upload's name (or its path inside the zip)
+    stems = output_stems([(name, stem) for name, (_, stem) in zip(names, targets)])
+    sources = [Source(path, name, stem) for (path, _), name, stem in zip(targets, names, stems)]
+    spec = JobSpec(
+        concept=GivenConcept(concept_key(concept)),
+        output=OutputSpec(str(run / "out"), format="coco", overlay=True),
+        targets=tuple(str(path) for path, _ in targets),
+        method=MethodSpec(max_instances=options.max_instances, detect_absent=options.detect_absent),
+        executor=ExecutorSpec(workers=1),
+    )
+
+    def steps(items, total: int, what: str):
+        for i, item in enumerate(items):
+            if progress is not None:
+                progress(i, total, f"segmenting photo {i + 1} of {total}")
+            yield item
+
+    result = run_job(spec, model=concept.model, concept=concept, sources=sources, progress=steps)
+    outputs = result.outputs
     gallery, skipped = [], []
-    errors = user_errors()
-    for i, (path, stem) in enumerate(targets):
-        name = stem + path.suffix  # the upload's name (or its path inside the zip), never the server's
-        if progress is not None:
-            progress(i, len(targets), f"segmenting {name}")
-        try:
-            pixels = read_photo(path)
-            written, results = _segment(concept, pixels, options)
-        except errors as exc:
-            done = Done.skipped(Path(name), exc)
-            skipped.append(str(exc) if str(exc).startswith(f"{path.name}:") else f"{name}: {exc}")
+    for entry in outputs.entries:
+        name, reason = entry["input"], entry.get("reason", "")
+        if entry["status"] == "written":
+            gallery.append((str(outputs.root / entry["overlay"]), caption(entry, name)))
         else:
-            done = write_result(outputs.root, Path(name), Path(stem), pixels, written, results, outputs.options)
-            gallery.append((str(outputs.root / done.entry["overlay"]), caption(done.entry, name)))
-        outputs.add(done)
-    outputs.save(concept.method, concept.model.backend.name)
+            skipped.append(reason if reason.startswith(f"{name}:") else f"{name}: {reason}")
     if progress is not None:
         progress(len(targets), len(targets), "packing the zip")
     zip_path = run / "persam-results.zip"
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for file in sorted(outputs.root.rglob("*")):
-            if file.is_file():
+            if file.is_file() and file.name != LOCK_NAME:
                 archive.write(file, file.relative_to(outputs.root).as_posix())
-    counts = outputs.counts()
+    counts = result.counts
+    failed = f", {counts['failed']} failed (an internal error)" if counts["failed"] else ""
     summary = (
         f"{counts['written']} photo(s) segmented, {counts['absent']} without the object, "
-        f"{counts['skipped']} skipped; masks, overlays, manifest.json and annotations.json in the zip"
+        f"{counts['skipped']} skipped{failed}; masks, overlays, manifest.json and annotations.json in the zip"
     )
     return BatchResult(gallery=gallery, zip_path=zip_path, summary=summary, skipped=skipped)

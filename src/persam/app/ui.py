@@ -57,7 +57,7 @@ def build(model: PersamModel, workdir: Path | None = None):
     """The ``gr.Blocks`` app around one loaded model; outputs go under ``workdir`` (default: a temp folder)."""
     import gradio as gr
 
-    from persam.method.settings import COMPONENTS
+    from persam.session.options import COMPONENTS
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="persam-app-"))
 

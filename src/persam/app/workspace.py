@@ -144,26 +144,14 @@ def learn(
     ``prior``: ``"similarity"`` (PerSAM's one point) or ``"part-aware"`` (P2SAM);
     ``parts``: the (min, max) part counts the part-aware prior tries (default 1..5).
     """
-    from persam.method.parts import DEFAULT_PARTS, check_parts
-    from persam.method.settings import PersamSettings
-
-    if prior not in ("similarity", "part-aware"):
-        raise OptionsError(f"unknown prior {prior!r}; choose similarity or part-aware")
-    if prior == "part-aware" and finetune:
-        raise OptionsError(
-            "the part-aware prior is training-free: choose the PerSAM (training-free) method, "
-            "or the similarity prior for PerSAM-F"
-        )
-    if parts is not None and prior != "part-aware":
-        raise OptionsError("part counts apply to the part-aware prior only; choose it, or leave the part counts out")
-    parts = DEFAULT_PARTS if parts is None else check_parts(parts)
+    from persam.session.options import method_settings
 
     refs = list(ws.references)
     if not refs and ws.photo is not None and ws.mask is not None and ws.mask.any():
         refs = [Reference(photo=ws.photo, mask=ws.mask, name=ws.name)]
     if not refs:
         raise OptionsError("no reference yet: upload a photo and click the object (or upload its mask)")
-    settings = PersamSettings().without(*without)
+    settings = method_settings(without)  # every option is checked by personalize (persam.session.options)
     concept = model.personalize(
         [r.photo for r in refs], [r.mask for r in refs], finetune=finetune, settings=settings, prior=prior, parts=parts
     )

@@ -10,13 +10,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from persam.errors import MissingInputError, OptionsError, OutputError
+from persam.errors import OptionsError
 from persam.jobs.errors import user_errors  # noqa: F401  (errors reported in one line, exit 2)
 
 T = TypeVar("T")
 
 
 #: Job-spec fields (``persam.errors.PersamError.field``) -> their command-line flags.
+#: Command-line flags -> job-spec fields (the inverse of ``FLAGS``).
+FIELDS = {"-o": "output", "--output": "output"}
 FLAGS = {
     "checkpoint": "--checkpoint",
     "model": "--model",
@@ -130,25 +132,8 @@ def pixel_limit(text: str) -> int:
 
 
 def load_model(args: argparse.Namespace):
-    """The session model from the parsed model options."""
-    from persam.session.photo import load
-
-    if getattr(args, "random_weights", False) and args.checkpoint:
-        raise OptionsError(
-            f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them"
-        )
-    if getattr(args, "random_weights", False):  # the same random weights every run (a re-run may resume)
-        import torch
-
-        torch.manual_seed(0)
-    return load(
-        args.model or DEFAULT_MODEL,
-        args.checkpoint,
-        device=args.device,
-        precision=getattr(args, "precision", None) or "fp32",
-        random_weights=getattr(args, "random_weights", False),
-        runtime=getattr(args, "runtime", None) or "torch",
-    )
+    """The session model from the parsed model options (random weights seeded with 0: a re-run may resume)."""
+    return model_spec(args).load()
 
 
 def given_model_options(args: argparse.Namespace) -> list[str]:
@@ -210,22 +195,10 @@ def summary(args: argparse.Namespace, line: str) -> None:
 
 
 def check_output_folder(path: str | os.PathLike, option: str = "-o") -> Path:
-    """``path`` as an output folder: refused (before any model loads) when it is an existing file, lies
-    under a file, or its nearest existing folder is not writable."""
+    """``path`` as an output folder, checked before any model loads (``persam.engine.checks``)."""
+    from persam.engine.checks import check_output_folder as check
 
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise OptionsError(f"{option} {folder}: is a file, not a folder; pass a folder path (it is created if missing)")
-    parent = folder
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OptionsError(
-            f"{option} {folder}: {parent} is a file, so no folder can be made under it; pass another path"
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{option} {folder}: {parent} is not writable; pass a folder you can write to")
-    return folder
+    return check(path, field=FIELDS.get(option, "output"))
 
 
 def check_output_file(path: str | os.PathLike, option: str = "-o") -> Path:
@@ -239,25 +212,17 @@ def check_output_file(path: str | os.PathLike, option: str = "-o") -> Path:
 
 
 def check_inputs_exist(paths: Iterable[str | os.PathLike | None], what: str) -> None:
-    """FileNotFoundError naming the first of ``paths`` that does not exist (None entries are ignored)."""
+    """``MissingInputError`` naming the first of ``paths`` that does not exist (None entries are ignored)."""
+    from persam.engine.checks import check_inputs_exist as check
 
-    for path in paths:
-        if path is not None and not Path(path).exists():
-            raise MissingInputError(f"{path}: no such file or folder; check the {what} path")
-
-
-#: Optional packages: import name -> (extra of persam, what needs it).
-EXTRAS = {"pycocotools": "coco", "av": "video", "ray": "ray", "pyarrow": "ray"}
+    check((path, None) for path in paths)
 
 
 def require_extra(module: str, needed_by: str) -> None:
-    """ValueError with the install command when ``module`` (an optional dependency) is not installed."""
-    import importlib.util
+    """``MissingExtraError`` with the install command when ``module`` (an optional dependency) is missing."""
+    from persam.engine.checks import require_extra as require
 
-    if importlib.util.find_spec(module) is None:
-        raise OptionsError(
-            f'{needed_by} needs {module}, which is not installed: pip install "persam[{EXTRAS[module]}]"'
-        )
+    require(module, needed_by)
 
 
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
@@ -314,19 +279,18 @@ def ray_options(args: argparse.Namespace):
 
 
 def model_spec(args: argparse.Namespace):
-    """The model options as a ``ModelSpec`` an actor loads elsewhere."""
-    from persam.jobs.ray_common import ModelSpec
+    """The model options as a ``ModelSpec`` (checked), loaded here or by an actor elsewhere."""
+    from persam.engine.checks import check_model
+    from persam.session.model_spec import ModelSpec
 
-    if getattr(args, "random_weights", False) and args.checkpoint:
-        raise OptionsError(
-            f"--checkpoint {args.checkpoint} has no effect with --random-weights (nothing is loaded); drop one of them"
-        )
     checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None
-    return ModelSpec(
-        args.model or DEFAULT_MODEL,
-        checkpoint,
-        args.device,
-        getattr(args, "precision", None) or "fp32",
-        bool(getattr(args, "random_weights", False)),
-        getattr(args, "runtime", None) or "torch",
+    return check_model(
+        ModelSpec(
+            args.model or DEFAULT_MODEL,
+            checkpoint,
+            args.device,
+            getattr(args, "precision", None) or "fp32",
+            bool(getattr(args, "random_weights", False)),
+            getattr(args, "runtime", None) or "torch",
+        )
     )

@@ -15,7 +15,7 @@ from persam.cli.common import (
     summary,
     warn,
 )
-from persam.cli.references import add_prompt_options, prompt_reference
+from persam.cli.references import add_prompt_options, build_concept, checked_learning
 from persam.errors import OptionsError
 
 
@@ -104,16 +104,9 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     check_output_folder(args.output)
     check_inputs_exist([args.ref, args.ref_mask, args.checkpoint, *args.photos], "input")
-    prompted = prompt_reference(args)
-    if prompted is None and not args.ref_mask:
-        raise OptionsError(
-            "no reference mask; pass --ref-mask MASK, or --ref-point X,Y / --ref-box X0,Y0,X1,Y1 on the --ref photo"
-        )
+    checked_learning(args)  # before the model loads
     model = load_model(args)
-    if prompted is None:
-        concept = model.personalize(args.ref, args.ref_mask, finetune=args.finetune)
-    else:
-        concept = model.personalize(args.ref, finetune=args.finetune, **prompted[1])
+    concept = build_concept(args, model)
     report = prepare_dataset(
         concept,
         args.photos,

@@ -17,7 +17,7 @@ from persam.cli.common import (
 )
 from persam.cli.references import add_prior_options, prior_options
 from persam.errors import OptionsError, PersamError
-from persam.method.settings import COMPONENTS, PersamSettings
+from persam.session.options import COMPONENTS, DEFAULT_PARTS, FitSettings, PersamSettings, method_settings
 
 METHODS = ("persam", "persam-f")
 DAVIS_COLUMNS = ("J&F", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -157,12 +157,8 @@ def run_perseg(args: argparse.Namespace) -> int:
     else:
         if method == "persam-f" and args.without:
             raise OptionsError("--without applies to training-free PerSAM only; PerSAM-F does not use these components")
-        settings = PersamSettings().without(*args.without)
-        prior = prior_options(args)
-        if prior["prior"] == "part-aware" and method == "persam-f":
-            raise OptionsError(
-                "the part-aware prior is training-free; drop --method persam-f or use --prior similarity"
-            )
+        settings = method_settings(args.without)
+        prior = prior_options(args, finetune=method == "persam-f")
         name = method if prior["prior"] == "similarity" else f"{method}-parts"
         pred_dir = check_output_folder(args.output if args.output else default_perseg_out(name, args.without))
         model = load_model(args)
@@ -170,12 +166,8 @@ def run_perseg(args: argparse.Namespace) -> int:
         backend = model.backend
         recorded: dict[str, object] = {**settings.to_dict(), "without": settings.disabled(), "prior": prior["prior"]}
         if prior["prior"] == "part-aware":
-            from persam.method.parts import DEFAULT_PARTS
-
-            recorded["parts"] = list(prior.get("parts", DEFAULT_PARTS))
+            recorded["parts"] = list(prior["parts"] or DEFAULT_PARTS)
         if method == "persam-f":
-            from persam.method.settings import FitSettings
-
             recorded["fit"] = FitSettings().to_dict()
         info = {
             "method": method,

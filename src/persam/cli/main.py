@@ -15,12 +15,12 @@ INTERNAL_ERROR = 70
 
 
 def render_error(exc) -> str:
-    """One line for a ``PersamError``: its message, after the flag of its ``field`` unless the message names it."""
+    """One line for a ``PersamError``: its message, after the flags of its ``fields`` the message does not name."""
     from persam.cli.common import flag_of
 
-    flag = flag_of(exc.field)
     message = exc.message or type(exc).__name__
-    return message if flag is None or flag in message else f"{flag}: {message}"
+    flags = [f for f in dict.fromkeys(flag_of(name) for name in exc.fields) if f is not None and f not in message]
+    return f"{', '.join(flags)}: {message}" if flags else message
 
 
 def report_internal_error(exc: BaseException) -> None:
@@ -46,21 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def set_pixel_limit(limit: int | None):
-    """Apply ``--max-pixels`` (0 = no limit) for one command; returns what puts the previous limit back.
-
-    The image reader is imported only when the option is given, so that
-    ``persam models`` stays free of numpy and Pillow.
-    """
-    if limit is None:
-        return lambda: None
-    from persam.io.images import max_pixels, set_max_pixels
-
-    previous = max_pixels()
-    set_max_pixels(limit or None)
-    return lambda: set_max_pixels(previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for usage errors, 0 after --help)."""
     parser = build_parser()
@@ -71,11 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     from persam.errors import PersamError
 
     try:
-        restore = set_pixel_limit(getattr(args, "max_pixels", None))
-        try:
+        limit = getattr(args, "max_pixels", None)
+        if limit is None:  # the image reader is not imported: ``persam models`` stays free of numpy and Pillow
             return args.func(args)
-        finally:
-            restore()
+        from persam.io.images import pixel_limit
+
+        with pixel_limit(limit):
+            return args.func(args)
     except PersamError as exc:  # the user can fix it: one line, exit 2
         print(f"persam: error: {render_error(exc)}", file=sys.stderr)
         return USAGE_ERROR

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from persam.cli.common import add_model_options, check_inputs_exist, check_output_file, load_model
-from persam.cli.references import add_reference_options, build_concept
+from persam.cli.references import add_reference_options, build_concept, checked_learning
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_file(args.output)
     check_inputs_exist([*args.ref, *args.ref_mask, args.checkpoint], "input")
+    checked_learning(args)  # every refusal before the model loads
     model = load_model(args)
     concept = build_concept(args, model)
     path = save_concept(concept, args.output)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
-from persam.errors import MissingInputError, OptionsError, PersamError
-from persam.method.settings import COMPONENTS, PersamSettings
-
-PRIORS = ("similarity", "part-aware")
+from persam.engine.checks import choose_concept
+from persam.engine.spec import ConceptFile, MethodSpec, References
+from persam.errors import OptionsError
+from persam.session.options import COMPONENTS, PRIORS, check_prior
 
 
 def part_range(text: str) -> tuple[int, int]:
@@ -40,15 +39,9 @@ def add_prior_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def prior_options(args: argparse.Namespace) -> dict:
-    """``personalize`` keywords for --prior/--parts; --parts without --prior part-aware is refused."""
-    if args.parts is not None and args.prior != "part-aware":
-        raise OptionsError("--parts applies to the part-aware prior only; add --prior part-aware or drop --parts")
-    if args.prior == "part-aware" and getattr(args, "max_instances", 1) > 1:
-        raise OptionsError(
-            "--max-instances finds several instances with the similarity prior only; drop it or use --prior similarity"
-        )
-    return {"prior": args.prior} if args.parts is None else {"prior": args.prior, "parts": args.parts}
+def prior_options(args: argparse.Namespace, finetune: bool = False) -> dict:
+    """``personalize`` keywords for --prior/--parts, checked (``persam.session.options.check_prior``)."""
+    return {"prior": args.prior, "parts": check_prior(args.prior, args.parts, finetune)}
 
 
 def add_reference_options(p: argparse.ArgumentParser) -> None:
@@ -168,129 +161,52 @@ def add_prompt_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def reference_prompts(args: argparse.Namespace, ref: str | None = None) -> dict:
-    """``PersamModel.personalize`` keywords (box, points, point_labels) from the prompt options; {} without them.
-
-    With ``ref`` (the photo), the prompts are also checked against its size.
-    """
-    kwargs = prompts_from_args(args.ref_point, args.ref_negative_point, args.ref_box, prefix="--ref-")
-    if not kwargs:
-        return {}
-    if ref is not None:
-        from persam.io import load_image
-        from persam.session.prompts import Prompts
-
-        try:
-            Prompts.checked(load_image(ref).shape[:2], **kwargs)
-        except PersamError as exc:
-            raise exc.reworded(f"{ref}: {exc}") from None
-    return {"box": kwargs["box_xyxy"], "points": kwargs["points_xy"], "point_labels": kwargs["point_labels"]}
+def references_from_args(args: argparse.Namespace) -> References:
+    """The reference options (--ref, --ref-mask, --ref-point, --ref-negative-point, --ref-box, --label)."""
+    refs = args.ref if isinstance(args.ref, list) else [args.ref] if args.ref else []
+    masks = getattr(args, "ref_mask", None) or []
+    masks = masks if isinstance(masks, list) else [masks]
+    prompts = prompts_from_args(args.ref_point, args.ref_negative_point, args.ref_box, prefix="--ref-")
+    points = tuple(tuple(p) for p in prompts.get("points_xy") or ())
+    return References(
+        photos=tuple(str(r) for r in refs),
+        masks=tuple(str(m) for m in masks),
+        box=prompts.get("box_xyxy"),
+        points=points,
+        point_labels=tuple(prompts.get("point_labels") or ()) if points else (),
+        label=getattr(args, "label", None),
+    )
 
 
-def prompt_reference(args: argparse.Namespace) -> tuple[str, dict] | None:
-    """(reference photo, personalize keywords) when the prompt options are given, checked; else None."""
-    given = [
-        name
-        for name, value in (
-            ("--ref-point", args.ref_point),
-            ("--ref-negative-point", args.ref_negative_point),
-            ("--ref-box", args.ref_box),
-        )
-        if value
-    ]
-    if not given:
-        return None
-    refs = args.ref if isinstance(args.ref, list) else [args.ref]
-    if getattr(args, "ref_mask", None):
-        raise OptionsError(
-            f"pass either --ref-mask or {'/'.join(given)}, not both (SAM makes the mask from the prompts)"
-        )
-    if len(refs) != 1 or Path(refs[0]).is_dir():
-        raise OptionsError(
-            f"{'/'.join(given)} mark the object in one --ref photo, got {len(refs)} --ref "
-            f"{'folder' if refs and Path(refs[0]).is_dir() else 'values'}; pass one photo, or masks with --ref-mask"
-        )
-    if getattr(args, "label", None) is not None:
-        raise OptionsError("--label applies to --ref-mask files; drop it with --ref-point/--ref-box")
-    if args.ref_negative_point and not args.ref_point and not args.ref_box:
-        raise OptionsError("--ref-negative-point alone marks no object; add --ref-point X,Y or --ref-box X0,Y0,X1,Y1")
-    return refs[0], reference_prompts(args, refs[0])
+def method_from_args(args: argparse.Namespace) -> MethodSpec:
+    """The method options (--finetune, --without, --prior, --parts, --max-instances, --detect-absent,
+    --presence-threshold); those a command lacks take their defaults."""
+    return MethodSpec(
+        finetune=bool(getattr(args, "finetune", False)),
+        without=tuple(getattr(args, "without", ()) or ()),
+        prior=getattr(args, "prior", "similarity"),
+        parts=getattr(args, "parts", None),
+        max_instances=getattr(args, "max_instances", 1),
+        detect_absent=bool(getattr(args, "detect_absent", False)),
+        presence_threshold=getattr(args, "presence_threshold", None),
+    )
 
 
-def reference_pairs(refs: list[str], masks: list[str]) -> tuple[list[Path], list[Path]]:
-    """Expand --ref/--ref-mask into matching lists (folders are paired by file stem)."""
-    from persam.io import find_images
-
-    if not refs:
-        raise OptionsError(
-            "no reference given; pass --ref IMAGE with --ref-mask MASK, --ref-point X,Y or --ref-box X0,Y0,X1,Y1 (or --concept FILE)"
-        )
-    if len(refs) != len(masks):
-        raise OptionsError(
-            f"got {len(refs)} --ref and {len(masks)} --ref-mask; pass one mask per reference photo (or, for one photo, --ref-point X,Y / --ref-box X0,Y0,X1,Y1)"
-        )
-    images, mask_paths = [], []
-    for ref, mask in zip(refs, masks):
-        ref_p, mask_p = Path(ref), Path(mask)
-        if ref_p.is_dir():
-            by_stem = {stem.as_posix(): p for p, stem in find_images([mask_p])} if mask_p.is_dir() else {}
-            for img, stem in find_images([ref_p]):
-                if stem.as_posix() not in by_stem:
-                    raise MissingInputError(
-                        f"{img}: no mask named {stem}.* in {mask_p}; put each photo's mask there under the same name"
-                    )
-                images.append(img)
-                mask_paths.append(by_stem[stem.as_posix()])
-        else:
-            images.append(ref_p)
-            mask_paths.append(mask_p)
-    return images, mask_paths
+def concept_from_args(args: argparse.Namespace) -> References | ConceptFile:
+    """Where the concept comes from: --concept, or the reference options (both: refused)."""
+    return choose_concept(getattr(args, "concept", None), references_from_args(args))
 
 
-def check_reference_options(args: argparse.Namespace) -> None:
-    """Refuse (exit 2) the learning options given with ``--concept`` (a concept file is already learned)."""
-    if not getattr(args, "concept", None):
-        prompt_reference(args)  # bad coordinates fail here, before the model loads
-        return
-    given = [
-        name
-        for name, value in (
-            ("--ref", args.ref),
-            ("--ref-mask", args.ref_mask),
-            ("--label", args.label is not None),
-            ("--finetune", args.finetune),
-            ("--without", args.without),
-            ("--ref-point", args.ref_point),
-            ("--ref-negative-point", args.ref_negative_point),
-            ("--ref-box", args.ref_box),
-            ("--prior", args.prior != "similarity"),
-            ("--parts", args.parts is not None),
-        )
-        if value
-    ]
-    if given:
-        raise OptionsError(
-            f"{', '.join(given)} only apply when learning from --ref/--ref-mask; {args.concept} is already "
-            f"learned: drop {', '.join(given)} or pass --ref/--ref-mask instead of --concept"
-        )
+def checked_learning(args: argparse.Namespace) -> tuple[References | ConceptFile, MethodSpec]:
+    """(concept source, method options) of ``args``, checked before any model loads."""
+    from persam.engine.checks import check_concept
+
+    source = concept_from_args(args)
+    return source, check_concept(source, method_from_args(args))
 
 
 def build_concept(args: argparse.Namespace, model):
-    """The concept from --concept, or learned from the references."""
-    if getattr(args, "concept", None):
-        from persam.session.concept_file import load_concept
+    """The concept from --concept, or learned from the references with every method option (checked)."""
+    from persam.engine.concept import build_concept as build
 
-        concept = load_concept(args.concept, model)
-    elif (prompted := prompt_reference(args)) is not None:
-        ref, prompts = prompted
-        settings = PersamSettings().without(*args.without)
-        concept = model.personalize(ref, finetune=args.finetune, settings=settings, **prompts)
-    else:
-        images, masks = reference_pairs(args.ref, args.ref_mask)
-        settings = PersamSettings().without(*args.without)
-        concept = model.personalize(
-            images, masks, finetune=args.finetune, label=args.label, settings=settings, **prior_options(args)
-        )
-    if getattr(args, "presence_threshold", None) is not None:
-        concept.presence_threshold = args.presence_threshold
-    return concept
+    return build(*checked_learning(args), model)

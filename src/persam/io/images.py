@@ -13,9 +13,11 @@ file can declare a huge image (a "decompression bomb"). Errors are one-line
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,21 @@ def set_max_pixels(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise OptionsError(f"the pixel limit must be a positive whole number (or None for no limit), got {limit!r}")
     _max_pixels = limit
+
+
+@contextlib.contextmanager
+def pixel_limit(limit: int | None) -> Iterator[None]:
+    """Meanwhile, :func:`open_image` refuses photos over ``limit`` pixels (width x height); None keeps the
+    current limit, 0 means no limit."""
+    if limit is None:
+        yield
+        return
+    previous = max_pixels()
+    set_max_pixels(limit or None)
+    try:
+        yield
+    finally:
+        set_max_pixels(previous)
 
 
 def _open_header(path) -> Image.Image:

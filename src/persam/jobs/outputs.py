@@ -11,22 +11,18 @@ Files under the output folder ``root``:
                             "point_labels": [1, 0, ...], "box_xyxy": [x0, y0, x1, y1] or null}, ...]``, photo pixels;
                             SAM 2 models add ``"object_scores"`` (per instance, the object-score
                             logit of its final pass, > 0 = an object is there),
-                            or ``{"input", "status": "skipped", "reason"}``; callers may add keys (``save(**extra)``)
+                            or ``{"input", "status": "skipped", "reason"}`` (bad input the user can fix), or
+                            ``{"input", "status": "failed", "reason"}`` (an internal error: a bug, traceback in
+                            ``failed.log``); callers may add keys (``save(**extra)``)
     ``annotations.json``    (``coco``) COCO images / annotations with RLE masks, category 1 "concept"
 
-Output names (``output_stems``): a photo found in a folder keeps its path relative to that folder, a photo
-given as a file its name, without the extension (``cats/a/01.jpg`` given as ``cats`` -> ``a/01.png``). When
-several photos would get the same name (case ignored), each of them is named after its path relative to
-their common folder (``cat/01.jpg`` and ``dog/01.jpg`` -> ``cat/01.png``, ``dog/01.png``); photos still
-colliding keep their extension in the name (``x.jpg``, ``x.png`` -> ``x_jpg.png``, ``x_png.png``); a name
-still taken gets ``_2``, ``_3``... in input order.
+Output names: ``persam.io.naming`` (the one rule). Resume: ``persam.jobs.manifest``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,49 +200,23 @@ class Outputs:
         return remove_stale_temps([self.root, *((self.root / stem).parent for stem in stems)])
 
     def counts(self) -> dict[str, int]:
-        """{"written", "skipped", "absent"}: photos written, photos skipped, written photos without the object."""
+        """{"written", "skipped", "failed", "absent"}: photos written, skipped (bad input), failed (an internal
+        error), and written photos without the object."""
         written = [e for e in self.entries if e["status"] == "written"]
+        failed = sum(e["status"] == "failed" for e in self.entries)
         return {
             "written": len(written),
-            "skipped": len(self.entries) - len(written),
+            "skipped": len(self.entries) - len(written) - failed,
+            "failed": failed,
             "absent": sum(not e["present"] for e in written),
         }
 
 
-def _key(stem: Path) -> str:
-    return stem.as_posix().casefold()
-
-
 def output_stems(targets: Sequence[tuple[Path, Path]]) -> list[Path]:
-    """Unique output names for ``(photo, stem)`` pairs (as ``persam.io.find_images`` gives them); the rule
-    is in the module docstring. Pass each photo once."""
-    stems = [Path(stem) for _, stem in targets]
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, stem in enumerate(stems):
-        groups[_key(stem)].append(i)
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        paths = [Path(os.path.abspath(targets[i][0])) for i in members]
-        common = Path(os.path.commonpath([str(p.parent) for p in paths]))
-        for i, path in zip(members, paths):
-            stems[i] = path.relative_to(common).with_suffix("")
-        again: dict[str, list[int]] = defaultdict(list)
-        for i in members:
-            again[_key(stems[i])].append(i)
-        for same in again.values():
-            if len(same) > 1:
-                for i in same:
-                    stems[i] = stems[i].with_name(f"{stems[i].name}_{Path(targets[i][0]).suffix.lower().lstrip('.')}")
-    taken: set[str] = set()
-    unique = []
-    for stem in stems:
-        name, n = stem, 2
-        while _key(name) in taken:
-            name, n = stem.with_name(f"{stem.name}_{n}"), n + 1
-        taken.add(_key(name))
-        unique.append(name)
-    return unique
+    """Unique output names for ``(photo, stem)`` pairs: ``persam.io.naming.output_stems``, the one rule."""
+    from persam.io.naming import output_stems as stems
+
+    return stems(targets)
 
 
 def outside(targets: Sequence[tuple[Path, Path]], root: str | os.PathLike) -> tuple[list[tuple[Path, Path]], int]:
@@ -254,41 +224,3 @@ def outside(targets: Sequence[tuple[Path, Path]], root: str | os.PathLike) -> tu
     base = Path(root).resolve()
     kept = [t for t in targets if base not in Path(t[0]).resolve().parents]
     return kept, len(targets) - len(kept)
-
-
-def finished(root: str | os.PathLike, settings: dict, options: OutputOptions) -> dict[str, Done]:
-    """What a previous run into ``root`` completed with the same ``settings``: {input: Done}.
-
-    A photo counts when ``manifest.json`` (its ``"settings"`` equal to ``settings``) lists it as written
-    and its mask (and overlay, with ``options.overlay``) exist, and, with ``options.coco``, its records
-    are in ``annotations.json``. Anything unreadable counts as not done.
-    """
-    root = Path(root)
-    try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-        if manifest.get("settings") != json.loads(json.dumps(settings)):
-            return {}
-        entries = list(manifest["inputs"])
-        records: dict[str, tuple[dict, list[dict]]] = {}
-        if options.coco:
-            coco = json.loads((root / ANNOTATIONS).read_text(encoding="utf-8"))
-            by_id = {}
-            for image in coco["images"]:
-                record = ({k: v for k, v in image.items() if k != "id"}, [])
-                by_id[image["id"]] = record
-                records[image["file_name"]] = record
-            for ann in coco["annotations"]:
-                by_id[ann["image_id"]][1].append({k: v for k, v in ann.items() if k not in ("id", "image_id")})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-    done = {}
-    for entry in entries:
-        if not isinstance(entry, dict) or entry.get("status") != "written" or "mask" not in entry:
-            continue
-        files = [entry["mask"]] + ([entry.get("overlay")] if options.overlay else [])
-        if None in files or not all((root / f).is_file() for f in files):
-            continue
-        if options.coco and entry["input"] not in records:
-            continue
-        done[entry["input"]] = Done(entry, records.get(entry["input"]) if options.coco else None)
-    return done

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from persam.errors import OptionsError
+from persam.session.model_spec import ModelSpec
 
 #: Test hook: "K:FILE" makes an actor kill its own process (SIGKILL) before its K-th photo, once (FILE marks it done).
 KILL_ENV = "PERSAM_TEST_KILL_WORKER_AT"
@@ -40,35 +41,6 @@ class Plan:
     workers: int
     gpus_per_worker: float
     batch_size: int
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """The model options, as an actor on another machine loads them (``persam.load``)."""
-
-    model: str
-    checkpoint: str | None = None
-    device: str | None = None
-    precision: str = "fp32"
-    random_weights: bool = False
-    runtime: str = "torch"
-
-    def load(self):
-        """The session model (random weights seeded with 0, as ``persam`` commands do)."""
-        from persam.session.photo import load
-
-        if self.random_weights:
-            import torch
-
-            torch.manual_seed(0)
-        return load(
-            self.model,
-            self.checkpoint,
-            device=self.device,
-            precision=self.precision,
-            random_weights=self.random_weights,
-            runtime=self.runtime,
-        )
 
 
 def describe_model(spec: ModelSpec) -> tuple[str, str, object]:

@@ -26,15 +26,6 @@ from persam.jobs.ray_common import ModelSpec, Plan, RayOptions, connect, kill_ho
 _KEEP: dict = {}  # per worker process: {path: written_ns} of the rows to segment
 
 
-def segment_photo(concept, image, max_instances: int, detect_absent: bool):
-    """(mask or (H, W) label map, results) of one photo or stored embedding, as ``persam segment`` asks."""
-    if max_instances > 1:
-        found = concept.segment_instances(image, max_instances=max_instances, detect_absent=detect_absent)
-        return found.labels, found.instances
-    result = concept.segment(image, detect_absent=detect_absent)
-    return result.mask, [result]
-
-
 def latest_rows(batch: dict, keep_ref: list) -> dict:
     """The rows of ``batch`` that are their photo's latest and wanted (a Ray task)."""
     import numpy as np
@@ -62,6 +53,7 @@ class Decoder:
         max_instances: int,
         detect_absent: bool,
         kill: str | None,
+        key: str = "",
     ) -> None:
         import tempfile
 
@@ -79,14 +71,19 @@ class Decoder:
         self.root, self.options = Path(root), options
         self.max_instances, self.detect = max_instances, detect_absent
         self.kill = KillSwitch(kill)
+        self.key = key
 
     def __call__(self, batch: dict) -> dict:
+        import traceback
+
         import torch
 
         from persam.backends import EncodedImage
+        from persam.errors import PersamError
         from persam.io import decode_image
-        from persam.jobs.errors import user_errors
+        from persam.jobs.manifest import SPEC_KEY
         from persam.jobs.outputs import write_result
+        from persam.session import dispatch
         from persam.session.store import embedding_array, read_bytes
 
         backend = self.model.backend
@@ -101,11 +98,17 @@ class Decoder:
                     embedding=torch.from_numpy(emb)[None].to(backend.device), geometry=backend.geometry(hw)
                 )
                 pixels = decode_image(read_bytes(path), path) if self.options.overlay else None
-                written, results = segment_photo(self.concept, encoded, self.max_instances, self.detect)
+                written, results = dispatch.segment_photo(self.concept, encoded, self.max_instances, self.detect)
                 done = write_result(self.root, path, Path(self.stems[path]), pixels, written, results, self.options)
                 done.entry["sha256"] = str(batch["sha256"][i])
-            except user_errors() + (OSError,) as exc:
+                done.entry[SPEC_KEY] = self.key
+            except PersamError as exc:
                 done = Done.skipped(path, exc)
+            except Exception as exc:  # a bug: the photo is listed as failed (the driver logs the traceback)
+                reason = f"internal error (a bug in persam, not a problem with the photo): {type(exc).__name__}: {exc}"
+                entry = {"input": path, "status": "failed", "reason": reason}
+                entry["traceback"] = "".join(traceback.format_exception(exc))
+                done = Done(entry)
             out["path"].append(path)
             out["entry"].append(json.dumps(done.entry))
             out["coco"].append(json.dumps(done.coco))
@@ -122,6 +125,7 @@ def run_segment(
     max_instances: int,
     detect_absent: bool,
     ray_options: RayOptions,
+    key: str = "",
     results: dict[str, Done] | None = None,
 ) -> tuple[dict[str, Done], Plan]:
     """Segment the stored photos ``targets`` ((photo as the store names it, output stem) pairs) on Ray.
@@ -160,6 +164,7 @@ def run_segment(
             "max_instances": max_instances,
             "detect_absent": detect_absent,
             "kill": kill_hook(),
+            "key": key,
         }
         ds = ds.map_batches(Decoder, fn_constructor_kwargs=kwargs, **pool_args(pool))
         for row in ds.iter_rows():

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,9 @@ import numpy as np
 
 from persam.io import atomic_write_json, read_label_map, remove_stale_temps, save_label_map
 from persam.io.frames import FrameSource, OverlayWriter, tint
+from persam.jobs.manifest import Pacer, finished_frames
+from persam.jobs.outputs import MANIFEST
 from persam.session.video import VideoSession
-
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -66,21 +65,6 @@ def run_settings(source: FrameSource, session: VideoSession) -> dict:
     return json.loads(json.dumps(settings))
 
 
-def finished_frames(masks_dir: Path, settings: dict) -> int:
-    """How many leading frames an earlier run with ``settings`` finished in ``masks_dir`` (0: none, or other settings)."""
-    try:
-        manifest = json.loads((masks_dir / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return 0
-    count = manifest.get("frames") if isinstance(manifest, dict) and manifest.get("settings") == settings else None
-    if not isinstance(count, int) or count < 0:
-        return 0
-    for index in range(count):  # a frame deleted since: segment on from there
-        if not (masks_dir / f"{index:05d}.png").is_file():
-            return index
-    return count
-
-
 def write_video(
     session: VideoSession,
     first: np.ndarray,
@@ -111,15 +95,19 @@ def write_video(
         # what a kill inside an atomic write left there (not this run's own overlay video, if it goes there)
         remove_stale_temps([masks_dir], keep=[overlay.temp] if overlay is not None else [])
         reused = finished_frames(masks_dir, settings)
-    paced = {"last": 0.0}
+    state = {"count": 0, "complete": False}
+
+    def write() -> None:
+        payload = {"command": "video", "settings": settings, "frames": state["count"], "complete": state["complete"]}
+        atomic_write_json(masks_dir / MANIFEST, payload)
+
+    pacer = Pacer(write)
 
     def record(count: int, complete: bool, now: bool = True) -> None:
-        if settings is None or (not now and time.monotonic() - paced["last"] < 1.0):
+        if settings is None:
             return
-        atomic_write_json(
-            masks_dir / MANIFEST, {"command": "video", "settings": settings, "frames": count, "complete": complete}
-        )
-        paced["last"] = time.monotonic()
+        state["count"], state["complete"] = count, complete
+        pacer(now)
 
     shown = {"frame": first}
 

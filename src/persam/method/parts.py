@@ -32,23 +32,10 @@ from persam.method.decoder import Guidance, Prompt, PromptRecord, decode
 from persam.method.prior import positive_point
 from persam.method.refine import MethodOutput, refine
 from persam.method.resample import similarity_operator
-from persam.method.settings import PersamSettings
+from persam.method.settings import DEFAULT_PARTS, PersamSettings, check_parts
 from persam.method.target import MASK_VALUE, attention_guidance, cell_features
 
 #: The published PerSeg setting: one to five parts.
-DEFAULT_PARTS = (1, 5)
-
-
-def check_parts(parts: tuple[int, int]) -> tuple[int, int]:
-    """``(min, max)`` part counts, validated (1 <= min <= max).
-
-    Raises:
-        ValueError: a count below 1 or min above max.
-    """
-    lo, hi = (int(v) for v in parts)
-    if lo < 1 or hi < lo:
-        raise OptionsError(f"part counts must be MIN..MAX with 1 <= MIN <= MAX, got {lo}..{hi}")
-    return lo, hi
 
 
 def part_cells(mask: torch.Tensor, geometry: ImageGeometry) -> torch.Tensor:

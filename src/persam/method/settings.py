@@ -7,6 +7,9 @@ from dataclasses import dataclass, fields, replace
 
 from persam.errors import OptionsError
 
+#: The part counts the part-aware prior tries (P2SAM's published setting).
+DEFAULT_PARTS = (1, 5)
+
 # The reference draws the mask as red 128 and thresholds it after SAM's pixel
 # normalisation (red mean 123.675): a cell counts when its bilinear sample of
 # the resized mask exceeds 123.675 / 128 of full coverage.
@@ -85,3 +88,15 @@ class FitSettings:
 
     def to_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def check_parts(parts: tuple[int, int]) -> tuple[int, int]:
+    """``(min, max)`` part counts, validated (1 <= min <= max).
+
+    Raises:
+        OptionsError: a count below 1 or min above max.
+    """
+    lo, hi = (int(v) for v in parts)
+    if lo < 1 or hi < lo:
+        raise OptionsError(f"part counts must be MIN..MAX with 1 <= MIN <= MAX, got {lo}..{hi}", field="parts")
+    return lo, hi

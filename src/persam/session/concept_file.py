@@ -40,10 +40,8 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_concept(concept: Concept, path: str | os.PathLike) -> Path:
-    """Write ``concept`` to ``path`` atomically; returns the path."""
-    from safetensors.torch import save_file
-
+def _contents(concept: Concept) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of a concept file."""
     tensors = {"target_mean": concept.target.mean.float().cpu(), "target_max": concept.target.max.float().cpu()}
     if concept.weights is not None:
         tensors["weights"] = concept.weights.float().cpu()
@@ -74,6 +72,20 @@ def save_concept(concept: Concept, path: str | os.PathLike) -> Path:
         },
         "tensors_sha256": _digest(tensors),
     }
+    return tensors, meta
+
+
+def concept_key(concept: Concept) -> str:
+    """SHA-256 (hex) identifying ``concept``: what its file would hold (model, method, settings, tensors)."""
+    _, meta = _contents(concept)
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def save_concept(concept: Concept, path: str | os.PathLike) -> Path:
+    """Write ``concept`` to ``path`` atomically; returns the path."""
+    from safetensors.torch import save_file
+
+    tensors, meta = _contents(concept)
     out = Path(path)
     atomic_save(out, lambda tmp: save_file(tensors, tmp, metadata={"persam": json.dumps(meta)}))
     return out

@@ -34,6 +34,7 @@ from persam.method.presence import PresenceStats, object_present, pool_stats, re
 from persam.method.refine import MethodOutput
 from persam.method.settings import FitSettings, PersamSettings
 from persam.method.target import TargetFeatures, cell_features, masked_features, similarity
+from persam.session.options import check_instances, check_prior
 from persam.session.results import InstancesResult, SegmentationResult, absent_result, method_result
 
 
@@ -124,7 +125,7 @@ class PersamModel:
         settings: PersamSettings | None = None,
         fit: FitSettings | None = None,
         prior: Literal["similarity", "part-aware"] = "similarity",
-        parts: tuple[int, int] = DEFAULT_PARTS,
+        parts: tuple[int, int] | None = None,
     ) -> Concept:
         """Learn a concept from one (or several) reference photos and masks.
 
@@ -142,7 +143,8 @@ class PersamModel:
             fit: PerSAM-F fit settings (defaults = reference behaviour).
             prior: ``"similarity"`` (PerSAM's one point) or ``"part-aware"``
                 (P2SAM: parts clustered once here, see ``persam.method.parts``).
-            parts: (min, max) part counts tried by the part-aware prior.
+            parts: (min, max) part counts tried by the part-aware prior (None: 1..5, the published
+                setting); refused with another prior.
 
         Raises:
             ValueError: empty or full mask, mask size differing from the photo,
@@ -166,13 +168,8 @@ class PersamModel:
             raise OptionsError(f"got {len(images)} reference photos and {len(masks)} masks; pass one mask per photo")
         settings = settings or PersamSettings()
         fit = fit or FitSettings()
-        if prior not in ("similarity", "part-aware"):
-            raise OptionsError(f"unknown prior {prior!r}; choose similarity or part-aware")
+        parts = check_prior(prior, parts, finetune)
         part_aware = prior == "part-aware"
-        if part_aware and finetune:
-            raise OptionsError(
-                "the part-aware prior is training-free; drop --finetune (PerSAM-F) or use --prior similarity"
-            )
         if part_aware and settings.cell_threshold != PersamSettings().cell_threshold:
             raise OptionsError(
                 "the part-aware prior uses its own reference-cell rule; leave the cell threshold at its default"
@@ -202,7 +199,7 @@ class PersamModel:
             weights = optimise(merge_problems(problems), fit)
         direction = target.direction("maxmean" if finetune else "mean")
         presence = pool_stats([reference_similarities(e, m, direction, settings.cell_threshold) for e, m in refs])
-        part_prior = build_part_prior(features, parts) if part_aware else None
+        part_prior = build_part_prior(features, parts or DEFAULT_PARTS) if part_aware else None
         return Concept(
             model=self, target=target, weights=weights, settings=settings, presence=presence, parts=part_prior
         )
@@ -297,7 +294,7 @@ class Concept:
         *,
         max_instances: int = 5,
         overlap: float = 0.5,
-        detect_absent: bool = True,
+        detect_absent: bool = False,
     ) -> InstancesResult:
         """Find every instance of the concept, encoding the photo once.
 
@@ -309,10 +306,7 @@ class Concept:
         when a new mask overlaps the instances found (intersection over its
         own area above ``overlap``).
         """
-        if max_instances < 1:
-            raise OptionsError(f"max_instances must be at least 1, got {max_instances}")
-        if self.parts is not None:
-            raise OptionsError("several instances are found with the similarity prior only; use --prior similarity")
+        max_instances = check_instances(max_instances, "similarity" if self.parts is None else "part-aware")
         encoded = self.model.encode(image)
         sim = self._similarity(encoded).clone()
         first_best = float(sim.max())

@@ -1,0 +1,35 @@
+"""One Ctrl-C behaviour for every batch: the first Ctrl-C lets the photos (or frames) being segmented
+finish and starts no other; the second interrupts at once. Either way what finished is recorded."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+
+class Stopped(Exception):
+    """An item not started because of Ctrl-C."""
+
+
+@contextlib.contextmanager
+def stop_on_ctrl_c(stop: threading.Event) -> Iterator[threading.Event]:
+    """Meanwhile, a first Ctrl-C (SIGINT) only sets ``stop``; a second raises ``KeyboardInterrupt``.
+
+    Signals reach the main thread only: elsewhere (a server's worker thread) nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_sigint(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
