@@ -285,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
     ray = ray_options(args)
     album = None
     if args.index:
-        from persam.session.store import is_store, open_album
+        from persam.session.store import is_store, open_album, require_readable
 
         if ray is not None and not is_store(args.index):
             raise OptionsError(
@@ -295,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
         if is_store(args.index):
             require_extra("pyarrow", f"the embedding store {args.index}")
         album = open_album(args.index, create=False)
+        require_readable(album)
     elif ray is not None:
         raise OptionsError(
             "--ray segments the photos of an embedding store: index them first "
@@ -303,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
     if ray is not None and args.workers is not None:
         raise OptionsError("--workers has no effect with --ray (the Ray pool's size is --ray-workers); drop it")
     targets = gather_targets(args, out, album)
+    damaged = damaged_parts(album)
     model = load_model(args)
     if album is not None:
         album.bind(model.backend)  # an index of another model or checkpoint: one error, not a skip per photo
@@ -313,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
         warn(f"removed {len(stale)} unfinished temporary file(s) that an interrupted run left in {out}")
     previous = {} if args.overwrite else finished(out, settings, outputs.options)
     if ray is not None:
-        return run_ray(args, ray, album, targets, concept, settings, outputs, previous)
+        return run_ray(args, ray, album, targets, concept, settings, outputs, previous, damaged)
     errors = user_errors()
     workers = args.workers if args.workers is not None else default_workers(model.backend.device)
     reused = 0
@@ -404,6 +406,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if album is not None:
             album.close()
+    for done in damaged:
+        add(done)
     save(complete=True)
     counts = outputs.counts()
     earlier = f", {reused} by an earlier run; --overwrite redoes them" if reused else ""
@@ -415,7 +419,20 @@ def run(args: argparse.Namespace) -> int:
     return 1 if counts["skipped"] else 0
 
 
-def run_ray(args: argparse.Namespace, options, album, targets, concept, settings: dict, outputs, previous: dict) -> int:
+def damaged_parts(album) -> list:
+    """A "skipped" manifest entry naming each damaged part file of ``album`` (its photos cannot be listed)."""
+    from persam.errors import StoreError
+    from persam.jobs.outputs import Done
+
+    found = [] if album is None else album.damaged()
+    return [
+        Done.skipped(Path(f), StoreError(f"{f}: {why}; its photos are left out; index them again")) for f, why in found
+    ]
+
+
+def run_ray(
+    args: argparse.Namespace, options, album, targets, concept, settings: dict, outputs, previous: dict, damaged: list
+) -> int:
     """The --ray path: photos finished by an earlier run are reused, the others segmented on Ray
     (``persam.jobs.ray_segment``); the manifest is written here, in input order, by the same writer."""
     import tempfile
@@ -465,9 +482,10 @@ def run_ray(args: argparse.Namespace, options, album, targets, concept, settings
                 outputs.add(previous[path])
             elif path in done:
                 outputs.add(done[path])
-        outputs.save(
-            concept.method, concept.model.backend.name, settings=settings, complete=len(outputs.entries) == len(targets)
-        )
+        complete = len(outputs.entries) == len(targets)
+        for entry in damaged:
+            outputs.add(entry)
+        outputs.save(concept.method, concept.model.backend.name, settings=settings, complete=complete)
     failed = [p for p, _ in todo if p not in done]
     for entry in outputs.entries:
         if entry["status"] == "skipped":
