@@ -139,7 +139,8 @@ class AlbumIndex:
 
     def needs(self, path: Path) -> bool:
         """Whether ``path`` is missing from the index, changed since it was indexed, or its entry is damaged
-        (read back and checked: about as costly as hashing the photo; listed in ``damaged()``)."""
+        (read back and checked: about as costly as hashing the photo). A damaged entry is deleted and listed in
+        ``damaged()``; where SQLite cannot delete it, ``StoreError`` names the file."""
         try:
             rows = self.connection.execute("SELECT sha256, arrays FROM rows WHERE path = ?", (str(path),)).fetchall()
             if rows and rows[0][1] is not None:
@@ -147,12 +148,18 @@ class AlbumIndex:
         except sqlite3.DatabaseError as exc:
             if getattr(exc, "sqlite_errorname", None) not in DAMAGED:
                 raise
-            self._damaged[str(path)] = f"{path}: damaged entry ({exc})"
+            self._forget(path, f"{path}: damaged entry ({exc})")
             return True
         except StoreError as exc:
-            self._damaged[str(path)] = f"{path}: {exc}"
+            self._forget(path, f"{path}: {exc}")
             return True
         return not rows or rows[0][1] is None or rows[0][0] != file_sha256(path)
+
+    def _forget(self, path: str | os.PathLike, reason: str) -> None:
+        """Delete the damaged entry of ``path`` (a ``StoreError`` for the file where SQLite cannot) and list it."""
+        with damage_as_store_error(self.path, f"{path}:"), self.connection:
+            self.connection.execute("DELETE FROM rows WHERE path = ?", (str(path),))
+        self._damaged[str(path)] = reason
 
     def _unpack(self, path: str | os.PathLike, blob: bytes) -> dict:
         try:

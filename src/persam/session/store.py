@@ -68,10 +68,11 @@ def table_of(rows: list[Row]):
 
 
 def arrow_errors() -> tuple[type[BaseException], ...]:
-    """pyarrow's own exception types (a part file it cannot read), not the built-in ones broadly."""
+    """What pyarrow raises for a part file it cannot read: its own types, and ``OSError`` (its ``ArrowIOError``,
+    e.g. a failed page checksum). Caught only around the read of one named part file."""
     import pyarrow as pa
 
-    return (pa.ArrowException,)
+    return (pa.ArrowException, OSError)
 
 
 def resolve(uri: str | os.PathLike):
@@ -132,7 +133,8 @@ class EmbeddingStore:
     root: str
     run: str = field(default_factory=lambda: uuid.uuid4().hex)
     _latest: dict[str, Latest] | None = None
-    _damaged: list[tuple[str, str]] = field(default_factory=list)
+    _damaged: list[tuple[str, str]] = field(default_factory=list)  # part files, found by ``latest``
+    _damaged_rows: list[tuple[str, str]] = field(default_factory=list)  # rows, found by ``needs``
     _cache: tuple[str, object, np.ndarray, int, object] | None = None
 
     @classmethod
@@ -235,9 +237,10 @@ class EmbeddingStore:
         return latest
 
     def damaged(self) -> list[tuple[str, str]]:
-        """(part file, one-line reason) of each part file that could not be read (its photos are left out)."""
+        """(part file, one-line reason) of each part file that could not be read (its photos are left out)
+        and of each damaged row ``needs`` found."""
         self.latest()
-        return list(self._damaged)
+        return [*self._damaged, *self._damaged_rows]
 
     def hashes(self) -> dict[str, str]:
         """{path: sha256} of the photos whose latest row is an embedding."""
@@ -248,8 +251,17 @@ class EmbeddingStore:
         return sorted(self.hashes())
 
     def needs(self, path: Path) -> bool:
-        """Whether the local photo ``path`` is missing, skipped before, or changed since it was encoded."""
-        return self.hashes().get(str(path)) != file_sha256(path)
+        """Whether the local photo ``path`` is missing, skipped before, changed since it was encoded, or its
+        row is damaged (read back and checked, as the SQLite index does; listed in ``damaged()``)."""
+        where = self.latest().get(str(path))
+        if where is None or where.status != "encoded" or where.sha256 != file_sha256(path):
+            return True
+        try:
+            unpack_arrays(self.read_at(where.file, where.row)["arrays"])
+        except StoreError as exc:
+            self._damaged_rows.append((where.file, f"{path}: {str(exc).removeprefix(f'{where.file}: ')}"))
+            return True
+        return False
 
     def reason(self, path: str) -> str | None:
         """Why the latest row of ``path`` is "skipped" (None if it is not)."""
