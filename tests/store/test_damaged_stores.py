@@ -63,13 +63,14 @@ def overwrite_page(idx: Path, pick: str) -> int:
     with sqlite3.connect(idx) as con:
         size = con.execute("PRAGMA page_size").fetchone()[0]
         stats = con.execute("SELECT pageno, pagetype, name FROM dbstat ORDER BY pageno").fetchall()
+    overflow = [(p, name) for p, kind, name in stats if kind == "overflow"]
+    table = overflow[0][1]  # the table of photos: the one whose entries spill onto overflow pages
     if pick == "header":
         page = 1
     elif pick == "leaf":
-        page = next(p for p, kind, name in stats if name == "rows" and kind == "leaf")
+        page = next(p for p, kind, name in stats if name == table and kind == "leaf")
     else:
-        overflow = [p for p, kind, name in stats if name == "rows" and kind == "overflow"]
-        page = overflow[len(overflow) // 2]  # the middle photo's, p1
+        page = overflow[len(overflow) // 2][0]  # the middle photo's, p1
     data = bytearray(idx.read_bytes())
     data[(page - 1) * size : page * size] = np.random.default_rng(page).integers(0, 256, size, np.uint8).tobytes()
     idx.write_bytes(bytes(data))
@@ -117,10 +118,11 @@ def garble_inside(part: Path) -> None:
 
 
 def part_of(store: Path, name: str) -> Path:
+    """The part file holding the row of photo ``name``."""
     import pyarrow.parquet as pq
 
     return next(
-        p for p in store.glob("*.parquet") if pq.read_table(p, columns=["path"])["path"][0].as_py().endswith(name)
+        p for p in store.glob("*.parquet") if any(x.endswith(name) for x in pq.read_table(p)["path"].to_pylist())
     )
 
 
