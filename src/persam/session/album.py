@@ -123,6 +123,7 @@ class AlbumIndex:
                 f"{self.path}: index was built with model {name!r} (checkpoint {sha[:12]}…); "
                 "use the same model and checkpoint or build a new index",
                 path=self.path,
+                field="checkpoint",
             )
 
     def hashes(self) -> dict[str, str]:

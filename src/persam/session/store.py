@@ -195,6 +195,7 @@ class EmbeddingStore:
                 f"{self.uri}: store was built with model {meta['backend']!r} (checkpoint "
                 f"{meta['checkpoint_sha256'][:12]}…); use the same model and checkpoint or build a new store",
                 path=self.uri,
+                field="checkpoint",
             )
 
     def bind(self, backend) -> None:
