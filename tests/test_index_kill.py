@@ -6,11 +6,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import synthetic_photo
+from persam.session.rows import unpack_arrays
 
 
 @pytest.mark.slow
@@ -41,7 +41,7 @@ def test_killed_index_resumes(tmp_path):
         if idx.exists():
             try:
                 with sqlite3.connect(idx) as con:
-                    done = con.execute("SELECT count(*) FROM photos").fetchone()[0]
+                    done = con.execute("SELECT count(*) FROM rows").fetchone()[0]
             except sqlite3.OperationalError:
                 done = 0
         if done >= 2:
@@ -55,7 +55,7 @@ def test_killed_index_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert f"{6 - done} encoded now" in rerun.stdout or f"{6 - done - 1} encoded now" in rerun.stdout
     with sqlite3.connect(idx) as con:
-        rows = con.execute("SELECT path, shape, length(embedding), dtype FROM photos").fetchall()
+        rows = con.execute("SELECT path, arrays FROM rows").fetchall()
     assert sorted(r[0] for r in rows) == sorted(str(p.resolve()) for p in photos.glob("*.png"))
-    for _, shape, size, dtype in rows:
-        assert size == np.prod([int(s) for s in shape.split(",")]) * np.dtype(dtype).itemsize
+    for _, blob in rows:  # each entry whole: its checksum holds and the embedding has its shape
+        assert unpack_arrays(blob)["embedding"].shape == (1, 256, 64, 64)

@@ -194,8 +194,11 @@ def test_persam_f_concepts_and_album_index_on_sam2(sam2_model, image, tmp_path):
     stored = index.encoded(path, sam2_model.backend)
     assert stored.high_res_features is not None and stored.geometry.resize == "square"
     np.testing.assert_array_equal(concept.segment(stored).mask, direct.mask)
-    index.connection.execute("DELETE FROM features")
-    with pytest.raises(ValueError, match="no SAM 2 high-resolution features"):
+    from persam.backends import EncodedImage
+    from persam.errors import IncompatibleError
+
+    index.add(path, EncodedImage(embedding=stored.embedding, geometry=stored.geometry), dtype="float32")
+    with pytest.raises(IncompatibleError, match="another model family .*no high_res_0, high_res_1"):
         index.encoded(path, sam2_model.backend)
     index.close()
 

@@ -98,12 +98,23 @@ class Preprocessing:
             "minmax" (LiteMedSAM: (x - min) / (max - min) over the image).
         pixel_mean: per-channel mean, RGB, 0-255 (meanstd only).
         pixel_std: per-channel std, RGB, 0-255 (meanstd only).
+        mode: how the encoder's input is made from the photo ("square": SAM 2's one stretch to S x S,
+            done by the backend itself; see ``ImageGeometry.resize``).
     """
 
     input_size: int = 1024
     normalization: Normalization = "meanstd"
     pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN
     pixel_std: tuple[float, float, float] = SAM_PIXEL_STD
+    mode: ResizeMode = "longest_side"
+
+    def shrink(self, image: np.ndarray) -> np.ndarray:
+        """The smallest (H', W', 3) image that encodes exactly as ``image`` does, to send to an encoder elsewhere.
+
+        "longest_side": ``resize`` (the encoder's own first step; resizing its result again changes
+        nothing); "square": ``image`` itself (a resize before SAM 2's stretch would change the pixels).
+        """
+        return self.resize(image) if self.mode == "longest_side" else image
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """Resize an (H, W, 3) uint8 image so its longest side is ``input_size``."""
@@ -161,6 +172,24 @@ class EncodedImage:
             hit = (self.embedding, make(self.embedding))
             self._derived[key] = hit
         return hit[1]  # type: ignore[return-value]
+
+    def arrays(self) -> dict[str, torch.Tensor]:
+        """The named arrays that make up this image, for a store to write as they are.
+
+        ``{"embedding": (1, C, h, w)}``, plus for SAM 2 ``"high_res_0"`` (1, C/8, 4h, 4w) and
+        ``"high_res_1"`` (1, C/4, 2h, 2w). ``Backend.from_arrays`` rebuilds the image from them.
+        """
+        named = {"embedding": self.embedding}
+        for level, feature in enumerate(self.high_res_features or ()):
+            named[f"high_res_{level}"] = feature
+        return named
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, torch.Tensor], geometry: ImageGeometry) -> EncodedImage:
+        """The image of ``arrays()``'s output (every tensor already on its device, float32)."""
+        levels = sorted(k for k in arrays if k.startswith("high_res_"))
+        high_res = tuple(arrays[k] for k in levels) if levels else None
+        return cls(embedding=arrays["embedding"], geometry=geometry, high_res_features=high_res)
 
     def forget_derived(self) -> None:
         """Drop the cached products (``derived``): the next use recomputes them."""
@@ -252,6 +281,32 @@ class Backend:
         # from an album index, so both give bit-identical masks.
         embedding = embedding.float().contiguous(memory_format=torch.contiguous_format)
         return EncodedImage(embedding=embedding, geometry=self.geometry(image.shape[:2]))
+
+    #: The arrays an encoded image of this backend is made of (``EncodedImage.arrays``' keys).
+    array_names: tuple[str, ...] = field(default=("embedding",), init=False, repr=False)
+
+    def from_arrays(self, arrays: dict[str, np.ndarray], original_hw: tuple[int, int]) -> EncodedImage:
+        """Rebuild a stored image on this backend's device.
+
+        Args:
+            arrays: the stored named arrays (``EncodedImage.arrays``), any float dtype, each with its batch axis.
+            original_hw: (H, W) of the photo.
+
+        Raises:
+            persam.errors.IncompatibleError: an array this backend needs is missing or of another shape
+                (the image was encoded by another model family or size).
+        """
+        from persam.errors import IncompatibleError
+
+        missing = [name for name in self.array_names if name not in arrays]
+        if missing or arrays["embedding"].shape[-2:] != self.grid_hw:
+            what = f"no {', '.join(missing)}" if missing else f"an embedding of shape {arrays['embedding'].shape}"
+            raise IncompatibleError(f"encoded by another model family or size ({what}) than {self.name}")
+        tensors = {
+            name: torch.from_numpy(np.ascontiguousarray(arrays[name], dtype=np.float32)).to(self.device)
+            for name in self.array_names
+        }
+        return EncodedImage.from_arrays(tensors, self.geometry(original_hw))
 
     def dense_pe(self) -> torch.Tensor:
         """(1, C, h, w) positional encoding of the embedding grid (computed once)."""

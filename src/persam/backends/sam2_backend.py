@@ -84,6 +84,7 @@ class Sam2Backend(Backend):
 
     model: nn.Module | None = field(default=None, repr=False)
     transforms: Callable[[np.ndarray], torch.Tensor] | None = field(default=None, repr=False)
+    array_names: tuple[str, ...] = field(default=("embedding", "high_res_0", "high_res_1"), init=False, repr=False)
 
     def geometry(self, original_hw: tuple[int, int]) -> ImageGeometry:
         """Square geometry: the photo stretched to S x S, no padding."""
@@ -170,7 +171,7 @@ def build_sam2_backend(
         image_encoder=Sam2ImageEncoder(model).eval(),
         prompt_encoder=model.sam_prompt_encoder,
         mask_decoder=model.sam_mask_decoder,
-        preprocessing=Preprocessing(input_size=size),
+        preprocessing=Preprocessing(input_size=size, mode="square"),
         device=device,
         precision=precision,
         checkpoint_sha256=sha,

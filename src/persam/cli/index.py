@@ -77,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     album.bind(model.backend)
     todo = [p for p in photos if album.needs(p)]
-    for part in getattr(album, "unreadable", []):
-        warn(f"left out the unreadable part file {part}; its photos are encoded again")
+    damaged = report_damaged(album.damaged())
     errors = user_errors()
     failed = 0
     try:
@@ -88,14 +87,9 @@ def run(args: argparse.Namespace) -> int:
             except errors as exc:
                 failed += 1
                 warn(f"skipped {path}: {exc}")
-                if hasattr(album, "add_row"):  # the store records why
-                    from persam.session.store import skipped_row
-
-                    album.add_row(skipped_row(str(path), None, str(exc), album.run))
+                album.skip(path, str(exc))
                 continue
             album.add(path, encoded, args.dtype)
-        if hasattr(album, "flush"):
-            album.flush()
         indexed = len(album.paths())
     finally:
         album.close()
@@ -104,15 +98,21 @@ def run(args: argparse.Namespace) -> int:
         f"persam index: {args.output}: {indexed} photos indexed ({len(todo) - failed} encoded now, "
         f"{len(photos) - len(todo)} unchanged, {failed} skipped)",
     )
-    return 1 if failed else 0
+    return 1 if failed or damaged else 0
+
+
+def report_damaged(damaged: list[tuple[str, str]]) -> int:
+    """One line per damaged part file or entry of the store (its photos are encoded again); their number."""
+    for file, reason in damaged:
+        warn(f"{file}: {reason}; its photos are encoded again")
+    return len(damaged)
 
 
 def run_ray(args: argparse.Namespace, options) -> int:
     from persam.jobs.ray_index import run_index
 
     counts, pool = run_index(args.photos, args.output, model_spec(args), args.dtype, options)
-    for part in counts.unreadable:
-        warn(f"left out the unreadable part file {part}; its photos are encoded again")
+    damaged = report_damaged(list(counts.damaged))
     for path, reason in counts.skipped_reasons:
         warn(f"skipped {path}: {reason}")
     summary(
@@ -121,4 +121,4 @@ def run_ray(args: argparse.Namespace, options) -> int:
         f"{counts.unchanged} unchanged, {counts.skipped} skipped, {counts.failed} failed) "
         f"on Ray with {pool.workers} worker(s), {pool.gpus_per_worker:g} GPU(s) each",
     )
-    return 1 if counts.skipped or counts.failed else 0
+    return 1 if counts.skipped or counts.failed or damaged else 0

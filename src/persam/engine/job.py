@@ -68,6 +68,8 @@ class Job:
     warn: Warn = quiet_warn
     progress: Progress = plain_progress
     tracebacks: list[str] = field(default_factory=list)
+    #: entries for what could not even be listed (a damaged part file of the index), added at the end
+    damaged: list[Done] = field(default_factory=list)
 
     def save(self, complete: bool) -> None:
         """Write the manifest (and COCO annotations) as they stand, and the failed photos' tracebacks."""

@@ -162,5 +162,7 @@ def run_local(job: Job) -> JobResult:
             add(_result(item))
         job.save(complete=False)
         raise
+    for done in job.damaged:
+        add(done)
     job.save(complete=True)
     return JobResult(outputs, reused, workers)

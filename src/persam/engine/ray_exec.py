@@ -54,10 +54,13 @@ def run_ray(job: Job) -> JobResult:
                 outputs.add(job.previous[source.name])
             elif source.name in done:
                 outputs.add(done[source.name])
+        complete = len(outputs.entries) == len(job.sources)
+        for damaged in job.damaged:
+            outputs.add(damaged)
         for entry in outputs.entries:
             if entry["status"] == "failed" and entry.get("traceback"):
                 job.tracebacks.append(f"{entry['input']}:\n{entry.pop('traceback')}")
-        job.save(complete=len(outputs.entries) == len(job.sources))
+        job.save(complete=complete)
     for entry in outputs.entries:
         if entry["status"] != "written":
             job.warn(f"{entry['status']} {entry['input']}: {entry['reason']}")

@@ -67,6 +67,17 @@ def gather_sources(spec: JobSpec, album, warn: Warn) -> list[Source]:
     return [Source(Path(p), given.get(Path(p), str(p)), stem) for (p, _), stem in zip(kept, stems)]
 
 
+def damaged_parts(album) -> list:
+    """A "skipped" manifest entry naming each damaged part file of ``album`` (its photos cannot be listed)."""
+    from persam.errors import StoreError
+    from persam.jobs.outputs import Done
+
+    found = [] if album is None else album.damaged()
+    return [
+        Done.skipped(Path(f), StoreError(f"{f}: {why}; its photos are left out; index them again")) for f, why in found
+    ]
+
+
 def run_job(
     spec: JobSpec,
     *,
@@ -105,9 +116,10 @@ def run_job(
         album = None
         try:
             if spec.index is not None:
-                from persam.session.store import open_album
+                from persam.session.store import open_album, require_readable
 
                 album = open_album(spec.index, create=False)
+                require_readable(album)  # nothing readable: one error; some parts damaged: listed below
             sources = gather_sources(spec, album, warn) if sources is None else sources
             model = spec.model.load() if model is None else model
             if on_loaded is not None:
@@ -125,6 +137,7 @@ def run_job(
             previous = {} if spec.output.overwrite else finished(out, key, options)
             extra = {**record, "spec_key": key}
             job = Job(spec, sources, concept, album, outputs, previous, key, extra, warn, progress)
+            job.damaged = damaged_parts(album)
             if spec.executor.ray is not None:
                 from persam.engine.ray_exec import run_ray
 

@@ -3,15 +3,17 @@
     from_items (the photo paths or URIs, listed on the driver)
       -> decode_batch   tasks: read each photo's bytes (pyarrow filesystems: local, s3://, gs://, ...);
                         SHA-256 of the bytes; photos stored with the same hash are dropped (resume);
-                        decode and resize to the encoder's input (a photo that cannot be read or decoded
-                        becomes a "skipped" row with its reason)
+                        decode and shrink to the encoder's input (``Preprocessing.shrink``: what encodes
+                        exactly as the photo; a photo that cannot be read or decoded becomes a "skipped"
+                        row with its reason)
       -> Encoder        actor pool, one model per actor (one GPU each on a GPU cluster)
-      -> write_parquet  new part files in the store (``persam.session.store``)
+      -> write_parquet  new part files in the store (``persam.session.store``), rows encoded as every
+                        store's (``persam.session.rows``): whatever named arrays the model's images have
 
-Failures: a read, decode or write task whose worker died is retried (Ray's default, 3 times); an encoder actor whose process dies is
-restarted and its batch retried (``ray_common.pool_args``); rows reach the store only through completed
-write tasks, so nothing is stored twice. The counts (encoded now, unchanged, skipped, failed) are read back
-from the store afterwards, so they count what was stored, not what was attempted.
+Failures: a read, decode or write task whose worker died is retried (Ray's default, 3 times); an encoder
+actor whose process dies is restarted and its batch retried (``ray_common.pool_args``); rows reach the store
+only through completed write tasks, so nothing is stored twice. The counts (encoded now, unchanged, skipped,
+failed) are read back from the store afterwards, so they count what was stored, not what was attempted.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class IndexCounts:
     failed: int
     stored: int
     skipped_reasons: tuple[tuple[str, str], ...] = ()
-    unreadable: tuple[str, ...] = ()
+    damaged: tuple[tuple[str, str], ...] = ()
 
 
 def list_photos(inputs: list[str]) -> list[str]:
@@ -96,7 +98,7 @@ def decode_batch(batch: dict, known_ref: list, run: str, preprocessing) -> dict:
             if data is None:
                 raise InputError(failure, path=path)
             image = decode_image(data, path)
-            resized = preprocessing.resize(image)
+            resized = preprocessing.shrink(image)
             row = ("todo", None, *image.shape[:2], resized.tobytes(), *resized.shape[:2])
         except PersamError as exc:
             row = ("skipped", str(exc), 0, 0, b"", 0, 0)
@@ -116,28 +118,28 @@ class Encoder:
 
     def __call__(self, batch: dict):
         import numpy as np
-        import pyarrow as pa
 
         from persam.jobs.errors import user_errors
-        from persam.session.store import encoded_row, row_schema, skipped_row
+        from persam.session.rows import Row
+        from persam.session.store import table_of
 
         rows = []
         for i, path in enumerate(batch["path"]):
             path, sha = str(path), batch["sha256"][i]
             sha = None if sha is None else str(sha)
             if batch["status"][i] == "skipped":
-                rows.append(skipped_row(path, sha, str(batch["reason"][i]), self.run))
+                rows.append(Row.skipped(path, sha, str(batch["reason"][i]), self.run))
                 continue
             self.kill.tick()
             resized = np.frombuffer(batch["pixels"][i], np.uint8).reshape(int(batch["rh"][i]), int(batch["rw"][i]), 3)
             hw = (int(batch["height"][i]), int(batch["width"][i]))
-            try:  # the resized photo encodes exactly as the photo (resizing it again changes nothing)
-                embedding = self.backend.encode(resized).embedding[0].cpu().numpy()
+            try:  # the shrunk photo encodes exactly as the photo (``Preprocessing.shrink``)
+                arrays = self.backend.encode(resized).arrays()
             except user_errors() as exc:
-                rows.append(skipped_row(path, sha, str(exc), self.run))
+                rows.append(Row.skipped(path, sha, str(exc), self.run))
                 continue
-            rows.append(encoded_row(path, sha, embedding, hw, self.dtype, self.run))
-        return pa.Table.from_pylist(rows, schema=row_schema())
+            rows.append(Row.encoded(path, sha, arrays, hw, self.dtype, self.run))
+        return table_of(rows)
 
 
 def run_index(
@@ -146,13 +148,14 @@ def run_index(
     """Index ``inputs`` into the store at ``store_uri`` on Ray; returns the counts and the pool used.
 
     Raises:
-        ValueError: no photos, or a store of another model.
+        InputError: no photos. IncompatibleError: a store of another model. StoreError: a store of an older
+            persam (a damaged part file is listed in the counts' ``damaged`` instead).
     """
     import uuid
 
     import ray
 
-    from persam.session.store import EmbeddingStore, resolve
+    from persam.session.store import WRITE_OPTIONS, EmbeddingStore, resolve
 
     files = list_photos(inputs)
     if not files:
@@ -162,7 +165,7 @@ def run_index(
         name, sha, preprocessing = ray.get(ray.remote(num_cpus=1)(describe_model).remote(spec))
         store.bind_names(name, sha)
         known = store.hashes()
-        unreadable = tuple(store.unreadable)
+        damaged = tuple(store.damaged())
         pool = plan(options)
         run = uuid.uuid4().hex
         filesystem, root = resolve(store_uri)
@@ -181,10 +184,10 @@ def run_index(
             **pool_args(pool),
         )
         try:
-            ds.write_parquet(root, filesystem=filesystem)
+            ds.write_parquet(root, filesystem=filesystem, **WRITE_OPTIONS)
         finally:
             counts = count_run(EmbeddingStore.open(store_uri), files, known, run)
-    return replace(counts, unreadable=unreadable), pool
+    return replace(counts, damaged=damaged), pool
 
 
 def count_run(store, files: list[str], known: dict[str, str], run: str) -> IndexCounts:

@@ -1,10 +1,12 @@
 """``persam segment --index STORE --ray``: segment the photos of an embedding store as a Ray Data pipeline.
 
-    read_parquet (the store's part files)
-      -> latest_rows   tasks: keep each photo's latest row (a photo indexed again has older rows)
+    from_items (each wanted photo's latest row: part file and row number, found on the driver from the
+               store's small columns; a part file that cannot be read is reported by the caller)
       -> Decoder       actor pool: each actor loads the model and the concept once (the concept file's bytes
-                       are put in the object store once and shared), runs the decoder on the stored
-                       embedding and writes the mask (and overlay) with ``persam.jobs.outputs.write_result``
+                       are put in the object store once and shared), reads the photo's row with the store's
+                       own reader (``EmbeddingStore.encoded_at``: whatever arrays the model family needs;
+                       a damaged row is that photo skipped, naming its part file), runs the decoder and
+                       writes the mask (and overlay) with ``persam.jobs.outputs.write_result``
     -> the driver collects each photo's manifest entry and COCO records; ``persam segment`` adds them to
        ``Outputs`` in input order, so ``manifest.json`` and ``annotations.json`` come from the same writer
        as the local path's.
@@ -23,22 +25,6 @@ from pathlib import Path
 from persam.jobs.outputs import Done, OutputOptions
 from persam.jobs.ray_common import ModelSpec, Plan, RayOptions, connect, kill_hook, plan, pool_args
 
-_KEEP: dict = {}  # per worker process: {path: written_ns} of the rows to segment
-
-
-def latest_rows(batch: dict, keep_ref: list) -> dict:
-    """The rows of ``batch`` that are their photo's latest and wanted (a Ray task)."""
-    import numpy as np
-    import ray
-
-    key = keep_ref[0].hex()
-    if key not in _KEEP:
-        _KEEP.clear()
-        _KEEP[key] = ray.get(keep_ref[0])
-    keep = _KEEP[key]
-    mask = np.array([keep.get(str(p)) == int(ns) for p, ns in zip(batch["path"], batch["written_ns"])], dtype=bool)
-    return {k: v[mask] for k, v in batch.items()}
-
 
 class Decoder:
     """An actor holding the model and the concept: segments stored embeddings and writes their masks."""
@@ -46,6 +32,7 @@ class Decoder:
     def __init__(
         self,
         spec: ModelSpec,
+        store_uri: str,
         concept_ref: list,
         stems_ref: list,
         root: str,
@@ -61,8 +48,10 @@ class Decoder:
 
         from persam.jobs.ray_common import KillSwitch
         from persam.session.concept_file import load_concept
+        from persam.session.store import EmbeddingStore
 
         self.model = spec.load()
+        self.store = EmbeddingStore.open(store_uri, create=False)
         with tempfile.TemporaryDirectory() as folder:
             file = Path(folder) / "concept.persam"
             file.write_bytes(ray.get(concept_ref[0]))
@@ -76,15 +65,12 @@ class Decoder:
     def __call__(self, batch: dict) -> dict:
         import traceback
 
-        import torch
-
-        from persam.backends import EncodedImage
         from persam.errors import PersamError
         from persam.io import decode_image
         from persam.jobs.manifest import SPEC_KEY
         from persam.jobs.outputs import write_result
         from persam.session import dispatch
-        from persam.session.store import embedding_array, read_bytes
+        from persam.session.store import read_bytes
 
         backend = self.model.backend
         out: dict[str, list] = {"path": [], "entry": [], "coco": []}
@@ -92,11 +78,7 @@ class Decoder:
             path = str(raw)
             self.kill.tick()
             try:
-                emb = embedding_array(str(batch["dtype"][i]), str(batch["shape"][i]), batch["embedding"][i])
-                hw = (int(batch["height"][i]), int(batch["width"][i]))
-                encoded = EncodedImage(
-                    embedding=torch.from_numpy(emb)[None].to(backend.device), geometry=backend.geometry(hw)
-                )
+                encoded = self.store.encoded_at(str(batch["file"][i]), int(batch["row"][i]), backend)
                 pixels = decode_image(read_bytes(path), path) if self.options.overlay else None
                 written, results = dispatch.segment_photo(self.concept, encoded, self.max_instances, self.detect)
                 done = write_result(self.root, path, Path(self.stems[path]), pixels, written, results, self.options)
@@ -141,22 +123,22 @@ def run_segment(
 
     store = EmbeddingStore.open(store_uri, create=False)
     latest = store.latest()
-    keep = {str(p): latest[str(p)].written_ns for p, _ in targets if str(p) in latest}
+    items = [
+        {"path": str(p), "file": latest[str(p)].file, "row": latest[str(p)].row, "sha256": latest[str(p)].sha256}
+        for p, _ in targets
+        if str(p) in latest and latest[str(p)].status == "encoded"
+    ]
+    items.sort(key=lambda item: (item["file"], item["row"]))  # each actor reads a part file's rows in order
     stems = {str(p): Path(s).as_posix() for p, s in targets}
     results = {} if results is None else results
-    if not keep:
+    if not items:
         return results, Plan(0, 0, 0)
     with connect(ray_options.address):
         pool = plan(ray_options)
-        columns = ["path", "sha256", "height", "width", "dtype", "shape", "embedding", "written_ns"]
-        # the store folder as the one path: Ray 2.60 resolves several given paths in parallel threads, which
-        # fails ("cannot import name 'HTTPFileSystem'") when fsspec is installed without aiohttp
-        ds = ray.data.read_parquet(store.root, filesystem=store.fs).select_columns(columns)
-        ds = ds.map_batches(
-            latest_rows, batch_size=pool.batch_size, num_cpus=1, fn_kwargs={"keep_ref": [ray.put(keep)]}
-        )
+        ds = ray.data.from_items(items)
         kwargs = {
             "spec": spec,
+            "store_uri": store_uri if "://" in str(store_uri) else store.root,  # a local path: absolute
             "concept_ref": [ray.put(concept_bytes)],
             "stems_ref": [ray.put(stems)],
             "root": str(root),

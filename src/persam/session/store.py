@@ -4,18 +4,26 @@ A store is a folder (local, or any filesystem pyarrow opens: ``s3://bucket/album
 ``store.json`` (the model that made the embeddings) and ``*.parquet`` part files. Writers only ever add
 part files, never rewrite one, so any number of writers (``persam index`` on one machine, or the workers of
 a Ray cluster) can add to the same store, and a reader sees whole files only (a local part file is written
-under a temporary name and renamed; a part file that cannot be read is reported and left out, so its
-photos are simply encoded again).
+under a temporary name and renamed).
 
-One row per photo and run (``ROW_SCHEMA``): ``path`` (the photo's absolute path or URI), ``sha256`` of its
-bytes, ``status`` ("encoded" or "skipped" with its ``reason``), ``height``/``width`` of the photo, the
-``embedding`` as raw bytes of ``dtype`` (float16 or float32) in C order with ``shape`` "C,h,w" (SAM:
-256,64,64), ``written_ns`` (when it was made) and the writer's ``run`` id. A photo indexed again after
-it changed has several rows; the latest (``written_ns``) counts.
+One row per photo and run, the row encoding of every album store (``persam.session.rows.Row``: path,
+sha256, status, reason, height, width, the named ``arrays`` in one blob, written_ns, run). A photo indexed
+again after it changed has several rows; the latest (``written_ns``) counts.
 
-Why Parquet: Ray Data reads and writes it natively (``read_parquet``/``write_parquet``), pyarrow reads it
-from any filesystem without a server, the columns let a reader fetch paths and hashes without touching the
-embeddings, and append-only part files need no locking (SQLite on a shared filesystem does).
+Durable per photo: the local writer (``add``/``skip``) writes each photo's row as its own part file, so a
+kill loses at most the photo in flight. A part is then the size of one photo's arrays (2 MiB for SAM in
+float16, 8 MiB for SAM 2.1), within the sizes Parquet readers and object stores handle well; the Ray writer
+(``persam.jobs.ray_index``) writes one part per block of photos.
+
+Damage: part files are written with page checksums and read with them checked. A part whose footer or
+small columns cannot be read is left out and listed by ``damaged()`` ((part file, reason)), so its photos
+are encoded again by ``persam index`` and reported by every reader; a row whose arrays cannot be read
+raises ``StoreError`` naming the part file. A store of persam before this row encoding (``store.json``
+version 1) is refused with a ``StoreError`` asking for a new store.
+
+Why Parquet: Ray Data reads and writes it natively, pyarrow reads it from any filesystem without a server,
+the columns let a reader fetch paths and hashes without touching the arrays, and append-only part files
+need no locking (SQLite on a shared filesystem does).
 """
 
 from __future__ import annotations
@@ -33,74 +41,38 @@ import numpy as np
 
 from persam.errors import IncompatibleError, MissingInputError, OptionsError, OutputError, StoreError
 from persam.io.hashing import file_sha256
+from persam.session.rows import COLUMNS, Row, unpack_arrays
 
 META = "store.json"
 FORMAT = "persam-embeddings"
-VERSION = 1
-#: Photos buffered by the local writer before it writes a part file (a kill loses at most these).
-FLUSH_ROWS = 8
-COLUMNS = ("path", "sha256", "status", "reason", "height", "width", "dtype", "shape", "embedding", "written_ns", "run")
+VERSION = 2
+#: The columns ``latest`` reads: everything but the arrays.
+SMALL = ("path", "sha256", "status", "written_ns", "run")
+#: pyarrow's ``write_table``/``ParquetWriter`` options of every part file.
+WRITE_OPTIONS = {"row_group_size": 1, "write_page_checksum": True}
 
 
 def row_schema():
-    """The pyarrow schema of a store row (see the module docstring)."""
+    """The pyarrow schema of a store row (``persam.session.rows.Row``)."""
     import pyarrow as pa
 
-    return pa.schema(
-        [
-            ("path", pa.string()),
-            ("sha256", pa.string()),
-            ("status", pa.string()),
-            ("reason", pa.string()),
-            ("height", pa.int32()),
-            ("width", pa.int32()),
-            ("dtype", pa.string()),
-            ("shape", pa.string()),
-            ("embedding", pa.binary()),
-            ("written_ns", pa.int64()),
-            ("run", pa.string()),
-        ]
-    )
+    types = {"height": pa.int32(), "width": pa.int32(), "arrays": pa.binary(), "written_ns": pa.int64()}
+    return pa.schema([(name, types.get(name, pa.string())) for name in COLUMNS])
 
 
-def encoded_row(path: str, sha: str, embedding: np.ndarray, hw: tuple[int, int], dtype: str, run: str) -> dict:
-    """The row of an encoded photo. ``embedding``: (C, h, w) float32; ``hw``: the photo's (H, W)."""
-    emb = np.ascontiguousarray(embedding.astype(dtype))
-    return {
-        "path": path,
-        "sha256": sha,
-        "status": "encoded",
-        "reason": None,
-        "height": int(hw[0]),
-        "width": int(hw[1]),
-        "dtype": dtype,
-        "shape": ",".join(map(str, emb.shape)),
-        "embedding": emb.tobytes(),
-        "written_ns": time.time_ns(),
-        "run": run,
-    }
+def table_of(rows: list[Row]):
+    """The pyarrow table of ``rows``."""
+    import pyarrow as pa
+
+    return pa.Table.from_pylist([r.as_dict() for r in rows], schema=row_schema())
 
 
-def skipped_row(path: str, sha: str | None, reason: str, run: str) -> dict:
-    """The row of a photo that could not be decoded or encoded, with the reason."""
-    return {
-        "path": path,
-        "sha256": sha,
-        "status": "skipped",
-        "reason": reason,
-        "height": None,
-        "width": None,
-        "dtype": None,
-        "shape": None,
-        "embedding": None,
-        "written_ns": time.time_ns(),
-        "run": run,
-    }
+def arrow_errors() -> tuple[type[BaseException], ...]:
+    """What pyarrow raises for a part file it cannot read: its own types, and ``OSError`` (its ``ArrowIOError``,
+    e.g. a failed page checksum). Caught only around the read of one named part file."""
+    import pyarrow as pa
 
-
-def embedding_array(dtype: str, shape: str, data: bytes) -> np.ndarray:
-    """The (C, h, w) float32 embedding of a stored row."""
-    return np.frombuffer(data, dtype=dtype).reshape(tuple(int(s) for s in shape.split(","))).astype(np.float32)
+    return (pa.ArrowException, OSError)
 
 
 def resolve(uri: str | os.PathLike):
@@ -153,17 +125,17 @@ class EmbeddingStore:
     Attributes:
         uri: the store as given.
         fs, root: its pyarrow filesystem and folder.
+        run: this writer's id (``Row.run``).
     """
 
     uri: str
     fs: object
     root: str
     run: str = field(default_factory=lambda: uuid.uuid4().hex)
-    dtype: str = "float16"
-    _pending: list[dict] = field(default_factory=list)
     _latest: dict[str, Latest] | None = None
-    _cache: tuple[str, int, object] | None = None
-    unreadable: list[str] = field(default_factory=list)
+    _damaged: list[tuple[str, str]] = field(default_factory=list)  # part files, found by ``latest``
+    _damaged_rows: list[tuple[str, str]] = field(default_factory=list)  # rows, found by ``needs``
+    _cache: tuple[str, object, np.ndarray, int, object] | None = None
 
     @classmethod
     def open(cls, uri: str | os.PathLike, create: bool = True) -> EmbeddingStore:
@@ -174,11 +146,12 @@ class EmbeddingStore:
         info = filesystem.get_file_info(root)
         if info.type == pafs.FileType.File:
             raise OptionsError(
-                f"{uri}: a file, not an embedding store folder; choose a folder name (or an .idx file for SQLite)"
+                f"{uri}: a file, not an embedding store folder; choose a folder name (or an .idx file for SQLite)",
+                path=uri,
             )
         if not create and filesystem.get_file_info(f"{root}/{META}").type != pafs.FileType.File:
             raise MissingInputError(
-                f"{uri}: no embedding store there (no {META}); build it with `persam index PHOTOS... -o {uri}`"
+                f"{uri}: no embedding store there (no {META}); build it with persam index", path=uri
             )
         if create:
             try:
@@ -186,7 +159,8 @@ class EmbeddingStore:
             except OSError as exc:  # pyarrow's message names the cause (a file in the way, no permission)
                 raise OutputError(
                     f"{uri}: cannot create the embedding store folder ({str(exc).splitlines()[0]}); "
-                    "where a part of the path is a file, or not writable, choose another output path"
+                    "where a part of the path is a file, or not writable, choose another output path",
+                    path=uri,
                 ) from None
         return cls(str(uri), filesystem, root)
 
@@ -198,27 +172,30 @@ class EmbeddingStore:
                 meta = json.loads(f.read().decode("utf-8"))
         except FileNotFoundError:
             return None
-        except ValueError:
-            raise StoreError(f"{self.uri}/{META}: not a persam embedding store file; build a new store") from None
-        if meta.get("format") != FORMAT:
-            raise StoreError(f"{self.uri}: not a persam embedding store; build a new one with `persam index`")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            meta = None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise StoreError(f"{self.uri}/{META}: not a persam embedding store file; build a new store", path=self.uri)
+        if meta.get("version") != VERSION:
+            raise StoreError(
+                f"{self.uri}: an embedding store of an older persam (version {meta.get('version')}); "
+                "build a new store in another folder with persam index",
+                path=self.uri,
+            )
         return meta
 
     def bind_names(self, name: str, checkpoint_sha256: str) -> None:
         """Record the model on first use; refuse another model or checkpoint later."""
         meta = self.meta()
         if meta is None:
-            self._write(
-                META,
-                json.dumps(
-                    {"format": FORMAT, "version": VERSION, "backend": name, "checkpoint_sha256": checkpoint_sha256},
-                    indent=2,
-                ).encode(),
-            )
+            text = {"format": FORMAT, "version": VERSION, "backend": name, "checkpoint_sha256": checkpoint_sha256}
+            self._write(META, json.dumps(text, indent=2).encode())
         elif (meta["backend"], meta["checkpoint_sha256"]) != (name, checkpoint_sha256):
             raise IncompatibleError(
                 f"{self.uri}: store was built with model {meta['backend']!r} (checkpoint "
-                f"{meta['checkpoint_sha256'][:12]}…); pass the same --model/--checkpoint or build a new store"
+                f"{meta['checkpoint_sha256'][:12]}…); use the same model and checkpoint or build a new store",
+                path=self.uri,
+                field="checkpoint",
             )
 
     def bind(self, backend) -> None:
@@ -238,29 +215,33 @@ class EmbeddingStore:
         )
 
     def latest(self) -> dict[str, Latest]:
-        """{path: its latest row}, read from the small columns only (cached until the next write)."""
+        """{path: its latest row}, read from the small columns only (cached until the next write); a part
+        file that cannot be read is left out and listed in ``damaged()``."""
         import pyarrow.parquet as pq
 
         if self._latest is not None:
             return self._latest
         latest: dict[str, Latest] = {}
-        self.unreadable = []
+        self._damaged = []
         for file in self.part_files():
             try:
-                table = pq.read_table(
-                    file, columns=["path", "sha256", "status", "written_ns", "run"], filesystem=self.fs
-                )
-            except (OSError, ValueError) as exc:  # a part file cut short: its photos count as not stored
-                self.unreadable.append(f"{file} ({exc.__class__.__name__})")
+                table = pq.read_table(file, columns=list(SMALL), filesystem=self.fs, page_checksum_verification=True)
+            except arrow_errors() as exc:  # cut short, garbled, or not a part of this store's row encoding
+                self._damaged.append((file, f"damaged part file, left out ({_one_line(exc)})"))
                 continue
             cols = table.to_pydict()
-            rows = zip(cols["path"], cols["sha256"], cols["status"], cols["written_ns"], cols["run"])
-            for i, (path, sha, status, ns, run) in enumerate(rows):
+            for i, (path, sha, status, ns, run) in enumerate(zip(*(cols[c] for c in SMALL))):
                 old = latest.get(path)
                 if old is None or ns >= old.written_ns:
                     latest[path] = Latest(file, i, sha, status, ns, run)
         self._latest = latest
         return latest
+
+    def damaged(self) -> list[tuple[str, str]]:
+        """(part file, one-line reason) of each part file that could not be read (its photos are left out)
+        and of each damaged row ``needs`` found."""
+        self.latest()
+        return [*self._damaged, *self._damaged_rows]
 
     def hashes(self) -> dict[str, str]:
         """{path: sha256} of the photos whose latest row is an embedding."""
@@ -271,70 +252,100 @@ class EmbeddingStore:
         return sorted(self.hashes())
 
     def needs(self, path: Path) -> bool:
-        """Whether the local photo ``path`` is missing, skipped before, or changed since it was encoded."""
-        return self.hashes().get(str(path)) != file_sha256(path)
+        """Whether the local photo ``path`` is missing, skipped before, changed since it was encoded, or its
+        row is damaged (read back and checked, as the SQLite index does; listed in ``damaged()``)."""
+        where = self.latest().get(str(path))
+        if where is None or where.status != "encoded" or where.sha256 != file_sha256(path):
+            return True
+        try:
+            unpack_arrays(self.read_at(where.file, where.row)["arrays"])
+        except StoreError as exc:
+            self._damaged_rows.append((where.file, f"{path}: {str(exc).removeprefix(f'{where.file}: ')}"))
+            return True
+        return False
 
     def reason(self, path: str) -> str | None:
         """Why the latest row of ``path`` is "skipped" (None if it is not)."""
         where = self.latest().get(str(path))
-        return None if where is None or where.status != "skipped" else self.row(path, encoded=False)["reason"]
+        return None if where is None or where.status != "skipped" else self.read_at(where.file, where.row)["reason"]
 
     def row(self, path: str | os.PathLike, encoded: bool = True) -> dict:
         """The latest row of ``path`` (all columns); with ``encoded``, only if it holds an embedding."""
-        import pyarrow.parquet as pq
-
         where = self.latest().get(str(path))
         if where is None or (encoded and where.status != "encoded"):
-            raise MissingInputError(f"{path}: not in the store {self.uri}; run `persam index` on it")
-        if self._cache is None or self._cache[0] != where.file:
-            parquet = pq.ParquetFile(where.file, filesystem=self.fs)
-            starts = np.cumsum([0] + [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)])
-            self._cache = (where.file, -1, (parquet, starts, None))
-        file, group, (parquet, starts, table) = self._cache
-        g = int(np.searchsorted(starts, where.row, side="right") - 1)
-        if g != group:
-            table = parquet.read_row_group(g)
-            self._cache = (file, g, (parquet, starts, table))
-        return {k: v[0] for k, v in table.slice(where.row - int(starts[g]), 1).to_pydict().items()}
+            raise MissingInputError(f"{path}: not in the store {self.uri}; index it with persam index", path=path)
+        return self.read_at(where.file, where.row)
+
+    def read_at(self, file: str, row: int) -> dict:
+        """Row ``row`` of part file ``file`` (all columns), one row group read (kept for the next call).
+
+        Raises:
+            StoreError: the part file cannot be read there (named in the message).
+        """
+        import pyarrow.parquet as pq
+
+        try:
+            if self._cache is None or self._cache[0] != file:
+                parquet = pq.ParquetFile(file, filesystem=self.fs, page_checksum_verification=True)
+                sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
+                self._cache = (file, parquet, np.cumsum([0, *sizes]), -1, None)
+            _, parquet, starts, group, table = self._cache
+            g = int(np.searchsorted(starts, row, side="right") - 1)
+            if g != group:
+                table = parquet.read_row_group(g, columns=list(COLUMNS))
+                self._cache = (file, parquet, starts, g, table)
+            return {k: v[0] for k, v in table.slice(row - int(starts[g]), 1).to_pydict().items()}
+        except arrow_errors() as exc:
+            self._cache = None
+            raise StoreError(f"{file}: damaged part file of the store ({_one_line(exc)})", path=file) from None
 
     def encoded(self, path: str | os.PathLike, backend):
-        """The stored embedding of ``path`` as an ``EncodedImage`` on ``backend``'s device."""
-        import torch
+        """The stored arrays of ``path`` as an ``EncodedImage`` on ``backend``'s device.
 
-        from persam.backends import EncodedImage
-
+        Raises:
+            MissingInputError: ``path`` is not in the store.
+            StoreError: its part file or its arrays are damaged.
+            IncompatibleError: it was encoded by another model family.
+        """
         self.bind(backend)
-        r = self.row(path)
-        emb = torch.from_numpy(embedding_array(r["dtype"], r["shape"], r["embedding"]))[None].to(backend.device)
-        return EncodedImage(embedding=emb, geometry=backend.geometry((r["height"], r["width"])))
+        where = self.latest().get(str(path))
+        if where is None or where.status != "encoded":
+            raise MissingInputError(f"{path}: not in the store {self.uri}; index it with persam index", path=path)
+        return self.encoded_at(where.file, where.row, backend)
+
+    def encoded_at(self, file: str, row: int, backend):
+        """``encoded`` of the row at ``file``, ``row`` (a Ray worker given the locations)."""
+        r = self.read_at(file, row)
+        try:
+            arrays = unpack_arrays(r["arrays"])
+        except StoreError as exc:
+            raise StoreError(f"{file}: {r['path']}: {exc}; index it again with persam index", path=file) from None
+        try:
+            return backend.from_arrays(arrays, (r["height"], r["width"]))
+        except IncompatibleError as exc:
+            raise IncompatibleError(f"{self.uri}: {r['path']}: {exc}; build a new store", path=self.uri) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.paths())
 
     # writing (the local path; Ray writes part files with ``write_parquet``) -----------------------
     def add(self, path: Path, encoded, dtype: Literal["float16", "float32"] = "float16") -> None:
-        """Store one photo's embedding (written with the next part file, every ``FLUSH_ROWS`` photos)."""
-        emb = encoded.embedding[0].detach().cpu().numpy()
-        self.add_row(encoded_row(str(path), file_sha256(path), emb, encoded.geometry.original_hw, dtype, self.run))
+        """Store one photo's arrays (``EncodedImage.arrays``): a part file of its own, written now."""
+        hw = encoded.geometry.original_hw
+        self.add_row(Row.encoded(str(path), file_sha256(path), encoded.arrays(), hw, dtype, self.run))
 
-    def add_row(self, row: dict) -> None:
-        """Buffer one row (``encoded_row``/``skipped_row``)."""
-        self._pending.append(row)
-        if len(self._pending) >= FLUSH_ROWS:
-            self.flush()
+    def skip(self, path: str | os.PathLike, reason: str) -> None:
+        """Record that ``path`` could not be encoded, and why."""
+        self.add_row(Row.skipped(str(path), None, reason, self.run))
 
-    def flush(self) -> None:
-        """Write the buffered rows as one part file."""
+    def add_row(self, row: Row) -> None:
+        """Write ``row`` as one part file (atomically on a local folder)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if not self._pending:
-            return
-        table = pa.Table.from_pylist(self._pending, schema=row_schema())
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, row_group_size=1)  # one photo per row group: a reader fetches one at a time
+        pq.write_table(table_of([row]), sink, **WRITE_OPTIONS)
         self._write(f"local-{self.run}-{time.time_ns()}.parquet", sink.getvalue().to_pybytes())
-        self._pending.clear()
         self._latest = None
 
     def _write(self, name: str, data: bytes) -> None:
@@ -349,7 +360,21 @@ class EmbeddingStore:
                 f.write(data)
 
     def close(self) -> None:
-        self.flush()
+        """Nothing is buffered: every row is written when it is added."""
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def require_readable(album) -> None:
+    """Raise ``StoreError`` naming the first damaged part file when damage leaves ``album`` no photo to read."""
+    damaged = album.damaged()
+    if damaged and not album.paths():
+        file, reason = damaged[0]
+        more = f" (and {len(damaged) - 1} more part files)" if len(damaged) > 1 else ""
+        raise StoreError(f"{file}: {reason}{more}; no photo of the store can be read; index them again", path=file)
 
 
 def open_album(path: str | os.PathLike, create: bool = True):
