@@ -97,7 +97,7 @@ class FeatureBackbone:
         import torch
         from PIL import Image
 
-        resized = np.asarray(Image.fromarray(image).resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR))
+        resized = np.array(Image.fromarray(image).resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR))
         x = torch.from_numpy(np.ascontiguousarray(resized)).to(self.device).permute(2, 0, 1).float() / 255.0
         mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=self.device).view(3, 1, 1)

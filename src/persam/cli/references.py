@@ -9,7 +9,7 @@ from pathlib import Path
 from persam.errors import MissingInputError, OptionsError, PersamError
 from persam.method.settings import COMPONENTS, PersamSettings
 
-PRIORS = ("similarity", "part-aware")
+PRIORS = ("similarity", "part-aware", "matcher")
 
 
 def part_range(text: str) -> tuple[int, int]:
@@ -30,7 +30,8 @@ def add_prior_options(p: argparse.ArgumentParser) -> None:
         "--prior",
         choices=PRIORS,
         default="similarity",
-        help="similarity: PerSAM's one point (default); part-aware: P2SAM's parts, best of --parts by optimal transport",
+        help="similarity: PerSAM's one point (default); part-aware: P2SAM's parts, best of --parts by optimal "
+        "transport; matcher: Matcher's DINOv2 patch matching and merged SAM masks",
     )
     p.add_argument(
         "--parts",
@@ -44,7 +45,7 @@ def prior_options(args: argparse.Namespace) -> dict:
     """``personalize`` keywords for --prior/--parts; --parts without --prior part-aware is refused."""
     if args.parts is not None and args.prior != "part-aware":
         raise OptionsError("--parts applies to the part-aware prior only; add --prior part-aware or drop --parts")
-    if args.prior == "part-aware" and getattr(args, "max_instances", 1) > 1:
+    if args.prior in ("part-aware", "matcher") and getattr(args, "max_instances", 1) > 1:
         raise OptionsError(
             "--max-instances finds several instances with the similarity prior only; drop it or use --prior similarity"
         )
@@ -284,7 +285,7 @@ def build_concept(args: argparse.Namespace, model):
     elif (prompted := prompt_reference(args)) is not None:
         ref, prompts = prompted
         settings = PersamSettings().without(*args.without)
-        concept = model.personalize(ref, finetune=args.finetune, settings=settings, **prompts)
+        concept = model.personalize(ref, finetune=args.finetune, settings=settings, **prompts, **prior_options(args))
     else:
         images, masks = reference_pairs(args.ref, args.ref_mask)
         settings = PersamSettings().without(*args.without)

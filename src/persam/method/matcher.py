@@ -110,12 +110,14 @@ class MatcherReference:
         features: (ns * N, C) unit DINOv2 patch features of every reference photo.
         pooled: (ns * N,) bool reference cells (``pool_reference`` of each mask).
         backbone: the DINOv2 model's name. backbone_sha256: its weights' SHA-256 (or "random").
+        settings: Matcher's knobs for this concept.
     """
 
     features: torch.Tensor
     pooled: torch.Tensor
     backbone: str
     backbone_sha256: str
+    settings: MatcherSettings = MatcherSettings()
 
 
 def pool_reference(mask: torch.Tensor) -> torch.Tensor:

@@ -184,10 +184,13 @@ def emd_scores(similarity: torch.Tensor, pooled: torch.Tensor, cells: torch.Tens
         raise MissingExtraError("the matcher prior needs scipy and POT; pip install 'persam[matcher]'") from None
     cost = ((1 - similarity) / 2)[pooled.to(similarity.device)].cpu()
     out = torch.zeros(len(cells))
+    solved: dict[bytes, float] = {}  # masks with the same cells pose the same problem: solve it once
     for i, c in enumerate(cells):
-        m = cost[:, c].numpy()
-        emd = ot.emd2(a=[1.0 / m.shape[0]] * m.shape[0], b=[1.0 / m.shape[1]] * m.shape[1], M=m)
-        out[i] = 1 - emd
+        key = c.numpy().tobytes()
+        if key not in solved:
+            m = cost[:, c].numpy()
+            solved[key] = ot.emd2(a=[1.0 / m.shape[0]] * m.shape[0], b=[1.0 / m.shape[1]] * m.shape[1], M=m)
+        out[i] = 1 - solved[key]
     return out
 
 
