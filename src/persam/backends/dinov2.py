@@ -162,6 +162,7 @@ def create_dino(
     device: str | torch.device | None = None,
     random_weights: bool = False,
     progress: bool | None = None,
+    architecture: dict | None = None,
 ) -> FeatureBackbone:
     """A DINOv2 feature backbone, its weights downloaded once (or from ``checkpoint``).
 
@@ -171,6 +172,7 @@ def create_dino(
         device: "cpu", "cuda", ... or None for the best available.
         random_weights: no weights at all (speed tests); seeded by the caller's torch seed.
         progress: download progress bar; None = on a terminal only.
+        architecture: timm keyword overrides (``embed_dim``, ``depth``, ``num_heads``) for tiny test models.
 
     Raises:
         OptionsError: unknown name. CheckpointError: download or load failed.
@@ -180,7 +182,7 @@ def create_dino(
     if name not in DINO_MODELS:
         raise OptionsError(f"unknown DINOv2 model {name!r}; choose one of {', '.join(DINO_MODELS)}", field="dino")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_dino_module(name)
+    model = build_dino_module(name, **(architecture or {}))
     sha = "random"
     if not random_weights:
         path = (

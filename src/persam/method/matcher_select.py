@@ -27,11 +27,11 @@ points move from the 518 frame to the photo by x W / 518, y H / 518.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from persam.backends.base import Backend, EncodedImage
 from persam.errors import MissingExtraError
@@ -100,10 +100,31 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(cols.any(1, keepdim=True), box, 0).float()
 
 
+def area_overlap(n: int, side: int) -> torch.Tensor:
+    """(side, n) bool: source pixels with weight in each output cell of OpenCV's area resize (n >= side).
+
+    Cell j spans [j s, (j + 1) s), s = n / side; a partly covered pixel at
+    either end counts when its overlap exceeds 1e-3 (OpenCV's ``computeResizeAreaTab``).
+    """
+    scale = n / side
+    out = torch.zeros(side, n, dtype=torch.bool)
+    for j in range(side):
+        lo, hi = j * scale, (j + 1) * scale
+        first, last = math.ceil(lo), math.floor(hi)
+        out[j, first:last] = True
+        if first - lo > 1e-3:
+            out[j, first - 1] = True
+        if hi - last > 1e-3 and last < n:
+            out[j, last] = True
+    return out
+
+
 def mask_cells(masks: torch.Tensor) -> torch.Tensor:
-    """(B, 37 * 37) bool: patches a mask's pixels touch (area resize > 0); every patch for an empty mask."""
+    """(B, 37 * 37) bool: patches with mask pixels under OpenCV's area resize (> 0); all of them when empty."""
     side = INPUT_SIZE // PATCH
-    cells = F.adaptive_max_pool2d(masks[:, None].float(), (side, side))[:, 0].reshape(len(masks), -1) > 0
+    _, h, w = masks.shape
+    rows, cols = area_overlap(h, side).float(), area_overlap(w, side).float()
+    cells = (torch.einsum("ih,bhw,jw->bij", rows, masks.float(), cols) > 0).reshape(len(masks), -1)
     empty = ~cells.any(1)
     cells[empty] = True
     return cells
@@ -128,7 +149,7 @@ def decode_candidates(
 
     geometry = encoded.geometry
     h, w = geometry.original_hw
-    pts = to_photo(matched, (h, w)).numpy().astype(np.int64)  # the authors' ``astype(int)``: truncation
+    pts = (matched * np.array([w / INPUT_SIZE, h / INPUT_SIZE])).astype(np.int64)  # ``astype(int)``: truncation
     px, py = np.clip(pts[:, 0], 0, w - 1), np.clip(pts[:, 1], 0, h - 1)
     parts: dict[str, list] = {k: [] for k in ("keep", "low", "iou", "prompt", "cells", "inside", "box")}
     calls = total = 0

@@ -158,7 +158,8 @@ def load_concept(path: str | os.PathLike, model: PersamModel) -> Concept:
     backend = model.backend
     if meta["backend"] != backend.name:
         raise IncompatibleError(
-            f"{path}: concept was made with model {meta['backend']!r}, not {backend.name!r}; pass --model {meta['backend']}"
+            f"{path}: concept was made with model {meta['backend']!r}, not {backend.name!r}; "
+            f"pass --model {meta['backend']}"
         )
     if meta["checkpoint_sha256"] != backend.checkpoint_sha256:
         raise IncompatibleError(
