@@ -37,6 +37,19 @@ FSS = {
 }
 
 
+def random_dinov2_state(seed: int, embed_dim: int, depth: int, num_heads: int) -> dict[str, torch.Tensor]:
+    """A small DINOv2's weights in Meta's key layout (timm's ViT keys plus ``mask_token``), all random."""
+    import timm
+
+    torch.manual_seed(seed)
+    model = timm.create_model(
+        "vit_small_patch14_dinov2", img_size=518, num_classes=0, embed_dim=embed_dim, depth=depth, num_heads=num_heads
+    )
+    state = {k: torch.randn_like(v) * 0.2 for k, v in model.state_dict().items()}
+    state["mask_token"] = torch.zeros(1, embed_dim)
+    return state
+
+
 class OracleDino:
     """transformers' Dinov2Model with Meta-layout weights; ``features`` = pre-norm patch tokens at 518 px."""
 

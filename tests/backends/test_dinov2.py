@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from persam.backends.checkpoints import download_checkpoint
-from persam.backends.dinov2 import DINO_MODELS, build_dino_module, create_dino
+from persam.backends.dinov2 import DINO_MODELS, create_dino
 from persam.errors import CheckpointError, OptionsError
 
 TINY = {"embed_dim": 48, "depth": 2, "num_heads": 2}
@@ -27,11 +27,9 @@ TINY = {"embed_dim": 48, "depth": 2, "num_heads": 2}
 
 def official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """A tiny DINOv2's weights in Meta's layout, every parameter random (LayerScale too)."""
-    torch.manual_seed(seed)
-    model = build_dino_module("dinov2_vits14", **TINY)
-    state = {k: torch.randn_like(v) * 0.2 for k, v in model.state_dict().items()}
-    state["mask_token"] = torch.zeros(1, TINY["embed_dim"])
-    return state
+    from reference_oracle_matcher import random_dinov2_state
+
+    return random_dinov2_state(seed, **TINY)
 
 
 @pytest.fixture

@@ -219,7 +219,7 @@ def cluster_points(points: np.ndarray, k: int, generator: torch.Generator) -> np
     for _ in range(1000):
         centers, assign = kmeans_pp(points, k, generator)
         if torch.unique(assign).shape[0] == k:
-            return np.array(centers).astype(np.int64)
+            return centers.numpy().astype(np.int64)
     # Duplicate points can leave a cluster empty for ever (the authors' loop would not end): use the distinct points.
     distinct = np.unique(points, axis=0)
     return distinct[:k] if len(distinct) <= k else cluster_points(distinct, k, generator)
