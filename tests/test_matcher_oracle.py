@@ -85,6 +85,7 @@ def test_synthetic_scene_matches_oracle(models, scene):
 SAMPLES = ["cat", "colorful_sneaker", "duck_toy"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DATA.is_dir(), reason="PerSeg sample photos absent")
 @pytest.mark.parametrize("name", SAMPLES)
 def test_sample_photo_matches_oracle(models, name):
