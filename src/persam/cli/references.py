@@ -29,7 +29,8 @@ def add_prior_options(p: argparse.ArgumentParser) -> None:
         "--prior",
         choices=PRIORS,
         default="similarity",
-        help="similarity: PerSAM's one point (default); part-aware: P2SAM's parts, best of --parts by optimal transport",
+        help="similarity: PerSAM's one point (default); part-aware: P2SAM's parts, best of --parts by optimal "
+        "transport; matcher: Matcher's DINOv2 patch matching and merged SAM masks",
     )
     p.add_argument(
         "--parts",

@@ -20,6 +20,7 @@ import torch
 
 from persam.errors import IncompatibleError, InputError, MissingInputError
 from persam.io.atomic import atomic_save
+from persam.method.matcher import MatcherReference, MatcherSettings
 from persam.method.parts import PartPrior
 from persam.method.presence import PresenceStats
 from persam.method.settings import PersamSettings
@@ -30,6 +31,8 @@ FORMAT = "persam-concept"
 VERSION = 1
 #: Files with the part-aware prior are version 2 (a version-1 reader refuses them).
 PARTS_VERSION = 2
+#: Files with the matcher prior (DINOv2 reference patches and cells) are version 3.
+MATCHER_VERSION = 3
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -49,10 +52,14 @@ def _contents(concept: Concept) -> tuple[dict[str, torch.Tensor], dict]:
         tensors["part_cells"] = concept.parts.cells.float().cpu()
         for n, protos in concept.parts.prototypes.items():
             tensors[f"part_prototypes_{n}"] = protos.float().cpu()
+    if concept.matcher is not None:
+        tensors["matcher_features"] = concept.matcher.features.float().cpu()
+        tensors["matcher_cells"] = concept.matcher.pooled.to(torch.uint8).cpu()
     backend = concept.model.backend
+    version = MATCHER_VERSION if concept.matcher is not None else VERSION if concept.parts is None else PARTS_VERSION
     meta = {
         "format": FORMAT,
-        "version": VERSION if concept.parts is None else PARTS_VERSION,
+        "version": version,
         "backend": backend.name,
         "checkpoint_sha256": backend.checkpoint_sha256,
         "method": concept.method,
@@ -70,6 +77,7 @@ def _contents(concept: Concept) -> tuple[dict[str, torch.Tensor], dict]:
             "skipped": list(concept.parts.skipped),
             "counts": sorted(concept.parts.prototypes),
         },
+        "matcher": None if concept.matcher is None else matcher_meta(concept.matcher),
         "tensors_sha256": _digest(tensors),
     }
     return tensors, meta
@@ -117,13 +125,39 @@ def read_concept_metadata(path: str | os.PathLike) -> tuple[dict, dict[str, torc
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise InputError(f"{file}: not a persam concept file; create one with `persam personalize`")
-    if meta.get("version") not in (VERSION, PARTS_VERSION):
+    if meta.get("version") not in (VERSION, PARTS_VERSION, MATCHER_VERSION):
         raise InputError(
             f"{file}: concept format version {meta.get('version')} is not supported by this persam; save it again"
         )
     if meta.get("tensors_sha256") != _digest(tensors):
         raise InputError(f"{file}: concept file is damaged (checksum mismatch); save the concept again")
     return meta, tensors
+
+
+def matcher_meta(ref: MatcherReference) -> dict:
+    """The matcher prior's JSON part: its DINOv2 and settings."""
+    return {"backbone": ref.backbone, "backbone_sha256": ref.backbone_sha256, "settings": ref.settings.to_dict()}
+
+
+def load_matcher(info: dict, tensors: dict[str, torch.Tensor], model: PersamModel, path) -> MatcherReference:
+    """The matcher prior of a concept file, checked against the model's DINOv2."""
+    from persam.session.matcher_prior import check_backbone
+
+    try:
+        raw = dict(info["settings"])
+        raw["sample_range"] = tuple(raw["sample_range"])
+        dev = model.backend.device
+        ref = MatcherReference(
+            features=tensors["matcher_features"].to(dev),
+            pooled=tensors["matcher_cells"].bool().to(dev),
+            backbone=info["backbone"],
+            backbone_sha256=info["backbone_sha256"],
+            settings=MatcherSettings(**raw),
+        )
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{path}: concept file lacks the matcher prior's {exc}; save the concept again") from None
+    check_backbone(model, ref, str(path))
+    return ref
 
 
 def load_concept(path: str | os.PathLike, model: PersamModel) -> Concept:
@@ -136,7 +170,8 @@ def load_concept(path: str | os.PathLike, model: PersamModel) -> Concept:
     backend = model.backend
     if meta["backend"] != backend.name:
         raise IncompatibleError(
-            f"{path}: concept was made with model {meta['backend']!r}, not {backend.name!r}; pass --model {meta['backend']}"
+            f"{path}: concept was made with model {meta['backend']!r}, not {backend.name!r}; "
+            f"pass --model {meta['backend']}"
         )
     if meta["checkpoint_sha256"] != backend.checkpoint_sha256:
         raise IncompatibleError(
@@ -162,7 +197,9 @@ def load_concept(path: str | os.PathLike, model: PersamModel) -> Concept:
             raise InputError(
                 f"{path}: concept file lacks the part-aware prior's {exc}; save the concept again"
             ) from None
+    found = None if meta.get("matcher") is None else load_matcher(meta["matcher"], tensors, model, path)
     return Concept(
+        matcher=found,
         model=model,
         target=target,
         weights=tensors.get("weights"),

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_INSTANCES",
     "PRIORS",
     "check_instances",
+    "check_matcher",
     "check_presence",
     "check_prior",
     "check_without",
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 #: The location priors: PerSAM's similarity point, P2SAM's part-aware points.
-PRIORS = ("similarity", "part-aware")
+PRIORS = ("similarity", "part-aware", "matcher")
 #: The most instances one label map holds (uint8, 0 = background).
 MAX_INSTANCES = 255
 
@@ -48,12 +49,22 @@ def check_prior(prior: str, parts: tuple[int, int] | None, finetune: bool) -> tu
             "part counts apply to the part-aware prior only; choose that prior or leave the part counts unset",
             field="parts",
         )
-    if prior == "part-aware" and finetune:
+    if prior in ("part-aware", "matcher") and finetune:
         raise OptionsError(
-            "the part-aware prior is training-free; learn without fine-tuning (PerSAM) or use the similarity prior",
+            f"the {prior} prior is training-free; learn without fine-tuning (PerSAM) or use the similarity prior",
             field="finetune",
         )
     return None if parts is None else check_parts(parts)
+
+
+def check_matcher(prior: str, has_settings: bool, components_off: bool) -> None:
+    """Matcher's settings only with its prior; its prior has no PerSAM components to switch off."""
+    if has_settings and prior != "matcher":
+        raise OptionsError(
+            "matcher settings apply to the matcher prior only; choose it or leave them unset", field="prior"
+        )
+    if prior == "matcher" and components_off:
+        raise OptionsError("the matcher prior has no PerSAM components to switch off", field="without")
 
 
 def check_without(without: Sequence[str]) -> tuple[str, ...]:

@@ -10,11 +10,12 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,10 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from persam.backends import Backend, EncodedImage, create_backend
+from persam.backends.dinov2 import DEFAULT_DINO, FeatureBackbone, create_dino
 from persam.errors import InputError, OptionsError, PersamError
 from persam.io import ImageLike, load_image, read_binary_mask
 from persam.method.decoder import PromptRecord
 from persam.method.fit import merge_problems, optimise
+from persam.method.matcher import MatcherReference, MatcherSettings
 from persam.method.parts import DEFAULT_PARTS, PartPrior, build_part_prior, part_cells, segment_parts
 from persam.method.persam import segment_persam
 from persam.method.persam_f import check_settings, fit_problems, point_prompt, segment_persam_f
@@ -34,12 +37,10 @@ from persam.method.presence import PresenceStats, object_present, pool_stats, re
 from persam.method.refine import MethodOutput
 from persam.method.settings import FitSettings, PersamSettings
 from persam.method.target import TargetFeatures, cell_features, masked_features, similarity
-from persam.session.options import check_instances, check_prior
+from persam.session.matcher_prior import learn_matcher, segment_matcher_photo
+from persam.session.options import check_instances, check_matcher, check_prior
+from persam.session.reference_masks import check_reference_mask, describe
 from persam.session.results import InstancesResult, SegmentationResult, absent_result, method_result
-
-
-def _describe(source: ImageLike) -> str:
-    return str(source) if isinstance(source, (str, os.PathLike)) else "the given array"
 
 
 class PersamModel:
@@ -49,11 +50,22 @@ class PersamModel:
     example segmenting the reference photo itself) reuses the embedding.
     """
 
-    def __init__(self, backend: Backend, cache_size: int = 4) -> None:
+    def __init__(
+        self, backend: Backend, cache_size: int = 4, dino: Callable[[], FeatureBackbone] | None = None
+    ) -> None:
         self.backend = backend
+        self._dino_factory = dino or (lambda: create_dino(device=backend.device))
+        self._dino: FeatureBackbone | None = None
         self._cache: OrderedDict[tuple[bytes, tuple[int, ...]], EncodedImage] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()  # photos may be segmented from several threads
+
+    def feature_backbone(self) -> FeatureBackbone:
+        """The DINOv2 of the matcher prior, built (and its weights fetched) on first use."""
+        with self._cache_lock:
+            if self._dino is None:
+                self._dino = self._dino_factory()
+            return self._dino
 
     def encode(self, image: ImageLike | EncodedImage) -> EncodedImage:
         """Run the image encoder on a photo (or return a cached embedding)."""
@@ -124,8 +136,9 @@ class PersamModel:
         label: int | None = None,
         settings: PersamSettings | None = None,
         fit: FitSettings | None = None,
-        prior: Literal["similarity", "part-aware"] = "similarity",
+        prior: Literal["similarity", "part-aware", "matcher"] = "similarity",
         parts: tuple[int, int] | None = None,
+        matcher: MatcherSettings | None = None,
     ) -> Concept:
         """Learn a concept from one (or several) reference photos and masks.
 
@@ -141,10 +154,12 @@ class PersamModel:
             label: use only pixels of this value in multi-label masks.
             settings: PerSAM components (defaults = reference behaviour).
             fit: PerSAM-F fit settings (defaults = reference behaviour).
-            prior: ``"similarity"`` (PerSAM's one point) or ``"part-aware"``
-                (P2SAM: parts clustered once here, see ``persam.method.parts``).
+            prior: ``"similarity"`` (PerSAM's one point), ``"part-aware"`` (P2SAM: parts
+                clustered once here, ``persam.method.parts``) or ``"matcher"`` (Matcher's
+                DINOv2 matching, ``persam.session.matcher_prior``).
             parts: (min, max) part counts tried by the part-aware prior (None: 1..5, the published
                 setting); refused with another prior.
+            matcher: the matcher prior's settings (default: the authors' one-shot FSS-1000 setting).
 
         Raises:
             ValueError: empty or full mask, mask size differing from the photo,
@@ -169,6 +184,7 @@ class PersamModel:
         settings = settings or PersamSettings()
         fit = fit or FitSettings()
         parts = check_prior(prior, parts, finetune)
+        check_matcher(prior, matcher is not None, settings != PersamSettings())
         part_aware = prior == "part-aware"
         if part_aware and settings.cell_threshold != PersamSettings().cell_threshold:
             raise OptionsError(
@@ -176,10 +192,11 @@ class PersamModel:
             )
         if finetune:
             check_settings(settings)
-        features, refs = [], []
+        features, refs, pixels = [], [], []
         for img, msk in zip(images, masks):
-            encoded = self.encode(img)
-            ref_mask = self._check_mask(read_binary_mask(msk, label), encoded, _describe(msk))
+            pixels.append(load_image(img))
+            encoded = self.encode(pixels[-1])
+            ref_mask = check_reference_mask(read_binary_mask(msk, label), encoded.geometry.original_hw, describe(msk))
             try:
                 if part_aware:
                     features.append(cell_features(encoded, part_cells(ref_mask, encoded.geometry)))
@@ -190,7 +207,7 @@ class PersamModel:
                 else:
                     features.append(masked_features(encoded, ref_mask, settings.cell_threshold))
             except PersamError as exc:
-                raise exc.reworded(f"{_describe(msk)}: {exc}") from None
+                raise exc.reworded(f"{describe(msk)}: {exc}") from None
             refs.append((encoded, ref_mask))
         target = TargetFeatures.from_cells(features)
         weights = None
@@ -200,21 +217,10 @@ class PersamModel:
         direction = target.direction("maxmean" if finetune else "mean")
         presence = pool_stats([reference_similarities(e, m, direction, settings.cell_threshold) for e, m in refs])
         part_prior = build_part_prior(features, parts or DEFAULT_PARTS) if part_aware else None
-        return Concept(
-            model=self, target=target, weights=weights, settings=settings, presence=presence, parts=part_prior
-        )
-
-    @staticmethod
-    def _check_mask(mask: np.ndarray, encoded: EncodedImage, name: str) -> torch.Tensor:
-        if tuple(mask.shape) != encoded.geometry.original_hw:
-            mh, mw = mask.shape
-            ih, iw = encoded.geometry.original_hw
-            raise InputError(f"{name}: mask is {mw}x{mh} but the photo is {iw}x{ih}; pass the mask drawn on that photo")
-        if not mask.any():
-            raise InputError(f"{name}: the reference mask is empty; mark the object with nonzero pixels")
-        if mask.all():
-            raise InputError(f"{name}: the reference mask covers the whole photo; mark only the object")
-        return torch.from_numpy(mask)
+        found = None
+        if prior == "matcher":
+            found = learn_matcher(self, pixels, [m for _, m in refs], matcher or MatcherSettings())
+        return Concept(self, target, weights, settings, presence, parts=part_prior, matcher=found)
 
 
 @dataclass
@@ -229,6 +235,7 @@ class Concept:
         presence: the references' similarity statistics (see ``persam.method.presence``).
         presence_threshold: user override of the calibrated threshold, or None.
         parts: the part-aware prior's clustered references, or None (PerSAM's similarity prior).
+        matcher: the matcher prior's DINOv2 references, or None.
     """
 
     model: PersamModel
@@ -238,10 +245,11 @@ class Concept:
     presence: PresenceStats | None = None
     presence_threshold: float | None = None
     parts: PartPrior | None = None
+    matcher: MatcherReference | None = None
 
     @property
-    def prior(self) -> Literal["similarity", "part-aware"]:
-        return "similarity" if self.parts is None else "part-aware"
+    def prior(self) -> Literal["similarity", "part-aware", "matcher"]:
+        return "matcher" if self.matcher is not None else "similarity" if self.parts is None else "part-aware"
 
     @property
     def method(self) -> Literal["persam", "persam-f"]:
@@ -274,6 +282,8 @@ class Concept:
                 "present" (``persam.method.presence``). Off by default: the
                 reference method always returns a mask.
         """
+        if self.matcher is not None:
+            return segment_matcher_photo(self, image, detect_absent)
         encoded = self.model.encode(image)
         sim = self._similarity(encoded)
         best = float(sim.max())
@@ -306,7 +316,7 @@ class Concept:
         when a new mask overlaps the instances found (intersection over its
         own area above ``overlap``).
         """
-        max_instances = check_instances(max_instances, "similarity" if self.parts is None else "part-aware")
+        max_instances = check_instances(max_instances, self.prior)
         encoded = self.model.encode(image)
         sim = self._similarity(encoded).clone()
         first_best = float(sim.max())
@@ -347,6 +357,8 @@ def load(
     random_weights: bool = False,
     progress: bool | None = None,
     runtime: str = "torch",
+    dino: str = DEFAULT_DINO,
+    dino_checkpoint: str | os.PathLike | None = None,
 ) -> PersamModel:
     """Load a backend (downloading its checkpoint once) and return a session.
 
@@ -360,6 +372,8 @@ def load(
         progress: download progress bar; None = on a terminal only.
         runtime: "torch", or "openvino" / "onnxruntime": the image encoder through
             that inference runtime on the CPU (``persam.backends.runtime``).
+        dino: the matcher prior's DINOv2 (``persam.backends.dinov2.DINO_MODELS``), built on first use
+            (with ``random_weights``, random too); dino_checkpoint: its local weights file instead of the download.
     """
     backend = create_backend(
         model,
@@ -370,4 +384,7 @@ def load(
         progress=progress,
         runtime=runtime,
     )
-    return PersamModel(backend)
+    make = functools.partial(
+        create_dino, dino, dino_checkpoint, device=backend.device, random_weights=random_weights, progress=progress
+    )
+    return PersamModel(backend, dino=make)
