@@ -180,8 +180,21 @@ REFUSED = [
 
 @pytest.mark.parametrize("extra, change, words", REFUSED, ids=[" ".join(r[0]) for r in REFUSED])
 def test_each_refusal_is_the_same_everywhere(tmp_path, scene, capsys, tiny_model, extra, change, words):
-    line = cli_error(capsys, ["segment", "--ref", scene["ref"], "--ref-mask", scene["mask"], scene["photos"],
-                              "-o", str(tmp_path / "o"), *extra, *TINY])  # fmt: skip
+    line = cli_error(
+        capsys,
+        [
+            "segment",
+            "--ref",
+            scene["ref"],
+            "--ref-mask",
+            scene["mask"],
+            scene["photos"],
+            "-o",
+            str(tmp_path / "o"),
+            *extra,
+            *TINY,
+        ],
+    )
     assert words in line
     message = line.split(": ", 3)[-1]  # after "persam: error: --flag: "
     spec = JobSpec(
@@ -211,7 +224,11 @@ def test_app_refuses_with_the_session_words(tmp_path, scene, tiny_model):
     from persam.app.batch import BatchOptions
 
     ws = workspace.Workspace()
-    ws.references.append(workspace.Reference(photo=np.asarray(Image.open(scene["ref"])), mask=np.asarray(Image.open(scene["mask"])) > 0, name="ref"))  # fmt: skip
+    ws.references.append(
+        workspace.Reference(
+            photo=np.asarray(Image.open(scene["ref"])), mask=np.asarray(Image.open(scene["mask"])) > 0, name="ref"
+        )
+    )
     with pytest.raises(OptionsError, match="part counts apply to the part-aware prior only"):
         workspace.learn(ws, tiny_model, finetune=False, without=[], presence_threshold=None, parts=(2, 3))
     with pytest.raises(OptionsError, match="the part-aware prior is training-free"):
@@ -224,8 +241,8 @@ def test_app_refuses_with_the_session_words(tmp_path, scene, tiny_model):
 
 #: For every field that enters the resume key: another value (a field missing here fails the walk below).
 CHANGED = {
-    "References.photos": lambda s: ((s["ref2"],),),
-    "References.masks": lambda s: ((s["mask2"],),),
+    "References.photos": lambda s: (s["ref2"],),
+    "References.masks": lambda s: (s["mask2"],),
     "References.box": lambda s: (1.0, 2.0, 30.0, 40.0),
     "References.points": lambda s: ((5.0, 6.0),),
     "References.point_labels": lambda s: (1,),
@@ -257,7 +274,10 @@ def _resumed_fields(value, owner: str = "JobSpec"):
         name, child = f"{type(value).__name__}.{f.name}", getattr(value, f.name)
         if dataclasses.is_dataclass(child):
             for sub, setter in _resumed_fields(child):
-                yield sub, (lambda v, f=f, setter=setter, parent=value: dataclasses.replace(parent, **{f.name: setter(v)}))  # fmt: skip
+                yield (
+                    sub,
+                    (lambda v, f=f, setter=setter, parent=value: dataclasses.replace(parent, **{f.name: setter(v)})),
+                )
         else:
             yield name, (lambda v, f=f, parent=value: dataclasses.replace(parent, **{f.name: v}))
 
@@ -291,8 +311,15 @@ def test_every_resumed_field_changes_the_key(tmp_path, scene, concept):
         assert spec_key(spec_record(changed)) == base
 
 
-RERUN = [["--finetune"], ["--without", "refinement"], ["--max-instances", "2"], ["--detect-absent"],
-         ["--presence-threshold", "0.2"], ["--format", "coco"], ["--overlay"]]  # fmt: skip
+RERUN = [
+    ["--finetune"],
+    ["--without", "refinement"],
+    ["--max-instances", "2"],
+    ["--detect-absent"],
+    ["--presence-threshold", "0.2"],
+    ["--format", "coco"],
+    ["--overlay"],
+]
 
 
 @pytest.mark.parametrize("extra", RERUN, ids=" ".join)

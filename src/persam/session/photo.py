@@ -193,10 +193,12 @@ class PersamModel:
         if finetune:
             check_settings(settings)
         features, refs, pixels = [], [], []
-        for img, msk in zip(images, masks):
+        # a mask SAM made from prompts is named after its photo (the user never saw the array)
+        names = [f"{describe(images[0])} (SAM's mask for the prompts)"] if mask is None else [describe(m) for m in masks]
+        for img, msk, name in zip(images, masks, names):
             pixels.append(load_image(img))
             encoded = self.encode(pixels[-1])
-            ref_mask = check_reference_mask(read_binary_mask(msk, label), encoded.geometry.original_hw, describe(msk))
+            ref_mask = check_reference_mask(read_binary_mask(msk, label), encoded.geometry.original_hw, name)
             try:
                 if part_aware:
                     features.append(cell_features(encoded, part_cells(ref_mask, encoded.geometry)))
@@ -207,7 +209,7 @@ class PersamModel:
                 else:
                     features.append(masked_features(encoded, ref_mask, settings.cell_threshold))
             except PersamError as exc:
-                raise exc.reworded(f"{describe(msk)}: {exc}") from None
+                raise exc.reworded(f"{name}: {exc}") from None
             refs.append((encoded, ref_mask))
         target = TargetFeatures.from_cells(features)
         weights = None
