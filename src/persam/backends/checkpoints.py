@@ -31,7 +31,8 @@ from persam.io.hashing import file_sha256
 if TYPE_CHECKING:
     import torch
 
-    #: Checkpoints persam can download by itself, keyed by model type (built from the model table on access).
+    #: Checkpoints persam can download by itself, keyed by model type: a new dict built from the model
+    #: table on each ``checkpoints.KNOWN_CHECKPOINTS`` access (``from ... import`` takes a snapshot).
     KNOWN_CHECKPOINTS: dict[str, CheckpointInfo]
 
 __all__ = [
