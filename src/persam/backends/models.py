@@ -59,6 +59,9 @@ class ModelEntry:
         builder: SAM 1 family: ``"module:function"``, called with this entry, returning
             ``(image_encoder, prompt_encoder, mask_decoder, module)`` with random weights
             (``persam.backends.builders``). ``None`` for SAM 2.
+        decoder_builder: SAM 1 family: ``"module:function"``, called with this entry, returning
+            ``(prompt_encoder, mask_decoder)`` alone (the same classes and sizes), used when the image
+            encoder runs through a cached runtime conversion; ``None``: the whole model is built.
         config: builder-specific: the ``segment_anything`` registry key ("vit_b") of
             ``build_sam``, or SAM 2's Hydra config inside the ``sam2`` package.
         overrides: SAM 2 only: Hydra overrides applied to ``config``.
@@ -77,6 +80,7 @@ class ModelEntry:
     signature: KeySignature
     label: str
     builder: str | None = None
+    decoder_builder: str | None = None
     config: str | None = None
     overrides: tuple[str, ...] = ()
     input_size: int = 1024
@@ -146,6 +150,7 @@ _ENTRIES = (
         signature=KeySignature("vit", 32, 1280),
         label="SAM ViT-H",
         builder=_BUILD + "build_sam",
+        decoder_builder=_BUILD + "build_sam_decoder",
         config="vit_h",
         url=_SAM + "sam_vit_h_4b8939.pth",
         sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
@@ -157,6 +162,7 @@ _ENTRIES = (
         signature=KeySignature("vit", 24, 1024),
         label="SAM ViT-L",
         builder=_BUILD + "build_sam",
+        decoder_builder=_BUILD + "build_sam_decoder",
         config="vit_l",
         url=_SAM + "sam_vit_l_0b3195.pth",
         sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
@@ -168,6 +174,7 @@ _ENTRIES = (
         signature=KeySignature("vit", 12, 768),
         label="SAM ViT-B",
         builder=_BUILD + "build_sam",
+        decoder_builder=_BUILD + "build_sam_decoder",
         config="vit_b",
         url=_SAM + "sam_vit_b_01ec64.pth",
         sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
@@ -179,6 +186,7 @@ _ENTRIES = (
         signature=KeySignature("tinyvit", 12, 32, patch_kernel=3),
         label="MobileSAM (TinyViT image encoder)",
         builder=_BUILD + "build_mobile_sam",
+        decoder_builder=_BUILD + "build_mobile_sam_decoder",
         # MobileSAM publishes no hash: a file is recognised by its keys and its hash recorded.
         url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
     ),
@@ -200,6 +208,7 @@ _ENTRIES = (
         signature=KeySignature("vit", 1, 48),
         label="the tiny test SAM",
         builder=_BUILD + "build_sam_tiny",
+        decoder_builder=_BUILD + "build_sam_tiny_decoder",
         input_size=256,
         for_tests=True,
     ),

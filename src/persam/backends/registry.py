@@ -137,7 +137,9 @@ def create_backend(
         random_weights: skip loading (speed measurements, tests).
         progress: download progress bar; None = only on a terminal.
         runtime: "torch", or "openvino" / "onnxruntime" for the image encoder on the
-            CPU (``persam.backends.runtime``; device None then means the CPU).
+            CPU (``persam.backends.runtime``; device None then means the CPU). With a cached
+            conversion of this checkpoint's encoder, a SAM 1 family model's PyTorch image encoder
+            is not built (``persam.backends.decoder_only``).
 
     Raises:
         ValueError: unknown name, device or precision.
@@ -147,6 +149,7 @@ def create_backend(
     """
     from persam.backends.base import Backend
     from persam.backends.builders import build_parts
+    from persam.backends.checkpoints import file_sha256
     from persam.backends.optimize import prepare_image_encoder
 
     spec = get_spec(name)
@@ -169,19 +172,28 @@ def create_backend(
             runtime,
             resolve=lambda: _checkpoint_path(spec, checkpoint, progress),
         )
+    path = None if random_weights else _checkpoint_path(spec, checkpoint, progress)
+    sha = "random" if path is None else file_sha256(path)
+    if runtime != "torch" and path is not None and spec.decoder_builder is not None:
+        from persam.backends.runtime import cached_runtime_encoder
+
+        encoder = cached_runtime_encoder(
+            model=name, weights_sha256=sha, input_size=spec.input_size, precision=precision, runtime=runtime
+        )
+        if encoder is not None:  # the PyTorch image encoder is not needed: not built, its code not imported
+            from persam.backends.decoder_only import build_decoder_only_backend
+
+            return build_decoder_only_backend(spec, path, sha, encoder, dev, precision, runtime)
     image_encoder, prompt_encoder, mask_decoder, module = build_parts(name)
-    sha = "random"
-    if not random_weights:
-        from persam.backends.checkpoints import CheckpointError, file_sha256, load_state_dict
+    if path is not None:
+        from persam.backends.checkpoints import CheckpointError, load_state_dict
         from persam.backends.families import mismatch_message
 
-        path = _checkpoint_path(spec, checkpoint, progress)
         state = load_state_dict(path)
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError:
             raise CheckpointError(f"{path}: {mismatch_message(name, state, module.state_dict())}") from None
-        sha = file_sha256(path)
     module.eval().requires_grad_(False).to(dev)
     prepare_image_encoder(image_encoder, precision if runtime == "torch" else "fp32")
     backend = Backend(
