@@ -49,7 +49,7 @@ def _dim(state: Mapping[str, Any], key: str, axis: int = 0) -> int | None:
 
 
 def _blocks(keys: list[str], prefix: str) -> int:
-    """Number of distinct ``prefix<N>.`` (or ``prefix<N>.blocks.<M>.``) indices among ``keys``."""
+    """Number of distinct indices N of ``prefix<N>.`` among ``keys``."""
     return len(_indices(keys, prefix))
 
 
