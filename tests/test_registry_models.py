@@ -115,8 +115,8 @@ def test_an_added_entrys_checkpoint_is_recognised_and_cached(added, tmp_path) ->
 
 
 def test_an_added_entrys_url_and_sha256_are_used(added, monkeypatch, tmp_path) -> None:
-    from persam.backends.builders import write_random_checkpoint
     from persam.backends import checkpoints
+    from persam.backends.builders import write_random_checkpoint
     from persam.backends.checkpoints import CheckpointError, resolve_checkpoint
 
     (tmp_path / "published").mkdir()
