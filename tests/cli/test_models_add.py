@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import installed
 from persam.backends import models
 from persam.backends.builders import write_random_checkpoint
 from persam.backends.checkpoints import file_sha256
@@ -123,3 +124,14 @@ def test_a_published_sha256_is_verified(home, tiny, monkeypatch, capsys) -> None
     assert main(["models", "add", str(other), "--model", "sam_tiny"]) == 2
     assert "differs from the publisher's" in one_line_error(capsys)
     assert (home / "sam_tiny_v1.pth").read_bytes() == tiny.read_bytes()  # the verified file stays
+
+
+@pytest.mark.skipif(not installed("sam2"), reason="the sam2 package is not installed")
+def test_a_sam2_checkpoint_is_recognised_and_loaded_from_the_cache(home, tmp_path, capsys) -> None:
+    from persam.backends.registry import create_backend
+
+    ckpt = write_random_checkpoint("sam2_tiny", tmp_path / "sam2.pt", seed=1)  # {"model": state dict}
+    assert main(["models", "add", str(ckpt)]) == 0
+    assert "added sam2_tiny checkpoint" in capsys.readouterr().out
+    backend = create_backend("sam2_tiny", device="cpu")  # no checkpoint given
+    assert backend.family == "sam2" and backend.checkpoint_sha256 == file_sha256(ckpt)
