@@ -18,8 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="put a downloaded checkpoint into the cache, so later commands need no --checkpoint",
         description=(
             "Copy a checkpoint file into the cache (atomically). It is verified by the SHA-256 its publisher "
-            "gives where there is one; otherwise its keys and shapes must be those of the model, and its "
-            "SHA-256 is recorded."
+            "gives where there is one; otherwise the model is told from its image encoder's keys and shapes "
+            "(the key signature), and its SHA-256 is recorded."
         ),
     )
     add.add_argument("file", metavar="FILE", help="the checkpoint file (.pth / .pt)")
