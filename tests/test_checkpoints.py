@@ -400,11 +400,11 @@ def test_sam2_files_are_named_and_hq_sam_has_no_backend():
 
 
 def test_tinyvit_families_from_the_real_modules():
-    from persam.backends.builders import BUILDERS
+    from persam.backends.builders import build_parts
     from persam.backends.families import identify_checkpoint, mismatch_message
 
-    mobile = BUILDERS["vit_t"]()[3].state_dict()
-    lite = BUILDERS["litemedsam"]()[3].state_dict()
+    mobile = build_parts("vit_t")[3].state_dict()
+    lite = build_parts("litemedsam")[3].state_dict()
     assert identify_checkpoint(mobile).model_type == "vit_t"
     assert identify_checkpoint(lite).model_type == "litemedsam"
     msg = mismatch_message("litemedsam", mobile, lite)

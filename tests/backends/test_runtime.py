@@ -142,11 +142,11 @@ def test_bf16_refusal_is_one_line_from_the_cli(tiny_ckpt, cache, tmp_path, capsy
         if precision == "bf16":
             raise RuntimeUnavailableError(runtime_impls.NO_BF16)
 
-    def not_built() -> None:
+    def not_built(*args) -> None:
         raise AssertionError("the model was built before the runtime's refusal")
 
     monkeypatch.setattr(runtime_impls.OpenVino, "check", no_bf16)
-    monkeypatch.setitem(builders.BUILDERS, "sam_tiny", not_built)  # refused before building and hashing
+    monkeypatch.setattr(builders, "build_parts", not_built)  # refused before building and hashing
     image, mask = synthetic_photo(64, 64, seed=0)
     Image.fromarray(image).save(tmp_path / "ref.png")
     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")

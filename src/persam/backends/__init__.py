@@ -1,7 +1,8 @@
 """Backends: frozen SAM-family models behind one small contract (tensors only).
 
 The names below are imported on first use, so that ``persam.backends.checkpoints``
-and ``persam.backends.registry``'s table (the command line's help, ``persam models``) do not import torch.
+and the model table (``persam.backends.models``, read by ``persam.backends.registry``: the command
+line's help, ``persam models``) do not import torch. A model is added by one entry in that table.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from persam.backends.base import Backend, EncodedImage, ImageGeometry, Preprocessing
+    from persam.backends.models import ModelEntry
     from persam.backends.registry import (
         BackendSpec,
         bf16_supported,
@@ -27,6 +29,7 @@ _LAZY = {
     "ImageGeometry": "persam.backends.base",
     "Preprocessing": "persam.backends.base",
     "BackendSpec": "persam.backends.registry",
+    "ModelEntry": "persam.backends.models",
     "bf16_supported": "persam.backends.registry",
     "check_device_name": "persam.backends.registry",
     "offered_names": "persam.backends.registry",

@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import platformdirs
 from tqdm import tqdm
@@ -30,6 +30,10 @@ from persam.io.hashing import file_sha256
 
 if TYPE_CHECKING:
     import torch
+
+    #: Checkpoints persam can download by itself, keyed by model type: a new dict built from the model
+    #: table on each ``checkpoints.KNOWN_CHECKPOINTS`` access (``from ... import`` takes a snapshot).
+    KNOWN_CHECKPOINTS: dict[str, CheckpointInfo]
 
 __all__ = [
     "KNOWN_CHECKPOINTS",
@@ -68,33 +72,22 @@ class CheckpointInfo:
     filename: str
 
 
-def _info(model_type: str, url: str, sha256: str | None) -> CheckpointInfo:
-    return CheckpointInfo(model_type, url, sha256, url.rsplit("/", 1)[-1])
+def known_checkpoint(model_type: str) -> CheckpointInfo | None:
+    """The published checkpoint of ``model_type`` (from its ``persam.backends.models`` entry), or None."""
+    from persam.backends.models import find
+
+    entry = find(model_type)
+    if entry is None or entry.url is None:
+        return None
+    return CheckpointInfo(entry.name, entry.url, entry.sha256, entry.filename)
 
 
-_SAM = "https://dl.fbaipublicfiles.com/segment_anything/"
-_SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
-#: Checkpoints persam can download by itself, keyed by model type.
-KNOWN_CHECKPOINTS: dict[str, CheckpointInfo] = {
-    "vit_h": _info(
-        "vit_h", _SAM + "sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"
-    ),
-    "vit_l": _info(
-        "vit_l", _SAM + "sam_vit_l_0b3195.pth", "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"
-    ),
-    "vit_b": _info(
-        "vit_b", _SAM + "sam_vit_b_01ec64.pth", "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"
-    ),
-    # MobileSAM publishes no hash: the file is accepted and its hash logged.
-    "vit_t": _info("vit_t", "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt", None),
-    # SAM 2.1 (Meta publishes no hashes): the file must load strictly into the
-    # architecture (every key and shape, ``weights_only``); its SHA-256 is logged
-    # at download and recorded as the backend's ``checkpoint_sha256``.
-    **{
-        f"sam2.1_hiera_{size}": _info(f"sam2.1_hiera_{size}", f"{_SAM2}sam2.1_hiera_{size}.pt", None)
-        for size in ("tiny", "small", "base_plus", "large")
-    },
-}
+def __getattr__(name: str) -> Any:
+    if name == "KNOWN_CHECKPOINTS":  # checkpoints persam can download by itself, keyed by model type
+        from persam.backends.models import entries
+
+        return {e.name: info for e in entries() if (info := known_checkpoint(e.name)) is not None}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _hint(model_type: str = "TYPE") -> str:
@@ -123,11 +116,17 @@ def cache_dir() -> Path:
 
 
 def cached_checkpoint(model_type: str) -> Path | None:
-    """Return the cached file of a known checkpoint if present (its hash is not checked)."""
-    info = KNOWN_CHECKPOINTS.get(model_type)
-    if info is None:
+    """Return the cached checkpoint file of ``model_type`` if present (its hash is not checked).
+
+    The file is the one a download left, or one ``persam.backends.checkpoint_cache.add_checkpoint`` put
+    there (``cache_dir() / entry.filename``, see ``persam.backends.models.ModelEntry.filename``).
+    """
+    from persam.backends.models import find
+
+    entry = find(model_type)
+    if entry is None or entry.bundled_checkpoint:
         return None
-    path = cache_dir() / info.filename
+    path = cache_dir() / entry.filename
     return path if path.is_file() else None
 
 
@@ -293,20 +292,29 @@ def resolve_checkpoint(
     Returns:
         Path of an existing checkpoint file.
 
+    A model without a known download uses its file in the cache when one was added there
+    (``persam.backends.checkpoint_cache.add_checkpoint``).
+
     Raises:
         FileNotFoundError: ``checkpoint`` was given but is not an existing file.
-        CheckpointError: No download is known for ``model_type``, or the download failed.
+        CheckpointError: No download is known for ``model_type`` and none was added, or the download failed.
     """
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
             raise MissingInputError(f"checkpoint file not found: {path}; check its path", path=path, field="checkpoint")
         return path
-    info = KNOWN_CHECKPOINTS.get(model_type)
+    info = known_checkpoint(model_type)
     if info is None:
-        known = ", ".join(sorted(KNOWN_CHECKPOINTS))
+        cached = cached_checkpoint(model_type)
+        if cached is not None:  # a file added to the cache by hand
+            return cached
+        from persam.backends.models import entries
+
+        known = ", ".join(sorted(e.name for e in entries() if e.url is not None))
         raise CheckpointError(
-            f"no known download for model type {model_type!r} (known: {known}); "
-            f"pass --checkpoint PATH --model {model_type}"
+            f"no known download for model type {model_type!r} (known: {known}) and no checkpoint of it in the "
+            f"cache {cache_dir()}; pass --checkpoint PATH --model {model_type}, or add the file to the cache",
+            field="checkpoint",
         )
     return download_checkpoint(info, progress=progress)

@@ -2,10 +2,12 @@
 
 A checkpoint of another family than the ``--model`` asked for fails the
 strict key check with thousands of missing and unexpected keys. This module
-names the family the file looks like (SAM ViT-B/L/H by the depth and width
-of ``image_encoder.blocks``, MobileSAM or LiteMedSAM by their TinyViT
-encoder, SAM 2.1 by its Hiera ``image_encoder.trunk``) so the error can say
-which ``--model`` to pass, in one line. No torch import: only ``.shape`` is read.
+measures the image encoder's key signature (``persam.backends.models.KeySignature``:
+the trunk, ``image_encoder.blocks`` of SAM's ViTs, ``image_encoder.layers``
+of TinyViT, ``image_encoder.trunk`` of SAM 2.1's Hiera, with its depth,
+width and patch kernel) and looks it up in the model table, so an error can
+say which ``--model`` to pass in one line, and ``persam models add`` can tell
+which model a file is. No torch import: only ``.shape`` is read.
 """
 
 from __future__ import annotations
@@ -15,21 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-#: (depth, width) of the official SAM ViT image encoders.
-_SAM_VITS = {
-    (12, 768): ("SAM ViT-B", "vit_b"),
-    (24, 1024): ("SAM ViT-L", "vit_l"),
-    (32, 1280): ("SAM ViT-H", "vit_h"),
-    (1, 48): ("the tiny test SAM", "sam_tiny"),
-}
-#: (blocks, width) of the SAM 2 / 2.1 Hiera trunks.
-_HIERAS = {
-    (12, 96): ("Hiera-T", "sam2.1_hiera_tiny"),
-    (16, 96): ("Hiera-S", "sam2.1_hiera_small"),
-    (24, 112): ("Hiera-B+", "sam2.1_hiera_base_plus"),
-    (48, 144): ("Hiera-L", "sam2.1_hiera_large"),
-    (5, 32): ("the reduced test Hiera", "sam2_tiny"),
-}
+from persam.backends import models
+from persam.backends.models import KeySignature, ModelEntry
 
 
 @dataclass(frozen=True)
@@ -59,33 +48,70 @@ def _dim(state: Mapping[str, Any], key: str, axis: int = 0) -> int | None:
     return int(shape[axis]) if shape is not None and len(shape) > axis else None
 
 
+def _blocks(keys: list[str], prefix: str) -> int:
+    """Number of distinct indices N of ``prefix<N>.`` among ``keys``."""
+    return len(_indices(keys, prefix))
+
+
+def _tinyvit_blocks(keys: list[str]) -> int:
+    pattern = re.compile(r"image_encoder\.layers\.(\d+)\.blocks\.(\d+)\.")
+    return len({m.groups() for k in keys if (m := pattern.match(k))})
+
+
+def key_signature(state: Mapping[str, Any]) -> KeySignature | None:
+    """The image encoder's key signature (trunk, blocks, width, patch kernel) of a state dict, or None.
+
+    Args:
+        state: parameter names (official layout: ``image_encoder.*``) to anything with ``.shape``.
+    """
+    keys = list(state)
+    if any(k.startswith("image_encoder.trunk.") for k in keys):
+        width = _dim(state, "image_encoder.trunk.patch_embed.proj.weight") or 0
+        return KeySignature("hiera", _blocks(keys, "image_encoder.trunk.blocks."), width)
+    if any(k.startswith("image_encoder.layers.") for k in keys):
+        conv = "image_encoder.patch_embed.seq.0.c.weight"
+        return KeySignature("tinyvit", _tinyvit_blocks(keys), _dim(state, conv) or 0, _dim(state, conv, axis=2))
+    blocks = _blocks(keys, "image_encoder.blocks.")
+    if blocks:
+        return KeySignature("vit", blocks, _dim(state, "image_encoder.patch_embed.proj.weight") or 0)
+    return None
+
+
+def _label(signature: KeySignature, entry: ModelEntry | None) -> str:
+    """Words for a recognised (``entry``) or unknown-sized encoder of ``signature``."""
+    size = f"{signature.blocks} blocks of width {signature.width}"
+    if signature.trunk == "hiera":
+        return entry.label if entry is not None else f"Hiera, {size}"
+    if signature.trunk == "tinyvit":
+        return entry.label if entry is not None else f"a TinyViT image encoder ({size})"
+    return f"{entry.label if entry is not None else 'a SAM ViT'} ({size})"
+
+
 def identify_checkpoint(state: Mapping[str, Any]) -> CheckpointFamily | None:
-    """The family of a state dict (official key layout), or None if it is not recognised.
+    """The model of a state dict (official key layout), or None if it is not recognised.
+
+    The image encoder's key signature is looked up in ``persam.backends.models``;
+    files of families persam has no backend for (SAM 2.0, HQ-SAM, an image
+    encoder alone) are named as such (``supported=False``).
 
     Args:
         state: parameter names to tensors (anything with ``.shape``).
     """
     keys = list(state)
-    if any(k.startswith(("image_encoder.trunk.", "memory_attention.", "sam_mask_decoder.")) for k in keys):
-        blocks = len(_indices(keys, "image_encoder.trunk.blocks."))
-        width = _dim(state, "image_encoder.trunk.patch_embed.proj.weight")
-        size, model_type = _HIERAS.get((blocks, width or 0), (f"Hiera, {blocks} blocks of width {width}", None))
-        if "no_obj_embed_spatial" not in state:  # a key SAM 2.1 added
-            return CheckpointFamily(f"SAM 2.0 ({size}); persam loads SAM 2.1 files", None, supported=False)
-        return CheckpointFamily(f"SAM 2.1 ({size})", model_type)
-    if any(k.startswith("image_encoder.layers.") for k in keys):
-        kernel = _dim(state, "image_encoder.patch_embed.seq.0.c.weight", axis=2)
-        if "image_encoder.head.weight" in state or kernel == 3:
-            return CheckpointFamily("MobileSAM (TinyViT image encoder)", "vit_t")
-        return CheckpointFamily("LiteMedSAM (256-px TinyViT image encoder)", "litemedsam")
-    blocks = _indices(keys, "image_encoder.blocks.")
-    if blocks:
-        depth, width = len(blocks), _dim(state, "image_encoder.patch_embed.proj.weight")
-        name, model_type = _SAM_VITS.get((depth, width or 0), ("a SAM ViT", None))
-        hq = any(k.startswith("mask_decoder.hf_") for k in keys)
-        if hq:
-            return CheckpointFamily(f"{name} ({depth} blocks of width {width}) with HQ-SAM's decoder", None, False)
-        return CheckpointFamily(f"{name} ({depth} blocks of width {width})", model_type)
+    signature = key_signature(state)
+    if signature is None and any(k.startswith(("memory_attention.", "sam_mask_decoder.")) for k in keys):
+        signature = KeySignature("hiera", 0, 0)
+    if signature is not None:
+        entry = models.by_signature(signature)
+        label = _label(signature, entry)
+        model_type = entry.name if entry is not None else None
+        if signature.trunk == "hiera":
+            if "no_obj_embed_spatial" not in state:  # a key SAM 2.1 added
+                return CheckpointFamily(f"SAM 2.0 ({label}); persam loads SAM 2.1 files", None, supported=False)
+            return CheckpointFamily(f"SAM 2.1 ({label})", model_type)
+        if any(k.startswith("mask_decoder.hf_") for k in keys):
+            return CheckpointFamily(f"{label} with HQ-SAM's decoder", None, False)
+        return CheckpointFamily(label, model_type)
     if any(re.match(r"(blocks|layers)\.\d+\.", k) for k in keys) and not any(
         k.startswith("mask_decoder.") for k in keys
     ):

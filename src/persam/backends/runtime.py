@@ -53,6 +53,7 @@ __all__ = [
     "RuntimeEncoder",
     "RuntimeUnavailableError",
     "attach_runtime",
+    "cached_runtime_encoder",
     "load_runtime_encoder",
     "preflight",
 ]
@@ -218,6 +219,50 @@ def _build_cached(impl: Runtime, encoder: nn.Module, key: EncoderKey, target: Pa
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _key(impl: Runtime, model: str, weights_sha256: str, input_size: int, precision: str) -> EncoderKey:
+    in_files = precision if impl.precision_in_files else "any"
+    return EncoderKey(model, weights_sha256, int(input_size), in_files, impl.name, impl.version())
+
+
+def _folder(cache: Path | None, key: EncoderKey) -> Path:
+    if cache is None:
+        from persam.backends.checkpoints import cache_dir
+
+        cache = cache_dir() / "encoders"
+    return Path(cache) / key.folder_name
+
+
+def cached_runtime_encoder(
+    *,
+    model: str,
+    weights_sha256: str,
+    input_size: int,
+    precision: str,
+    runtime: str,
+    threads: int | None = None,
+    cache: Path | None = None,
+) -> RuntimeEncoder | None:
+    """The cached conversion for these weights if a complete, verified one is there, else None.
+
+    Needs no PyTorch encoder module (nothing is converted): ``persam.backends.create_backend`` then
+    builds the prompt encoder and mask decoder alone. Arguments as :func:`load_runtime_encoder`'s;
+    ``weights_sha256`` "random" never has a cached conversion.
+
+    Raises:
+        RuntimeUnavailableError: unknown runtime, its package missing, or a precision it cannot run.
+    """
+    impl = preflight(runtime, precision)
+    if weights_sha256 == "random":
+        return None
+    key = _key(impl, model, weights_sha256, input_size, precision)
+    folder = _folder(cache, key)
+    if not folder.exists() or _verify(folder, key) is not None:
+        return None
+    start = time.perf_counter()
+    run = impl.load(folder, precision, int(threads or torch.get_num_threads()))
+    return RuntimeEncoder(runtime, precision, key, folder, False, time.perf_counter() - start, run)
+
+
 def load_runtime_encoder(
     encoder: nn.Module,
     *,
@@ -247,9 +292,7 @@ def load_runtime_encoder(
         RuntimeUnavailableError: unknown runtime, its package missing, or a precision it cannot run.
     """
     impl = preflight(runtime, precision)
-    key = EncoderKey(
-        model, weights_sha256, int(input_size), precision if impl.precision_in_files else "any", runtime, impl.version()
-    )
+    key = _key(impl, model, weights_sha256, input_size, precision)
     threads = int(threads or torch.get_num_threads())
     start = time.perf_counter()
     what = f"the {model} image encoder for {impl.label} ({precision}, {input_size}x{input_size} input)"
@@ -258,11 +301,7 @@ def load_runtime_encoder(
             _convert_into(impl, encoder, key, Path(tmp))
             run = impl.load(Path(tmp), precision, threads)
         return RuntimeEncoder(runtime, precision, key, None, True, time.perf_counter() - start, run)
-    if cache is None:
-        from persam.backends.checkpoints import cache_dir
-
-        cache = cache_dir() / "encoders"
-    folder = Path(cache) / key.folder_name
+    folder = _folder(cache, key)
     problem = _verify(folder, key) if folder.exists() else "absent"
     if problem is not None:
         if problem != "absent":

@@ -1,7 +1,8 @@
 """SAM 2.1 models from Meta's ``sam2`` package: build, load, and write random checkpoints.
 
 The package builds its models from Hydra configs that ship inside it. Each
-persam name maps to one config; ``sam2_tiny`` is a reduced test architecture
+persam name's entry in ``persam.backends.models`` names one config and its
+Hydra overrides; ``sam2_tiny`` is a reduced test architecture
 (256-px input, a five-block Hiera of width 32, one memory-attention layer)
 built from the tiny config with overrides, so that unit tests run in a
 fraction of a second per image on a CPU. The mask decoder, prompt encoder
@@ -21,43 +22,30 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from persam.backends import models
+from persam.backends.models import SAM2_TINY_INPUT_SIZE
 from persam.errors import CheckpointError, OptionsError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-#: persam name -> config inside the ``sam2`` package.
-CONFIGS: dict[str, str] = {
-    "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
-    "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
-    "sam2.1_hiera_base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
-    "sam2.1_hiera_large": "configs/sam2.1/sam2.1_hiera_l.yaml",
-    "sam2_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
-}
-
 #: Input side of the reduced test architecture.
-TINY_INPUT_SIZE = 256
+TINY_INPUT_SIZE = SAM2_TINY_INPUT_SIZE
 
-#: Hydra overrides that turn the tiny config into the reduced test architecture.
-#: (A global-attention block must not be a stage's first, pooling block.)
-_TINY_OVERRIDES = [
-    f"++model.image_size={TINY_INPUT_SIZE}",
-    "++model.image_encoder.trunk.embed_dim=32",
-    "++model.image_encoder.trunk.stages=[1,1,2,1]",
-    "++model.image_encoder.trunk.global_att_blocks=[3]",
-    "++model.image_encoder.neck.backbone_channel_list=[256,128,64,32]",
-    "++model.memory_attention.num_layers=1",
-    f"++model.memory_attention.layer.self_attention.feat_sizes=[{TINY_INPUT_SIZE // 16},{TINY_INPUT_SIZE // 16}]",
-    f"++model.memory_attention.layer.cross_attention.feat_sizes=[{TINY_INPUT_SIZE // 16},{TINY_INPUT_SIZE // 16}]",
-]
+
+def __getattr__(name: str) -> Any:
+    if name == "CONFIGS":  # persam name -> config inside the ``sam2`` package, from the model table
+        return {entry.name: entry.config for entry in models.entries("sam2")}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_sam2(name: str) -> bool:
     """Whether ``name`` is a SAM 2 family model (no imports)."""
-    return name in CONFIGS
+    entry = models.find(name)
+    return entry is not None and entry.family == "sam2"
 
 
 def input_size(model: nn.Module) -> int:
@@ -81,20 +69,22 @@ def build_model(name: str, *, video: bool = False, device: str | torch.device = 
         ValueError: ``name`` is not a SAM 2 model.
         ImportError: the ``sam2`` package is missing (``pip install "persam[sam2]"``).
     """
-    if name not in CONFIGS:
-        raise OptionsError(f"unknown SAM 2 model {name!r}; choose one of: {', '.join(CONFIGS)}")
+    if not is_sam2(name):
+        known = ", ".join(entry.name for entry in models.entries("sam2"))
+        raise OptionsError(f"unknown SAM 2 model {name!r}; choose one of: {known}", field="model")
+    entry = models.MODELS[name]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from sam2.build_sam import build_sam2, build_sam2_video_predictor
     except ImportError as exc:
         raise ImportError(f'{name} needs the sam2 package: pip install "persam[sam2]" ({exc})') from None
-    overrides = list(_TINY_OVERRIDES) if name == "sam2_tiny" else []
+    overrides = list(entry.overrides)
     build = build_sam2_video_predictor if video else build_sam2
     with warnings.catch_warnings():
         # without its compiled extension the package warns that it skips hole filling
         warnings.simplefilter("ignore")
-        model = build(CONFIGS[name], None, device=str(device), hydra_overrides_extra=overrides)
+        model = build(entry.config, None, device=str(device), hydra_overrides_extra=overrides)
     return model.eval()
 
 

