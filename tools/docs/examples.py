@@ -25,7 +25,7 @@ line before its fence: ``<!-- not run: REASON -->``. Marked blocks are counted
 apart, and every ``persam`` command in them is still parsed by the command
 line's own parser, so a renamed flag fails there too.
 
-Usage: ``python tools/docs/examples.py [FILES...]`` (default: README.md and docs/); exit status 1
+Usage: ``python tools/docs/examples.py [FILES...]`` (default: README.md, CONTRIBUTING.md, docs/); exit 1
 when a block fails. Python blocks and ``persam`` commands run in this process;
 ``persam`` through ``persam.cli.main.main``.
 """
@@ -343,10 +343,12 @@ def run_pages(paths: list[Path]) -> Tally:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="*", type=Path, help="Markdown files or folders (default: README.md docs/)")
+    parser.add_argument(
+        "paths", nargs="*", type=Path, help="Markdown files or folders (default: README.md CONTRIBUTING.md docs/)"
+    )
     args = parser.parse_args(argv)
     start = time.monotonic()
-    tally = run_pages(args.paths or [ROOT / "README.md", ROOT / "docs"])
+    tally = run_pages(args.paths or [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "docs"])
     for failure in tally.failures:
         print(f"FAILED {failure}\n", file=sys.stderr)
     print(f"{tally.line()} in {time.monotonic() - start:.0f} s")
