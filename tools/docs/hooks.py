@@ -103,15 +103,15 @@ def _bench_table(data: dict) -> list[str]:
         else:
             ratio = ""
         rows.append(f"| {label} | {data[key] * 1000:.1f} | {ratio} |")
-    for key, label, unit in (
-        ("video_extra_over_encoder", "video frame beyond the encoder / the encoder", ""),
-        ("parts_transport_share", "share of optimal transport in the part-aware prior", ""),
-        ("encoder_gflop", "encoder arithmetic", " GFLOP"),
-        ("video_gflop", "video frame arithmetic beyond the encoder", " GFLOP"),
-        ("peak_rss_mb", "peak resident memory", " MiB"),
+    for key, label, scale, unit in (
+        ("video_extra_over_encoder", "video frame beyond the encoder / the encoder", 1, " x"),
+        ("parts_transport_share", "share of optimal transport in the part-aware prior", 100, " %"),
+        ("encoder_gflop", "encoder arithmetic", 1, " GFLOP"),
+        ("video_gflop", "video frame arithmetic beyond the encoder", 1, " GFLOP"),
+        ("peak_rss_mb", "peak resident memory", 1, " MiB"),
     ):
         if isinstance(data.get(key), (int, float)):
-            rows.append(f"| {label} | {data[key]:.2f}{unit} | |")
+            rows.append(f"| {label} | {data[key] * scale:.2f}{unit} | |")
     return rows
 
 

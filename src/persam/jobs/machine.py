@@ -67,3 +67,23 @@ def describe_machine(device: str | None = None) -> dict[str, object]:
     if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return out
+
+
+def write_results(path: str | os.PathLike, command: str, figures: dict[str, object], device: str | None = None) -> Path:
+    """Write a benchmark's results file: ``{"command": ..., "machine": describe_machine(), **figures}``.
+
+    Args:
+        path: the JSON file to write (atomically; its folder is created).
+        command: the command line that repeats the run.
+        figures: the measured figures (JSON-ready, finite numbers).
+        device: the torch device the benchmark ran on, if any.
+
+    Returns:
+        The path written.
+    """
+    from persam.io.atomic import atomic_write_json
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(target, {"command": command, "machine": describe_machine(device), **figures})
+    return target
