@@ -215,6 +215,7 @@ class Tally:
     not_run: int = 0
     parsed: int = 0
     failures: list[str] = field(default_factory=list)
+    seconds: list[tuple[float, str]] = field(default_factory=list)
 
     def line(self) -> str:
         """The summary line ``.ci/run`` prints."""
@@ -265,7 +266,7 @@ def make_sandbox(folder: Path) -> None:
     """The files the examples name, generated in ``folder`` (photos 640x480 with one red ellipse).
 
     ``dog.jpg`` / ``dog_mask.png`` (the ellipse inside box 200,100,440,330, centre 320,216), ``dog2.jpg`` /
-    ``dog2_mask.png``, ``park.jpg``, ``photos/`` (three photos, one in a sub-folder), ``clip.mp4`` (8 frames
+    ``dog2_mask.png``, ``park.jpg``, ``photos/`` (three photos, one in a sub-folder), ``clip.mp4`` (4 frames
     320x240, two objects moving right), ``first.png`` (its first frame's label map), ``frames/`` (the same
     frames as JPEG files).
     """
@@ -287,7 +288,7 @@ def make_sandbox(folder: Path) -> None:
         (folder / f"{name}_mask.png").unlink()
     photo("photos/garden/c", 5, (0.45, 0.55))
     (folder / "photos/garden/c_mask.png").unlink()
-    frames = [synthetic_clip_frame(320, 2, shift=4 * k, seed=0) for k in range(8)]
+    frames = [synthetic_clip_frame(320, 2, shift=4 * k, seed=0) for k in range(4)]
     (folder / "frames").mkdir()
     for k, (frame, _) in enumerate(frames):
         Image.fromarray(frame).save(folder / "frames" / f"{k:05d}.jpg", quality=95)
@@ -331,7 +332,9 @@ def run_pages(paths: list[Path]) -> Tally:
             os.chdir(tmp)
             try:
                 for block in blocks:
+                    start = time.monotonic()
                     run_block(block, tally)
+                    tally.seconds.append((time.monotonic() - start, block.where))
             finally:
                 os.chdir(here)
                 if home is None:
@@ -351,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     tally = run_pages(args.paths or [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "docs"])
     for failure in tally.failures:
         print(f"FAILED {failure}\n", file=sys.stderr)
-    print(f"{tally.line()} in {time.monotonic() - start:.0f} s")
+    slowest = ", ".join(f"{where} {seconds:.0f} s" for seconds, where in sorted(tally.seconds, reverse=True)[:3])
+    print(f"{tally.line()} in {time.monotonic() - start:.0f} s (slowest: {slowest})")
     return 1 if tally.failures else 0
 
 
