@@ -1,7 +1,7 @@
 """Album throughput: `persam segment --index` against segmenting the photos directly.
 
 Usage: python benchmarks/album_throughput.py [--photos 100] [--size 1024] [--precision fp32|bf16]
-       [--runtime torch|openvino|onnxruntime] [--workdir DIR]
+       [--runtime torch|openvino|onnxruntime] [--workdir DIR] [--json FILE]
        [-- EXTRA persam segment OPTIONS]
 
 Writes ``--photos`` synthetic JPEG photos (textured background, a red
@@ -14,12 +14,15 @@ times, as separate processes (start-up included, the way a user runs them):
 * ``persam segment --concept c.persam PHOTOS`` (encoder on every photo) on the
   first ten photos, for the per-photo cost without an index;
 
-and checks that the masks of the ten photos are identical in both runs.
+and checks that the masks of the ten photos are identical in both runs. ``--json FILE`` also
+writes the figures with the command and the machine (``persam.jobs.machine``), as the results
+files under ``benchmarks/results/`` that the docs' performance page shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -52,6 +55,7 @@ def main() -> None:
         help="the image encoder's runtime for indexing, personalizing and the direct run",
     )
     parser.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures, the command and the machine")
     parser.add_argument("extra", nargs="*", help="extra options for both `persam segment` runs (after --)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,6 +125,24 @@ def main() -> None:
             f"persam segment (direct): {direct_s:7.1f} s for {len(first)} photos ({len(first) / direct_s:.2f} photos/s)"
         )
         print(f"masks of the first {len(first)} photos identical (index vs direct): {same}")
+        if args.json:
+            from persam.jobs.machine import write_results
+
+            figures = {
+                "photos": n,
+                "image_size": args.size,
+                "precision": args.precision,
+                "runtime": args.runtime,
+                "index_s": index_s,
+                "segment_index_s": album_s,
+                "segment_index_photos_per_s": n / album_s,
+                "direct_photos": len(first),
+                "segment_direct_s": direct_s,
+                "segment_direct_photos_per_s": len(first) / direct_s,
+                "masks_identical": same,
+            }
+            command = shlex.join(["python", "benchmarks/album_throughput.py", *sys.argv[1:]])
+            write_results(args.json, command, figures, device="cpu")
 
 
 if __name__ == "__main__":

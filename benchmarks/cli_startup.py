@@ -4,13 +4,17 @@ Runs the two commands N times each, interleaved (help, models, help, models, ...
 Python process, and prints the median and the range of each. A benchmark, not a test: the figures
 depend on the machine and its load.
 
-    python benchmarks/cli_startup.py [--runs N]
+    python benchmarks/cli_startup.py [--runs N] [--json FILE]
+
+``--json FILE`` also writes the figures with the command and the machine (``persam.jobs.machine``),
+as the results files under ``benchmarks/results/`` that the docs' performance page shows.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -30,6 +34,7 @@ def time_once(argv: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=11, help="runs of each command (default 11)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures, the command and the machine")
     args = parser.parse_args()
     src = Path(__file__).resolve().parents[1] / "src"
     with tempfile.TemporaryDirectory() as home:
@@ -41,6 +46,15 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.runs} interleaved runs each")
     for name, values in times.items():
         print(f"{name:<16} median {statistics.median(values):.3f} s  (min {min(values):.3f}, max {max(values):.3f})")
+    if args.json:
+        from persam.jobs.machine import write_results
+
+        figures = {"runs": args.runs}
+        for name, values in times.items():
+            key = name.replace("persam ", "").replace("--", "").replace(" ", "_")
+            figures.update({f"{key}_median_s": statistics.median(values), f"{key}_min_s": min(values)})
+            figures[f"{key}_max_s"] = max(values)
+        write_results(args.json, shlex.join(["python", "benchmarks/cli_startup.py", *sys.argv[1:]]), figures)
 
 
 if __name__ == "__main__":

@@ -211,5 +211,34 @@ def _report(args: argparse.Namespace, result, format_fn, on_stage) -> int:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
     print(format_fn(result))
     if args.json:
-        write_json(args.json, result.to_dict())
+        from persam.jobs.machine import describe_machine
+
+        payload = {"command": bench_command(args), "machine": describe_machine(args.device), **result.to_dict()}
+        write_json(args.json, payload)
     return 0
+
+
+def bench_command(args: argparse.Namespace) -> str:
+    """The ``persam bench`` command line that repeats this run, options in a fixed order (for results files)."""
+    import shlex
+
+    words = ["persam", "bench", "--model", args.model]
+    if args.checkpoint:
+        words += ["--checkpoint", args.checkpoint]
+    if args.random_weights:
+        words.append("--random-weights")
+    if args.device:
+        words += ["--device", args.device]
+    if args.precision != "fp32":
+        words += ["--precision", args.precision]
+    words += ["--image-size", str(args.image_size), "--runs", str(args.runs)]
+    for runtime in args.runtime or ():
+        words += ["--runtime", runtime]
+    if args.tracker:
+        words += ["--tracker", args.tracker]
+    if args.ray:
+        words.append("--ray")
+    if args.photos is not None:
+        words += ["--photos", str(args.photos)]
+    words += ["--json", args.json]
+    return shlex.join(words)
