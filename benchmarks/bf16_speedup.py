@@ -50,7 +50,8 @@ def main() -> None:
     total = {p: med[f"{p} encoder"] + med[f"{p} PerSAM"] for p in ("fp32", "bf16")}
     print(
         f"encoder + PerSAM: fp32 {total['fp32']:.0f} ms, bf16 {total['bf16']:.0f} ms, "
-        f"speed-up {total['fp32'] / total['bf16']:.2f}x (encoder alone {med['fp32 encoder'] / med['bf16 encoder']:.2f}x)"
+        f"speed-up {total['fp32'] / total['bf16']:.2f}x (encoder alone "
+        f"{med['fp32 encoder'] / med['bf16 encoder']:.2f}x)"
     )
 
 

@@ -83,7 +83,8 @@ def main() -> None:
     peak = matmul_gflops()
     if fc > 0:
         print(
-            f"fully connected layers: {linear / 1e9:.1f} GFLOP in {1000 * fc:.0f} ms = {linear / fc / 1e9:.0f} GFLOP/s, "
+            f"fully connected layers: {linear / 1e9:.1f} GFLOP in {1000 * fc:.0f} ms = {linear / fc / 1e9:.0f} "
+            "GFLOP/s, "
             f"{100 * linear / fc / 1e9 / peak:.0f} % of one large matrix product's {peak:.0f} GFLOP/s on this CPU"
         )
     else:

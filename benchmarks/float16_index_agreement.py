@@ -46,7 +46,8 @@ def main() -> None:
                     ious.append((a & b).sum() / max((a | b).sum(), 1))
             name = "persam-f" if finetune else "persam"
             print(
-                f"{name:<9} float16 vs float32 embeddings over {len(ious)} masks: min IoU {min(ious):.4f}, median {np.median(ious):.4f}"
+                f"{name:<9} float16 vs float32 embeddings over {len(ious)} masks: min IoU {min(ious):.4f}, "
+                f"median {np.median(ious):.4f}"
             )
 
 

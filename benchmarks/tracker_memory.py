@@ -55,7 +55,8 @@ def main() -> None:
         if frame.index in marks:
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(
-                f"frame {frame.index:5d}: peak RSS {rss:7.0f} MB, predictor state {tracker.state_bytes() / 2**20:7.2f} MB"
+                f"frame {frame.index:5d}: peak RSS {rss:7.0f} MB, predictor state "
+                f"{tracker.state_bytes() / 2**20:7.2f} MB"
             )
     print(f"{args.frames} frames, window {tracker.window}, {time.perf_counter() - start:.0f} s")
 

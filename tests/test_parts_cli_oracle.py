@@ -128,7 +128,8 @@ def test_cli_part_aware_masks_match_the_authors_procedure(checkpoint, runs):
             note = ""
             points = np.asarray(entry["prompts"][0][0]["points_xy"], dtype=np.int64)
             if parts["chosen"] == best.parts and not np.array_equal(points, best.points_xy):
-                # a float-rounding tie on the full-resolution map: the oracle follows the CLI's point if it is an extreme too
+                # a float-rounding tie on the full-resolution map: the oracle follows the CLI's point if it is
+                # an extreme too
                 for i, point in enumerate(points):
                     largest = i < best.parts
                     full_map = best.maps[i] if largest else best.mean_map

@@ -7,8 +7,8 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from persam.app.ui import build, guarded  # noqa: E402
-from persam.errors import InputError  # noqa: E402
 from persam.cli.main import main  # noqa: E402
+from persam.errors import InputError  # noqa: E402
 
 
 def test_user_errors_become_page_messages_other_errors_stay_errors():

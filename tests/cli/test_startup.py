@@ -23,7 +23,8 @@ for argv in {argvs!r}:
         main(argv)
     except SystemExit:
         pass
-heavy = sorted(m for m in ("torch", "torchvision", "segment_anything", "mobile_sam", "PIL", "numpy") if m in sys.modules)
+names = ("torch", "torchvision", "segment_anything", "mobile_sam", "PIL", "numpy")
+heavy = sorted(m for m in names if m in sys.modules)
 print("IMPORTED", ",".join(heavy))
 """
 

@@ -1,4 +1,5 @@
-"""Golden and cross-check tests for persam.eval.perseg_metrics and persam.eval.davis_metrics (PerSeg IoU/bIoU, DAVIS J&F)."""
+"""Golden and cross-check tests for persam.eval.perseg_metrics and persam.eval.davis_metrics (PerSeg
+IoU/bIoU, DAVIS J&F)."""
 
 from __future__ import annotations
 

@@ -59,7 +59,8 @@ class BatchResult:
 
 
 def caption(entry: dict, name: str) -> str:
-    """``name · score 0.93 · present`` (best score; instance count when several; the part-aware prior's chosen parts)."""
+    """``name · score 0.93 · present`` (best score; instance count when several; the part-aware prior's
+    chosen parts)."""
     scores = entry["scores"]
     best = f"score {max(scores):.2f}" if scores else "no score"
     state = (

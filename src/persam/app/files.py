@@ -25,7 +25,8 @@ def display_name(path: str | os.PathLike) -> str:
 
 
 def _guarded(read, path: str | os.PathLike):
-    """Run ``read(path)`` (persam.io's readers: one-line errors, the pixel limit); name the upload, not the server path."""
+    """Run ``read(path)`` (persam.io's readers: one-line errors, the pixel limit); name the upload, not the
+    server path."""
     try:
         return read(path)
     except PersamError as exc:

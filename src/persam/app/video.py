@@ -72,7 +72,8 @@ def open_video(vw: VideoWork, model: PersamModel, path: str | os.PathLike) -> st
     vw.path, vw.first, vw.clicks, vw.masks = Path(path), first, {}, {}
     model.encode(first)
     total = f"{source.total} frames" if source.total else "frame count unknown"
-    return f"{name}: {first.shape[1]}x{first.shape[0]}, {total}, {float(source.fps):.3g} fps. Click object 1 on the first frame."
+    size = f"{first.shape[1]}x{first.shape[0]}"
+    return f"{name}: {size}, {total}, {float(source.fps):.3g} fps. Click object 1 on the first frame."
 
 
 def _check_id(oid: int | float | None) -> int:

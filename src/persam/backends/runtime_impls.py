@@ -59,7 +59,8 @@ NO_BF16 = (
 
 
 class OpenVino:
-    """OpenVINO: converted from a TorchScript trace; the precision is a compile-time hint (one conversion serves both)."""
+    """OpenVINO: converted from a TorchScript trace; the precision is a compile-time hint (one conversion
+    serves both)."""
 
     name, package, extra, label = "openvino", "openvino", "openvino", "OpenVINO"
     precisions = ("fp32", "bf16")

@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--runtime",
         action="append",
         metavar="RUNTIME[:PRECISION]",
-        help="compare the image encoder and a new photo end to end through this runtime (torch, openvino, onnxruntime; e.g. openvino:bf16; repeatable) with PyTorch fp32, in interleaved rounds on the CPU",
+        help="compare the image encoder and a new photo end to end through this runtime (torch, openvino, "
+        "onnxruntime; e.g. openvino:bf16; repeatable) with PyTorch fp32, in interleaved rounds on the CPU",
     )
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     p.add_argument(
@@ -92,7 +93,8 @@ def format_result(result) -> str:
         lines.append(f"{name:<38} {seconds * 1000:10.2f}  {tail}")
     lines.append(
         f"part-aware prior beyond the encoder: {result.parts_over_persam:.2f} x PerSAM's "
-        f"({result.parts_extra_s / result.decoder_pass_s:.1f} vs {result.persam_extra_over_decoder:.1f} decoder passes), "
+        f"({result.parts_extra_s / result.decoder_pass_s:.1f} vs {result.persam_extra_over_decoder:.1f} decoder "
+        "passes), "
         f"{100 * result.parts_transport_share:.1f}% of it optimal transport"
     )
     lines.append(f"{'peak resident memory':<38} {result.peak_rss_mb:8.0f} MB")

@@ -93,7 +93,8 @@ DEVICE_HELP = "cpu, cuda, cuda:N (GPU index) or mps; default: cuda, then mps, th
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --checkpoint, --device, --precision, --runtime, --random-weights (defaults None: a given option is seen)."""
+    """--model, --checkpoint, --device, --precision, --runtime, --random-weights (defaults None: a given
+    option is seen)."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", type=model_name, metavar="NAME", help=model_help())
     group.add_argument(
@@ -103,12 +104,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--precision",
         choices=["fp32", "bf16"],
-        help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs; default fp32); the decoder stays fp32 (SAM 2 with --runtime openvino: its two skip convolutions run with the encoder)",
+        help="bf16 image encoder (about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs; default "
+        "fp32); the decoder stays fp32 (SAM 2 with --runtime openvino: its two skip convolutions run with the encoder)",
     )
     group.add_argument(
         "--runtime",
         choices=["torch", "openvino", "onnxruntime"],
-        help="run the image encoder through PyTorch (default) or an inference runtime on the CPU (converted once per checkpoint and cached; pip install 'persam[openvino]' or 'persam[onnx]')",
+        help="run the image encoder through PyTorch (default) or an inference runtime on the CPU (converted "
+        "once per checkpoint and cached; pip install 'persam[openvino]' or 'persam[onnx]')",
     )
     group.add_argument("--random-weights", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -146,7 +149,8 @@ def refuse(options: list[str], reason: str) -> None:
     """ValueError (exit 2) naming the ``options`` that would be ignored, unless there are none."""
     if options:
         raise OptionsError(
-            f"{' and '.join(options)} {'has' if len(options) == 1 else 'have'} no effect {reason}; drop {'it' if len(options) == 1 else 'them'}"
+            f"{' and '.join(options)} {'has' if len(options) == 1 else 'have'} no effect {reason}; drop "
+            f"{'it' if len(options) == 1 else 'them'}"
         )
 
 

@@ -23,14 +23,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "dreambooth",
         help="DreamBooth fine-tuning of Stable Diffusion on the subject only (masked loss)",
-        description="Prepare foreground masks of the subject in the training photos, then fine-tune a Stable Diffusion UNet with a loss over the subject only.",
+        description="Prepare foreground masks of the subject in the training photos, then fine-tune a Stable "
+        "Diffusion UNet with a loss over the subject only.",
     )
     dsub = p.add_subparsers(dest="dreambooth_command", required=True, metavar="STEP")
 
     prep = dsub.add_parser(
         "prepare",
         help="segment the subject in the training photos (images, masks, metadata.jsonl)",
-        description="Learn the subject from a reference photo and mask, segment it in every photo and write an imagefolder data set with masks.",
+        description="Learn the subject from a reference photo and mask, segment it in every photo and write an "
+        "imagefolder data set with masks.",
     )
     prep.add_argument("photos", nargs="+", metavar="PHOTO", help="training photos or folders (searched recursively)")
     prep.add_argument("--ref", required=True, metavar="IMAGE", help="reference photo of the subject")
@@ -55,7 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr = dsub.add_parser(
         "train",
         help="fine-tune a Stable Diffusion UNet on the prepared data (needs persam[dreambooth])",
-        description="DreamBooth on diffusers + accelerate with the foreground-only loss; resumes from OUT/checkpoints when rerun.",
+        description="DreamBooth on diffusers + accelerate with the foreground-only loss; resumes from "
+        "OUT/checkpoints when rerun.",
     )
     tr.add_argument("data", metavar="DATA", help="folder written by `persam dreambooth prepare`")
     tr.add_argument(
@@ -133,7 +136,8 @@ def run_train(args: argparse.Namespace) -> int:
     check_output_folder(args.output)
     if args.prior_weight is not None and args.class_data is None:
         raise OptionsError(
-            "--prior-weight has no effect without --class-data DIR (no prior-preservation loss); drop it or pass --class-data and --class-prompt"
+            "--prior-weight has no effect without --class-data DIR (no prior-preservation loss); drop it or "
+            "pass --class-data and --class-prompt"
         )
     config = TrainConfig(
         data=args.data,

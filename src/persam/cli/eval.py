@@ -68,7 +68,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dv = bench.add_parser(
         "davis",
         help="DAVIS 2017: run video PerSAM / PerSAM-F and score it, or score predictions (J&F, J, F)",
-        description="Run the video method on DAVIS 2017 (or score existing palette-PNG predictions with --pred): J&F, region J, boundary F (fractions).",
+        description="Run the video method on DAVIS 2017 (or score existing palette-PNG predictions with "
+        "--pred): J&F, region J, boundary F (fractions).",
     )
     dv.add_argument("root", metavar="ROOT", help="DAVIS 2017 root (Annotations/480p/<seq>/, ImageSets/2017/val.txt)")
     dv.add_argument(

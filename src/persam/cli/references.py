@@ -1,4 +1,5 @@
-"""Reference options shared by the commands: how the concept is learned (or loaded), and photo-pixel prompts (X,Y points, X0,Y0,X1,Y1 boxes)."""
+"""Reference options shared by the commands: how the concept is learned (or loaded), and photo-pixel
+prompts (X,Y points, X0,Y0,X1,Y1 boxes), turned into the job spec's ``References`` and ``MethodSpec``."""
 
 from __future__ import annotations
 

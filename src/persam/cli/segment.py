@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "segment",
         help="segment a personalized object in new photos",
-        description="Learn the object from reference photo(s) and mask(s), or load a saved concept, then write a mask for each target photo.",
+        description="Learn the object from reference photo(s) and mask(s), or load a saved concept, then write "
+        "a mask for each target photo.",
     )
     p.add_argument("targets", nargs="*", metavar="TARGET", help="image files or folders (searched recursively)")
     add_reference_options(p)

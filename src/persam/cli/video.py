@@ -192,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
     earlier = f" ({done.reused} of them by an earlier run of the same command)" if done.reused else ""
     summary(
         args,
-        f"persam video: {written} frames of {objects} object{'s' if objects != 1 else ''} written to {out}{shown_video}{earlier}",
+        f"persam video: {written} frames of {objects} object{'s' if objects != 1 else ''} written to "
+        f"{out}{shown_video}{earlier}",
     )
     return 0
 

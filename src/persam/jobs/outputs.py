@@ -5,7 +5,8 @@ Files under the output folder ``root``:
     ``<stem>.png``          binary mask (0/255), or a label map 1..N with ``max_instances > 1``
     ``<stem>_overlay.jpg``  the photo with the mask tinted (``overlay``)
     ``manifest.json``       ``{"method", "model", ..., "inputs": [entry, ...]}``, one entry per photo in input order:
-                            ``{"input", "status": "written", "mask", "present", "instances", "scores", "prompts"[, "overlay"]}``
+                            ``{"input", "status": "written", "mask", "present", "instances", "scores",
+                            "prompts"[, "overlay"]}``
                             where ``prompts`` holds, per instance (parallel to ``scores``), the prompts of every
                             decoder pass that made its mask, first pass first: ``[{"points_xy": [[x, y], ...],
                             "point_labels": [1, 0, ...], "box_xyxy": [x0, y0, x1, y1] or null}, ...]``, photo pixels;

@@ -173,7 +173,8 @@ def first_update_cells(
 
 
 def supports_mask_embedding(prompt_encoder: nn.Module) -> bool:
-    """Whether the prompt encoder's dense embeddings (``mask_downscaling``, ``no_mask_embed``) have the official SAM structure."""
+    """Whether the prompt encoder's dense embeddings (``mask_downscaling``, ``no_mask_embed``) have the
+    official SAM structure."""
     seq = getattr(prompt_encoder, "mask_downscaling", None)
     if not isinstance(seq, nn.Sequential) or len(seq) != 7:
         return False

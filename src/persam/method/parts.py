@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from persam.backends.base import Backend, EncodedImage, ImageGeometry
-from persam.errors import InputError, MissingExtraError, OptionsError
+from persam.errors import InputError, MissingExtraError
 from persam.method.decoder import Guidance, Prompt, PromptRecord, decode
 from persam.method.prior import positive_point
 from persam.method.refine import MethodOutput, refine

@@ -194,7 +194,9 @@ class PersamModel:
             check_settings(settings)
         features, refs, pixels = [], [], []
         # a mask SAM made from prompts is named after its photo (the user never saw the array)
-        names = [f"{describe(images[0])} (SAM's mask for the prompts)"] if mask is None else [describe(m) for m in masks]
+        names = (
+            [f"{describe(images[0])} (SAM's mask for the prompts)"] if mask is None else [describe(m) for m in masks]
+        )
         for img, msk, name in zip(images, masks, names):
             pixels.append(load_image(img))
             encoded = self.encode(pixels[-1])

@@ -89,11 +89,13 @@ class Prompts:
             x0, y0, x1, y1 = box
             if not np.isfinite(box).all() or min(x0, y0) < 0 or x1 > w or y1 > h:
                 raise OptionsError(
-                    f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {w}x{h} photo; keep 0 <= X <= {w}, 0 <= Y <= {h}"
+                    f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {w}x{h} photo; keep 0 <= X <= {w}, 0 "
+                    f"<= Y <= {h}"
                 )
             if x1 <= x0 or y1 <= y0:
                 raise OptionsError(
-                    f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is empty; pass the top-left corner, then the bottom-right one"
+                    f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is empty; pass the top-left corner, then the "
+                    "bottom-right one"
                 )
         if box is None and len(points) == 0:
             raise OptionsError("no prompt: pass at least one point or a box")

@@ -154,7 +154,8 @@ def prepare_dataset(
     atomic_write_text(root / "metadata.jsonl", "".join(json.dumps(row) + "\n" for row in report.kept))
     if not report.kept:
         raise InputError(
-            f"no photo kept ({len(report.rejected)} rejected, see {root / 'rejected.json'}); check the reference mask or pass --force"
+            f"no photo kept ({len(report.rejected)} rejected, see {root / 'rejected.json'}); check the "
+            "reference mask or pass --force"
         )
     return report
 

@@ -190,7 +190,8 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if config.resolution % (factor * 2 ** (len(unet.config.block_out_channels) - 1)):
         raise OptionsError(
-            f"--resolution {config.resolution} must be a multiple of {factor * 2 ** (len(unet.config.block_out_channels) - 1)} for this model"
+            f"--resolution {config.resolution} must be a multiple of "
+            f"{factor * 2 ** (len(unet.config.block_out_channels) - 1)} for this model"
         )
     prediction_type = noise_scheduler.config.prediction_type
 
