@@ -59,7 +59,8 @@ def test_all_instances_found_with_one_encoding(color_model):
     assert (got & truth).sum() / (got | truth).sum() > 0.95
     capped = concept.segment_instances(photo, max_instances=2)
     assert len(capped.instances) == 2
-    none = concept.segment_instances(scene([], seed=4)[0])
+    # absence is detected only when asked, as with ``segment`` (the same default)
+    none = concept.segment_instances(scene([], seed=4)[0], detect_absent=True)
     assert [r.present for r in none.instances] == [False] and not none.labels.any()
 
 

@@ -303,4 +303,4 @@ def test_workers_must_be_positive(album, tiny_checkpoint, capsys):
             *model_args(tiny_checkpoint),
         ]
     )
-    assert rc == 2 and "--workers must be at least 1" in capsys.readouterr().err
+    assert rc == 2 and "--workers: workers must be at least 1" in capsys.readouterr().err

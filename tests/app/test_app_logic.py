@@ -210,7 +210,7 @@ def test_segment_uploads_needs_photos(model, ref_path, tmp_path):
     concept = model.personalize(ref_path, box=[60, 40, 170, 150])
     with pytest.raises(ValueError, match="no photo uploaded"):
         batch.segment_uploads(concept, [], batch.BatchOptions(), tmp_path)
-    with pytest.raises(ValueError, match="max instances"):
+    with pytest.raises(ValueError, match="number of instances"):
         batch.BatchOptions(max_instances=0)
 
 
