@@ -26,9 +26,11 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("sklearn")
-pytest.importorskip("ot")
-pytest.importorskip("mobile_sam")
+from extras import require, require_path
+
+require("sklearn")
+require("ot")
+require("mobile_sam")
 
 from persam.backends.builders import write_random_checkpoint  # noqa: E402
 from persam.cli.main import main  # noqa: E402
@@ -48,8 +50,7 @@ def rgb(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    if not DATA.is_dir():
-        pytest.skip(f"{DATA} not present")
+    require_path(DATA, "PerSeg sample photos")
     return write_random_checkpoint("vit_t", tmp_path_factory.mktemp("weights") / "vit_t_random.pt", seed=0)
 
 
@@ -128,7 +129,8 @@ def test_cli_part_aware_masks_match_the_authors_procedure(checkpoint, runs):
             note = ""
             points = np.asarray(entry["prompts"][0][0]["points_xy"], dtype=np.int64)
             if parts["chosen"] == best.parts and not np.array_equal(points, best.points_xy):
-                # a float-rounding tie on the full-resolution map: the oracle follows the CLI's point if it is an extreme too
+                # a float-rounding tie on the full-resolution map:
+                # the oracle follows the CLI's point if it is an extreme too
                 for i, point in enumerate(points):
                     largest = i < best.parts
                     full_map = best.maps[i] if largest else best.mean_map

@@ -20,8 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("sklearn")
-pytest.importorskip("ot")
+from extras import require, require_path
+
+require("sklearn")
+require("ot")
 
 import persam  # noqa: E402
 from persam.method.parts import part_prompt  # noqa: E402
@@ -119,8 +121,7 @@ def test_tiny_part_aware_matches_oracle(name):
 @pytest.mark.slow
 def test_real_photos_part_aware_match_oracle():
     """Random-weight MobileSAM on the PerSeg sample: reference 00, targets 01 and 02 of each object."""
-    if not DATA.is_dir():
-        pytest.skip(f"{DATA} not present")
+    require_path(DATA, "PerSeg sample photos")
     torch.manual_seed(0)
     model = persam.load("vit_t", random_weights=True, device="cpu")
     from mobile_sam.modeling import Sam

@@ -14,10 +14,11 @@ import pytest
 from PIL import Image
 
 from conftest import synthetic_photo
+from extras import require
 from persam.cli.main import main
 
-ray = pytest.importorskip("ray")
-pq = pytest.importorskip("pyarrow.parquet")
+ray = require("ray")
+pq = require("pyarrow.parquet")
 
 MODEL = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
 PHOTOS = 24

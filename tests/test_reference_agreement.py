@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 import persam
+from extras import require_path
 from persam.jobs.synthetic import ellipse_r2
 from persam.method.settings import PersamSettings
 from reference_oracle import (
@@ -246,8 +247,7 @@ def test_persam_f_final_mask_matches_reference(tiny_persam_f):
 @pytest.mark.slow
 def test_real_photos_match_reference():
     """cat: reference 00, targets 01 and 02; PerSAM, and PerSAM-F from one literal 1000-step fit."""
-    if not DATA.is_dir():
-        pytest.skip(f"{DATA} not present")
+    require_path(DATA, "PerSeg sample photos")
     torch.manual_seed(0)
     model = persam.load("vit_t", random_weights=True, device="cpu")
     from mobile_sam.modeling import Sam  # already imported (quietly) by persam's builder

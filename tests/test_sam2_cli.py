@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from extras import require, require_path
 from persam.cli.main import main
 
-pytest.importorskip("sam2")
+require("sam2")
 
 SAMPLE = next(
     (
@@ -86,6 +87,15 @@ def test_index_then_segment_and_detect_absent_on_sam2(tmp_path, capsys):
     capsys.readouterr()
 
 
+@pytest.fixture()
+def sample() -> Path:
+    """The shared PerSeg sample photos (a skip where absent; a failure in CI)."""
+    return require_path(SAMPLE, "PerSeg sample photos")
+
+
+needs_sample = pytest.mark.usefixtures("sample")
+
+
 @pytest.fixture(scope="module")
 def full_checkpoint(tmp_path_factory) -> Path:
     from persam.backends.sam2_models import write_random_checkpoint
@@ -130,7 +140,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared PerSeg sample photos not present")
+@needs_sample
 @pytest.mark.parametrize("obj", ["cat", "colorful_sneaker", "duck_toy"])
 def test_sample_photos_full_size_sam2_guidance_off_equals_the_official_predictor(full_checkpoint, tmp_path, obj):
     """Guidance and refinement off: the mask is SAM2ImagePredictor's for the manifest's prompts.
@@ -198,7 +208,7 @@ def test_sample_photos_full_size_sam2_guidance_off_equals_the_official_predictor
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared PerSeg sample photos not present")
+@needs_sample
 def test_sample_photos_full_size_sam2_persam_f(full_checkpoint, tmp_path):
     entry = _segment(full_checkpoint, tmp_path / "f", "--finetune")
     manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())

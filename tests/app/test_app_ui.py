@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-gr = pytest.importorskip("gradio")
+from extras import require
+
+gr = require("gradio")
 
 from persam.app.ui import build, guarded  # noqa: E402
-from persam.errors import InputError  # noqa: E402
 from persam.cli.main import main  # noqa: E402
+from persam.errors import InputError  # noqa: E402
 
 
 def test_user_errors_become_page_messages_other_errors_stay_errors():

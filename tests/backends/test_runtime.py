@@ -12,9 +12,9 @@ import torch
 
 import persam
 from conftest import RUNTIME_PARAMS as RUNTIMES
-from conftest import installed as _installed
 from conftest import openvino_has_bf16, synthetic_photo
 from conftest import rel_diff as _rel
+from extras import needs
 from persam.backends.builders import write_random_checkpoint
 from persam.backends.runtime import RUNTIME_IMPLS, RuntimeUnavailableError, attach_runtime
 
@@ -65,7 +65,7 @@ def test_masks_equal_torch_in_fp32(runtime, tiny_ckpt, cache):
     assert iou >= 0.999
 
 
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_damaged_or_stale_cache_is_rebuilt(tiny_ckpt, cache, conversions, capsys):
     image, _ = synthetic_photo(120, 160, seed=2)
     model = persam.load("sam_tiny", tiny_ckpt, device="cpu", runtime="openvino")
@@ -89,7 +89,7 @@ def test_damaged_or_stale_cache_is_rebuilt(tiny_ckpt, cache, conversions, capsys
     assert conversions["openvino"] == 3 and "another runtime version" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_interrupted_conversion_leaves_nothing(tiny_ckpt, cache, monkeypatch):
     impl = RUNTIME_IMPLS["openvino"]
     original = impl.convert
@@ -104,7 +104,7 @@ def test_interrupted_conversion_leaves_nothing(tiny_ckpt, cache, monkeypatch):
     assert list(cache.iterdir()) == []
 
 
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_random_weights_are_converted_for_the_run_only(cache, conversions):
     model = persam.load("sam_tiny", device="cpu", random_weights=True, runtime="openvino")
     assert model.backend.runtime_encoder.folder is None and conversions["openvino"] == 1
@@ -113,7 +113,7 @@ def test_random_weights_are_converted_for_the_run_only(cache, conversions):
     assert model.backend.encode(image).embedding.shape == (1, 32, 16, 16)
 
 
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_bf16_runs_close_to_fp32_from_the_same_conversion(tiny_ckpt, cache, conversions):
     image, _ = synthetic_photo(200, 260, seed=0)
     ref = _embedding(persam.load("sam_tiny", tiny_ckpt, device="cpu"), image)
@@ -131,7 +131,7 @@ def test_bf16_runs_close_to_fp32_from_the_same_conversion(tiny_ckpt, cache, conv
     assert 1e-4 < _rel(out, ref) < 0.1  # really bf16 (8 bits of mantissa), not fp32 under another name
 
 
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_bf16_refusal_is_one_line_from_the_cli(tiny_ckpt, cache, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
@@ -230,7 +230,7 @@ def test_refusals_are_one_line(tiny_ckpt, cache):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_litemedsam_real_weights_through_openvino(cache):
     image, _ = synthetic_photo(240, 320, seed=0)
     ref = _embedding(persam.load("litemedsam", device="cpu"), image)
@@ -238,7 +238,7 @@ def test_litemedsam_real_weights_through_openvino(cache):
     assert _rel(_embedding(model, image), ref) < RTOL
 
 
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_bench_compares_runtimes_with_torch_fp32(tmp_path, cache, capsys):
     import json
 

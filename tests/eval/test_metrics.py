@@ -1,4 +1,4 @@
-"""Golden and cross-check tests for persam.eval.perseg_metrics and persam.eval.davis_metrics (PerSeg IoU/bIoU, DAVIS J&F)."""
+"""Golden and cross-check tests for persam.eval.perseg_metrics and persam.eval.davis_metrics (IoU, bIoU, J&F)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from extras import require
 from persam.eval.davis_metrics import (
     DavisObjectScore,
     FrameStatistics,
@@ -108,7 +109,7 @@ def test_boundary_dilation_matches_reference_formula() -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_erosion_matches_scipy(seed: int) -> None:
-    ndimage = pytest.importorskip("scipy.ndimage")
+    ndimage = require("scipy.ndimage")
     rng = np.random.default_rng(seed)
     h, w = rng.integers(1, 60, size=2)
     mask = ndimage.binary_opening(rng.random((h, w)) > 0.3)  # blobby, not pure noise
@@ -122,7 +123,7 @@ def test_erosion_matches_scipy(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(4))
 def test_mask_to_boundary_matches_padded_reference(seed: int) -> None:
     """boundary-iou-api: pad one zero pixel, erode with a border that never erodes, crop."""
-    ndimage = pytest.importorskip("scipy.ndimage")
+    ndimage = require("scipy.ndimage")
     rng = np.random.default_rng(100 + seed)
     h, w = rng.integers(20, 160, size=2)
     mask = ndimage.binary_closing(rng.random((h, w)) > 0.45, iterations=2)
@@ -228,7 +229,7 @@ def test_dilate_single_pixel_is_the_disk() -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_disk_dilation_matches_scipy(seed: int) -> None:
-    ndimage = pytest.importorskip("scipy.ndimage")
+    ndimage = require("scipy.ndimage")
     rng = np.random.default_rng(seed)
     h, w = rng.integers(1, 70, size=2)
     mask = rng.random((h, w)) > 0.97
@@ -300,7 +301,7 @@ def _reference_f(pred: np.ndarray, gt: np.ndarray, r: int) -> float:
 
 @pytest.mark.parametrize("seed", range(5))
 def test_boundary_f_matches_scipy_reference(seed: int) -> None:
-    ndimage = pytest.importorskip("scipy.ndimage")
+    ndimage = require("scipy.ndimage")
     rng = np.random.default_rng(seed)
     gt = ndimage.binary_opening(rng.random((48, 64)) > 0.4, iterations=2)
     pred = ndimage.binary_dilation(gt, iterations=int(rng.integers(0, 3))) ^ (rng.random((48, 64)) > 0.97)

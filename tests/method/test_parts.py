@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("sklearn")
-pytest.importorskip("ot")
+from extras import require, require_path
+
+require("sklearn")
+require("ot")
 
 from persam.backends.base import ImageGeometry  # noqa: E402
 from persam.method import parts as parts_mod  # noqa: E402
@@ -177,8 +179,7 @@ def test_one_part_equals_persam_up_to_the_cell_rule(tiny_model, photo):
 
 @pytest.mark.slow
 def test_one_part_equals_persam_on_the_sample_photos():
-    if not SAMPLE.is_dir():
-        pytest.skip(f"{SAMPLE} not present")
+    require_path(SAMPLE, "PerSeg sample photos")
     import persam
 
     torch.manual_seed(0)

@@ -11,11 +11,12 @@ import pytest
 from PIL import Image
 
 from clips import write_video
+from extras import require
 from persam.cli.main import main
 from persam.jobs.synthetic import tiled_texture
 
-pytest.importorskip("sam2")
-av = pytest.importorskip("av")
+require("sam2")
+av = require("av")
 
 H, W = 96, 128
 AWAY = range(4, 9)  # frames where the object is out of the picture

@@ -15,11 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
+from extras import require
 from persam.cli.main import main
 from persam.io import load_image
 from persam.io import save_label_map as save_palette
 
-pytest.importorskip("sam2")
+require("sam2")
 
 N_FRAMES = 20  # beyond the default memory window (17 frames), so old outputs are dropped
 
