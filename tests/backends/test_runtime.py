@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 from pathlib import Path
 
 import numpy as np
@@ -271,9 +272,13 @@ def test_bench_compares_runtimes_with_torch_fp32(tmp_path, cache, capsys):
     assert [(r["runtime"], r["precision"]) for r in rows] == expected
     assert rows[0]["encoder_speedup"] == 1.0 and rows[0]["max_rel_diff"] == 0.0
     assert rows[1]["max_rel_diff"] < RTOL and rows[1]["converted"]
-    assert all(r["encoder_s"] > 0 and r["photo_s"] >= r["encoder_s"] * 0.5 for r in rows)
-    assert all(r["frame_s"] >= r["encoder_s"] * 0.5 and r["frame_speedup"] > 0 for r in rows)
-    assert rows[0]["frame_speedup"] == 1.0
+    # no timing ratios (one run on a shared machine says nothing about speed: that is the benchmarks' job);
+    # the reported values are what they are defined to be: positive times, speed-ups against PyTorch fp32's row
+    for r in rows:
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("encoder_s", "photo_s", "frame_s")), r
+        for stage in ("encoder", "photo", "frame"):
+            assert r[f"{stage}_speedup"] == pytest.approx(rows[0][f"{stage}_s"] / r[f"{stage}_s"], rel=1e-9), r
+    assert rows[0]["photo_speedup"] == rows[0]["frame_speedup"] == 1.0
 
 
 def test_bench_runtime_spec_is_checked():
