@@ -1,6 +1,5 @@
 """Inference rewrites of the image encoder keep its output (to float rounding)."""
 
-
 import torch
 from torch import nn
 
