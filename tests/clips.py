@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
+
+from extras import require
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, options: dict | None = None) -> Path:
@@ -13,7 +14,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, options: di
 
     ``options``: container options for ``av.open`` (e.g. ``{"movflags": "frag_keyframe"}``). Returns ``path``.
     """
-    av = pytest.importorskip("av")
+    av = require("av")
     with av.open(str(path), "w", options=options or {}) as out:
         stream = out.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
         stream.height, stream.width = frames[0].shape[:2]

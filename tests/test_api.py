@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import synthetic_photo
@@ -66,8 +67,19 @@ def test_image_inputs_are_converted(tiny_model, tmp_path, photo):
     rgba = Image.fromarray(image).convert("RGBA")
     pal = Image.fromarray(image).convert("P")
     sixteen = image[..., 0].astype(np.uint16) * 257
-    for src in (gray, rgba, pal, sixteen):
-        assert tiny_model.personalize(src, mask) is not None
+    grey3 = np.repeat(np.asarray(gray)[..., None], 3, axis=2)
+    red3 = np.repeat(image[..., :1], 3, axis=2)  # the 16-bit channel, scaled back to 8 bits, as grey
+    expected = {"L": grey3, "RGBA": image, "P": np.asarray(pal.convert("RGB")), "uint16": red3}
+    for name, src in zip(expected, (gray, rgba, pal, sixteen)):
+        got = tiny_model.personalize(src, mask).target
+        want = tiny_model.personalize(expected[name], mask).target
+        assert got.count == want.count > 0, name
+        torch.testing.assert_close(got.mean, want.mean, atol=1e-6, rtol=0, msg=name)
+        torch.testing.assert_close(got.max, want.max, atol=1e-6, rtol=0, msg=name)
+    # and the conversion matters: the grey concept is not the colour one
+    assert (
+        tiny_model.personalize(gray, mask).target.mean - tiny_model.personalize(image, mask).target.mean
+    ).abs().max() > 1e-3
     # EXIF orientation: a photo stored rotated with tag 6 (rotate 90 CW to display).
     stored = Image.fromarray(np.rot90(image, k=1).copy())
     exif = stored.getexif()

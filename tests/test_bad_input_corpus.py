@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from conftest import synthetic_photo
 from persam.cli.main import main
@@ -117,13 +117,31 @@ def test_a_bad_target_is_skipped_and_the_batch_goes_on(tmp_path, refs, tiny_chec
     assert entries[bad.name]["status"] == "skipped" and entries[bad.name]["reason"]
 
 
+def plain_equivalent(kind: str, path: Path) -> np.ndarray:
+    """The (H, W, 3) uint8 RGB photo that ``path`` shows, by PIL's documented conversions (not persam's reader)."""
+    img = Image.open(path)
+    if kind == "16-bit":
+        return np.repeat(PHOTO[..., :1], 3, axis=2)  # v * 257 in 16 bits is v in 8
+    if kind == "rgba":  # composited on white
+        return np.array(Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img).convert("RGB"))
+    if kind == "exif-rotated":
+        return np.array(ImageOps.exif_transpose(img).convert("RGB"))
+    return np.array(img.convert("RGB"))  # cmyk, palette
+
+
 @pytest.mark.parametrize("kind", ["cmyk", "16-bit", "rgba", "palette", "exif-rotated"])
 def test_unusual_but_valid_photos_are_segmented(tmp_path, refs, tiny_checkpoint, capsys, kind):
+    """The mask of the unusual file equals the mask of the plain RGB photo it shows (one run, both inputs)."""
     path, hw = write_odd_target(kind, tmp_path)
+    plain = tmp_path / f"plain-{kind}.png"
+    Image.fromarray(plain_equivalent(kind, path)).save(plain)
     out = tmp_path / "out"
-    status = main(["segment", *refs, str(path), "-o", str(out), *TINY, "--checkpoint", str(tiny_checkpoint)])
+    args = ["segment", *refs, str(path), str(plain), "-o", str(out), *TINY, "--checkpoint", str(tiny_checkpoint)]
+    status = main(args)
     assert status == 0, capsys.readouterr().err
-    assert np.array(Image.open(out / f"{path.stem}.png")).shape == hw
+    got, want = (np.array(Image.open(out / f"{p.stem}.png")) for p in (path, plain))
+    assert got.shape == hw
+    np.testing.assert_array_equal(got, want)
 
 
 def bad_reference(kind: str, tmp_path: Path) -> tuple[list[str], str]:

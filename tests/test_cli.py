@@ -3,6 +3,7 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLE_DIR, synthetic_photo
+from extras import require_path
 from persam.cli.main import main
 
 
@@ -131,10 +132,10 @@ def test_models_lists_backends(capsys, monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SAMPLE_DIR.is_dir(), reason="shared PerSeg sample photos not present")
 @pytest.mark.parametrize("finetune", [[], ["--finetune"]])
 def test_segment_sample_photos_full_size_vit_t(tmp_path, finetune):
     """The README's main command on real photos with a random-weight MobileSAM checkpoint."""
+    require_path(SAMPLE_DIR, "PerSeg sample photos")
     from persam.backends.builders import write_random_checkpoint
 
     ckpt = write_random_checkpoint("vit_t", tmp_path / "mobile_sam_random.pt", seed=0)

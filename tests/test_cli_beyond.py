@@ -90,7 +90,7 @@ def test_concept_from_another_checkpoint_is_refused(album, tiny_checkpoint, tmp_
     from persam.backends.builders import build_sam_tiny
 
     concept = album / "c.persam"
-    main(
+    code = main(
         [
             "personalize",
             "--ref",
@@ -101,6 +101,22 @@ def test_concept_from_another_checkpoint_is_refused(album, tiny_checkpoint, tmp_
             str(concept),
             *model_args(tiny_checkpoint),
         ]
+    )
+    assert code == 0 and concept.is_file()
+    # the same checkpoint is accepted: the refusal below is about the other checkpoint, not a broken concept
+    assert (
+        main(
+            [
+                "segment",
+                "--concept",
+                str(concept),
+                str(album / "photos"),
+                "-o",
+                str(tmp_path / "same"),
+                *model_args(tiny_checkpoint),
+            ]
+        )
+        == 0
     )
     torch.manual_seed(7)
     *_, module = build_sam_tiny()

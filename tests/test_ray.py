@@ -14,10 +14,11 @@ import pytest
 from PIL import Image
 
 from conftest import synthetic_photo
+from extras import require
 from persam.cli.main import main
 
-ray = pytest.importorskip("ray")
-pq = pytest.importorskip("pyarrow.parquet")
+ray = require("ray")
+pq = require("pyarrow.parquet")
 
 MODEL = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
 PHOTOS = 24
@@ -91,6 +92,48 @@ def stored_rows(store: Path) -> list[dict]:
     return rows
 
 
+#: Local (torch's default threads) against Ray (one-thread actors): the same computation with sums in another
+#: order, so equal up to float rounding: masks IoU >= MIN_IOU, scores within SCORE_TOL, everything else equal.
+MIN_IOU = 0.999
+SCORE_TOL = 1e-4
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def assert_close(ray_side, local, where: str = "") -> None:
+    """Two JSON documents equal, floats within ``SCORE_TOL``; COCO RLE masks by IoU, their areas and boxes near."""
+    if isinstance(local, dict):
+        assert isinstance(ray_side, dict) and ray_side.keys() == local.keys(), where
+        if "counts" in local and "size" in local:  # a COCO RLE segmentation
+            from pycocotools import mask as rle
+
+            value = mask_iou(rle.decode(_rle(ray_side)) > 0, rle.decode(_rle(local)) > 0)
+            assert value >= MIN_IOU, f"{where}: IoU {value:.5f}"
+            return
+        for key in local:
+            if key in ("area", "bbox") and "segmentation" in local:  # follow the mask (within its IoU)
+                tol = (1 - MIN_IOU) * max(1.0, float(local["area"])) if key == "area" else 1.0
+                assert np.allclose(ray_side[key], local[key], rtol=0, atol=tol), f"{where}.{key}"
+                continue
+            assert_close(ray_side[key], local[key], f"{where}.{key}")
+    elif isinstance(local, list):
+        assert isinstance(ray_side, list) and len(ray_side) == len(local), where
+        for i, (x, y) in enumerate(zip(ray_side, local)):
+            assert_close(x, y, f"{where}[{i}]")
+    elif isinstance(local, float):
+        assert isinstance(ray_side, (int, float)) and abs(ray_side - local) <= SCORE_TOL, (where, ray_side, local)
+    else:
+        assert ray_side == local, (where, ray_side, local)
+
+
+def _rle(segmentation: dict) -> dict:
+    counts = segmentation["counts"]
+    return {"size": segmentation["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+
+
 def masks(folder: Path) -> dict[str, np.ndarray]:
     return {p.relative_to(folder).as_posix(): np.asarray(Image.open(p)) for p in sorted(folder.rglob("*.png"))}
 
@@ -115,13 +158,21 @@ def test_ray_path_equals_local_path(album, ray_runtime, capsys):
     assert main(["segment", "--index", str(remote), "-o", str(album / "out_ray"), "--ray", *seg]) == 0
     a, b = masks(album / "out_local"), masks(album / "out_ray")
     assert len(a) == PHOTOS and a.keys() == b.keys()
-    assert all(np.array_equal(a[k], b[k]) for k in a)
+    ious = {k: mask_iou(a[k] > 0, b[k] > 0) for k in a}
+    assert min(ious.values()) >= MIN_IOU, ious
+    assert all(a[k].any() for k in a)  # real masks, not two empty outputs
     manifest = json.loads((album / "out_ray" / "manifest.json").read_text())
     assert [e["input"] for e in manifest["inputs"]] == good_photos(album)  # input order, each once
-    assert manifest == json.loads((album / "out_local" / "manifest.json").read_text())
-    assert (album / "out_ray" / "annotations.json").read_text() == (
-        album / "out_local" / "annotations.json"
-    ).read_text()
+    local_manifest = json.loads((album / "out_local" / "manifest.json").read_text())
+    # the two runs read two stores: their specs differ in the index only, and so do their resume keys
+    for m, store in ((manifest, remote), (local_manifest, local)):
+        assert m["spec"].pop("index") == str(store)
+        key = m.pop("spec_key")
+        assert all(e.pop("spec_key") == key for e in m["inputs"])
+    assert_close(manifest, local_manifest)
+    ray_coco = json.loads((album / "out_ray" / "annotations.json").read_text())
+    assert len(ray_coco["annotations"]) == PHOTOS
+    assert_close(ray_coco, json.loads((album / "out_local" / "annotations.json").read_text()))
 
 
 def test_rerun_skips_stored_photos(album, ray_runtime, capsys):

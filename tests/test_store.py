@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from conftest import synthetic_photo
+from extras import require
 from persam.cli.main import main
 
-pq = pytest.importorskip("pyarrow.parquet")
+pq = require("pyarrow.parquet")
 
 MODEL = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
 

@@ -27,10 +27,10 @@ import pytest
 from PIL import Image
 
 from conftest import synthetic_photo
+from extras import IN_CI
 
 CHROMIUM = Path(os.environ.get("PERSAM_CHROMIUM", "/usr/bin/chromium"))
 CLICK_XY = (216, 162)  # photo pixels, on the red blob of the reference
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def _missing(what: str) -> None:

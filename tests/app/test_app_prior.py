@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("sklearn")
-pytest.importorskip("ot")
+from extras import require
+
+require("sklearn")
+require("ot")
 
 from conftest import synthetic_photo  # noqa: E402
 from persam.app import batch, workspace  # noqa: E402
@@ -80,7 +82,7 @@ def test_instances_need_the_similarity_prior(tiny_model, ws, tmp_path):
 
 
 def test_page_passes_the_prior_and_range_to_learning(tiny_model, ws, tmp_path):
-    pytest.importorskip("gradio")
+    require("gradio")
     from persam.app.ui import PRIORS, build
 
     demo = build(tiny_model, tmp_path)

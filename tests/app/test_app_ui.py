@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-gr = pytest.importorskip("gradio")
+from extras import require
+
+gr = require("gradio")
 
 from persam.app.ui import build, guarded  # noqa: E402
 from persam.cli.main import main  # noqa: E402

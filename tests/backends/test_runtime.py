@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,9 @@ import torch
 
 import persam
 from conftest import RUNTIME_PARAMS as RUNTIMES
-from conftest import installed as _installed
 from conftest import openvino_has_bf16, synthetic_photo
 from conftest import rel_diff as _rel
+from extras import needs
 from persam.backends.builders import write_random_checkpoint
 from persam.backends.runtime import RUNTIME_IMPLS, RuntimeUnavailableError, attach_runtime
 
@@ -65,7 +66,7 @@ def test_masks_equal_torch_in_fp32(runtime, tiny_ckpt, cache):
     assert iou >= 0.999
 
 
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_damaged_or_stale_cache_is_rebuilt(tiny_ckpt, cache, conversions, capsys):
     image, _ = synthetic_photo(120, 160, seed=2)
     model = persam.load("sam_tiny", tiny_ckpt, device="cpu", runtime="openvino")
@@ -89,7 +90,7 @@ def test_damaged_or_stale_cache_is_rebuilt(tiny_ckpt, cache, conversions, capsys
     assert conversions["openvino"] == 3 and "another runtime version" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_interrupted_conversion_leaves_nothing(tiny_ckpt, cache, monkeypatch):
     impl = RUNTIME_IMPLS["openvino"]
     original = impl.convert
@@ -104,7 +105,7 @@ def test_interrupted_conversion_leaves_nothing(tiny_ckpt, cache, monkeypatch):
     assert list(cache.iterdir()) == []
 
 
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_random_weights_are_converted_for_the_run_only(cache, conversions):
     model = persam.load("sam_tiny", device="cpu", random_weights=True, runtime="openvino")
     assert model.backend.runtime_encoder.folder is None and conversions["openvino"] == 1
@@ -113,7 +114,7 @@ def test_random_weights_are_converted_for_the_run_only(cache, conversions):
     assert model.backend.encode(image).embedding.shape == (1, 32, 16, 16)
 
 
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_bf16_runs_close_to_fp32_from_the_same_conversion(tiny_ckpt, cache, conversions):
     image, _ = synthetic_photo(200, 260, seed=0)
     ref = _embedding(persam.load("sam_tiny", tiny_ckpt, device="cpu"), image)
@@ -131,7 +132,7 @@ def test_bf16_runs_close_to_fp32_from_the_same_conversion(tiny_ckpt, cache, conv
     assert 1e-4 < _rel(out, ref) < 0.1  # really bf16 (8 bits of mantissa), not fp32 under another name
 
 
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_bf16_refusal_is_one_line_from_the_cli(tiny_ckpt, cache, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
@@ -230,7 +231,7 @@ def test_refusals_are_one_line(tiny_ckpt, cache):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_litemedsam_real_weights_through_openvino(cache):
     image, _ = synthetic_photo(240, 320, seed=0)
     ref = _embedding(persam.load("litemedsam", device="cpu"), image)
@@ -238,7 +239,7 @@ def test_litemedsam_real_weights_through_openvino(cache):
     assert _rel(_embedding(model, image), ref) < RTOL
 
 
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_bench_compares_runtimes_with_torch_fp32(tmp_path, cache, capsys):
     import json
 
@@ -271,9 +272,13 @@ def test_bench_compares_runtimes_with_torch_fp32(tmp_path, cache, capsys):
     assert [(r["runtime"], r["precision"]) for r in rows] == expected
     assert rows[0]["encoder_speedup"] == 1.0 and rows[0]["max_rel_diff"] == 0.0
     assert rows[1]["max_rel_diff"] < RTOL and rows[1]["converted"]
-    assert all(r["encoder_s"] > 0 and r["photo_s"] >= r["encoder_s"] * 0.5 for r in rows)
-    assert all(r["frame_s"] >= r["encoder_s"] * 0.5 and r["frame_speedup"] > 0 for r in rows)
-    assert rows[0]["frame_speedup"] == 1.0
+    # no timing ratios (one run on a shared machine says nothing about speed: that is the benchmarks' job);
+    # the reported values are what they are defined to be: positive times, speed-ups against PyTorch fp32's row
+    for r in rows:
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("encoder_s", "photo_s", "frame_s")), r
+        for stage in ("encoder", "photo", "frame"):
+            assert r[f"{stage}_speedup"] == pytest.approx(rows[0][f"{stage}_s"] / r[f"{stage}_s"], rel=1e-9), r
+    assert rows[0]["photo_speedup"] == rows[0]["frame_speedup"] == 1.0
 
 
 def test_bench_runtime_spec_is_checked():

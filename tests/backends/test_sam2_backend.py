@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("sam2")
+from extras import require
+
+require("sam2")
 
 from persam.backends import sam2_models  # noqa: E402
 from persam.method.decoder import Guidance, Prompt, decode, runner_for  # noqa: E402

@@ -11,18 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("sam2")
+from extras import needs, require
+
+require("sam2")
 
 import persam  # noqa: E402
 from conftest import RUNTIME_PARAMS as RUNTIMES  # noqa: E402
-from conftest import installed as _installed  # noqa: E402
 from conftest import openvino_has_bf16, synthetic_photo  # noqa: E402
 from conftest import rel_diff as _rel  # noqa: E402
 from persam.backends.runtime import RuntimeUnavailableError, attach_runtime  # noqa: E402
 from persam.backends.sam2_models import write_random_checkpoint  # noqa: E402
 
 RTOL = 1e-4  # relative to each map's largest value
-needs_openvino = pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+needs_openvino = needs("openvino")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLE_DIR, synthetic_photo
+from extras import require_path
 from persam.cli.main import main
 
 MIN_IOU = 0.99
@@ -86,8 +87,7 @@ def test_not_an_image_exits_2(tiny_checkpoint, capsys, tmp_path):
 @pytest.mark.slow
 def test_mask_on_sample_photos_matches_mobile_sam_predictor(tmp_path):
     """`persam mask` vs ``mobile_sam.SamPredictor`` on one random-weight MobileSAM checkpoint, real photos."""
-    if not SAMPLES.is_dir():
-        pytest.skip(f"{SAMPLES} not present (set PERSAM_SAMPLE_DIR)")
+    require_path(SAMPLES, "PerSeg sample photos (set PERSAM_SAMPLE_DIR)")
     from persam.backends.builders import write_random_checkpoint
 
     ckpt = write_random_checkpoint("vit_t", tmp_path / "mobile_sam_random.pt", seed=0)

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("openvino")
+from extras import require
+
+require("openvino")
 
 from conftest import synthetic_photo  # noqa: E402
 from persam.backends.builders import write_random_checkpoint  # noqa: E402
@@ -88,8 +90,8 @@ def test_index_segment_and_video_encode_through_the_runtime(tmp_path, monkeypatc
 
 def test_sam2_index_segment_and_bench_through_the_runtime(tmp_path, monkeypatch, encoder_calls, capsys):
     """SAM 2's three maps through ONNX Runtime (its conversion is the quicker one; OpenVINO's: tests/backends)."""
-    pytest.importorskip("sam2")
-    pytest.importorskip("onnxruntime")
+    require("sam2")
+    require("onnxruntime")
     from persam.backends.sam2_models import write_random_checkpoint as write_sam2_checkpoint
 
     monkeypatch.setenv("PERSAM_HOME", str(tmp_path / "home"))

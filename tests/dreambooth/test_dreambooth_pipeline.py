@@ -7,16 +7,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
+from extras import require
 from persam.cli.main import main
 from persam.jobs.dreambooth.prepare import check_mask, prepare_dataset, read_metadata
 
-pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
-pytest.importorskip("accelerate")
+require("diffusers")
+require("transformers")
+require("accelerate")
 
 
 def _photo(seed: int, h: int = 96, w: int = 128) -> tuple[np.ndarray, np.ndarray]:

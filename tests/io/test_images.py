@@ -151,6 +151,14 @@ def test_modes_give_rgb_uint8(tmp_path):
     out = load_image(sixteen)
     _rgb_ok(out, (30, 40))
     assert (out == 255).all()
+    # intermediate 16-bit values go to the nearest 8-bit value, round(v * 255 / 65535), in files and arrays alike
+    values = np.array([0, 128, 129, 257, 1000, 32767, 32768, 40000, 65534, 65535], np.uint16)
+    want = np.array([0, 0, 1, 1, 4, 127, 128, 156, 255, 255], np.uint8)
+    ramp = np.tile(values, (3, 1))
+    Image.fromarray(ramp).save(sixteen)
+    for got in (load_image(sixteen), load_image(ramp)):
+        _rgb_ok(got, ramp.shape)
+        np.testing.assert_array_equal(got, np.repeat(np.tile(want, (3, 1))[..., None], 3, axis=2))
 
     rgba = tmp_path / "rgba.png"
     Image.new("RGBA", (40, 30), (0, 0, 0, 0)).save(rgba)  # fully transparent: composited on white

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("sklearn")
-pytest.importorskip("ot")
+from extras import require, require_path
+
+require("sklearn")
+require("ot")
 
 from persam.backends.base import ImageGeometry  # noqa: E402
 from persam.method import parts as parts_mod  # noqa: E402
@@ -154,9 +156,9 @@ def test_part_aware_result_records_every_candidate(tiny_model, photo):
     n = result.part_count
     np.testing.assert_array_equal(result.point_labels, [1] * n + [0])
     winners = [s.transport for s in result.part_scores if s.transport is not None]
-    if winners:
-        chosen = next(s.transport for s in result.part_scores if s.parts == n)
-        assert chosen == min(winners)
+    assert winners, "no candidate scored: this photo cannot test the choice"  # the object is in the photo
+    chosen = next(s.transport for s in result.part_scores if s.parts == n)
+    assert chosen == min(winners)
 
 
 def test_one_part_equals_persam_up_to_the_cell_rule(tiny_model, photo):
@@ -177,8 +179,7 @@ def test_one_part_equals_persam_up_to_the_cell_rule(tiny_model, photo):
 
 @pytest.mark.slow
 def test_one_part_equals_persam_on_the_sample_photos():
-    if not SAMPLE.is_dir():
-        pytest.skip(f"{SAMPLE} not present")
+    require_path(SAMPLE, "PerSeg sample photos")
     import persam
 
     torch.manual_seed(0)
@@ -261,10 +262,13 @@ def test_saved_concept_and_album_index_segment_without_clustering(tiny_model, ph
     assert len(count_kmeans) == fitted, "segmenting from a saved concept clustered again"
     assert from_index.part_count == direct.part_count
     np.testing.assert_array_equal(from_index.mask, direct.mask)
+    assert len(from_index.part_scores) == len(direct.part_scores)
+    scored = [(a, b) for a, b in zip(from_index.part_scores, direct.part_scores) if b.transport is not None]
+    assert scored, "no candidate scored: the scores would go unchecked"
     for a, b in zip(from_index.part_scores, direct.part_scores):
         assert a.parts == b.parts and (a.transport is None) == (b.transport is None)
-        if a.transport is not None:
-            assert a.transport == pytest.approx(b.transport, rel=1e-5)
+    for a, b in scored:
+        assert a.transport == pytest.approx(b.transport, rel=1e-5)
 
 
 def test_similarity_concepts_stay_version_1(tiny_model, photo, tmp_path):

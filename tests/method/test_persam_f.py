@@ -116,4 +116,8 @@ def test_two_references_fit_jointly():
     m2, g2 = smooth_maps(24, 48, 2.0, seed=5)
     joint = pf.merge_problems([pf.pool_problem(m1, g1, 1), pf.pool_problem(m2, g2, 1)])
     assert joint.n_pixels == 32 * 40 + 24 * 48
-    assert pf.merge_problems([pf.pool_problem(m1, g1, 1)]) is not None
+    single = pf.pool_problem(m1, g1, 1)
+    alone = pf.merge_problems([single])  # one problem merged is that problem
+    for name in ("fg_base", "fg_deltas", "fg_counts", "bg_base", "bg_deltas", "bg_counts"):
+        torch.testing.assert_close(getattr(alone, name), getattr(single, name), rtol=0, atol=0, msg=name)
+    assert alone.n_pixels == single.n_pixels == 32 * 40

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from extras import require
 from persam.backends.base import ImageGeometry
 from persam.method.resample import logits_operator, similarity_operator, upscale_logits
 from persam.method.target import target_cells, touched_cells
@@ -20,7 +21,7 @@ def test_square_geometry_fills_the_frame():
 
 
 def test_points_scale_per_axis_as_sam2_transforms():
-    sam2_transforms = pytest.importorskip("sam2.utils.transforms")
+    sam2_transforms = require("sam2.utils.transforms")
     xy = torch.tensor([[0.0, 0.0], [259.0, 149.0], [130.5, 20.25]])
     want = sam2_transforms.SAM2Transforms(256, 0.0).transform_coords(xy, normalize=True, orig_hw=(150, 260))
     torch.testing.assert_close(SQUARE.to_model_xy(xy), want)

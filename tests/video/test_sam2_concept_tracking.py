@@ -11,11 +11,12 @@ import pytest
 from PIL import Image
 
 from clips import write_video
+from extras import require
 from persam.cli.main import main
 from persam.jobs.synthetic import tiled_texture
 
-pytest.importorskip("sam2")
-av = pytest.importorskip("av")
+require("sam2")
+av = require("av")
 
 H, W = 96, 128
 AWAY = range(4, 9)  # frames where the object is out of the picture
@@ -78,14 +79,16 @@ def concept_file(tmp_path_factory) -> Path:
 
 
 def test_video_from_a_concept_with_no_first_frame_mask(tmp_path, concept_file, capsys):
+    """The CLI on a JPEG frame folder (the package's own loader reads the same bytes): frame 0 is conditioned on
+    the mask PerSAM finds there (SAM 2.1 returns that mask, through its low-resolution logits), and frames 1-3,
+    the tracking itself, are the package's propagation from it."""
     frames, _ = leaving_clip()
-    video = tmp_path / "clip.mp4"
-    write_video(video, frames[:4])
+    folder, decoded = jpeg_frames(frames[:4], tmp_path / "jpg")
     out, overlay = tmp_path / "out", tmp_path / "out.mp4"
     rc = main(
         [
             "video",
-            str(video),
+            str(folder),
             "--concept",
             str(concept_file),
             "--tracker",
@@ -106,26 +109,28 @@ def test_video_from_a_concept_with_no_first_frame_mask(tmp_path, concept_file, c
     (seed,) = obj["seeds"]
     assert seed["frame"] == 0 and seed["source"] == "concept"
     assert seed["prompts"] and seed["prompts"][0]["points_xy"] and "box_xyxy" in seed["prompts"][0]
-    # frame 0 is SAM 2's output for the mask PerSAM finds from the concept on the decoded first frame,
-    # checked with the session API and the package's own predictor (its output passes SAM 2's low-res masks)
     import torch
 
     import persam
-    from persam.backends.sam2_models import build_model
-    from persam.io.frames import open_frames
     from persam.session.concept_file import load_concept
+    from persam.session.video_predictor import load_video_predictor
 
     torch.manual_seed(0)
     concept = load_concept(concept_file, persam.load("sam_tiny", random_weights=True, device="cpu"))
-    first = next(iter(open_frames(video)))
-    found = concept.segment(first).mask
+    found = concept.segment(decoded[0]).mask
     assert found.any()
-    (tmp_path / "jpg").mkdir()
-    Image.fromarray(first).save(tmp_path / "jpg" / "00000.jpg")
+    written = [np.asarray(Image.open(out / f"{i:05d}.png")) == 1 for i in range(4)]
     torch.manual_seed(0)
-    official = build_model("sam2_tiny", video=True)
-    _, _, logits = official.add_new_mask(official.init_state(str(tmp_path / "jpg")), 0, 1, torch.from_numpy(found))
-    assert iou(np.asarray(Image.open(out / "00000.png")) == 1, logits[0, 0].numpy() > 0) >= 0.99
+    official, _ = load_video_predictor("sam2_tiny", random_weights=True, device="cpu")
+    state = official.init_state(str(folder))
+    official.add_new_mask(state, 0, 1, torch.from_numpy(found))
+    expected = {t: logits[0, 0].numpy() > 0 for t, _, logits in official.propagate_in_video(state)}
+    # the conditioning frame is the input mask passed through SAM 2's low-resolution mask (add_new_mask's output);
+    # the frames after it are the tracking itself
+    assert iou(written[0], expected[0]) >= 0.99
+    after = {t: iou(written[t], expected[t]) for t in range(1, 4)}
+    assert min(after.values()) >= 0.99, after
+    assert all(written[t].any() for t in after)
 
 
 def jpeg_frames(frames: list[np.ndarray], folder: Path) -> tuple[Path, list[np.ndarray]]:
@@ -164,7 +169,8 @@ def test_lost_object_is_found_again_by_its_concept(concept_file, tmp_path):
     from persam.session.tracker import SamTracker, TrackerSettings, concept_locator
     from persam.session.video_predictor import load_video_predictor
 
-    frames, truth = leaving_clip()
+    raw, truth = leaving_clip()
+    folder, frames = jpeg_frames(raw, tmp_path / "jpg")  # the same decoded pixels for the package's replay
     torch.manual_seed(0)
     concept = load_concept(concept_file, persam.load("sam_tiny", random_weights=True, device="cpu"))
     torch.manual_seed(0)
@@ -203,14 +209,32 @@ def test_lost_object_is_found_again_by_its_concept(concept_file, tmp_path):
     found = concept.segment(frames[9], detect_absent=True)
     x, y = seeds[1].prompts[0]["points_xy"][0]  # PerSAM's positive point: on the returned object
     assert found.present and truth[9][int(y), int(x)]
-    # frame 9's output is SAM 2's output for that mask as a conditioning input (the package's predictor, one frame)
-    folder = tmp_path / "jpg"
-    folder.mkdir()
-    Image.fromarray(frames[9]).save(folder / "00000.jpg", quality=95)
+    # the frames after it: the package's predictor replaying the run (the same object-score override while the
+    # object is away, PerSAM's mask added on frame 9, propagation again from there)
     torch.manual_seed(0)
     official, _ = load_video_predictor("sam2_tiny", random_weights=True, device="cpu")
-    _, _, logits = official.add_new_mask(official.init_state(str(folder)), 0, 1, torch.from_numpy(found.mask))
-    assert iou(out[9].masks[1], logits[0, 0].numpy() > 0) >= 0.99
+    state = official.init_state(str(folder))
+    official.add_new_mask(state, 0, 1, torch.from_numpy(first))
+    calls = []  # one object-score evaluation per propagated frame, in order: frame len(calls)
+
+    def official_head(module, inputs, output):
+        calls.append(1)
+        return torch.full_like(output, -10.0) if len(calls) >= AWAY.start else output
+
+    hook = official.sam_mask_decoder.pred_obj_score_head.register_forward_hook(official_head)
+    try:
+        replay = {
+            t: logits[0, 0].numpy() > 0 for t, _, logits in official.propagate_in_video(state, max_frame_num_to_track=8)
+        }
+    finally:
+        hook.remove()
+    assert sorted(replay) == list(range(9)) and len(calls) == 8, (sorted(replay), len(calls))
+    official.add_new_mask(state, 9, 1, torch.from_numpy(found.mask))
+    replay.update(
+        {t: logits[0, 0].numpy() > 0 for t, _, logits in official.propagate_in_video(state, start_frame_idx=9)}
+    )
+    after = {t: iou(out[t].masks[1], replay[t]) for t in range(9, N_FRAMES)}  # 9: conditioned; 10-12: tracked
+    assert sorted(after) == list(range(9, N_FRAMES)) and min(after.values()) >= 0.99, after
     for f in out[9:]:
         assert f.scores[1] > 0 and f.masks[1].any()
     assert any("found again by its concept" in note for note in tracker.notes)
@@ -338,8 +362,10 @@ def test_object_that_enters_later_is_tracked_from_the_frame_it_is_found(concept_
     official.add_new_mask(state, 0, 1, torch.from_numpy(found.mask))
     expected = {t + ENTERS: logits[0, 0].numpy() > 0 for t, _, logits in official.propagate_in_video(state)}
     assert sorted(expected) == list(range(ENTERS, len(frames)))
-    for f in out[ENTERS:]:
-        assert f.masks[1].any() and iou(f.masks[1], expected[f.index]) >= 0.99, f.index
+    # ENTERS: the conditioning frame (the input mask through SAM 2's low-resolution logits); after it: the tracking
+    after = {f.index: iou(f.masks[1], expected[f.index]) for f in out[ENTERS:]}
+    assert sorted(after) == list(range(ENTERS, len(frames))) and len(after) >= 4 and min(after.values()) >= 0.99
+    assert all(f.masks[1].any() for f in out[ENTERS:])
 
 
 @pytest.mark.parametrize("away, count", [(range(ENTERS), 5), (range(3), 3)])

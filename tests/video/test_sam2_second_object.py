@@ -15,13 +15,14 @@ those outputs would be in its memory afterwards.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import test_sam2_concept_tracking as concept_tracking
 from test_sam2_concept_tracking import ENTERS, H, W, iou, jpeg_frames, leaving_clip
 
+from extras import require
+
 concept_file = concept_tracking.concept_file  # its module fixture: a concept of the red square (tiny SAM, calibrated)
 
-pytest.importorskip("sam2")
+require("sam2")
 
 COUNT = 8  # frames in the clip
 MIN_IOU = 0.99  # the same computation as the official predictor's, on another path (float differences only)

@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from davis_check import j_by_hand
 from PIL import Image
 
+from extras import require
 from persam.cli.main import main
 from persam.io import load_image
 from persam.io import save_label_map as save_palette
 
-pytest.importorskip("sam2")
+require("sam2")
 
 N_FRAMES = 20  # beyond the default memory window (17 frames), so old outputs are dropped
 
@@ -142,7 +144,13 @@ def test_eval_davis_cli_writes_and_scores_official_tracks(davis_root, official, 
             assert iou(labels == oid, official_labels == oid) >= 0.99, (i, oid)
     data = json.loads(report.read_text())
     assert data["tracker"] == "sam2" and set(data["objects"]) == {"pair_1", "pair_2"}
-    assert 0.0 <= data["J&F"] <= 1.0
+    # the report's figures by value: J-Mean from the written masks by hand, J&F from the evaluator on them
+    from persam.eval.davis import evaluate_davis
+
+    j_means = [float(np.mean(j_by_hand(davis_root, out, "pair", oid))) for oid in (1, 2)]
+    assert data["J-Mean"] == pytest.approx(np.mean(j_means), abs=1e-6)
+    assert data["J&F"] == pytest.approx(evaluate_davis(davis_root, out).jf_mean, abs=1e-6)
+    assert 0.0 < data["J&F"] < 1.0
 
 
 def test_eval_davis_tracker_refuses_what_does_not_apply(davis_root, tmp_path, capsys):

@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 from clips import write_video
+from extras import require
 from persam.cli.main import main
 from persam.io import save_label_map as save_palette  # DAVIS palette: colours differ from indices
 
-av = pytest.importorskip("av")
+av = require("av")
 
 TINY = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from davis_check import j_by_hand
 from PIL import Image
 
 from persam.eval.davis import evaluate_davis
@@ -52,7 +53,13 @@ def test_run_davis_then_evaluate(tiny_model, davis_root, tmp_path, finetune):
     assert 255 not in np.unique(np.asarray(Image.open(tmp_path / "pred" / "pair" / "00000.png")))
     report = evaluate_davis(davis_root, tmp_path / "pred")
     assert sorted(o.key for o in report.objects) == ["pair_1", "pair_2", "shapes_1", "shapes_2", "shapes_3"]
-    assert 0.0 <= report.jf_mean <= 1.0
+    # the figures by value: each object's J by hand, and J&F the mean of the objects' (J-Mean + F-Mean) / 2
+    for o in report.objects:
+        want = j_by_hand(davis_root, tmp_path / "pred", o.sequence, o.object_id)
+        np.testing.assert_allclose(o.j, want, atol=1e-9, err_msg=o.key)
+        assert o.j_stats.mean == pytest.approx(np.mean(want), abs=1e-9)
+    assert report.jf_mean == pytest.approx(np.mean([(o.j_stats.mean + o.f_stats.mean) / 2 for o in report.objects]))
+    assert 0.0 < report.jf_mean < 1.0  # neither an empty prediction nor a copy of the ground truth
 
 
 def test_run_davis_sequence_subset(tiny_model, davis_root, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import persam.jobs.video as jobs_video
+from extras import require
 from persam.cli.main import main
 from persam.io import save_label_map as save_palette
 from persam.session.video import VideoSession
@@ -93,7 +94,7 @@ def test_resume_reports_the_earlier_frames(tmp_path, inputs, capsys):
 
 
 def test_overlay_inside_the_output_folder_survives_the_temp_cleanup(tmp_path, inputs):
-    pytest.importorskip("av")
+    require("av")
     out = tmp_path / "out"
     out.mkdir()
     stale = out / ".00003.png.0123abcd.tmp"  # what a kill inside a write leaves

@@ -118,11 +118,10 @@ def test_stream_encodes_each_frame_once(tiny_model, clip, finetune):
         assert labels.shape == clip.labels[0].shape and labels.dtype == np.uint8
         assert set(np.unique(labels)) <= {0, 1, 2, 3}
         assert set(scores) == {1, 2, 3}
-        for oid, score in scores.items():
-            if not (labels == oid).any():
-                assert score == 0.0  # absent objects score 0
         seen.append(index)
     assert seen == list(range(len(clip.frames)))
+    # "absent objects score 0" is not checked here: on this clip the tiny model never leaves an object out (a
+    # check inside an "if absent" branch never ran); test_empty_masks_never_crash checks it on every frame
     assert backend.encoder_calls - before == len(clip.frames)  # 3 objects, one encoder pass per frame
 
 
