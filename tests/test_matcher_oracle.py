@@ -17,9 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("ot")
-pytest.importorskip("scipy")
-pytest.importorskip("transformers")
+from extras import require
+
+require("ot")
+require("scipy")
+require("transformers")
 
 import persam  # noqa: E402
 from persam.backends.dinov2 import create_dino  # noqa: E402

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 import persam
-from conftest import RUNTIME_PARAMS, installed, synthetic_photo
+from conftest import RUNTIME_PARAMS, synthetic_photo
+from extras import needs
 from persam.backends.builders import build_decoder, build_parts, write_random_checkpoint
 from persam.backends.checkpoints import file_sha256
 from persam.backends.decoder_only import RuntimeOnlyEncoder
@@ -52,7 +53,7 @@ def test_a_cached_conversion_gives_a_decoder_only_backend_with_the_same_masks(ru
     assert results[0].score == results[1].score
 
 
-@pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 def test_decoder_keys_that_do_not_fit_are_one_line(tmp_path, cache) -> None:
     from persam.backends.decoder_only import build_decoder_only_backend
     from persam.backends.models import MODELS
@@ -106,7 +107,7 @@ def _photos(tmp_path: Path) -> list[str]:
     ]
 
 
-@pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
+@needs("openvino")
 @pytest.mark.parametrize("name", ["sam_tiny", pytest.param("vit_t", marks=pytest.mark.slow)])
 def test_a_cold_segment_with_a_cached_encoder_imports_no_encoder_code(name, tmp_path) -> None:
     """The first run converts (whole model); the second imports neither torchvision nor the encoder's code."""

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("ot")
-pytest.importorskip("scipy")
+from extras import require
+
+require("ot")
+require("scipy")
 
 from conftest import synthetic_photo  # noqa: E402
 from persam.cli.main import main  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import installed
+from extras import needs
 from persam.backends import models
 from persam.backends.builders import write_random_checkpoint
 from persam.backends.checkpoints import file_sha256
@@ -126,7 +126,7 @@ def test_a_published_sha256_is_verified(home, tiny, monkeypatch, capsys) -> None
     assert (home / "sam_tiny_v1.pth").read_bytes() == tiny.read_bytes()  # the verified file stays
 
 
-@pytest.mark.skipif(not installed("sam2"), reason="the sam2 package is not installed")
+@needs("sam2")
 def test_a_sam2_checkpoint_is_recognised_and_loaded_from_the_cache(home, tmp_path, capsys) -> None:
     from persam.backends.registry import create_backend
 

@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-import pytest
+from extras import require
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,7 +101,7 @@ def test_reliability_page_names_tests_that_exist() -> None:
 
 
 def test_cli_reference_has_every_command() -> None:
-    pytest.importorskip("mkdocs")
+    require("mkdocs")
     from persam.cli.main import build_parser
 
     hooks = _load("hooks")
@@ -115,7 +115,7 @@ def test_cli_reference_has_every_command() -> None:
 
 
 def test_performance_page_shows_only_results_with_command_and_machine(tmp_path: Path, monkeypatch) -> None:
-    pytest.importorskip("mkdocs")
+    require("mkdocs")
     hooks = _load("hooks")
     kept = {"command": "persam bench --model sam_tiny", "machine": {"cpu": "Test CPU"}, "encoder_s": 0.5}
     kept.update(decoder_pass_s=0.01, persam_extra_s=0.04, persam_extra_over_decoder=4.0)

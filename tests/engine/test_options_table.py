@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import synthetic_photo
+from extras import require
 from persam.cli.main import main
 from persam.engine.resume import spec_key, spec_record
 from persam.engine.runner import run_job
@@ -219,7 +220,7 @@ def test_each_refusal_is_the_same_everywhere(tmp_path, scene, capsys, tiny_model
 
 
 def test_app_refuses_with_the_session_words(tmp_path, scene, tiny_model):
-    pytest.importorskip("gradio")
+    require("gradio")
     from persam.app import workspace
     from persam.app.batch import BatchOptions
 

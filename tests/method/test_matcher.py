@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("ot")
+from extras import require
+
+require("ot")
 
 from persam.errors import InputError, OptionsError  # noqa: E402
 from persam.method.matcher import (  # noqa: E402

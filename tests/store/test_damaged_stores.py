@@ -16,9 +16,10 @@ import pytest
 from PIL import Image
 
 from conftest import synthetic_photo
+from extras import require
 from persam.cli.main import main
 
-pytest.importorskip("pyarrow.parquet")
+require("pyarrow.parquet")
 
 MODEL = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
 NAMES = ("p0.png", "p1.png", "p2.png")
@@ -158,7 +159,7 @@ def test_a_store_whose_only_part_is_damaged_is_one_error(album, tmp_path, capsys
 
 
 def test_ray_reports_a_damaged_part(album, tmp_path, capsys):
-    ray = pytest.importorskip("ray")
+    ray = require("ray")
     ray.init(
         num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False
     )

@@ -11,17 +11,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import installed, synthetic_photo
+from conftest import synthetic_photo
+from extras import needs, require
 from persam.cli.main import main
 
-pytest.importorskip("pyarrow.parquet")
+require("pyarrow.parquet")
 
 FAMILY_PARAMS = [
     pytest.param(["--model", "sam_tiny", "--random-weights", "--device", "cpu"], id="sam"),
     pytest.param(
         ["--model", "sam2_tiny", "--random-weights", "--device", "cpu"],
         id="sam2",
-        marks=pytest.mark.skipif(not installed("sam2"), reason="sam2 is not installed"),
+        marks=needs("sam2"),
     ),
 ]
 NAMES = ("p0.png", "p1.png", "p2.png")
@@ -78,7 +79,7 @@ def test_index_then_segment_equals_a_direct_run(family, store):
 
 @pytest.fixture(scope="module")
 def ray_runtime():
-    ray = pytest.importorskip("ray")
+    ray = require("ray")
     if not ray.is_initialized():
         ray.init(
             num_cpus=2,
