@@ -284,3 +284,174 @@ def test_load_concept_of_any_bytes(data):
         concept = outcome(lambda: load_concept(file, model))
         if concept is not None:
             assert concept.model is model and concept.target.mean.ndim >= 1
+
+
+# --- album stores: the SQLite index, the Parquet folder, the row blob ----------------------------
+PHOTOS = ("/album/a.jpg", "/album/b.jpg")
+
+
+@functools.cache
+def valid_rows() -> tuple:
+    """Rows of the tiny model: one encoded photo (float16 arrays) and one skipped."""
+    from persam.jobs.synthetic import tiled_photo
+    from persam.session.rows import Row
+
+    image, _ = tiled_photo(120, 160, seed=50)
+    arrays = tiny().backend.encode(image).arrays()
+    return (
+        Row.encoded(PHOTOS[0], "0" * 64, arrays, image.shape[:2], "float16", "run"),
+        Row.skipped(PHOTOS[1], None, "not a readable image", "run"),
+    )
+
+
+@functools.cache
+def valid_index() -> bytes:
+    """The bytes of a SQLite album index (``.idx``) of ``valid_rows``, bound to the tiny model."""
+    from persam.session.album import AlbumIndex
+
+    with tempfile.TemporaryDirectory() as tmp:
+        index = AlbumIndex.open(Path(tmp) / "album.idx")
+        index.bind(tiny().backend)
+        for row in valid_rows():
+            index.add_row(row)
+        index.close()
+        return (Path(tmp) / "album.idx").read_bytes()
+
+
+@functools.cache
+def valid_store() -> dict[str, bytes]:
+    """{file name: bytes} of a Parquet store folder of ``valid_rows`` (``store.json`` and one part per row)."""
+    from persam.session.store import EmbeddingStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = EmbeddingStore.open(Path(tmp) / "store")
+        store.bind(tiny().backend)
+        for row in valid_rows():
+            store.add_row(row)
+        return {p.name: p.read_bytes() for p in sorted((Path(tmp) / "store").iterdir())}
+
+
+def read_album(path: Path) -> None:
+    """Read everything of the album at ``path`` as ``persam segment --index`` does; PersamError goes on."""
+    from persam.session.store import open_album, require_readable
+
+    album = open_album(path, create=False)
+    try:
+        require_readable(album)
+        hashes = album.hashes()
+        assert isinstance(hashes, dict) and all(isinstance(p, str) for p in album.paths())
+        album.damaged()
+        for photo in album.paths():
+            encoded = outcome(lambda photo=photo: album.encoded(photo, tiny().backend))
+            if encoded is not None:
+                assert encoded.embedding.ndim == 4
+    finally:
+        album.close()
+
+
+@given(data=mutated(valid_index(), max_random=4096))
+def test_album_index_of_any_bytes(data):
+    with Sandbox() as work:
+        (work / "album.idx").write_bytes(data)
+        outcome(lambda: read_album(work / "album.idx"))
+
+
+def store_inputs() -> st.SearchStrategy[tuple[str, bytes]]:
+    """(name of the store file to damage, its new bytes): a part file or ``store.json``."""
+    names = sorted(valid_store())
+    return st.sampled_from(names).flatmap(lambda name: st.tuples(st.just(name), mutated(valid_store()[name])))
+
+
+@given(damage=store_inputs())
+def test_parquet_store_with_a_garbled_file(damage):
+    name, data = damage
+    with Sandbox() as work:
+        folder = work / "store"
+        folder.mkdir()
+        for file, valid in valid_store().items():
+            (folder / file).write_bytes(data if file == name else valid)
+        outcome(lambda: read_album(folder))
+
+
+@given(blob=mutated(valid_rows()[0].arrays, max_random=512))
+def test_row_blob_of_any_bytes(blob):
+    from persam.session.rows import unpack_arrays
+
+    with Sandbox():
+        arrays = outcome(lambda: unpack_arrays(blob))
+        if arrays is not None:
+            assert all(isinstance(k, str) and a.dtype == np.float32 for k, a in arrays.items())
+
+
+@given(
+    header=st.dictionaries(st.sampled_from(["version", "crc32", "arrays"]), JSON, max_size=3)
+    | st.builds(
+        lambda arrays: {"version": 1, "arrays": arrays},
+        st.lists(st.dictionaries(st.sampled_from(["name", "dtype", "shape"]), JSON, max_size=3), max_size=3),
+    )
+    | JSON,
+    payload=st.binary(max_size=64),
+)
+def test_row_blob_with_any_header(header, payload):
+    import struct
+    import zlib
+
+    from persam.session.rows import MAGIC, unpack_arrays
+
+    if isinstance(header, dict) and "crc32" not in header:
+        header["crc32"] = zlib.crc32(payload)
+    text = json.dumps(header).encode()
+    with Sandbox():
+        arrays = outcome(lambda: unpack_arrays(MAGIC + struct.pack("<I", len(text)) + text + payload))
+        if arrays is not None:
+            assert all(isinstance(k, str) and a.dtype == np.float32 for k, a in arrays.items())
+
+
+# --- manifests -----------------------------------------------------------------------------------
+KEY = "k" * 64
+
+
+@functools.cache
+def valid_manifest() -> tuple[bytes, bytes]:
+    """(manifest.json, annotations.json) of a finished two-photo batch: one written, one skipped."""
+    entries = [
+        {"input": "a.jpg", "status": "written", "mask": "a.png", "overlay": "a_overlay.jpg", "spec_key": KEY},
+        {"input": "b.jpg", "status": "skipped", "reason": "not a readable image"},
+    ]
+    manifest = {"complete": True, "inputs": entries, "frames": 2, "settings": {"model": "sam_tiny"}}
+    coco = {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 4}],
+        "annotations": [{"id": 1, "image_id": 1, "bbox": [0, 0, 2, 2], "area": 4}],
+    }
+    return json.dumps(manifest).encode(), json.dumps(coco).encode()
+
+
+def manifest_inputs() -> st.SearchStrategy:
+    manifest, coco = valid_manifest()
+    valid = json.loads(manifest)["inputs"][0]
+    entry = st.dictionaries(st.sampled_from(sorted(valid)), JSON, max_size=5) | st.builds(
+        lambda key, value: {**valid, key: value}, st.sampled_from(sorted(valid)), JSON
+    )
+    structured = st.builds(
+        lambda entries: json.dumps({"inputs": entries}).encode(),
+        st.lists(entry | st.just(json.loads(manifest)["inputs"][0]), max_size=4),
+    )
+    return st.tuples(st.one_of(mutated(manifest), structured), mutated(coco))
+
+
+@given(files=manifest_inputs(), overlay=st.booleans(), coco=st.booleans())
+def test_manifest_of_any_bytes(files, overlay, coco):
+    from persam.jobs.manifest import finished, finished_frames, read_manifest
+    from persam.jobs.outputs import ANNOTATIONS, MANIFEST, OutputOptions
+
+    with Sandbox() as work:
+        (work / MANIFEST).write_bytes(files[0])
+        (work / ANNOTATIONS).write_bytes(files[1])
+        for name in ("a.png", "a_overlay.jpg", "00000.png", "00001.png"):
+            (work / name).write_bytes(b"")
+        manifest = outcome(lambda: read_manifest(work))
+        assert manifest is None or isinstance(manifest, dict)
+        done = outcome(lambda: finished(work, KEY, OutputOptions(overlay=overlay, coco=coco)))
+        assert done is None or all(isinstance(k, str) for k in done)
+        frames = outcome(lambda: finished_frames(work, {"model": "sam_tiny"}))
+        assert frames is None or 0 <= frames <= 2
