@@ -83,6 +83,8 @@ def finished(root: str | os.PathLike, key: str, options: OutputOptions) -> dict[
     for entry in entries:
         if not isinstance(entry, dict) or entry.get("status") != "written" or entry.get(SPEC_KEY) != key:
             continue
+        if not isinstance(entry.get("input"), str):
+            continue
         files = [entry.get("mask")] + ([entry.get("overlay")] if options.overlay else [])
         if not all(isinstance(f, str) and (root / f).is_file() for f in files):
             continue

@@ -20,6 +20,7 @@ check it) lists it in ``damaged()`` and has it encoded again. Indices of persam 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -46,17 +47,28 @@ DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
 @contextlib.contextmanager
-def damage_as_store_error(file: Path, what: str = "") -> Iterator[None]:
-    """Turn SQLite's "damaged file" errors (``DAMAGED``) into one ``StoreError`` naming ``file``; any other
-    SQLite error (a bug in a query, a locked file) goes on as it is."""
+def damage_as_store_error(file: Path, what: str = "", codes: tuple[str, ...] = DAMAGED) -> Iterator[None]:
+    """Turn SQLite's "damaged file" errors (``codes``, default ``DAMAGED``) into one ``StoreError`` naming
+    ``file``; any other SQLite error (a bug in a query, a locked file) goes on as it is."""
     try:
         yield
     except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorname", None) not in DAMAGED:
+        if getattr(exc, "sqlite_errorname", None) not in codes:
             raise
         where = f"{file}: {what}" if what else f"{file}:"
         raise StoreError(
             f"{where} the album index is damaged ({exc}); build a new one with persam index", path=file
+        ) from None
+
+
+def _text_of(file: Path, raw: bytes) -> str:
+    """A TEXT value of the index (its ``text_factory``): UTF-8, or ``StoreError`` naming ``file`` if damaged."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StoreError(
+            f"{file}: the album index is damaged (a text that is not UTF-8); build a new one with persam index",
+            path=file,
         ) from None
 
 
@@ -88,8 +100,11 @@ class AlbumIndex:
         if create:
             file.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(str(file))
-        with damage_as_store_error(file):
+        con.text_factory = functools.partial(_text_of, file)
+        # The first read of the file: a garbled header can also say SQLITE_ERROR ("unsupported file format").
+        with damage_as_store_error(file, codes=(*DAMAGED, "SQLITE_ERROR")):
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        with damage_as_store_error(file):
             if tables and "rows" not in tables:
                 con.close()
                 raise StoreError(
@@ -97,6 +112,11 @@ class AlbumIndex:
                     path=file,
                 )
             con.executescript(SCHEMA)
+            if tuple(r[1] for r in con.execute("PRAGMA table_info(rows)")) != COLUMNS:
+                con.close()
+                raise StoreError(
+                    f"{file}: the album index is damaged (its table of photos); build a new one", path=file
+                )
             with con:
                 con.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", [("format", FORMAT), ("version", VERSION)])
         return cls(file, con)

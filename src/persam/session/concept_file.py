@@ -160,6 +160,48 @@ def load_matcher(info: dict, tensors: dict[str, torch.Tensor], model: PersamMode
     return ref
 
 
+#: The metadata fields ``load_concept`` reads and the JSON types each may have (None: may be absent). The
+#: tensors have a checksum, the metadata has not: a damaged field is refused here, not met later.
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "backend": (str,),
+    "checkpoint_sha256": (str,),
+    "cell_count": (int,),
+    "settings": (dict,),
+    "presence": (dict, type(None)),
+    "presence_threshold": (int, float, type(None)),
+}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_fields(meta: dict, tensors: dict[str, torch.Tensor], path) -> None:
+    """Raise ``InputError`` naming ``path`` when a field ``load_concept`` reads is missing or of another type."""
+    from dataclasses import fields
+
+    def damaged(what: str) -> InputError:
+        return InputError(f"{path}: concept file is damaged ({what}); save the concept again", path=path)
+
+    for name, types in _FIELDS.items():
+        if name not in meta or not isinstance(meta[name], types) or isinstance(meta[name], bool):
+            raise damaged(f"field {name!r}")
+    for name in ("target_mean", "target_max"):
+        if name not in tensors:
+            raise damaged(f"tensor {name!r} is missing")
+    kinds = {f.name: bool if f.type in (bool, "bool") else float for f in fields(PersamSettings)}
+    for key, value in meta["settings"].items():
+        kind = kinds.get(key)
+        if not (isinstance(value, bool) if kind is bool else kind is float and _is_number(value)):
+            raise damaged(f"setting {key!r}")
+    presence = meta["presence"]
+    if presence is not None and (set(presence) != {"fg_mean", "bg_max"} or not all(map(_is_number, presence.values()))):
+        raise damaged("field 'presence'")
+    for name in ("parts", "matcher"):
+        if not isinstance(meta.get(name), (dict, type(None))):
+            raise damaged(f"field {name!r}")
+
+
 def load_concept(path: str | os.PathLike, model: PersamModel) -> Concept:
     """Load a concept saved with ``save_concept`` for use with ``model``.
 
@@ -167,6 +209,7 @@ def load_concept(path: str | os.PathLike, model: PersamModel) -> Concept:
         ValueError: damaged file, or made with another backend or checkpoint.
     """
     meta, tensors = read_concept_metadata(path)
+    check_fields(meta, tensors, path)
     backend = model.backend
     if meta["backend"] != backend.name:
         raise IncompatibleError(

@@ -101,6 +101,8 @@ def unpack_arrays(blob: bytes) -> dict[str, np.ndarray]:
             raise ValueError("no header")
         (size,) = struct.unpack("<I", blob[4:8])
         header = json.loads(blob[8 : 8 + size].decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("its header is not an object")
         payload = memoryview(blob)[8 + size :]
         if header.get("version") != VERSION:
             raise ValueError(f"row version {header.get('version')!r}")

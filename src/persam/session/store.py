@@ -174,7 +174,7 @@ class EmbeddingStore:
             return None
         except (UnicodeDecodeError, json.JSONDecodeError):
             meta = None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or not _names_model(meta):
             raise StoreError(f"{self.uri}/{META}: not a persam embedding store file; build a new store", path=self.uri)
         if meta.get("version") != VERSION:
             raise StoreError(
@@ -361,6 +361,12 @@ class EmbeddingStore:
 
     def close(self) -> None:
         """Nothing is buffered: every row is written when it is added."""
+
+
+def _names_model(meta: dict) -> bool:
+    """Whether ``store.json`` names its model (an older version, refused after, may not)."""
+    keys = ("backend", "checkpoint_sha256")
+    return meta.get("version") != VERSION or all(isinstance(meta.get(k), str) for k in keys)
 
 
 def _one_line(exc: BaseException) -> str:
