@@ -87,7 +87,7 @@ def test_personalize_then_segment_with_concept(album, tiny_checkpoint, capsys):
 def test_concept_from_another_checkpoint_is_refused(album, tiny_checkpoint, tmp_path, capsys):
     import torch
 
-    from persam.backends.builders import build_sam_tiny
+    from persam.backends.builders import build_parts
 
     concept = album / "c.persam"
     code = main(
@@ -119,7 +119,7 @@ def test_concept_from_another_checkpoint_is_refused(album, tiny_checkpoint, tmp_
         == 0
     )
     torch.manual_seed(7)
-    *_, module = build_sam_tiny()
+    *_, module = build_parts("sam_tiny")
     other = tmp_path / "other.pth"
     torch.save(module.state_dict(), other)
     capsys.readouterr()

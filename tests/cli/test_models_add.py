@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import synthetic_photo
 from extras import needs
 from persam.backends import models
 from persam.backends.builders import write_random_checkpoint
@@ -54,8 +55,6 @@ def test_add_list_and_a_later_load_without_checkpoint(home, tiny, refs, tmp_path
     assert len(row) == 1 and "cached: sam_tiny.pt (added)" in row[0]
 
     from PIL import Image
-
-    from conftest import synthetic_photo
 
     Image.fromarray(synthetic_photo(120, 160, seed=7)[0]).save(tmp_path / "photo.png")
     out_dir = tmp_path / "out"

@@ -3,8 +3,16 @@ import math
 import pytest
 import torch
 
-from persam.backends.builders import build_mobile_sam, build_sam_tiny
+from persam.backends.builders import build_parts
 from persam.method.decoder import Guidance, Prompt, attention, decode, guided_predict_masks
+
+
+def build_sam_tiny():
+    return build_parts("sam_tiny")
+
+
+def build_mobile_sam():
+    return build_parts("vit_t")
 
 
 def _inputs(decoder, prompt_encoder, n_tokens=3, seed=0):

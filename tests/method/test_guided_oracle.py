@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import synthetic_photo
 from extras import require
 from oracles import guided_decoder as oracle
 
@@ -178,7 +179,6 @@ def sam2_backend():
 
 @pytest.fixture(scope="module")
 def sam2_encoded(sam2_backend):
-    from conftest import synthetic_photo
 
     return sam2_backend.encode(synthetic_photo()[0])
 

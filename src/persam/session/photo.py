@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from persam.backends import Backend, EncodedImage, create_backend
 from persam.backends.dinov2 import DEFAULT_DINO, FeatureBackbone, create_dino
-from persam.errors import InputError, OptionsError, PersamError
+from persam.errors import IncompatibleError, InputError, OptionsError, PersamError
 from persam.io import ImageLike, load_image, read_binary_mask
 from persam.method.decoder import PromptRecord
 from persam.method.fit import merge_problems, optimise
@@ -198,8 +198,14 @@ class PersamModel:
             [f"{describe(images[0])} (SAM's mask for the prompts)"] if mask is None else [describe(m) for m in masks]
         )
         for img, msk, name in zip(images, masks, names):
-            pixels.append(load_image(img))
-            encoded = self.encode(pixels[-1])
+            photo = img if isinstance(img, EncodedImage) else load_image(img)
+            if prior == "matcher":
+                if isinstance(photo, EncodedImage):
+                    raise IncompatibleError(
+                        "the matcher prior needs the reference photo's pixels (DINOv2 sees them), not an encoded image"
+                    )
+                pixels.append(photo)
+            encoded = self.encode(photo)
             ref_mask = check_reference_mask(read_binary_mask(msk, label), encoded.geometry.original_hw, name)
             try:
                 if part_aware:
