@@ -31,6 +31,7 @@ from persam.engine.spec import (
     MethodSpec,
     ModelSpec,
     OutputSpec,
+    RayOptions,
     References,
 )
 from persam.errors import OptionsError
@@ -332,3 +333,67 @@ def test_a_rerun_that_differs_in_one_field_redoes_the_photos(tmp_path, scene, ca
     assert code == 0
     line = capsys.readouterr().out
     assert "2 written" in line and "by an earlier run" not in line
+
+
+# --- the same options on Ray and in the app ---------------------------------------------------------------------
+
+RAY_HONOURED = [
+    (["--presence-threshold", "10"], _absent),
+    (["--max-instances", "3"], _instances),
+    (["--format", "coco"], _coco),
+    (["--overlay"], _overlay),
+]
+
+
+def test_the_options_that_apply_on_ray_are_honoured_there(tmp_path, scene):
+    """On Ray (an indexed album, a concept file): the output and instance options change what is written."""
+    ray = require("ray")
+    require("pyarrow")
+    store, concept = tmp_path / "store", tmp_path / "c.persam"
+    assert main(["index", scene["photos"], "-o", str(store), "--dtype", "float32", *TINY]) == 0
+    assert main(["personalize", "--ref", scene["ref"], "--ref-mask", scene["mask"], "-o", str(concept), *TINY]) == 0
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        base = tmp_path / "base"
+        run = ["segment", "--index", str(store), "--concept", str(concept), "--ray", *TINY]
+        assert main([*run, "-o", str(base)]) == 0
+        base_manifest = json.loads((base / "manifest.json").read_text())
+        for i, (extra, honoured) in enumerate(RAY_HONOURED):
+            out = tmp_path / f"ray{i}"
+            assert main([*run, "-o", str(out), *extra]) == 0
+            assert honoured(json.loads((out / "manifest.json").read_text()), out), extra
+            assert not honoured(base_manifest, base), extra
+        # and refused on Ray with the engine's words
+        with pytest.raises(OptionsError, match="local workers have no effect on Ray"):
+            run_job(
+                JobSpec(
+                    ConceptFile(str(concept)),
+                    OutputSpec(str(tmp_path / "o")),
+                    index=str(store),
+                    model=TINY_SPEC,
+                    executor=ExecutorSpec(workers=2, ray=RayOptions()),
+                )
+            )
+    finally:
+        ray.shutdown()
+
+
+def test_the_app_honours_its_options(tmp_path, scene, tiny_model):
+    """The web app's batch: several instances give label maps; a presence threshold gives absent photos."""
+    require("gradio")
+    from persam.app.batch import BatchOptions, segment_uploads
+
+    uploads = sorted(str(p) for p in Path(scene["photos"]).glob("*.png"))
+    concept = tiny_model.personalize(scene["ref"], scene["mask"])
+
+    def run(options, name):
+        result = segment_uploads(concept, uploads, options, tmp_path / name)
+        out = result.zip_path.parent / "out"
+        return json.loads((out / "manifest.json").read_text()), out
+
+    base = run(BatchOptions(), "base")
+    many = run(BatchOptions(max_instances=3), "many")
+    assert _instances(*many) and not _instances(*base)
+    concept.presence_threshold = 10.0
+    absent = run(BatchOptions(detect_absent=True), "absent")
+    assert _absent(*absent) and not _absent(*base)

@@ -11,11 +11,10 @@ from persam.engine.job import Job, JobResult
 
 
 def _concept_bytes(job: Job) -> bytes:
-    from persam.engine.spec import ConceptFile
+    """The run's concept as a concept file's bytes, as loaded and adjusted by the spec (its presence
+    threshold): never the given file's bytes, which would drop what the spec changed."""
     from persam.session.concept_file import save_concept
 
-    if isinstance(job.spec.concept, ConceptFile):
-        return Path(job.spec.concept.path).read_bytes()
     with tempfile.TemporaryDirectory() as folder:
         return save_concept(job.concept, Path(folder) / "concept.persam").read_bytes()
 
