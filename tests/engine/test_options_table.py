@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import synthetic_photo
@@ -397,3 +398,49 @@ def test_the_app_honours_its_options(tmp_path, scene, tiny_model):
     concept.presence_threshold = 10.0
     absent = run(BatchOptions(detect_absent=True), "absent")
     assert _absent(*absent) and not _absent(*base)
+
+
+def test_the_run_options_are_honoured(tmp_path, scene, capsys):
+    """--max-pixels, --quiet, --overwrite, --workers and --label, each against a run without it."""
+    out = tmp_path / "out"
+    assert segment(scene, out)[0] == 0
+    assert "2 written" in capsys.readouterr().out
+    # --quiet: no summary line
+    assert segment(scene, tmp_path / "quiet", "--quiet")[0] == 0
+    assert capsys.readouterr().out == ""
+    # --overwrite: the photos an earlier run wrote are done again
+    assert segment(scene, out)[0] == 0 and "2 by an earlier run" in capsys.readouterr().out
+    assert segment(scene, out, "--overwrite")[0] == 0 and "by an earlier run" not in capsys.readouterr().out
+    # --max-pixels: photos over it are skipped (the reference too would be: it is 160x120 like the photos)
+    code, manifest = segment(scene, tmp_path / "small", "--max-pixels", "19200")
+    assert code == 0 and [e["status"] for e in manifest["inputs"]] == ["written", "written"]
+    code = main(["segment", "--ref", scene["ref"], "--ref-mask", scene["mask"], scene["photos"],
+                 "-o", str(tmp_path / "tiny"), "--max-pixels", "19199", *TINY])  # fmt: skip
+    assert code == 2 and "19199" in capsys.readouterr().err
+    # --workers: the photos segmented at once (the summary of the engine's result says how many)
+    spec = JobSpec(
+        References((scene["ref"],), (scene["mask"],)),
+        OutputSpec(str(tmp_path / "w")),
+        targets=(scene["photos"],),
+        model=TINY_SPEC,
+    )
+    assert run_job(dataclasses.replace(spec, executor=ExecutorSpec(workers=1))).workers == 1
+    again = dataclasses.replace(spec, output=OutputSpec(str(tmp_path / "w2")), executor=ExecutorSpec(workers=2))
+    assert run_job(again).workers == 2
+    # --label: only that value of a multi-label reference mask is the object
+    labels = np.asarray(Image.open(scene["mask"])) > 0
+    multi = np.where(labels, 2, 0).astype(np.uint8)
+    multi[:10, :10] = 1  # another object, labelled 1
+    Image.fromarray(multi).save(tmp_path / "multi.png")
+    from persam.session.concept_file import read_concept_metadata
+
+    def concept(name: str, mask: str, *extra: str) -> dict:
+        path = tmp_path / f"{name}.persam"
+        assert main(["personalize", "--ref", scene["ref"], "--ref-mask", mask, "-o", str(path), *extra, *TINY]) == 0
+        return read_concept_metadata(path)[1]
+
+    by_label = concept("label2", str(tmp_path / "multi.png"), "--label", "2")
+    plain = concept("plain", scene["mask"])
+    everything = concept("all", str(tmp_path / "multi.png"))
+    assert all(torch.equal(by_label[k], plain[k]) for k in plain)  # label 2 is exactly the object's mask
+    assert not torch.equal(everything["target_mean"], plain["target_mean"])  # without it, both regions count
