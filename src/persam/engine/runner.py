@@ -86,7 +86,6 @@ def run_job(
     sources: list[Source] | None = None,
     warn: Warn = quiet_warn,
     progress: Progress = plain_progress,
-    on_loaded=None,
 ) -> JobResult:
     """Run ``spec``: segment its photos and write masks, overlays, ``manifest.json`` (and COCO).
 
@@ -97,7 +96,6 @@ def run_job(
         sources: the photos, when the front end gathered them (uploads); else from ``spec``.
         warn: one line per photo skipped or failed, and per notice.
         progress: wraps the stream of photos (a progress bar).
-        on_loaded: called with the model once it is loaded (before any photo).
     Returns:
         What was done; ``status`` is the exit status a command reports.
     Raises:
@@ -122,8 +120,6 @@ def run_job(
                 require_readable(album)  # nothing readable: one error; some parts damaged: listed below
             sources = gather_sources(spec, album, warn) if sources is None else sources
             model = spec.model.load() if model is None else model
-            if on_loaded is not None:
-                on_loaded(model)
             if album is not None:
                 album.bind(model.backend)  # an index of another model: one error, not a skip per photo
             concept = build_concept(spec.concept, spec.method, model, given=concept)
