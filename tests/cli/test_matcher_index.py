@@ -145,3 +145,14 @@ def test_features_added_to_an_index_encode_its_photos_again(tmp_path, album, con
     assert main(["segment", "--concept", str(concept), "--index", str(index), "-o", str(out), *TINY]) == 0
     assert (counted["sam"], counted["dino"]) == (6, 3)
     assert len(list(out.glob("p*.png"))) == 3
+
+
+def test_features_on_ray_are_refused_in_one_line(tmp_path, album, capsys):
+    require("pyarrow")
+    store = tmp_path / "store"
+    assert main(["index", str(album), "-o", str(store), "--features", "dinov2", *TINY]) == 0
+    capsys.readouterr()
+    for extra in (["--features", "dinov2"], []):  # asked for, or the store already holds them
+        assert main(["index", str(album), "-o", str(store), *extra, *TINY, "--ray"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--ray" in err[0] and "internal error" not in err[0], err

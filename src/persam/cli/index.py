@@ -73,8 +73,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_output_file(args.output)
     if ray is not None:
-        if args.features is not None:
-            raise OptionsError("--features is not available with --ray yet; index without --ray", field="features")
+        if args.features is not None or holds_dino(args.output):
+            raise OptionsError(
+                "DINOv2 features (--features, or a store that holds them) are not indexed with --ray yet; "
+                "index without --ray",
+                field="features",
+            )
         return run_ray(args, ray)
     from persam.io import find_images, load_image
     from persam.session.features import dino_array, record_dino
@@ -115,6 +119,22 @@ def run(args: argparse.Namespace) -> int:
         f"{len(photos) - len(todo)} unchanged, {failed} skipped)",
     )
     return 1 if failed or damaged else 0
+
+
+def holds_dino(output: str) -> bool:
+    """Whether the store ``output`` already exists and holds DINOv2 features."""
+    from persam.errors import MissingInputError
+    from persam.session.features import recorded_dino
+    from persam.session.store import open_album
+
+    try:
+        album = open_album(output, create=False)
+    except MissingInputError:
+        return False
+    try:
+        return recorded_dino(album) is not None
+    finally:
+        album.close()
 
 
 def dino_features(args: argparse.Namespace, album, model, photos: list) -> tuple:
