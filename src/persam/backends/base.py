@@ -26,6 +26,9 @@ Family = Literal["sam", "sam2"]
 _T = TypeVar("_T")
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+#: Named arrays of other backbones a store may keep with a photo (``EncodedImage.features``):
+#: "dinov2": (1, 37 * 37, C) float32 DINOv2 pre-norm patch features (``persam.backends.dinov2``).
+FEATURE_ARRAYS = ("dinov2",)
 
 
 @dataclass(frozen=True)
@@ -150,11 +153,14 @@ class EncodedImage:
         high_res_features: SAM 2 only: the decoder's two high-resolution skips,
             already through ``conv_s0`` / ``conv_s1``: (1, C/8, 4h, 4w) and
             (1, C/4, 2h, 2w) float32; None for the SAM 1 family.
+        features: the same photo through other backbones, by name (``FEATURE_ARRAYS``), e.g. an album
+            index's stored "dinov2" (1, 37 * 37, C) patch features for the matcher prior; empty by default.
     """
 
     embedding: torch.Tensor
     geometry: ImageGeometry
     high_res_features: tuple[torch.Tensor, torch.Tensor] | None = None
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
     _derived: dict[str, tuple[torch.Tensor, object]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -177,19 +183,21 @@ class EncodedImage:
         """The named arrays that make up this image, for a store to write as they are.
 
         ``{"embedding": (1, C, h, w)}``, plus for SAM 2 ``"high_res_0"`` (1, C/8, 4h, 4w) and
-        ``"high_res_1"`` (1, C/4, 2h, 2w). ``Backend.from_arrays`` rebuilds the image from them.
+        ``"high_res_1"`` (1, C/4, 2h, 2w), and ``features`` under their own names.
+        ``Backend.from_arrays`` rebuilds the image from them.
         """
         named = {"embedding": self.embedding}
         for level, feature in enumerate(self.high_res_features or ()):
             named[f"high_res_{level}"] = feature
-        return named
+        return {**named, **self.features}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, torch.Tensor], geometry: ImageGeometry) -> EncodedImage:
         """The image of ``arrays()``'s output (every tensor already on its device, float32)."""
         levels = sorted(k for k in arrays if k.startswith("high_res_"))
         high_res = tuple(arrays[k] for k in levels) if levels else None
-        return cls(embedding=arrays["embedding"], geometry=geometry, high_res_features=high_res)
+        features = {k: arrays[k] for k in FEATURE_ARRAYS if k in arrays}
+        return cls(embedding=arrays["embedding"], geometry=geometry, high_res_features=high_res, features=features)
 
     def forget_derived(self) -> None:
         """Drop the cached products (``derived``): the next use recomputes them."""
@@ -290,6 +298,7 @@ class Backend:
 
         Args:
             arrays: the stored named arrays (``EncodedImage.arrays``), any float dtype, each with its batch axis.
+                Those of ``FEATURE_ARRAYS`` that are present become the image's ``features``.
             original_hw: (H, W) of the photo.
 
         Raises:
@@ -304,7 +313,7 @@ class Backend:
             raise IncompatibleError(f"encoded by another model family or size ({what}) than {self.name}")
         tensors = {
             name: torch.from_numpy(np.ascontiguousarray(arrays[name], dtype=np.float32)).to(self.device)
-            for name in self.array_names
+            for name in (*self.array_names, *(k for k in FEATURE_ARRAYS if k in arrays))
         }
         return EncodedImage.from_arrays(tensors, self.geometry(original_hw))
 

@@ -47,6 +47,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="float16",
         help="stored embedding precision (float32: masks identical to a direct run)",
     )
+    p.add_argument(
+        "--features",
+        choices=["dinov2"],
+        default=None,
+        help="also store each photo's DINOv2 patch features, so segment --prior matcher --index runs no encoder",
+    )
     add_model_options(p)
     add_ray_options(p)
     add_quiet_option(p)
@@ -67,8 +73,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_output_file(args.output)
     if ray is not None:
+        if args.features is not None or holds_dino(args.output):
+            raise OptionsError(
+                "DINOv2 features (--features, or a store that holds them) are not indexed with --ray yet; "
+                "index without --ray",
+                field="features",
+            )
         return run_ray(args, ray)
     from persam.io import find_images, load_image
+    from persam.session.features import dino_array, record_dino
 
     photos = [path.resolve() for path, _ in find_images(args.photos)]
     if not photos:
@@ -81,15 +94,22 @@ def run(args: argparse.Namespace) -> int:
     errors = user_errors()
     failed = 0
     try:
+        dino, fresh = dino_features(args, album, model, photos)
+        todo = photos if fresh else todo  # photos indexed before hold no DINOv2 features yet
         for path in progress(todo, len(todo), "index"):
             try:
-                encoded = model.backend.encode(load_image(path))
+                pixels = load_image(path)
+                encoded = model.backend.encode(pixels)
+                if dino is not None:
+                    encoded.features["dinov2"] = dino_array(dino, pixels)
             except errors as exc:
                 failed += 1
                 warn(f"skipped {path}: {exc}")
                 album.skip(path, str(exc))
                 continue
             album.add(path, encoded, args.dtype)
+        if fresh:
+            record_dino(album, dino)
         indexed = len(album.paths())
     finally:
         album.close()
@@ -99,6 +119,43 @@ def run(args: argparse.Namespace) -> int:
         f"{len(photos) - len(todo)} unchanged, {failed} skipped)",
     )
     return 1 if failed or damaged else 0
+
+
+def holds_dino(output: str) -> bool:
+    """Whether the store ``output`` already exists and holds DINOv2 features."""
+    from persam.errors import MissingInputError
+    from persam.session.features import recorded_dino
+    from persam.session.store import open_album
+
+    try:
+        album = open_album(output, create=False)
+    except MissingInputError:
+        return False
+    try:
+        return recorded_dino(album) is not None
+    finally:
+        album.close()
+
+
+def dino_features(args: argparse.Namespace, album, model, photos: list) -> tuple:
+    """(the DINOv2 whose features the index stores, or None; whether the index records none yet).
+
+    An index that holds DINOv2 features gets them for every photo added, ``--features`` given or not.
+    """
+    from persam.session.features import check_dino, recorded_dino
+
+    if args.features is None and recorded_dino(album) is None:
+        return None, False
+    dino = model.feature_backbone()
+    fresh = check_dino(album, dino)
+    others = set(album.paths()) - {str(p) for p in photos}
+    if fresh and others:
+        raise OptionsError(
+            f"{args.output}: holds {len(others)} photos without DINOv2 features that are not among the photos "
+            "given; give them too, or index into a new file or folder",
+            field="features",
+        )
+    return dino, fresh
 
 
 def report_damaged(damaged: list[tuple[str, str]]) -> int:

@@ -124,6 +124,10 @@ def run_job(
                 album.bind(model.backend)  # an index of another model: one error, not a skip per photo
             concept = build_concept(spec.concept, spec.method, model, given=concept)
             check_instances(spec.method.max_instances, concept.prior)  # a loaded concept's own prior
+            if album is not None and concept.matcher is not None:
+                from persam.session.features import require_dino
+
+                require_dino(album, concept.matcher)  # an index without its DINOv2 features: one error
             record = spec_record(replace(spec, targets=()), model.backend)
             key = spec_key(record)
             options = OutputOptions(spec.method.max_instances, spec.output.overlay, spec.output.format == "coco")

@@ -146,6 +146,15 @@ class AlbumIndex:
                 field="checkpoint",
             )
 
+    def meta_value(self, key: str) -> str | None:
+        """What the index records under ``key`` (table ``meta``; e.g. ``persam.session.features``'), or None."""
+        return self._meta(key)
+
+    def record_meta(self, values: dict[str, str]) -> None:
+        """Record ``values`` in the table ``meta`` (replacing earlier ones), in one transaction."""
+        with damage_as_store_error(self.path), self.connection:
+            self.connection.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(values.items()))
+
     def hashes(self) -> dict[str, str]:
         """{path: sha256} of the encoded photos."""
         return dict(self._execute("SELECT path, sha256 FROM rows WHERE status = 'encoded' ORDER BY path"))

@@ -8,8 +8,12 @@ ends treat it like any concept). ``segment_matcher_photo`` runs DINOv2 and
 SAM's encoder on the photo (SAM's embedding is cached as for PerSAM) and
 ``persam.method.matcher_select.segment_matcher``.
 
-An album index holds SAM's embeddings only, so an already encoded photo
-(``EncodedImage``) cannot be segmented with this prior: it needs the pixels.
+An already encoded photo (``EncodedImage``, e.g. read back from an album index)
+is segmented without any encoder when it carries its DINOv2 patch features
+(``EncodedImage.features["dinov2"]``, stored by ``persam index`` with the
+features: ``persam.session.features``); without them it is refused. Which
+DINOv2 made the stored features is checked per index (``features.require_dino``),
+not per photo.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ def segment_matcher_photo(concept: Concept, image: ImageLike | EncodedImage, det
     """The Matcher prior on one photo (see the module docstring).
 
     Raises:
-        IncompatibleError: ``image`` is an encoded image (no pixels for DINOv2).
+        IncompatibleError: ``image`` is an encoded image without DINOv2 features (no pixels for DINOv2).
         OptionsError: absence detection asked for (the prior always returns its merged mask).
     """
     if detect_absent:
@@ -95,12 +99,17 @@ def segment_matcher_photo(concept: Concept, image: ImageLike | EncodedImage, det
             field="detect_absent",
         )
     if isinstance(image, EncodedImage):
-        raise IncompatibleError(
-            "the matcher prior needs the photo's pixels for DINOv2; an album index holds SAM's embeddings only",
-            field="prior",
-        )
-    pixels = load_image(image)
-    encoded = concept.model.encode(pixels)
+        stored = image.features.get("dinov2")
+        if stored is None:
+            raise IncompatibleError(
+                "the matcher prior needs the photo's pixels or its stored DINOv2 features; "
+                "this encoded photo holds SAM's embedding only",
+                field="prior",
+            )
+        encoded, features = image, F.normalize(stored[0].float(), dim=1, p=2)
+    else:
+        pixels = load_image(image)
+        encoded, features = concept.model.encode(pixels), unit_features(concept.model, pixels)
     ref = concept.matcher
-    out = segment_matcher(concept.model.backend, encoded, ref, unit_features(concept.model, pixels), ref.settings)
+    out = segment_matcher(concept.model.backend, encoded, ref, features, ref.settings)
     return matcher_result(out)

@@ -202,6 +202,14 @@ class EmbeddingStore:
         """``bind_names`` with a backend's name and checkpoint hash."""
         self.bind_names(backend.name, backend.checkpoint_sha256)
 
+    def meta_value(self, key: str) -> str | None:
+        """What ``store.json`` records under ``key`` (e.g. ``persam.session.features``'), or None."""
+        return (self.meta() or {}).get(key)
+
+    def record_meta(self, values: dict[str, str]) -> None:
+        """Add ``values`` to ``store.json`` (after ``bind``: the model is recorded first)."""
+        self._write(META, json.dumps({**(self.meta() or {}), **values}, indent=2).encode())
+
     # reading -------------------------------------------------------------------------------------
     def part_files(self) -> list[str]:
         """The part files, sorted."""
