@@ -271,15 +271,10 @@ def ray_options(args: argparse.Namespace):
     if args.ray is None:
         refuse([n for n, v in names.items() if v is not None], "without --ray")
         return None
-    require_extra("ray", "--ray")
-    for name, value in names.items():
-        if value is not None and (value < 0 or (value == 0 and name != "--ray-gpus-per-worker")):
-            raise OptionsError(
-                f"{name} must be {'at least 0' if name == '--ray-gpus-per-worker' else 'at least 1'}, got {value:g}"
-            )
+    from persam.engine.checks import check_ray
     from persam.jobs.ray_common import RayOptions
 
-    return RayOptions(args.ray or None, args.ray_workers, args.ray_gpus_per_worker, args.ray_batch_size)
+    return check_ray(RayOptions(args.ray or None, args.ray_workers, args.ray_gpus_per_worker, args.ray_batch_size))
 
 
 def model_spec(args: argparse.Namespace):

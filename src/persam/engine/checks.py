@@ -15,7 +15,16 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from persam.engine.spec import ConceptFile, ExecutorSpec, GivenConcept, JobSpec, MethodSpec, ModelSpec, References
+from persam.engine.spec import (
+    ConceptFile,
+    ExecutorSpec,
+    GivenConcept,
+    JobSpec,
+    MethodSpec,
+    ModelSpec,
+    RayOptions,
+    References,
+)
 from persam.errors import MissingExtraError, MissingInputError, OptionsError, OutputError, PersamError
 from persam.session.options import check_instances, check_presence, check_prior, check_without
 
@@ -153,6 +162,20 @@ def check_concept(source: References | ConceptFile | GivenConcept, method: Metho
     raise TypeError(f"JobSpec.concept must be References, ConceptFile or GivenConcept, got {type(source).__name__}")
 
 
+def check_ray(ray: RayOptions) -> RayOptions:
+    """The Ray options' values (at least 1 worker and photo per batch, at least 0 GPUs), and Ray installed;
+    for every command that runs on Ray (``persam segment``, ``persam index``)."""
+    for name in ("workers", "gpus_per_worker", "batch_size"):
+        value = getattr(ray, name)
+        least = 0 if name == "gpus_per_worker" else 1
+        if value is not None and value < least:
+            raise OptionsError(
+                f"Ray {name.replace('_', ' ')} must be at least {least}, got {value:g}", field=f"ray_{name}"
+            )
+    require_extra("ray", "Ray", field="ray")
+    return ray
+
+
 def check_executor(spec: JobSpec) -> None:
     """Local workers or Ray, with the index the Ray path reads."""
     executor: ExecutorSpec = spec.executor
@@ -163,14 +186,7 @@ def check_executor(spec: JobSpec) -> None:
         return
     if executor.workers is not None:
         raise OptionsError("local workers have no effect on Ray (its pool size is the Ray workers)", field="workers")
-    for name in ("workers", "gpus_per_worker", "batch_size"):
-        value = getattr(ray, name)
-        least = 0 if name == "gpus_per_worker" else 1
-        if value is not None and value < least:
-            raise OptionsError(
-                f"Ray {name.replace('_', ' ')} must be at least {least}, got {value:g}", field=f"ray_{name}"
-            )
-    require_extra("ray", "Ray", field="ray")
+    check_ray(ray)
     if spec.index is None:
         raise OptionsError(
             "Ray segments the photos of an embedding store: index them into a store folder first", field="ray"
