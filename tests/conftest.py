@@ -88,3 +88,15 @@ def refs(tmp_path: Path) -> list[str]:
 @pytest.fixture
 def photo():
     return synthetic_photo()
+
+
+@pytest.fixture
+def tiny_dino(monkeypatch):
+    """The model's DINOv2 (the matcher prior's) shrunk to two blocks of the same architecture, so a
+    command with it runs in seconds."""
+    import functools
+
+    import persam.session.photo as photo_module
+
+    tiny = functools.partial(photo_module.create_dino, architecture={"embed_dim": 48, "depth": 2, "num_heads": 2})
+    monkeypatch.setattr(photo_module, "create_dino", tiny)

@@ -17,7 +17,14 @@ from __future__ import annotations
 
 import os
 
+#: The exit status of a run stopped by what the user can fix (a ``PersamError``), as argparse's usage errors.
+USAGE_ERROR = 2
+#: The exit status of a run that hit a bug (any other exception), as ``EX_SOFTWARE`` of sysexits.h.
+INTERNAL_ERROR = 70
+
 __all__ = [
+    "INTERNAL_ERROR",
+    "USAGE_ERROR",
     "BusyError",
     "CheckpointError",
     "IncompatibleError",

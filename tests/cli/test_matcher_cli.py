@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +17,7 @@ from conftest import synthetic_photo  # noqa: E402
 from persam.cli.main import main  # noqa: E402
 
 TINY = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
-
-
-@pytest.fixture(autouse=True)
-def tiny_dino(monkeypatch):
-    """The model's DINOv2 shrunk to two blocks (same architecture), so the command runs in seconds."""
-    import persam.session.photo as photo_module
-
-    tiny = functools.partial(photo_module.create_dino, architecture={"embed_dim": 48, "depth": 2, "num_heads": 2})
-    monkeypatch.setattr(photo_module, "create_dino", tiny)
+pytestmark = pytest.mark.usefixtures("tiny_dino")  # tests/conftest.py
 
 
 def photo(path: Path, seed: int) -> Path:

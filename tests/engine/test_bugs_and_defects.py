@@ -176,3 +176,25 @@ def test_a_reference_mask_sam_made_too_small_names_the_photo(tmp_path, capsys, m
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "the given array" not in line and f"{ref} (SAM's mask for the prompts)" in line
     assert "covers no whole cell" in line
+
+
+def test_an_output_file_under_a_file_names_its_own_option(tmp_path, capsys):
+    """The output-folder rule is the engine's; the command line names the option it came with."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["bench", "--json", str(blocker / "x.json"), *TINY]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"persam: error: --json {blocker}: is a file") and " -o:" not in line
+
+
+def test_the_app_names_colliding_uploads_by_the_one_rule(tmp_path, tiny_model):
+    """Uploads ``a.jpg`` and ``a.png`` get ``a_jpg.png`` and ``a_png.png``, as ``persam segment`` names them."""
+    import zipfile
+
+    from persam.app.batch import BatchOptions, segment_uploads
+
+    uploads = [save(tmp_path / "up" / "a.jpg", 1), save(tmp_path / "up2" / "a.png", 2)]
+    ref, mask = synthetic_photo(120, 160, seed=50)
+    result = segment_uploads(tiny_model.personalize(ref, mask), uploads, BatchOptions(), tmp_path / "work")
+    names = sorted(n for n in zipfile.ZipFile(result.zip_path).namelist() if n.endswith(".png"))
+    assert names == ["a_jpg.png", "a_png.png"]

@@ -57,18 +57,11 @@ def read_mask(path: str | os.PathLike, hw: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _unique(stem: str, taken: set[str]) -> str:
-    name, k = stem, 2
-    while name in taken:
-        name, k = f"{stem}_{k}", k + 1
-    taken.add(name)
-    return name
-
-
 def expand_uploads(paths: list[str | os.PathLike], workdir: Path) -> list[tuple[Path, str]]:
     """(photo path, output stem) for uploaded photos and the photos inside uploaded zips.
 
-    Zip members keep their folder in the stem (``a/b.jpg`` -> ``a/b``); names
+    Zip members keep their folder in the stem (``a/b.jpg`` -> ``a/b``); stems that collide are made
+    unique by the batch with the one naming rule (``persam.io.naming``); names
     climbing out of the zip (``..``, absolute) are refused. Other files are
     kept: reading them later reports the ones that are not photos.
 
@@ -78,11 +71,10 @@ def expand_uploads(paths: list[str | os.PathLike], workdir: Path) -> list[tuple[
     from persam.io import IMAGE_EXTENSIONS
 
     out: list[tuple[Path, str]] = []
-    taken: set[str] = set()
     for raw in paths:
         path = Path(raw)
         if path.suffix.lower() != ".zip":
-            out.append((path, _unique(path.stem, taken)))
+            out.append((path, path.stem))
             continue
         try:
             archive = zipfile.ZipFile(path)
@@ -118,5 +110,5 @@ def expand_uploads(paths: list[str | os.PathLike], workdir: Path) -> list[tuple[
                     raise InputError(
                         f"{path.name}: member {member.filename!r} does not unpack ({exc}); re-create the zip"
                     ) from None
-                out.append((dest, _unique(inner.with_suffix("").as_posix(), taken)))
+                out.append((dest, inner.with_suffix("").as_posix()))
     return out

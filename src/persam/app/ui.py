@@ -29,15 +29,13 @@ def guarded(fn):
     """Run a callback; user errors become a message in the page (``gr.Error``) instead of a traceback."""
     import gradio as gr
 
-    from persam.jobs.errors import user_errors
-
-    errors = user_errors()
+    from persam.errors import PersamError
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except errors as exc:
+        except PersamError as exc:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise gr.Error(text, print_exception=False) from None
 

@@ -10,15 +10,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from persam.errors import OptionsError
-from persam.jobs.errors import user_errors  # noqa: F401  (errors reported in one line, exit 2)
+from persam.errors import OptionsError, PersamError
 
 T = TypeVar("T")
 
 
 #: Job-spec fields (``persam.errors.PersamError.field``) -> their command-line flags.
-#: Command-line flags -> job-spec fields (the inverse of ``FLAGS``).
-FIELDS = {"-o": "output", "--output": "output"}
 FLAGS = {
     "checkpoint": "--checkpoint",
     "model": "--model",
@@ -199,10 +196,14 @@ def summary(args: argparse.Namespace, line: str) -> None:
 
 
 def check_output_folder(path: str | os.PathLike, option: str = "-o") -> Path:
-    """``path`` as an output folder, checked before any model loads (``persam.engine.checks``)."""
+    """``path`` as the output folder of ``option``, checked before any model loads (the rule is
+    ``persam.engine.checks``'s; the message names the option it was given with)."""
     from persam.engine.checks import check_output_folder as check
 
-    return check(path, field=FIELDS.get(option, "output"))
+    try:
+        return check(path, field=None)
+    except PersamError as exc:
+        raise exc.reworded(f"{option} {exc}") from None
 
 
 def check_output_file(path: str | os.PathLike, option: str = "-o") -> Path:
@@ -215,7 +216,7 @@ def check_output_file(path: str | os.PathLike, option: str = "-o") -> Path:
     return file
 
 
-def check_inputs_exist(paths: Iterable[str | os.PathLike | None], what: str) -> None:
+def check_inputs_exist(paths: Iterable[str | os.PathLike | None]) -> None:
     """``MissingInputError`` naming the first of ``paths`` that does not exist (None entries are ignored)."""
     from persam.engine.checks import check_inputs_exist as check
 

@@ -106,7 +106,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     from persam.jobs.dreambooth.prepare import prepare_dataset
 
     check_output_folder(args.output)
-    check_inputs_exist([args.ref, args.ref_mask, args.checkpoint, *args.photos], "input")
+    check_inputs_exist([args.ref, args.ref_mask, args.checkpoint, *args.photos])
     checked_learning(args)  # before the model loads
     model = load_model(args)
     concept = build_concept(args, model)

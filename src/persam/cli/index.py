@@ -20,10 +20,9 @@ from persam.cli.common import (
     ray_options,
     require_extra,
     summary,
-    user_errors,
     warn,
 )
-from persam.errors import OptionsError
+from persam.errors import OptionsError, PersamError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -91,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
     album.bind(model.backend)
     todo = [p for p in photos if album.needs(p)]
     damaged = report_damaged(album.damaged())
-    errors = user_errors()
     failed = 0
     try:
         dino, fresh = dino_features(args, album, model, photos)
@@ -102,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                 encoded = model.backend.encode(pixels)
                 if dino is not None:
                     encoded.features["dinov2"] = dino_array(dino, pixels)
-            except errors as exc:
+            except PersamError as exc:
                 failed += 1
                 warn(f"skipped {path}: {exc}")
                 album.skip(path, str(exc))

@@ -10,8 +10,7 @@ from persam.cli import app, bench, dreambooth, index, mask, models, personalize,
 from persam.cli import eval as evaluate
 
 #: Exit statuses: bad input or options (argparse's own), a bug in persam (BSD's EX_SOFTWARE).
-USAGE_ERROR = 2
-INTERNAL_ERROR = 70
+from persam.errors import INTERNAL_ERROR, USAGE_ERROR
 
 
 def render_error(exc) -> str:

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from persam.session.concept_file import save_concept
 
     check_output_file(args.output)
-    check_inputs_exist([*args.ref, *args.ref_mask, args.checkpoint], "input")
+    check_inputs_exist([*args.ref, *args.ref_mask, args.checkpoint])
     checked_learning(args)  # every refusal before the model loads
     model = load_model(args)
     concept = build_concept(args, model)

@@ -255,7 +255,7 @@ def _concept_model(args: argparse.Namespace, path: str, meta: dict, tracker_mode
     """The PersamModel a concept was made with (loaded once per name): PerSAM locates with the concept's own model."""
     import torch
 
-    from persam.jobs.errors import user_errors
+    from persam.errors import PersamError
     from persam.session.photo import load
 
     name = meta["backend"]
@@ -269,7 +269,7 @@ def _concept_model(args: argparse.Namespace, path: str, meta: dict, tracker_mode
             torch.manual_seed(0)
         try:
             loaded[name] = load(name, None if random else checkpoint, device=args.device, random_weights=random)
-        except user_errors() as exc:
+        except PersamError as exc:
             if name == tracker_model:
                 raise
             raise OptionsError(

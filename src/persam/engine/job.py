@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from persam.engine.spec import JobSpec
+from persam.errors import INTERNAL_ERROR
 from persam.jobs.outputs import Done, Outputs
 
 T = TypeVar("T")
@@ -18,8 +19,6 @@ Warn = Callable[[str], None]
 Progress = Callable[[Iterable[T], int, str], Iterator[T]]
 #: Where a batch keeps the tracebacks of the photos that failed (bugs, not bad input).
 FAILED_LOG = "failed.log"
-#: Exit status of a run in which a photo failed (a bug), as the command line's internal error.
-INTERNAL_ERROR = 70
 
 
 def quiet_warn(line: str) -> None:

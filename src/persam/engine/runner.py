@@ -34,14 +34,6 @@ def _unique(found: list[tuple[Path, Path]], warn: Warn) -> list[tuple[Path, Path
     return unique
 
 
-def _outside(found: list[tuple[Path, Path]], out: Path, warn: Warn) -> list[tuple[Path, Path]]:
-    base = out.resolve()
-    kept = [t for t in found if base not in Path(t[0]).resolve().parents]
-    if len(kept) < len(found):
-        warn(f"{len(found) - len(kept)} photos under the output folder {out} are left out of the inputs")
-    return kept
-
-
 def gather_sources(spec: JobSpec, album, warn: Warn) -> list[Source]:
     """The run's photos in input order: each once, none under the output folder, uniquely named."""
     from persam.io import find_images
@@ -60,7 +52,13 @@ def gather_sources(spec: JobSpec, album, warn: Warn) -> list[Source]:
     else:
         found = _unique(find_images(list(spec.targets)), warn)
         given = {}
-    kept = _outside(found, out, warn) if album is None else found
+    kept = found
+    if album is None:
+        from persam.jobs.outputs import outside
+
+        kept, inside = outside(found, out)
+        if inside:
+            warn(f"{inside} photos under the output folder {out} are left out of the inputs")
     if not kept:
         raise OptionsError("no image files among the photos given; give .jpg/.png files or folders", field="targets")
     stems = output_stems(kept)

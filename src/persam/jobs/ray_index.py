@@ -119,7 +119,7 @@ class Encoder:
     def __call__(self, batch: dict):
         import numpy as np
 
-        from persam.jobs.errors import user_errors
+        from persam.errors import PersamError
         from persam.session.rows import Row
         from persam.session.store import table_of
 
@@ -135,7 +135,7 @@ class Encoder:
             hw = (int(batch["height"][i]), int(batch["width"][i]))
             try:  # the shrunk photo encodes exactly as the photo (``Preprocessing.shrink``)
                 arrays = self.backend.encode(resized).arrays()
-            except user_errors() as exc:
+            except PersamError as exc:
                 rows.append(Row.skipped(path, sha, str(exc), self.run))
                 continue
             rows.append(Row.encoded(path, sha, arrays, hw, self.dtype, self.run))

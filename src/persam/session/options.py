@@ -9,6 +9,7 @@ name as the Python API and the job spec call it (``prior``, ``parts``, ``finetun
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from persam.errors import OptionsError
@@ -100,8 +101,6 @@ def check_instances(max_instances: int, prior: str) -> int:
 def check_presence(detect_absent: bool, presence_threshold: float | None) -> bool:
     """Whether absence is detected: a presence threshold implies it; the threshold must be a finite number."""
     if presence_threshold is not None:
-        import math
-
         if not isinstance(presence_threshold, (int, float)) or not math.isfinite(presence_threshold):
             raise OptionsError(
                 f"the presence threshold must be a finite number, got {presence_threshold!r}",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from persam.errors import InputError, MissingInputError
+from persam.errors import InputError, MissingInputError, PersamError
 from persam.io import (
     atomic_save,
     atomic_write_json,
@@ -65,18 +65,6 @@ def check_mask(present: bool, mask: np.ndarray, min_area: float = MIN_AREA, max_
     return None
 
 
-def _unique_names(stems: Sequence[Path]) -> list[str]:
-    names, seen = [], set()
-    for stem in stems:
-        base = stem.as_posix()
-        name, i = base, 2
-        while name in seen:
-            name, i = f"{base}_{i}", i + 1
-        seen.add(name)
-        names.append(name)
-    return names
-
-
 def prepare_dataset(
     concept,
     photos: Sequence[str | os.PathLike],
@@ -106,22 +94,21 @@ def prepare_dataset(
     Raises:
         ValueError: no photos, or no photo kept.
     """
-    from persam.jobs.errors import user_errors
+    from persam.io.naming import output_stems
 
     targets = find_images(list(photos))
     if not targets:
         raise InputError("no image files among the photos; pass .jpg/.png files or folders holding them")
     root = Path(output)
     report = PrepareReport(root)
-    errors = user_errors()
-    work = list(zip(targets, _unique_names([stem for _, stem in targets])))
+    work = list(zip(targets, [stem.as_posix() for stem in output_stems(targets)]))
     if progress is not None:
         work = progress(work, len(work), "dreambooth prepare", unit="photo")
     for (path, _), name in work:
         try:
             pixels = load_image(path)
             result = concept.segment(pixels, detect_absent=True)
-        except errors as exc:
+        except PersamError as exc:
             if on_error is None:
                 raise
             on_error(path, exc)
