@@ -65,7 +65,7 @@ def compare(models, ref, ref_mask, target) -> float:
     ours = model.personalize(ref, ref_mask, prior="matcher").segment(target)
     oracle = run_matcher(sam, dino, ref, ref_mask, target, seed=0)
     scale = np.array([target.shape[1] / 518, target.shape[0] / 518])
-    np.testing.assert_array_equal(ours.points_xy, (oracle.points * scale).astype(np.int64))
+    np.testing.assert_array_equal(ours.matched_xy, (oracle.points * scale).astype(np.int64))
     score = iou(ours.mask, oracle.mask)
     assert score >= MIN_IOU, f"IoU {score:.4f} with the oracle ({oracle.n_masks} candidate masks)"
     assert oracle.mask.any() and not oracle.mask.all(), "a trivial mask compares nothing"

@@ -76,12 +76,10 @@ def matcher_result(out: MatcherOutput) -> SegmentationResult:
     return SegmentationResult(
         mask=out.mask.cpu().numpy(),
         score=out.score,
-        points_xy=out.points_xy.cpu().numpy(),
-        point_labels=np.ones(len(out.points_xy), dtype=np.int64),
-        box_xyxy=None,
         low_res_logits=out.low_res_logits.float().cpu().numpy(),
         notes=tuple(out.notes),
         prompts=tuple(out.prompts),
+        matched_xy=out.points_xy.cpu().numpy().astype(np.int64),
     )
 
 

@@ -113,13 +113,9 @@ class PersamModel:
         encoded = self.encode(image)
         prompts = Prompts.checked(encoded.geometry.original_hw, points_xy, point_labels, box_xyxy)
         out = mask_from_prompts(self.backend, encoded, prompts)
-        box = None if prompts.box_xyxy is None else np.rint(prompts.box_xyxy).astype(np.int64)
         return SegmentationResult(
             mask=out.mask,
             score=out.score,
-            points_xy=np.rint(prompts.points_xy).astype(np.int64),
-            point_labels=prompts.point_labels,
-            box_xyxy=box,
             low_res_logits=out.low_res_logits,
             prompts=(PromptRecord.of(prompts.to_decoder()),),
         )

@@ -20,9 +20,6 @@ class SegmentationResult:
     Attributes:
         mask: (H, W) bool, photo pixels.
         score: the decoder's predicted IoU of the final mask.
-        points_xy: (N, 2) int (x, y) prompt points in photo pixels.
-        point_labels: (N,) int, 1 = foreground, 0 = background.
-        box_xyxy: (4,) int XYXY box of the last refinement prompt, or None.
         low_res_logits: (4h, 4w) float32 decoder logits of the final mask.
         present: whether the concept was found; False only when absence
             detection was asked for and either the best similarity (then
@@ -32,17 +29,18 @@ class SegmentationResult:
         prompts: the prompts of every decoder pass that made the mask, first
             pass first, then each refinement's (photo pixels); empty when absent by
             similarity (no decoder pass ran), kept when absent by object score.
+            The result's one record of its prompts: ``points_xy``,
+            ``point_labels`` and ``box_xyxy`` are views of it.
         part_count: the part count the part-aware prior chose, or None (similarity prior).
         part_scores: each part count's transport score (part-aware prior), in increasing count.
         object_score: SAM 2's object-score logit of the final mask's pass (> 0: an
             object is there), or None (SAM 1 family, or absent by similarity).
+        matched_xy: (P, 2) int64 (x, y) photo pixels, the Matcher prior only:
+            the matched points its prompt sets were sampled from; None otherwise.
     """
 
     mask: np.ndarray
     score: float
-    points_xy: np.ndarray
-    point_labels: np.ndarray
-    box_xyxy: np.ndarray | None
     low_res_logits: np.ndarray
     present: bool = True
     notes: tuple[str, ...] = ()
@@ -50,10 +48,32 @@ class SegmentationResult:
     part_count: int | None = None
     part_scores: tuple[PartScore, ...] = ()
     object_score: float | None = None
+    matched_xy: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.mask.ndim != 2 or self.mask.dtype != bool:
             raise TypeError("mask must be an (H, W) bool array")
+
+    @property
+    def points_xy(self) -> np.ndarray:
+        """(N, 2) int64 (x, y) photo pixels: the first decoder pass's points (the
+        location prior's choice, which each refinement repeats); (0, 2) when no pass ran."""
+        if not self.prompts:
+            return np.zeros((0, 2), dtype=np.int64)
+        return np.rint(np.asarray(self.prompts[0].points_xy, dtype=np.float64).reshape(-1, 2)).astype(np.int64)
+
+    @property
+    def point_labels(self) -> np.ndarray:
+        """(N,) int64 labels of ``points_xy``: 1 = foreground, 0 = background."""
+        labels = self.prompts[0].point_labels if self.prompts else ()
+        return np.asarray(labels, dtype=np.int64).reshape(-1)
+
+    @property
+    def box_xyxy(self) -> np.ndarray | None:
+        """(4,) int64 XYXY photo pixels: the last decoder pass's box (the last
+        refinement's), or None when that pass had none or no pass ran."""
+        box = self.prompts[-1].box_xyxy if self.prompts else None
+        return None if box is None else np.rint(np.asarray(box, dtype=np.float64)).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -80,9 +100,6 @@ def absent_result(
         return SegmentationResult(
             mask=np.zeros((h, w), dtype=bool),
             score=best,
-            points_xy=rejected.points_xy.cpu().numpy().astype(np.int64),
-            point_labels=rejected.point_labels.cpu().numpy().astype(np.int64),
-            box_xyxy=None,
             low_res_logits=np.full((lh, lw), -20.0, dtype=np.float32),
             present=False,
             notes=(
@@ -95,9 +112,6 @@ def absent_result(
     return SegmentationResult(
         mask=np.zeros((h, w), dtype=bool),
         score=best,
-        points_xy=np.zeros((0, 2), dtype=np.int64),
-        point_labels=np.zeros((0,), dtype=np.int64),
-        box_xyxy=None,
         low_res_logits=np.full((lh, lw), -20.0, dtype=np.float32),
         present=False,
         notes=(f"absent: best similarity {best:.4f} < presence threshold {threshold:.4f}",),
@@ -111,9 +125,6 @@ def method_result(
     return SegmentationResult(
         mask=(full > 0).cpu().numpy(),
         score=out.score,
-        points_xy=out.points_xy.cpu().numpy().astype(np.int64),
-        point_labels=out.point_labels.cpu().numpy().astype(np.int64),
-        box_xyxy=None if out.box_xyxy is None else np.asarray(out.box_xyxy, dtype=np.int64),
         low_res_logits=out.low_res_logits.float().cpu().numpy(),
         notes=tuple(out.notes),
         prompts=tuple(out.prompts),
