@@ -112,3 +112,22 @@ def test_components_act_on_the_first_pass(tiny_model, photo):
         assert np.abs(off - full).max() > 1e-4, component
     with pytest.raises(ValueError, match="unknown component"):
         base.without("nonsense")
+
+
+def test_a_result_holds_its_prompts_once(tiny_model, photo):
+    """points_xy / point_labels / box_xyxy are views of ``prompts``, not a second record."""
+    from persam.session.results import SegmentationResult
+
+    image, mask = photo
+    result = tiny_model.personalize(image, mask).segment(synthetic_photo(seed=1, center=(0.4, 0.6))[0])
+    assert len(result.prompts) == 3  # the guided pass and two refinements
+    first, last = result.prompts[0], result.prompts[-1]
+    np.testing.assert_array_equal(result.points_xy, np.asarray(first.points_xy))
+    assert result.point_labels.tolist() == list(first.point_labels) == [1, 0]
+    assert last.box_xyxy is not None and result.box_xyxy.tolist() == list(last.box_xyxy)
+    with pytest.raises(TypeError):
+        SegmentationResult(
+            mask=result.mask, score=0.5, low_res_logits=result.low_res_logits, points_xy=result.points_xy
+        )
+    absent = SegmentationResult(mask=result.mask, score=0.1, low_res_logits=result.low_res_logits, present=False)
+    assert absent.points_xy.shape == (0, 2) and absent.point_labels.shape == (0,) and absent.box_xyxy is None
