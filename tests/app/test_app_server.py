@@ -95,3 +95,15 @@ def test_200_requests_keep_the_server_memory_bounded(default_app, tmp_path):
         client.close()
     print(f"server RSS growth over {REQUESTS} requests: {growth:.1f} MiB")
     assert growth < RSS_GROWTH_MIB, f"the server grew by {growth:.1f} MiB over {REQUESTS} requests"
+
+
+def test_max_file_size_takes_a_unit_and_refuses_a_bare_number(capsys):
+    from persam.cli.app import file_size
+    from persam.cli.main import main
+
+    assert [file_size(t) for t in ("200mb", "1GB", "512 kb", "10b")] == [200 << 20, 1 << 30, 512 << 10, 10]
+    for bad in ("200", "0mb", "2 parsecs", "-1mb", "1.5gb"):
+        assert main(["app", f"--max-file-size={bad}", "--model", "sam_tiny", "--random-weights"]) == 2
+        assert f"--max-file-size takes a size above 0 with a unit (b, kb, mb, gb, tb), e.g. 50mb; got {bad!r}" in (
+            capsys.readouterr().err
+        )
