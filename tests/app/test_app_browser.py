@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -28,6 +24,7 @@ from PIL import Image
 
 from conftest import synthetic_photo
 from extras import IN_CI
+from served import serve
 
 CHROMIUM = Path(os.environ.get("PERSAM_CHROMIUM", "/usr/bin/chromium"))
 CLICK_XY = (216, 162)  # photo pixels, on the red blob of the reference
@@ -40,63 +37,10 @@ def _missing(what: str) -> None:
     pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_server(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"persam app exited with {proc.returncode}: {proc.stdout.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "/config", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"persam app did not answer on {url} within {timeout:.0f} s")
-
-
 @pytest.fixture
 def server(tmp_path, tiny_checkpoint):
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "persam",
-            "app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--model",
-            "sam_tiny",
-            "--checkpoint",
-            str(tiny_checkpoint),
-            "--device",
-            "cpu",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_server(url, proc)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve(tmp_path / "server", tiny_checkpoint) as served:
+        yield served.url
 
 
 def _click_pixel(page, selector: str, x: int, y: int) -> None:

@@ -198,3 +198,13 @@ def test_the_app_names_colliding_uploads_by_the_one_rule(tmp_path, tiny_model):
     result = segment_uploads(tiny_model.personalize(ref, mask), uploads, BatchOptions(), tmp_path / "work")
     names = sorted(n for n in zipfile.ZipFile(result.zip_path).namelist() if n.endswith(".png"))
     assert names == ["a_jpg.png", "a_png.png"]
+
+
+@pytest.mark.parametrize("stem", ["../escape", "a/../../escape", "/tmp/escape"])
+def test_an_output_name_outside_the_output_folder_is_a_bug(stem):
+    from persam.engine.job import Source
+
+    with pytest.raises(ValueError, match="is not inside the output folder") as info:
+        Source(Path("x.jpg"), "x.jpg", Path(stem))
+    assert not isinstance(info.value, persam.errors.PersamError)  # a front end's bug, not the user's input
+    assert Source(Path("x.jpg"), "x.jpg", Path("trip/x")).stem == Path("trip/x")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from persam.cli.common import add_model_options, load_model
 from persam.errors import OptionsError
@@ -22,11 +23,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument(
-        "--max-file-size", default="200mb", metavar="SIZE", help="largest upload, e.g. 50mb, 1gb (default 200mb)"
+        "--max-file-size",
+        type=file_size,
+        default="200mb",
+        metavar="SIZE",
+        help="largest upload, e.g. 50mb, 1gb (default 200mb: 200 MiB); a larger file is refused with a message",
     )
     p.add_argument("--queue-size", type=int, default=64, metavar="N", help="requests waiting at most (default 64)")
     add_model_options(p)
     p.set_defaults(func=run)
+
+
+#: Bytes per unit of ``--max-file-size`` (binary multiples, as Gradio counts them).
+SIZE_UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
+
+
+def file_size(text: str) -> int:
+    """``--max-file-size``: ``"200mb"`` -> bytes (a whole number and a unit b, kb, mb, gb or tb; above 0)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([a-z]+)\s*", text.lower())
+    if match is None or match[2] not in SIZE_UNITS or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(
+            f"--max-file-size takes a size above 0 with a unit (b, kb, mb, gb, tb), e.g. 50mb; got {text!r}"
+        )
+    return int(match[1]) * SIZE_UNITS[match[2]]
 
 
 def run(args: argparse.Namespace) -> int:

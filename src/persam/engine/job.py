@@ -5,7 +5,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TypeVar
 
 from persam.engine.spec import JobSpec
@@ -43,6 +43,12 @@ class Source:
     path: Path
     name: str
     stem: Path
+
+    def __post_init__(self) -> None:
+        stem = PurePath(self.stem)
+        if stem.is_absolute() or ".." in stem.parts:
+            # the front end's naming is wrong (a bug, not the user's input): its outputs would land elsewhere
+            raise ValueError(f"output name {str(self.stem)!r} of {self.name} is not inside the output folder")
 
 
 def failed(name: str, exc: BaseException) -> tuple[Done, str]:
