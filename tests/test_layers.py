@@ -30,7 +30,9 @@ ALLOWED = {
     # the job engine and the front ends stay above the session: none imports the method's modules
     "engine": {"errors", "io", "backends", "session", "jobs", "engine"},
     "app": {"errors", "io", "backends", "session", "eval", "jobs", "engine", "app"},
-    "cli": {"errors", "io", "backends", "session", "eval", "jobs", "engine", "app", "cli"},
+    # Label Studio is one more front end on the engine
+    "labelstudio": {"errors", "io", "backends", "session", "jobs", "engine", "labelstudio"},
+    "cli": {"errors", "io", "backends", "session", "eval", "jobs", "engine", "app", "labelstudio", "cli"},
 }
 #: the package's own top-level modules: ``persam/__init__.py`` re-exports the session lazily
 TOP = {"__init__": {"session"}, "__main__": {"cli"}}
