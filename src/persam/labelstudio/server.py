@@ -70,6 +70,7 @@ def serve(backend, host: str, port: int, on_ready: Callable[[str], None] | None 
     import uvicorn
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="persam: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request to Label Studio otherwise
     config = uvicorn.Config(create_app(backend), host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     if on_ready is not None:
