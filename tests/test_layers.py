@@ -4,7 +4,7 @@ Layers, lowest first: ``errors`` (the exception classes every layer raises)
 <- ``io`` (files) <- ``backends`` (tensors) <- ``method``
 (the paper's steps, tensors) <- ``session`` (numpy/PIL API) <- ``jobs``
 (files, progress) <- ``engine`` (the job spec, its checks, the one batch
-runner) <- ``app`` and ``cli`` (front ends, which never import ``method``). ``eval`` (metrics and
+runner) <- ``app``, ``labelstudio`` and ``cli`` (front ends, which never import ``method``). ``eval`` (metrics and
 dataset layouts) sits on ``io`` only. Every import is checked, including the
 ones inside functions.
 """

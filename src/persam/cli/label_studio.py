@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from persam.cli.common import add_model_options, add_quiet_option, model_spec, progress, summary, warn
+from persam.cli.common import add_model_options, add_quiet_option, model_spec, progress, refuse, summary, warn
 from persam.engine.spec import MethodSpec
 
 
@@ -67,6 +67,8 @@ def _setup(args: argparse.Namespace):
     from persam.labelstudio.project import ConceptStore, Workspace
 
     require_sdk()
+    given = [f"--{n}" for n in ("precision", "runtime") if getattr(args, n, None) not in (None, "fp32", "torch")]
+    refuse(given, "with label-studio (photos are encoded with PyTorch in fp32 into the album index)")
     method = check_method(
         MethodSpec(finetune=args.finetune, max_instances=args.max_instances, detect_absent=args.detect_absent),
         learning=True,
@@ -84,7 +86,10 @@ def run_annotate(args: argparse.Namespace) -> int:
     from persam.labelstudio.client import Client
 
     spec, method, workspace, concepts, url, key = _setup(args)
-    client = Client(url, key)  # the URL and key are checked before the model loads
+    from persam.labelstudio.config import parse_config
+
+    client = Client(url, key)
+    parse_config(client.label_config(args.project)).output()  # the server, key, project and config before the model
     options = AnnotateOptions(args.project, tuple(args.label), method, args.overwrite)
     result = annotate(client, workspace(spec.load()), concepts, options, warn=warn, progress=progress)
     summary(args, result.summary())
