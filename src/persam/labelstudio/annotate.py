@@ -140,7 +140,7 @@ def annotate(
             except InputError as exc:  # this task's photo cannot be fetched or read: the others go on
                 c.skipped.append(f"task {task_id(task)}: {exc}")
                 warn(f"skipped task {task_id(task)} ({label!r}): {exc}")
-        found = workspace.segment(options.project, config, label, concept, paths, options.method)
+        found = workspace.segment(options.project, config, label, concept, paths, options.method, progress)
         for tid, got in found.items():
             if isinstance(got, str):
                 c.skipped.append(f"task {tid}: {got}")

@@ -192,10 +192,18 @@ class Workspace:
         return learn_masks(self.model, photos, masks, method), len(photos)
 
     def segment(
-        self, project: int, config: LabelingConfig, label: str, concept, paths: dict[int, Path], method: MethodSpec
+        self,
+        project: int,
+        config: LabelingConfig,
+        label: str,
+        concept,
+        paths: dict[int, Path],
+        method: MethodSpec,
+        progress=None,
     ) -> dict[int, tuple[list[dict], float] | str]:
         """Find ``concept`` in the photos ``paths`` (task id -> photo in the album index) on the job engine;
-        per task, (prediction regions of ``label``, the prediction's score) or the reason it was skipped."""
+        per task, (prediction regions of ``label``, the prediction's score) or the reason it was skipped.
+        ``progress`` wraps the photos as the job engine segments them (``persam.engine.job.Progress``)."""
         from dataclasses import replace
 
         from persam.engine.job import Source
@@ -219,7 +227,8 @@ class Workspace:
         )
         sources = [Source(path, f"task {tid}", Path(f"task-{tid}")) for tid, path in paths.items()]
         with self.lock:
-            result = run_job(spec, model=self.model, concept=concept, sources=sources)
+            more = {} if progress is None else {"progress": progress}
+            result = run_job(spec, model=self.model, concept=concept, sources=sources, **more)
         control = config.output_for(label)
         found: dict[int, tuple[list[dict], float] | str] = {}
         for (tid, _), entry in zip(paths.items(), result.outputs.entries):
