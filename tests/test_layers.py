@@ -4,7 +4,7 @@ Layers, lowest first: ``errors`` (the exception classes every layer raises)
 <- ``io`` (files) <- ``backends`` (tensors) <- ``method``
 (the paper's steps, tensors) <- ``session`` (numpy/PIL API) <- ``jobs``
 (files, progress) <- ``engine`` (the job spec, its checks, the one batch
-runner) <- ``app`` and ``cli`` (front ends, which never import ``method``). ``eval`` (metrics and
+runner) <- ``app``, ``labelstudio`` and ``cli`` (front ends, which never import ``method``). ``eval`` (metrics and
 dataset layouts) sits on ``io`` only. Every import is checked, including the
 ones inside functions.
 """
@@ -30,7 +30,9 @@ ALLOWED = {
     # the job engine and the front ends stay above the session: none imports the method's modules
     "engine": {"errors", "io", "backends", "session", "jobs", "engine"},
     "app": {"errors", "io", "backends", "session", "eval", "jobs", "engine", "app"},
-    "cli": {"errors", "io", "backends", "session", "eval", "jobs", "engine", "app", "cli"},
+    # Label Studio is one more front end on the engine
+    "labelstudio": {"errors", "io", "backends", "session", "jobs", "engine", "labelstudio"},
+    "cli": {"errors", "io", "backends", "session", "eval", "jobs", "engine", "app", "labelstudio", "cli"},
 }
 #: the package's own top-level modules: ``persam/__init__.py`` re-exports the session lazily
 TOP = {"__init__": {"session"}, "__main__": {"cli"}}

@@ -48,6 +48,9 @@ FLAGS = {
     "ray_batch_size": "--ray-batch-size",
     "ray": "--ray",
     "dtype": "--dtype",
+    "url": "--url",
+    "api_key": "--api-key",
+    "project": "--project",
 }
 
 

@@ -22,7 +22,7 @@ from persam.cli.common import (
     summary,
     warn,
 )
-from persam.errors import OptionsError, PersamError
+from persam.errors import OptionsError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -79,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
                 field="features",
             )
         return run_ray(args, ray)
-    from persam.io import find_images, load_image
-    from persam.session.features import dino_array, record_dino
+    from persam.io import find_images
+    from persam.jobs.indexing import encode_into
+    from persam.session.features import record_dino
 
     photos = [path.resolve() for path, _ in find_images(args.photos)]
     if not photos:
@@ -88,33 +89,20 @@ def run(args: argparse.Namespace) -> int:
     album = open_album(args.output)
     model = load_model(args)
     album.bind(model.backend)
-    todo = [p for p in photos if album.needs(p)]
-    damaged = report_damaged(album.damaged())
-    failed = 0
     try:
-        dino, fresh = dino_features(args, album, model, photos)
-        todo = photos if fresh else todo  # photos indexed before hold no DINOv2 features yet
-        for path in progress(todo, len(todo), "index"):
-            try:
-                pixels = load_image(path)
-                encoded = model.backend.encode(pixels)
-                if dino is not None:
-                    encoded.features["dinov2"] = dino_array(dino, pixels)
-            except PersamError as exc:
-                failed += 1
-                warn(f"skipped {path}: {exc}")
-                album.skip(path, str(exc))
-                continue
-            album.add(path, encoded, args.dtype)
+        dino, fresh = dino_features(args, album, model, photos)  # photos indexed before hold no DINOv2 features yet
+        done = encode_into(album, model, photos, args.dtype, dino=dino, everything=fresh, warn=warn, progress=progress)
+        damaged = report_damaged(album.damaged())
         if fresh:
             record_dino(album, dino)
         indexed = len(album.paths())
     finally:
         album.close()
+    failed = len(done.skipped)
     summary(
         args,
-        f"persam index: {args.output}: {indexed} photos indexed ({len(todo) - failed} encoded now, "
-        f"{len(photos) - len(todo)} unchanged, {failed} skipped)",
+        f"persam index: {args.output}: {indexed} photos indexed ({done.encoded} encoded now, "
+        f"{done.unchanged} unchanged, {failed} skipped)",
     )
     return 1 if failed or damaged else 0
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from persam import __version__
-from persam.cli import app, bench, dreambooth, index, mask, models, personalize, segment, video
+from persam.cli import app, bench, dreambooth, index, label_studio, mask, models, personalize, segment, video
 from persam.cli import eval as evaluate
 
 #: Exit statuses: bad input or options (argparse's own), a bug in persam (BSD's EX_SOFTWARE).
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"persam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (segment, personalize, mask, app, index, video, evaluate, bench, models, dreambooth):
+    for module in (segment, personalize, mask, app, index, video, evaluate, bench, models, dreambooth, label_studio):
         module.add_parser(sub)
     return parser
 

@@ -39,16 +39,28 @@ def reference_pairs(refs: References) -> tuple[list[Path], list[Path]]:
     return images, masks
 
 
-def learn(model, refs: References, method: MethodSpec):
-    """The concept learned from ``refs`` with ``method``'s options (``PersamModel.personalize``)."""
+def personalize_options(method: MethodSpec) -> dict:
+    """``PersamModel.personalize`` keywords of ``method``'s options (method, components, prior, parts)."""
     from persam.session.options import method_settings
 
-    options = {
+    return {
         "finetune": method.finetune,
         "settings": method_settings(method.without),
         "prior": method.prior,
         "parts": method.parts,
     }
+
+
+def learn_masks(model, photos: list, masks: list, method: MethodSpec):
+    """The concept learned from reference photos (pixels, files or encoded images) and their (H, W) masks,
+    nonzero = object, with ``method``'s options: for a front end that holds its references in memory
+    (Label Studio's annotations)."""
+    return model.personalize(list(photos), list(masks), **personalize_options(method))
+
+
+def learn(model, refs: References, method: MethodSpec):
+    """The concept learned from ``refs`` with ``method``'s options (``PersamModel.personalize``)."""
+    options = personalize_options(method)
     if refs.prompted:
         points = list(refs.points) or None
         concept = model.personalize(
