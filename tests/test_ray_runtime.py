@@ -1,7 +1,8 @@
 """``persam index --ray`` and ``persam segment --ray`` with no cluster given start their own local Ray runtime
 and stop it: the commands run as subprocesses (this test starts no Ray), and afterwards no process of their
 runtimes is left (the Ray workers that read and wrote the photos, their raylet, and every process that
-inherited the run's environment: gcs_server, agents); the masks equal a local run's.
+inherited the run's environment: gcs_server, agents); the masks equal a local run's. Ray's temporary folder
+holds the record of a cluster ``ray start`` left behind: ``--ray`` alone neither joins nor waits on it.
 
 Which processes were the runtime's: the hooks of ``tests/rayhooks`` log the pid and parent pid (the raylet)
 of every process that read a photo or wrote a mask, and the subprocess's environment carries a token of this
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -67,16 +70,20 @@ def left_behind(pids: set[int], token: str) -> list[str]:
         time.sleep(0.5)
 
 
-def run_command(args: list[str], hooks: Path, log: Path, token: str) -> tuple[subprocess.CompletedProcess, set]:
-    """``persam ARGS`` in a subprocess with the hooks on; (its result, the pids and parent pids it logged)."""
+def run_command(
+    args: list[str], hooks: Path, log: Path, token: str, temp: str
+) -> tuple[subprocess.CompletedProcess, set]:
+    """``persam ARGS`` in a subprocess with the hooks on and Ray's temporary folder ``temp``; (its result, the
+    pids and parent pids it logged)."""
     hooks.write_text(json.dumps({"log": str(log)}))
     env = {**os.environ, "PYTHONPATH": f"{HOOKS}{os.pathsep}{SRC}", "PERSAM_TEST_HOOKS": str(hooks), TOKEN: token}
+    env["RAY_TMPDIR"] = temp
     env.pop("RAY_ADDRESS", None)  # a cluster named here would be joined, not started
     proc = subprocess.Popen(
         [sys.executable, "-m", "persam", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        out, err = proc.communicate(timeout=300)
+        out, err = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:  # over time: stop it and what it started, and fail below
             proc.kill()
@@ -113,12 +120,26 @@ def test_commands_start_and_stop_their_own_runtime(album, tmp_path):
     )
 
     token = uuid.uuid4().hex
+    # Ray's temporary folder as ``ray start`` leaves it when its cluster is gone: a record of a dead cluster,
+    # which a plain ray.init() would join and wait on (a short path: Ray's sockets live under it)
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    (Path(temp) / "ray").mkdir()
+    (Path(temp) / "ray" / "ray_current_cluster").write_text("127.0.0.1:6399")
+    try:
+        check_commands(album, tmp_path, names, token, temp)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def check_commands(album: Path, tmp_path: Path, names: list[str], token: str, temp: str) -> None:
+    photos, concept = str(album / "photos"), str(album / "c.persam")
     store, out = tmp_path / "store", tmp_path / "out"
     index, pids = run_command(
         ["index", photos, "-o", str(store), "--dtype", "float32", "--ray", *MODEL],
         tmp_path / "hooks.json",
         tmp_path / "index.log",
         token,
+        temp,
     )
     assert index.returncode == 0, index.stderr
     assert f"{N} encoded now, 0 unchanged, 0 skipped, 0 failed" in index.stdout
@@ -132,6 +153,7 @@ def test_commands_start_and_stop_their_own_runtime(album, tmp_path):
         tmp_path / "hooks.json",
         tmp_path / "segment.log",
         token,
+        temp,
     )
     assert segment.returncode == 0, segment.stderr
     assert "on Ray with 1 worker(s)" in segment.stdout
@@ -142,7 +164,7 @@ def test_commands_start_and_stop_their_own_runtime(album, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and [e["input"] for e in manifest["inputs"]] == names
     assert [e["status"] for e in manifest["inputs"]] == ["written"] * N
-    a, b = masks(local / "out"), masks(out)
+    a, b = masks(tmp_path / "local" / "out"), masks(out)
     assert sorted(b) == [f"p{i}.png" for i in range(N)] and a.keys() == b.keys()
     assert all(a[k].any() for k in a)  # real masks, not two empty outputs
     assert min(mask_iou(a[k] > 0, b[k] > 0) for k in a) >= MIN_IOU
