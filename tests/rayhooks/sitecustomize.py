@@ -8,6 +8,8 @@ runs that share one runtime):
     {"log": FILE}        each ``persam.jobs.outputs.write_result`` call appends "write<TAB>pid<TAB>ppid<TAB>photo"
                          to FILE, each ``persam.session.store.read_bytes`` call "read<TAB>pid<TAB>ppid<TAB>photo"
                          (which process wrote which mask, how many times, and its parent: a Ray worker's raylet)
+    {"barrier": K}       with "log": each process's first write waits until K processes have written one
+                         (at most 120 s), so that K actors share the batches however fast the first starts
     {"fail_read": {"name": NAME, "marker": FILE}}
                          the first ``persam.session.store.read_bytes`` of a photo whose path ends with NAME
                          SIGKILLs its own process (FILE, created exclusively, holds its pid); later reads pass
@@ -23,6 +25,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 CONFIG = os.environ.get("PERSAM_TEST_HOOKS")
 
@@ -42,12 +45,32 @@ def _log(kind: str, path) -> None:
             f.write(f"{kind}\t{os.getpid()}\t{os.getppid()}\t{path}\n")
 
 
+_PASSED: list = []
+
+
+def _barrier() -> None:
+    """With ``"barrier": K``: a process's first write waits until K processes have written (at most 120 s)."""
+    config = _config()
+    wanted, log = config.get("barrier"), config.get("log")
+    if not wanted or not log or _PASSED:
+        return
+    _PASSED.append(True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with open(log) as f:
+            writers = {line.split("\t")[1] for line in f if line.startswith("write\t")}
+        if len(writers) >= wanted:
+            return
+        time.sleep(0.2)
+
+
 def _patch_outputs(module) -> None:
     real = module.write_result
 
     def write_result(root, path, *args, **kwargs):
         done = real(root, path, *args, **kwargs)
         _log("write", path)
+        _barrier()
         return done
 
     module.write_result = write_result
