@@ -3,10 +3,25 @@ between a local run and a Ray run."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+
+def ray_data_console_here() -> None:
+    """Point Ray Data's console log handler at the current ``sys.stderr``. The handler keeps the stream of
+    when it was made: made under an earlier test's ``capsys`` it writes to a closed stream, and each record
+    becomes a "--- Logging error ---" traceback in a later test's stderr (which one-line checks read)."""
+    import logging
+
+    import ray.data  # noqa: F401  (configures Ray Data's loggers)
+    from ray._private.log import PlainRayHandler
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, PlainRayHandler):
+            handler.stream = sys.stderr  # not setStream(): it flushes the old stream, which may be closed
 
 
 def stored_rows(store: Path) -> list[dict]:

@@ -25,7 +25,7 @@ from conftest import synthetic_photo
 from extras import require
 from persam.cli.main import main
 from persam.io.atomic import TEMP_NAME
-from raycheck import MIN_IOU, assert_close, mask_iou, masks, stored_rows
+from raycheck import MIN_IOU, assert_close, mask_iou, masks, ray_data_console_here, stored_rows
 
 ray = require("ray")
 pq = require("pyarrow.parquet")
@@ -61,6 +61,7 @@ def hooks(tmp_path_factory) -> Path:
             else:
                 os.environ[k] = v
     try:
+        ray_data_console_here()  # the session's stderr, not a closed capsys stream of an earlier module's test
         yield config
     finally:
         ray.shutdown()
