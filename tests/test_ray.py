@@ -16,9 +16,9 @@ from PIL import Image
 from conftest import synthetic_photo
 from extras import require
 from persam.cli.main import main
+from raycheck import MIN_IOU, assert_close, mask_iou, masks, stored_rows
 
 ray = require("ray")
-pq = require("pyarrow.parquet")
 
 MODEL = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
 PHOTOS = 24
@@ -82,60 +82,6 @@ def album(tmp_path_factory):
 
 def good_photos(album: Path) -> list[str]:
     return sorted(str(p.resolve()) for p in (album / "photos").rglob("*.png"))
-
-
-def stored_rows(store: Path) -> list[dict]:
-    """Every row of every part file, read with pyarrow directly."""
-    rows = []
-    for file in sorted(store.glob("*.parquet")):
-        rows += pq.read_table(file, columns=["path", "sha256", "status", "reason", "run"]).to_pylist()
-    return rows
-
-
-#: Local (torch's default threads) against Ray (one-thread actors): the same computation with sums in another
-#: order, so equal up to float rounding: masks IoU >= MIN_IOU, scores within SCORE_TOL, everything else equal.
-MIN_IOU = 0.999
-SCORE_TOL = 1e-4
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def assert_close(ray_side, local, where: str = "") -> None:
-    """Two JSON documents equal, floats within ``SCORE_TOL``; COCO RLE masks by IoU, their areas and boxes near."""
-    if isinstance(local, dict):
-        assert isinstance(ray_side, dict) and ray_side.keys() == local.keys(), where
-        if "counts" in local and "size" in local:  # a COCO RLE segmentation
-            from pycocotools import mask as rle
-
-            value = mask_iou(rle.decode(_rle(ray_side)) > 0, rle.decode(_rle(local)) > 0)
-            assert value >= MIN_IOU, f"{where}: IoU {value:.5f}"
-            return
-        for key in local:
-            if key in ("area", "bbox") and "segmentation" in local:  # follow the mask (within its IoU)
-                tol = (1 - MIN_IOU) * max(1.0, float(local["area"])) if key == "area" else 1.0
-                assert np.allclose(ray_side[key], local[key], rtol=0, atol=tol), f"{where}.{key}"
-                continue
-            assert_close(ray_side[key], local[key], f"{where}.{key}")
-    elif isinstance(local, list):
-        assert isinstance(ray_side, list) and len(ray_side) == len(local), where
-        for i, (x, y) in enumerate(zip(ray_side, local)):
-            assert_close(x, y, f"{where}[{i}]")
-    elif isinstance(local, float):
-        assert isinstance(ray_side, (int, float)) and abs(ray_side - local) <= SCORE_TOL, (where, ray_side, local)
-    else:
-        assert ray_side == local, (where, ray_side, local)
-
-
-def _rle(segmentation: dict) -> dict:
-    counts = segmentation["counts"]
-    return {"size": segmentation["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
-
-
-def masks(folder: Path) -> dict[str, np.ndarray]:
-    return {p.relative_to(folder).as_posix(): np.asarray(Image.open(p)) for p in sorted(folder.rglob("*.png"))}
 
 
 def test_ray_path_equals_local_path(album, ray_runtime, capsys):

@@ -18,6 +18,7 @@ from PIL import Image
 from conftest import synthetic_photo
 from extras import require
 from persam.cli.main import main
+from raycheck import ray_data_console_here
 
 require("pyarrow.parquet")
 
@@ -164,6 +165,7 @@ def test_ray_reports_a_damaged_part(album, tmp_path, capsys):
         num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False
     )
     try:
+        ray_data_console_here()  # not a closed stream of an earlier test's capsys
         store = tmp_path / "store"
         assert index(album, store) == 0  # one part file per photo (a Ray part holds a whole block)
         part = part_of(store, "p1.png")

@@ -53,14 +53,24 @@ def describe_model(spec: ModelSpec) -> tuple[str, str, object]:
 def connect(address: str | None) -> Iterator[None]:
     """Use the Ray runtime already started in this process, or start a local one (``address`` None; traffic
     on 127.0.0.1, no dashboard), or join the cluster at ``address`` (``auto``, ``ray://host:10001``).
-    A runtime started here is shut down on exit."""
+    A runtime started here is shut down on exit.
+
+    ``address="local"``: a plain ``ray.init()`` joins the cluster that ``ray start`` recorded in Ray's temporary
+    folder (``ray_current_cluster``), and waits on a dead one when that record is stale; ``--ray`` alone
+    promises a runtime of its own (tests/test_ray_runtime.py)."""
     import ray
 
     if ray.is_initialized():
         yield
         return
     if address is None:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            configure_logging=False,
+        )
     else:
         ray.init(address=address, log_to_driver=False)
     try:

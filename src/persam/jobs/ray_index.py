@@ -10,7 +10,8 @@
       -> write_parquet  new part files in the store (``persam.session.store``), rows encoded as every
                         store's (``persam.session.rows``): whatever named arrays the model's images have
 
-Failures: a read, decode or write task whose worker died is retried (Ray's default, 3 times); an encoder
+Failures: a read, decode or write task whose worker died is retried (Ray Data's default for its tasks:
+``max_retries=-1``, without limit; tests/test_ray_faults.py kills one); an encoder
 actor whose process dies is restarted and its batch retried (``ray_common.pool_args``); rows reach the store
 only through completed write tasks, so nothing is stored twice. The counts (encoded now, unchanged, skipped,
 failed) are read back from the store afterwards, so they count what was stored, not what was attempted.
