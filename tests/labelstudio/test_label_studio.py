@@ -1,4 +1,4 @@
-"""persam inside a real Label Studio server (``conftest.label_studio``): pre-annotation through its API,
+"""persam inside a real Label Studio server (``ls_fixtures.label_studio``): pre-annotation through its API,
 and the ML backend it connects to.
 
 - ``persam label-studio annotate``: the predictions read back through the API and decoded by the SDK
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ls_fixtures import cat_photos, label_studio  # fixtures
 from ls_server import decode, free_port, http_error, iou, stop, wait_for
 from PIL import Image
 

@@ -1,4 +1,5 @@
-"""Fixtures of the Label Studio tests: a real server for the session (``ls_server``), the sample photos."""
+"""Fixtures of the Label Studio tests, imported by the test modules (not a conftest: the root `conftest`
+module name is taken): a real server for the session (``ls_server``), the sample photos."""
 
 from __future__ import annotations
 
