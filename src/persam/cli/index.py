@@ -52,6 +52,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also store each photo's DINOv2 patch features, so segment --prior matcher --index runs no encoder",
     )
+    p.add_argument(
+        "--encode",
+        choices=["throughput", "latency"],
+        default="throughput",
+        help="throughput: the runtime's throughput mode where it has one (OpenVINO: several streams, one photo "
+        "each; photos read while others encode; at most 2 x streams photos held); latency: one photo at a "
+        "time with every thread; the embeddings are the same",
+    )
     add_model_options(p)
     add_ray_options(p)
     add_quiet_option(p)
@@ -79,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
                 field="features",
             )
         return run_ray(args, ray)
+    from persam.backends.throughput import encode_in_order
     from persam.io import find_images, load_image
     from persam.session.features import dino_array, record_dino
 
@@ -94,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         dino, fresh = dino_features(args, album, model, photos)
         todo = photos if fresh else todo  # photos indexed before hold no DINOv2 features yet
-        for path in progress(todo, len(todo), "index"):
+        encoded_photos = encode_in_order(model.backend, todo, load_image, args.encode)
+        for path, pixels, encoded in progress(encoded_photos, len(todo), "index"):
             try:
-                pixels = load_image(path)
-                encoded = model.backend.encode(pixels)
+                if isinstance(encoded, Exception):
+                    raise encoded
                 if dino is not None:
                     encoded.features["dinov2"] = dino_array(dino, pixels)
             except PersamError as exc:
