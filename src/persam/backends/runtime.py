@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +130,7 @@ class RuntimeEncoder:
         """(1, 3, S, S) input (any float dtype, any layout, CPU) -> the output(s), float32 row-major."""
         return _outputs(self._run, x)
 
-    def throughput(self) -> tuple[Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]], int] | None:
+    def throughput(self) -> tuple[RuntimeEncoder, int] | None:
         """The runtime's throughput mode, if it has one (OpenVINO: ``PERFORMANCE_HINT: THROUGHPUT``): an
         encoder like this one, to be called from several threads at once, and how many photos it
         encodes at once; None where the runtime has none (ONNX Runtime)."""
@@ -138,7 +138,7 @@ class RuntimeEncoder:
         if make is None:
             return None
         run, streams = make()
-        return (lambda x: _outputs(run, x)), streams
+        return replace(self, _run=run), streams
 
 
 def _outputs(run: Callable[[np.ndarray], list[np.ndarray]], x: torch.Tensor):
