@@ -20,7 +20,7 @@ Finish = Callable[[], Any]
 
 def default_batch(device) -> int:
     """Photos decoded together by default: 1 (photo by photo). On a CPU, decoding several photos at once
-    was measured slower per photo than one at a time (``benchmarks/album_throughput.py``: the cells of
+    was measured slower per photo than one at a time (``benchmarks/decoder_batch.py``: the cells of
     several photos, 4 MiB each per tensor, leave the cache, while one photo's shared cells stay in it);
     on a GPU, where one call's overhead weighs more, ``--batch`` is for the user to try (not measured
     on persam's machines yet)."""
