@@ -70,7 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         metavar="N",
         help="photos decoded together by each worker, each PerSAM stage one decoder call over them "
-        "(default 1: photo by photo, measured faster on a CPU; larger groups are for GPUs); at most "
+        "(default 1: photo by photo; no gain from groups shown on a CPU, they are for GPUs); at most "
         "2 x workers x N photos are held in memory (about 7 MiB each at 1024 px); masks equal photo by "
         "photo within float rounding (IoU >= 0.999)",
     )

@@ -19,11 +19,10 @@ Finish = Callable[[], Any]
 
 
 def default_batch(device) -> int:
-    """Photos decoded together by default: 1 (photo by photo). On a CPU, decoding several photos at once
-    was measured slower per photo than one at a time (``benchmarks/decoder_batch.py``: the cells of
-    several photos, 4 MiB each per tensor, leave the cache, while one photo's shared cells stay in it);
-    on a GPU, where one call's overhead weighs more, ``--batch`` is for the user to try (not measured
-    on persam's machines yet)."""
+    """Photos decoded together by default: 1 (photo by photo), so that a photo redone by a resumed run is
+    bit-identical to its first run and Ctrl-C finishes only the photo being segmented; on a CPU no gain
+    from groups was shown (``benchmarks/decoder_batch.py``: slower per photo in two runs, faster in one,
+    on a loaded 2-core machine). ``--batch`` is for the user to try, on a GPU above all (not measured)."""
     del device
     return 1
 
