@@ -268,18 +268,21 @@ class Backend:
         return ImageGeometry.for_image(original_hw, self.preprocessing.input_size, self.grid_hw)
 
     @torch.inference_mode()
-    def encode(self, image: np.ndarray) -> EncodedImage:
+    def encode(self, image: np.ndarray, runtime: Callable | None = None) -> EncodedImage:
         """Run the image encoder once.
 
         Args:
             image: (H, W, 3) uint8 RGB array.
+            runtime: the runtime encoder to run instead of ``runtime_encoder`` (its throughput mode,
+                ``persam.backends.throughput``), or None.
 
         Returns:
             The (1, C, h, w) float32 embedding with the image geometry.
         """
         x = self.preprocessing.to_tensor(image, self.device)
-        if self.runtime_encoder is not None:
-            embedding = self.runtime_encoder(x)
+        runtime = runtime or self.runtime_encoder
+        if runtime is not None:
+            embedding = runtime(x)
         else:
             # The encoder's weights are already in the working precision
             # (``persam.backends.optimize``), so no autocast here.

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -128,9 +128,23 @@ class RuntimeEncoder:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """(1, 3, S, S) input (any float dtype, any layout, CPU) -> the output(s), float32 row-major."""
-        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        outputs = tuple(torch.from_numpy(out) for out in self._run(array))
-        return outputs[0] if len(outputs) == 1 else outputs
+        return _outputs(self._run, x)
+
+    def throughput(self) -> tuple[RuntimeEncoder, int] | None:
+        """The runtime's throughput mode, if it has one (OpenVINO: ``PERFORMANCE_HINT: THROUGHPUT``): an
+        encoder like this one, to be called from several threads at once, and how many photos it
+        encodes at once; None where the runtime has none (ONNX Runtime)."""
+        make = getattr(self._run, "throughput", None)
+        if make is None:
+            return None
+        run, streams = make()
+        return replace(self, _run=run), streams
+
+
+def _outputs(run: Callable[[np.ndarray], list[np.ndarray]], x: torch.Tensor):
+    array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+    outputs = tuple(torch.from_numpy(out) for out in run(array))
+    return outputs[0] if len(outputs) == 1 else outputs
 
 
 def _import_check(impl: Runtime) -> None:

@@ -91,11 +91,12 @@ class Sam2Backend(Backend):
         return ImageGeometry.for_image(original_hw, self.preprocessing.input_size, self.grid_hw, resize="square")
 
     @torch.inference_mode()
-    def encode(self, image: np.ndarray) -> EncodedImage:
+    def encode(self, image: np.ndarray, runtime: Callable | None = None) -> EncodedImage:
         """Encode as ``SAM2ImagePredictor.set_image`` does.
 
         Args:
             image: (H, W, 3) uint8 RGB array.
+            runtime: the runtime encoder to run instead of ``runtime_encoder``, or None (``Backend.encode``).
 
         Returns:
             (1, C, h, w) embedding with ``no_mem_embed`` added, the square
@@ -103,7 +104,7 @@ class Sam2Backend(Backend):
             three maps, from PyTorch or from ``runtime_encoder``).
         """
         x = self.transforms(image)[None].to(self.device)
-        encoder = self.runtime_encoder if self.runtime_encoder is not None else self.image_encoder
+        encoder = runtime or self.runtime_encoder or self.image_encoder
         s0, s1, embedding = (f.float().contiguous() for f in encoder(x))
         self.encoder_calls += 1
         return EncodedImage(embedding=embedding, geometry=self.geometry(image.shape[:2]), high_res_features=(s0, s1))

@@ -35,6 +35,7 @@ FLAGS = {
     "format": "--format",
     "overlay": "--overlay",
     "workers": "--workers",
+    "batch": "--batch",
     "overwrite": "--overwrite",
     "concept": "--concept",
     "index": "--index",

@@ -52,6 +52,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also store each photo's DINOv2 patch features, so segment --prior matcher --index runs no encoder",
     )
+    p.add_argument(
+        "--encode",
+        choices=["throughput", "latency"],
+        default=None,
+        help="throughput (default): the runtime's throughput mode where it has one (OpenVINO: several "
+        "streams, one photo each; photos read while others encode; at most 2 x streams photos held); "
+        "latency: one photo at a time with every thread; the embeddings are the same; not with --ray",
+    )
     add_model_options(p)
     add_ray_options(p)
     add_quiet_option(p)
@@ -72,6 +80,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_output_file(args.output)
     if ray is not None:
+        if args.encode is not None:
+            raise OptionsError(
+                "--encode chooses the local encoder's mode; on Ray each actor encodes its photos in turn: "
+                "leave --encode out with --ray",
+                field="encode",
+            )
         if args.features is not None or holds_dino(args.output):
             raise OptionsError(
                 "DINOv2 features (--features, or a store that holds them) are not indexed with --ray yet; "
@@ -91,7 +105,17 @@ def run(args: argparse.Namespace) -> int:
     album.bind(model.backend)
     try:
         dino, fresh = dino_features(args, album, model, photos)  # photos indexed before hold no DINOv2 features yet
-        done = encode_into(album, model, photos, args.dtype, dino=dino, everything=fresh, warn=warn, progress=progress)
+        done = encode_into(
+            album,
+            model,
+            photos,
+            args.dtype,
+            dino=dino,
+            everything=fresh,
+            warn=warn,
+            progress=progress,
+            mode=args.encode or "throughput",
+        )
         damaged = report_damaged(album.damaged())
         if fresh:
             record_dino(album, dino)

@@ -66,6 +66,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "scores may differ from --workers 1 in the 5th decimal",
     )
     p.add_argument(
+        "--batch",
+        type=int,
+        metavar="N",
+        help="photos decoded together by each worker, each PerSAM stage one decoder call over them "
+        "(default 1: photo by photo; no gain from groups shown on a CPU, they are for GPUs); at most "
+        "2 x workers x N photos are held in memory (about 7 MiB each at 1024 px); masks equal photo by "
+        "photo within float rounding (IoU >= 0.999)",
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="segment every photo again (default: skip those a previous run with the same settings wrote to OUT)",
@@ -86,7 +95,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         index=args.index,
         method=method_from_args(args),
         model=model_spec(args),
-        executor=ExecutorSpec(workers=args.workers, ray=ray),
+        executor=ExecutorSpec(workers=args.workers, batch=args.batch, ray=ray),
         max_pixels=args.max_pixels,
         quiet=args.quiet,
     )

@@ -181,11 +181,15 @@ def check_executor(spec: JobSpec) -> None:
     executor: ExecutorSpec = spec.executor
     if executor.workers is not None and executor.workers < 1:
         raise OptionsError(f"workers must be at least 1, got {executor.workers}", field="workers")
+    if executor.batch is not None and executor.batch < 1:
+        raise OptionsError(f"batch must be at least 1 photo, got {executor.batch}", field="batch")
     ray = executor.ray
     if ray is None:
         return
     if executor.workers is not None:
         raise OptionsError("local workers have no effect on Ray (its pool size is the Ray workers)", field="workers")
+    if executor.batch is not None:
+        raise OptionsError("--batch is the local executor's; on Ray use --ray-batch-size", field="batch")
     check_ray(ray)
     if spec.index is None:
         raise OptionsError(

@@ -1,10 +1,13 @@
-"""The in-process executor: photos read here, segmented and written ``workers`` at a time in threads.
+"""The in-process executor: photos read here, segmented ``workers`` groups at a time in threads, written behind.
 
-Photos are read (or their stored embedding fetched) in input order by the caller's thread and handed to
-a thread pool that segments and writes them; results are recorded in input order, with at most
-``2 x workers`` photos ahead. torch's threads are shared out among the workers meanwhile. Matrix products
-summed over a different number of threads round differently, so scores may differ from a one-worker run
-in the last digits (masks agree to IoU >= 0.999, scores within 1e-4).
+Photos are read (or their stored embedding fetched) in input order by the caller's thread and gathered
+into groups of ``batch`` (``persam.engine.batches``); a thread pool segments each group at once (the
+decoder batched across its photos) and a writer thread writes each photo's files behind it; results
+are recorded in input order, with at most ``2 x workers x batch`` photos ahead (``ahead``: the bound of
+the photos held in memory, about 7 MiB each for a 1024-px photo with SAM's fp32 embedding). torch's
+threads are shared out among the workers meanwhile. Matrix products summed over a different number of
+threads, or over a group of photos instead of one, round differently, so scores may differ from a
+one-worker, one-photo run in the last digits (masks agree to IoU >= 0.999, scores within 1e-4).
 
 A photo the user can fix (``PersamError``) is listed as skipped with the reason; any other exception is a
 bug: the photo is listed as failed, its traceback kept, and the others still written. On Ctrl-C
@@ -18,9 +21,10 @@ import contextlib
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from persam.engine.batches import Batcher, Finish, default_batch
 from persam.engine.interrupt import Stopped, stop_on_ctrl_c
 from persam.engine.job import Job, JobResult, Source, failed
 from persam.errors import PersamError
@@ -57,6 +61,24 @@ def worker_threads(workers: int) -> Iterator[ThreadPoolExecutor]:
         torch.set_num_threads(threads)
 
 
+def ahead(workers: int, batch: int) -> int:
+    """Photos read ahead of the one being recorded: two groups per worker (each group needs all of its
+    photos read before it starts). The bound of the photos held at once (pixels and embeddings)."""
+    return 2 * workers * batch
+
+
+@contextlib.contextmanager
+def writer_threads(writers: int = 1) -> Iterator[ThreadPoolExecutor]:
+    """The pool that writes segmented photos' files behind the workers. Entered before the workers' pool,
+    it closes after it: on an error or Ctrl-C every photo segmented by then is still written (and
+    recorded), as a photo being segmented is finished."""
+    pool = ThreadPoolExecutor(max_workers=writers)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True)
+
+
 def _ordered(items: Iterator[Item], ahead: int, window: deque) -> Iterator[Item]:
     """``items`` in order, with at most ``ahead`` submitted before they are consumed (held in ``window``,
     which the caller reads after an interruption)."""
@@ -89,31 +111,53 @@ def run_local(job: Job) -> JobResult:
     method = spec.method
     model = job.concept.model
     workers = spec.executor.workers or default_workers(model.backend.device)
+    batch = spec.executor.batch or default_batch(model.backend.device)
     stop = threading.Event()
     reused = 0
     pacer = Pacer(lambda: job.save(complete=False))
 
-    def segment(source: Source, pixels, image, sha: str | None) -> Done:
-        if stop.is_set():
-            raise Stopped
-        try:
-            written, results = dispatch.segment_photo(job.concept, image, method.max_instances, method.absent)
-            done = write_result(outputs.root, source.name, source.stem, pixels, written, results, outputs.options)
-        except PersamError as exc:
+    def listed(source: Source, exc: Exception) -> Done:
+        if isinstance(exc, PersamError):
             return Done.skipped(source.name, exc)
-        except Exception as exc:  # a bug: the photo is listed as failed, the batch goes on
-            done, text = failed(source.name, exc)
-            job.tracebacks.append(text)
-            return done
-        done.entry["sha256"] = sha
-        done.entry[SPEC_KEY] = job.key
+        done, text = failed(source.name, exc)  # a bug: the photo is listed as failed, the batch goes on
+        job.tracebacks.append(text)
         return done
 
-    def submitted(pool: ThreadPoolExecutor) -> Iterator[Item]:
+    def writing(source: Source, pixels, sha: str | None, found) -> Finish:
+        def finish() -> Done:
+            try:
+                done = write_result(outputs.root, source.name, source.stem, pixels, *found, outputs.options)
+            except Exception as exc:
+                return listed(source, exc)
+            done.entry["sha256"] = sha
+            done.entry[SPEC_KEY] = job.key
+            return done
+
+        return finish
+
+    def segment(group: Sequence[tuple]) -> list[Finish]:
+        """A group's photos decoded together; if a photo's own error stops the group, each photo alone."""
+        if stop.is_set():
+            raise Stopped
+        images = [image for _, _, image, _ in group]
+        options = (method.max_instances, method.absent)
+        try:
+            if len(images) == 1:
+                found = [dispatch.segment_photo(job.concept, images[0], *options)]
+            else:
+                found = dispatch.segment_photos(job.concept, images, *options)
+        except Exception as exc:
+            if len(group) > 1:
+                return [finish for one in group for finish in segment([one])]
+            done = listed(group[0][0], exc)
+            return [lambda: done]
+        return [writing(source, pixels, sha, f) for (source, pixels, _, sha), f in zip(group, found)]
+
+    def submitted(batcher: Batcher) -> Iterator[Item]:
         nonlocal reused
         for source in job.sources:
             if stop.is_set():
-                return
+                break  # the group gathered so far still starts (and stops at once: its photos say Stopped)
             try:
                 # indexed photos need only their embedding: their bytes are hashed when they are at hand
                 sha = file_sha256(source.path) if album is None or source.path.is_file() else None
@@ -134,7 +178,8 @@ def run_local(job: Job) -> JobResult:
                 job.tracebacks.append(text)
                 yield None, done
                 continue
-            yield pool.submit(segment, source, pixels, image, sha), None
+            yield batcher.add(source, pixels, image, sha), None
+        batcher.flush()
 
     def add(done: Done) -> None:
         status = done.entry["status"]
@@ -146,8 +191,9 @@ def run_local(job: Job) -> JobResult:
     window: deque = deque()
     current: list[Item] = []  # the item being waited for, while it is
     try:
-        with stop_on_ctrl_c(stop), worker_threads(workers) as pool:
-            items = _ordered(submitted(pool), 2 * workers, window)
+        with stop_on_ctrl_c(stop), writer_threads() as writers, worker_threads(workers) as pool:
+            batcher = Batcher(pool, writers, segment, batch)
+            items = _ordered(submitted(batcher), ahead(workers, batch), window)
             for item in job.progress(items, len(job.sources), "segment"):
                 current[:] = [item]
                 done = _result(item)

@@ -130,10 +130,12 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class ExecutorSpec:
-    """Where the photos are segmented: in this process (``workers`` photos at a time; None = 2 on a CPU
-    with 2+ cores, else 1), or on Ray (``ray``)."""
+    """Where the photos are segmented: in this process (``workers`` groups at a time; None = 2 on a CPU
+    with 2+ cores, else 1; each group ``batch`` photos decoded together, None = ``persam.engine.batches.
+    default_batch``), or on Ray (``ray``)."""
 
     workers: int | None = None
+    batch: int | None = None
     ray: RayOptions | None = None
 
 

@@ -42,6 +42,7 @@ def encode_into(
     everything: bool = False,
     warn: Callable[[str], None] = lambda line: None,
     progress: Callable = _plain,
+    mode: str = "throughput",
 ) -> Encoded:
     """Encode the ``photos`` that ``album`` needs (all of them with ``everything``) and store them.
 
@@ -54,7 +55,10 @@ def encode_into(
         everything: encode every photo, needed or not (an index gaining DINOv2 features).
         warn: one line per photo skipped.
         progress: wraps the photos encoded (a progress bar).
+        mode: "throughput" (the runtime's throughput mode where it has one) or "latency"
+            (``persam.backends.throughput.encode_in_order``).
     """
+    from persam.backends.throughput import encode_in_order
     from persam.errors import PersamError
     from persam.io import load_image
     from persam.session.features import dino_array
@@ -62,10 +66,11 @@ def encode_into(
     needed = [p for p in photos if album.needs(p)]  # also finds (and lists) damaged entries
     todo = list(photos) if everything else needed
     skipped = []
-    for path in progress(todo, len(todo), "index"):
+    encoded_photos = encode_in_order(model.backend, todo, load_image, mode)
+    for path, pixels, encoded in progress(encoded_photos, len(todo), "index"):
         try:
-            pixels = load_image(path)
-            encoded = model.backend.encode(pixels)
+            if isinstance(encoded, Exception):
+                raise encoded  # a PersamError is the photo's own (skipped); any other is a bug
             if dino is not None:
                 encoded.features["dinov2"] = dino_array(dino, pixels)
         except PersamError as exc:

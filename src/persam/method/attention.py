@@ -25,6 +25,19 @@ def shared(x: torch.Tensor) -> bool:
     return x.shape[0] == 1 or x.stride(0) == 0
 
 
+def second_softmax(attn: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """PerSAM's ``softmax(A + G)`` over the last axis of the softmax-ed attention ``attn``.
+
+    Args:
+        attn: (B, ..., N) attention rows over N image cells.
+        bias: (N,) one bias for every row, or (B, N) one per batch element
+            (photos decoded together, ``persam.method.decoder.decode_many``).
+    """
+    if bias.dim() == 2:
+        bias = bias.reshape(bias.shape[0], *([1] * (attn.dim() - 2)), bias.shape[1])
+    return torch.softmax(attn + bias.to(attn.dtype), dim=-1)
+
+
 def token_to_image(
     module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
@@ -35,7 +48,8 @@ def token_to_image(
         q: (B, T, C) token queries. k: (B, N, C) cell keys. v: (B, N, C) cell
             values; when both are one tensor expanded over the batch, the
             batch's token rows share one product with them.
-        bias: (N,) PerSAM's attention bias (second softmax), or None.
+        bias: (N,) PerSAM's attention bias (second softmax), (B, N) one per
+            batch element (not with shared cells), or None.
 
     Returns:
         (B, T, C), as ``module(q=q, k=k, v=v)`` when ``bias`` is None.
@@ -49,12 +63,12 @@ def token_to_image(
     if shared(k) and shared(v):
         attn = torch.softmax(torch.mm(qk.reshape(b * heads * t, c), k[0].T), dim=-1)  # (B*H*T, N)
         if bias is not None:
-            attn = torch.softmax(attn + bias, dim=-1)
+            attn = second_softmax(attn, bias.reshape(-1, attn.shape[-1])[0])  # one image: one bias
         ax = torch.mm(attn, v[0]).view(b, heads, t, c)
     else:
         attn = torch.softmax(torch.bmm(qk, k.transpose(1, 2)), dim=-1)  # (B, H*T, N)
         if bias is not None:
-            attn = torch.softmax(attn + bias, dim=-1)
+            attn = second_softmax(attn, bias)
         ax = torch.bmm(attn, v).view(b, heads, t, c)  # (B, H, T, C)
     wv = module.v_proj.weight.view(heads, d, c)
     out = torch.matmul(ax, wv.transpose(1, 2)) + module.v_proj.bias.view(heads, 1, d)

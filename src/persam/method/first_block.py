@@ -49,7 +49,8 @@ class FirstBlock:
     """One image's cells for the decoder, and optionally its first block's prompt-independent products.
 
     Attributes:
-        image: (1, N, C) image embedding cells, row-major over the (h, w) grid.
+        image: (1, N, C) image embedding cells, row-major over the (h, w) grid; (B, N, C) for a
+            batch of B photos (``persam.method.decoder.decode_many``), one per prompt, never projected.
         key_pe: (1, N, C) positional encoding of the cells.
         grid_hw: (h, w).
         keys: (H, N, d) ``(image + pe) W_k,h^T`` of the token-to-image attention (its key
@@ -77,13 +78,14 @@ class FirstBlock:
 
 
 def first_block(image_embeddings: torch.Tensor, key_pe: torch.Tensor) -> FirstBlock:
-    """An image's cells, without the first block's products.
+    """An image's cells (or a batch of images' cells, one per prompt), without the first block's products.
 
     Args:
-        image_embeddings: (1, C, h, w). key_pe: (1, h*w, C) (``Backend.dense_pe_cells``).
+        image_embeddings: (1, C, h, w), or (B, C, h, w) for B photos decoded together (never projected).
+        key_pe: (1, h*w, C) (``Backend.dense_pe_cells``).
     """
-    _, c, h, w = image_embeddings.shape
-    image = image_embeddings.permute(0, 2, 3, 1).reshape(1, h * w, c).contiguous()
+    b, c, h, w = image_embeddings.shape
+    image = image_embeddings.permute(0, 2, 3, 1).reshape(b, h * w, c).contiguous()
     return FirstBlock(image=image, key_pe=key_pe, grid_hw=(h, w))
 
 

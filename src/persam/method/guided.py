@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from persam.method import factored
+from persam.method.attention import second_softmax
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class Guidance:
     """PerSAM's additions to the decoder.
 
     Attributes:
-        attention_bias: (h*w,) bias ``G`` for token-to-image attention, or None.
+        attention_bias: (h*w,) bias ``G`` for token-to-image attention, (B, h*w) one per
+            image of a batch of images (``persam.method.decoder.decode_many``), or None.
         target_embedding: (C,) target embedding ``T`` for the tokens, or None.
     """
 
@@ -58,7 +60,7 @@ def attention(
     Args:
         module: the decoder's ``Attention`` (q/k/v/out projections, heads).
         q: (B, Nq, C) queries. k: (B, Nk, C) keys. v: (B, Nk, C) values.
-        bias: (Nk,) added to the softmax-ed attention before a second softmax.
+        bias: (Nk,) added to the softmax-ed attention before a second softmax; (B, Nk) one per batch element.
 
     Returns:
         (B, Nq, C) attention output (eval mode: no dropout).
@@ -68,7 +70,7 @@ def attention(
     vh = module._separate_heads(module.v_proj(v), module.num_heads)
     attn = torch.softmax(qh @ kh.transpose(-2, -1) / math.sqrt(qh.shape[-1]), dim=-1)
     if bias is not None:
-        attn = torch.softmax(attn + bias.to(attn.dtype), dim=-1)
+        attn = second_softmax(attn, bias)
     return module.out_proj(module._recombine_heads(attn @ vh))
 
 

@@ -1,4 +1,4 @@
-"""PerSAM-F on an encoded image (section 3.5): prompt, weighted three-scale mask, refinement.
+"""PerSAM-F on an encoded image or several at once (section 3.5): prompt, weighted three-scale mask, refinement.
 
 The two weights are fitted by ``persam.method.fit`` on the decoder's three
 maps of the reference(s) (``fit_problems`` runs the decoder for them, one
@@ -19,7 +19,7 @@ import torch
 
 from persam.backends.base import Backend, EncodedImage
 from persam.errors import OptionsError
-from persam.method.decoder import DecoderOutput, Prompt, PromptRecord, decode, decode_many
+from persam.method.decoder import DecoderOutput, Prompt, PromptRecord, decode_many
 from persam.method.fit import FitProblem, auto_block, pool_problem
 from persam.method.prior import Box, positive_point
 from persam.method.refine import MethodOutput, refine
@@ -110,6 +110,39 @@ def weighted_start(
     return start, box
 
 
+def segment_persam_f_photos(
+    backend: Backend,
+    encoded: Sequence[EncodedImage],
+    target: TargetFeatures,
+    weights: torch.Tensor,
+    settings: PersamSettings | None = None,
+    sims: Sequence[torch.Tensor | None] | None = None,
+) -> list[MethodOutput]:
+    """PerSAM-F on several photos at once: one three-scale decoder call, the weighted masks, the cascade.
+
+    Args:
+        settings: only ``refinement`` applies (``check_settings``); without
+            it the result is the weighted mask itself (its logits > 0).
+        sims: each photo's (h, w) similarity map to take the point from instead of the concept's own
+            (None, or a None entry: the concept's).
+
+    Returns:
+        One output per photo, in order; each equals ``segment_persam_f`` on that photo alone up to float
+        rounding.
+    """
+    settings = settings or PersamSettings()
+    check_settings(settings)
+    images = list(encoded)
+    given = list(sims) if sims is not None else [None] * len(images)
+    prompts = [point_prompt(e, target, s) for e, s in zip(images, given)]
+    outs = decode_many(backend, images, prompts, multimask=True)
+    started = [weighted_start(out, weights, prompt, e) for out, prompt, e in zip(outs, prompts, images)]
+    starts = [start for start, _ in started]
+    if not settings.refinement:
+        return starts
+    return refine(backend, images, starts, [box for _, box in started], box_first=True)
+
+
 def segment_persam_f(
     backend: Backend,
     encoded: EncodedImage,
@@ -118,17 +151,12 @@ def segment_persam_f(
     settings: PersamSettings | None = None,
     sim: torch.Tensor | None = None,
 ) -> MethodOutput:
-    """PerSAM-F on one image: weighted three-scale mask, then (unless switched off) the refinement cascade.
+    """PerSAM-F on one image (``segment_persam_f_photos`` of one): weighted three-scale mask, then (unless
+    switched off) the refinement cascade.
 
     Args:
         settings: only ``refinement`` applies (``check_settings``); without
             it the result is the weighted mask itself (its logits > 0).
         sim: (h, w) similarity map to take the point from instead of the concept's own.
     """
-    settings = settings or PersamSettings()
-    check_settings(settings)
-    prompt = point_prompt(encoded, target, sim)
-    start, box = weighted_start(decode(backend, encoded, prompt, multimask=True), weights, prompt, encoded)
-    if not settings.refinement:
-        return start
-    return refine(backend, encoded, [start], [box], box_first=True)[0]
+    return segment_persam_f_photos(backend, [encoded], target, weights, settings, [sim])[0]

@@ -1,6 +1,7 @@
-"""Cascaded post-refinement (PerSAM section 3.4), batched over prompts on one image.
+"""Cascaded post-refinement (PerSAM section 3.4), batched over prompts on one image or over photos.
 
-Every path ends with it: PerSAM and PerSAM-F on a photo (one prompt), the
+Every path ends with it: PerSAM and PerSAM-F on a photo (one prompt) or on
+several photos at once (one prompt each, one decoder call per pass), the
 video protocol (one prompt per object). Two multi-mask passes, each keeping
 the mask with the highest predicted IoU:
 
@@ -63,7 +64,7 @@ def _prompt(out: MethodOutput, box: Box | None) -> Prompt:
 
 def refine(
     backend: Backend,
-    encoded: EncodedImage,
+    encoded: EncodedImage | Sequence[EncodedImage],
     starts: Sequence[MethodOutput],
     boxes: Sequence[Box | None],
     box_first: bool,
@@ -72,7 +73,7 @@ def refine(
 
     Args:
         backend: the frozen model.
-        encoded: the image.
+        encoded: the image of every start, or one image per start (photos refined together).
         starts: each object's mask before refinement, with its points and the prompts so far.
         boxes: each start's box for pass 1 (used only with ``box_first``).
         box_first: pass 1 carries a box (PerSAM-F) or not (PerSAM).
@@ -80,7 +81,8 @@ def refine(
     Returns:
         The refined outputs, in the order of ``starts``.
     """
-    op = logits_operator(encoded.geometry)
+    images = list(encoded) if isinstance(encoded, Sequence) else [encoded] * len(starts)
+    ops = [logits_operator(e.geometry) for e in images]
     current = [
         MethodOutput(
             s.low_res_logits,
@@ -108,7 +110,8 @@ def refine(
                 continue
             active.append(i)
         prompts = [_prompt(current[i], box[i] if with_box else None) for i in active]
-        for i, prompt, dec in zip(active, prompts, decode_many(backend, encoded, prompts, multimask=True)):
+        shown = [images[i] for i in active] if isinstance(encoded, Sequence) else encoded
+        for i, prompt, dec in zip(active, prompts, decode_many(backend, shown, prompts, multimask=True)):
             logits, score = dec.best()
             used = box[i] if with_box else None
             current[i] = MethodOutput(
@@ -121,5 +124,5 @@ def refine(
                 current[i].prompts + [PromptRecord.of(prompt)],
                 dec.object_score,
             )
-            box[i] = op.positive_box(logits)
+            box[i] = ops[i].positive_box(logits)
     return current

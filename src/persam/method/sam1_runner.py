@@ -37,11 +37,14 @@ def guided_predict_masks(
     """``MaskDecoder.predict_masks`` re-run from its submodules with ``guidance``.
 
     Shapes as the official method: embeddings (1, C, h, w), sparse (B, N, C),
-    dense (B, C, h, w) -> masks (B, 4, 4h, 4w), iou (B, 4).
+    dense (B, C, h, w) -> masks (B, 4, 4h, 4w), iou (B, 4); or embeddings
+    (B, C, h, w), one image per prompt (photos decoded together).
     """
     out_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     tokens = torch.cat([out_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
-    src = torch.repeat_interleave(image_embeddings, tokens.shape[0], dim=0) + dense
+    if image_embeddings.shape[0] == 1:
+        image_embeddings = torch.repeat_interleave(image_embeddings, tokens.shape[0], dim=0)
+    src = image_embeddings + dense
     pos = torch.repeat_interleave(image_pe, tokens.shape[0], dim=0)
     b, c, h, w = src.shape
     hs, keys = guided_transformer(decoder.transformer, src, pos, tokens, guidance)
@@ -66,7 +69,8 @@ def _fast(
     first = encoded.derived(FIRST_BLOCK, lambda emb: first_block.first_block(emb, backend.dense_pe_cells()))
     given = points[0] if points is not None else boxes if boxes is not None else masks
     batch = 1 if given is None else given.shape[0]
-    if not first.projected and batch >= PROJECT_FROM_BATCH:  # kept for the image's later passes
+    one_image = first.image.shape[0] == 1  # else a batch of photos, one per prompt
+    if one_image and not first.projected and batch >= PROJECT_FROM_BATCH:  # kept for the image's later passes
         first = encoded.derived(FIRST_BLOCK, lambda emb: first_block.project_first_block(decoder, first), replace=True)
     if masks is None:
         sparse, _ = encoder(points=points, boxes=boxes, masks=None)
@@ -110,7 +114,7 @@ def predict_sam1(
     if dense.shape[0] != sparse.shape[0]:  # no mask prompt: one broadcast dense embedding
         dense = dense.expand(sparse.shape[0], -1, -1, -1)
     args = (encoded.embedding, backend.dense_pe(), sparse, dense)
-    if guidance.active:
+    if guidance.active or encoded.embedding.shape[0] > 1:  # the official method repeats one image only
         logits, iou = guided_predict_masks(decoder, *args, guidance)
     else:
         logits, iou = decoder.predict_masks(*args)

@@ -46,8 +46,9 @@ def guided_predict_masks(
     """SAM 2's ``MaskDecoder.predict_masks`` re-run from its submodules with ``guidance``.
 
     Args:
-        image_embeddings: (1, C, h, w). image_pe: (1, C, h, w). sparse: (B, T', C). dense: (B, C, h, w).
-        high_res: (1, C/8, 4h, 4w) and (1, C/4, 2h, 2w) skips.
+        image_embeddings: (1, C, h, w), or (B, C, h, w) one image per prompt. image_pe: (1, C, h, w).
+        sparse: (B, T', C). dense: (B, C, h, w).
+        high_res: (1 or B, C/8, 4h, 4w) and (1 or B, C/4, 2h, 2w) skips.
 
     Returns:
         masks (B, 4, 4h, 4w), iou (B, 4), object-score logits (B, 1).
@@ -57,7 +58,9 @@ def guided_predict_masks(
     out_tokens = torch.cat(parts, dim=0)
     b = sparse.shape[0]
     tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
-    src = torch.repeat_interleave(image_embeddings, b, dim=0) + dense
+    if image_embeddings.shape[0] == 1:
+        image_embeddings = torch.repeat_interleave(image_embeddings, b, dim=0)
+    src = image_embeddings + dense
     pos = torch.repeat_interleave(image_pe, b, dim=0)
     _, c, h, w = src.shape
     hs, keys = guided_transformer(decoder.transformer, src, pos, tokens, guidance)
@@ -143,7 +146,7 @@ def predict_sam2(
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
-            repeat_image=b > 1,
+            repeat_image=b > 1 and encoded.embedding.shape[0] == 1,  # else one image per prompt
             high_res_features=list(high_res),
         )
     return DecoderPass(logits.clamp(-LOGIT_CLAMP, LOGIT_CLAMP), iou, obj.reshape(b))
