@@ -147,3 +147,13 @@ def test_features_on_ray_are_refused_in_one_line(tmp_path, album, capsys):
         assert main(["index", str(album), "-o", str(store), *extra, *TINY, "--ray"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--ray" in err[0] and "internal error" not in err[0], err
+
+
+def test_encode_mode_on_ray_is_refused_in_one_line(tmp_path, album, capsys):
+    """--encode chooses the local encoder's mode: with --ray it is refused, not ignored."""
+    require("pyarrow")
+    store = tmp_path / "store"
+    assert main(["index", str(album), "-o", str(store), "--encode", "latency", *TINY, "--ray"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--encode" in err[0] and "internal error" not in err[0], err
+    assert not store.exists()
