@@ -9,7 +9,8 @@ in the last digits (masks agree to IoU >= 0.999, scores within 1e-4).
 A photo the user can fix (``PersamError``) is listed as skipped with the reason; any other exception is a
 bug: the photo is listed as failed, its traceback kept, and the others still written. On Ctrl-C
 (``persam.engine.interrupt``) or an unexpected error the photos already finished are recorded, in order,
-before the manifest is written a last time with ``"complete": false``.
+before the manifest is written a last time with ``"complete": false``; after a second Ctrl-C a photo
+still being computed is not written.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from persam.engine.interrupt import Stopped, stop_on_ctrl_c
 from persam.engine.job import Job, JobResult, Source, failed
@@ -36,20 +37,43 @@ def default_workers(device) -> int:
     return 2 if device.type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
 
 
+class _Pool(ThreadPoolExecutor):
+    """A thread pool that knows its futures not yet done (``running``)."""
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers=max_workers)
+        self.running: set[Future] = set()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = super().submit(fn, *args, **kwargs)
+        self.running.add(future)
+        future.add_done_callback(self.running.discard)
+        return future
+
+
 @contextlib.contextmanager
 def worker_threads(workers: int) -> Iterator[ThreadPoolExecutor]:
     """A pool of ``workers`` threads; torch's threads are shared out among them meanwhile. On an error or
-    Ctrl-C, photos not started are cancelled and those running are waited for."""
+    Ctrl-C, photos not started are cancelled and those running are waited for, also through a further
+    Ctrl-C: a thread cannot be stopped, and one left inside torch when the interpreter exits aborts the
+    process (after a second Ctrl-C the photo it computes is not written)."""
     import torch
 
     threads = torch.get_num_threads()
     if workers > 1:
         torch.set_num_threads(max(1, threads // workers))
-    pool = ThreadPoolExecutor(max_workers=workers)
+    pool = _Pool(max_workers=workers)
     try:
         yield pool
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        while True:  # on the futures: a thread join that Ctrl-C interrupts marks a running thread ended
+            try:
+                pool.shutdown(wait=False, cancel_futures=True)
+                wait(list(pool.running))
+                pool.shutdown(wait=True)
+                break
+            except KeyboardInterrupt:
+                continue
         raise
     else:
         pool.shutdown(wait=True)
@@ -89,7 +113,7 @@ def run_local(job: Job) -> JobResult:
     method = spec.method
     model = job.concept.model
     workers = spec.executor.workers or default_workers(model.backend.device)
-    stop = threading.Event()
+    stop, now = threading.Event(), threading.Event()
     reused = 0
     pacer = Pacer(lambda: job.save(complete=False))
 
@@ -98,7 +122,11 @@ def run_local(job: Job) -> JobResult:
             raise Stopped
         try:
             written, results = dispatch.segment_photo(job.concept, image, method.max_instances, method.absent)
+            if now.is_set():  # a second Ctrl-C: nothing more is written
+                raise Stopped
             done = write_result(outputs.root, source.name, source.stem, pixels, written, results, outputs.options)
+        except Stopped:
+            raise
         except PersamError as exc:
             return Done.skipped(source.name, exc)
         except Exception as exc:  # a bug: the photo is listed as failed, the batch goes on
@@ -146,7 +174,7 @@ def run_local(job: Job) -> JobResult:
     window: deque = deque()
     current: list[Item] = []  # the item being waited for, while it is
     try:
-        with stop_on_ctrl_c(stop), worker_threads(workers) as pool:
+        with stop_on_ctrl_c(stop, now), worker_threads(workers) as pool:
             items = _ordered(submitted(pool), 2 * workers, window)
             for item in job.progress(items, len(job.sources), "segment"):
                 current[:] = [item]
@@ -157,9 +185,8 @@ def run_local(job: Job) -> JobResult:
                     raise KeyboardInterrupt
     except BaseException:  # Ctrl-C or an unexpected error: record what finished, in order
         for item in [*current, *window]:
-            if not _finished(item):
-                break
-            add(_result(item))
+            if _finished(item):  # not those stopped: a later photo may have finished before
+                add(_result(item))
         job.save(complete=False)
         raise
     for done in job.damaged:
