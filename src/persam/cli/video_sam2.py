@@ -99,6 +99,7 @@ def run_sam2(args: argparse.Namespace) -> int:
     from persam.io.frames import open_frames
     from persam.io.lock import folder_lock
     from persam.session.concept_file import read_concept_metadata
+    from persam.session.video_predictor import require_sam2
 
     _refuse_for_sam2(args)
     if args.random_weights and args.checkpoint:
@@ -107,6 +108,7 @@ def run_sam2(args: argparse.Namespace) -> int:
         )
     metas = [read_concept_metadata(path)[0] for path in args.concept]  # a bad concept fails before any model loads
     name = _tracker_model(args, metas)
+    require_sam2(name)  # before the output folder's lock makes the folder
     out = check_output_folder(args.output)
     if args.overlay_video:
         check_output_file(args.overlay_video, "--overlay-video")
