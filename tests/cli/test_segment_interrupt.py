@@ -23,14 +23,30 @@ N = 6
 TINY = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
 #: ``persam segment`` in a process of its own. ``two-workers``: the first two photos wait for each other,
 #: then the second sends SIGINT and both wait until it is handled, so exactly two photos are in flight when
-#: Ctrl-C lands. ``twice``: the third photo sends SIGINT, waits until it is handled, sends it again and waits
-#: until that one is handled, then is computed to its end. ``none``: no signal.
+#: Ctrl-C lands, with the next three photos already queued (the pool must not start them); the photo after p0
+#: is computed only once p0 is recorded, so it is still in flight when the run stops (the run must wait for
+#: it). ``twice``: the third photo sends SIGINT, waits until it is handled, sends it again and waits until that
+#: one is handled, then is computed to its end. ``none``: no signal.
 DRIVER = """
 import os, signal, sys, threading
+import numpy as np
 import persam.engine.local as local
+import persam.jobs.outputs as outputs
 import persam.session.dispatch as dispatch
 from persam.cli.main import main
-kind = sys.argv[1]
+from persam.io import load_image
+kind, p0 = sys.argv[1], load_image(os.environ["PHOTO0"])
+real_add, added = outputs.Outputs.add, threading.Event()
+def add(self, done):
+    real_add(self, done)
+    added.set()
+outputs.Outputs.add = add
+real_submit, queued = local._Pool.submit, threading.Semaphore(0)
+def submit(self, *args, **kwargs):
+    future = real_submit(self, *args, **kwargs)
+    queued.release()
+    return future
+local._Pool.submit = submit
 real_ctx, events = local.stop_on_ctrl_c, []
 def capture(stop, now=None):
     events.append((stop, now))
@@ -44,8 +60,12 @@ def faulted(*args):
     if kind == "two-workers" and n <= 2:
         both.wait(timeout=60)
         if n == 2:
+            for _ in range(5):  # p0, p1 and three queued behind them
+                queued.acquire(timeout=60)
             os.kill(os.getpid(), signal.SIGINT)
         events[-1][0].wait(timeout=60)
+        if not np.array_equal(args[1], p0):
+            added.wait(timeout=60)
     if kind == "twice" and n == 3:
         os.kill(os.getpid(), signal.SIGINT)
         events[-1][0].wait(timeout=60)
@@ -72,7 +92,7 @@ def batch(tmp_path: Path) -> list[str]:
 
 
 def segment(kind: str, args: list[str], out: Path, workers: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": SRC}
+    env = {**os.environ, "PYTHONPATH": SRC, "PHOTO0": str(Path(args[4]) / "p0.png")}
     cmd = [sys.executable, "-c", DRIVER, kind, "segment", *args, "-o", str(out), "--workers", str(workers)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
