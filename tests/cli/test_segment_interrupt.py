@@ -26,7 +26,8 @@ TINY = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
 #: Ctrl-C lands, with the next three photos already queued (the pool must not start them); the photo after p0
 #: is computed only once p0 is recorded, so it is still in flight when the run stops (the run must wait for
 #: it). ``twice``: the third photo sends SIGINT, waits until it is handled, sends it again until the second
-#: Ctrl-C is handled, then is computed to its end. ``none``: no signal.
+#: Ctrl-C is handled, then is computed to its end. ``two-workers-twice``: as ``two-workers``, and the photo
+#: after p0 sends the second Ctrl-C while the run waits for it. ``none``: no signal.
 DRIVER = """
 import os, signal, sys, threading, time
 import numpy as np
@@ -66,7 +67,7 @@ def faulted(*args):
     with lock:
         calls.append(1)
         n = len(calls)
-    if kind == "two-workers" and n <= 2:
+    if kind.startswith("two-workers") and n <= 2:
         both.wait(timeout=60)
         if n == 2:
             for _ in range(5):  # p0, p1 and three queued behind them
@@ -75,6 +76,8 @@ def faulted(*args):
         events[-1][0].wait(timeout=60)
         if not np.array_equal(args[1], p0):
             added.wait(timeout=60)
+            if kind == "two-workers-twice":  # the run waits for this photo: Ctrl-C again meanwhile
+                ctrl_c_until(events[-1][1])
     if kind == "twice" and n == 3:
         ctrl_c_until(events[-1][0])
         ctrl_c_until(events[-1][1])
@@ -159,3 +162,15 @@ def test_a_second_ctrl_c_writes_nothing_more(tmp_path, batch):
     # the third photo was being computed: it is not written, and neither is any other
     check_interrupted(run, out, ["p0.png", "p1.png"], calls=3)
     check_completed(segment("none", batch, out, workers=1), out, whole, reused=2)
+
+
+def test_a_second_ctrl_c_while_the_run_waits_for_a_worker(tmp_path, batch):
+    """The second Ctrl-C lands while the run waits for a photo in flight: that photo is not written and the
+    process still ends with 130 (an interrupted thread join once let it exit with a worker inside torch:
+    "terminate called without an active exception", status 134)."""
+    whole = tmp_path / "whole"
+    assert segment("none", batch, whole, workers=2).returncode == 0
+    out = tmp_path / "out"
+    run = segment("two-workers-twice", batch, out, workers=2)
+    check_interrupted(run, out, ["p0.png"], calls=2)
+    check_completed(segment("none", batch, out, workers=2), out, whole, reused=1)
