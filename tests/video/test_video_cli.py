@@ -50,9 +50,8 @@ def test_video_file_round_trip_with_overlay(tmp_path, clip):
     rc = main(["video", str(video), "--mask", str(mask), "-o", str(out), "--overlay-video", str(overlay), *TINY])
     assert rc == 0
     written = sorted(p.name for p in out.iterdir())
-    assert written == [f"{i:05d}.png" for i in range(len(clip.frames))] + [
-        "manifest.json"
-    ]  # the manifest: for a resume
+    # the manifest: for a resume; the lock: one run at a time (persam.io.lock)
+    assert written == [".persam.lock"] + [f"{i:05d}.png" for i in range(len(clip.frames))] + ["manifest.json"]
     first = Image.open(out / "00000.png")
     assert first.mode == "P" and first.size == (128, 96)
     assert np.array_equal(np.asarray(first), clip.labels[0])

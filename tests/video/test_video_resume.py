@@ -104,4 +104,4 @@ def test_overlay_inside_the_output_folder_survives_the_temp_cleanup(tmp_path, in
     os.utime(stale, (1e9, 1e9))
     assert main(["video", *inputs, "-o", str(out), "--overlay-video", str(out / "overlay.mp4"), *TINY]) == 0
     assert (out / "overlay.mp4").stat().st_size > 0 and not stale.exists()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".persam.lock"]

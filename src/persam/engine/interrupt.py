@@ -1,5 +1,7 @@
-"""One Ctrl-C behaviour for every batch: the first Ctrl-C lets the photos (or frames) being segmented
-finish and starts no other; the second interrupts at once. Either way what finished is recorded."""
+"""One Ctrl-C behaviour for every batch (``persam segment``, ``persam video``, the SAM 2 tracker): the first
+Ctrl-C lets the photos (or the frame) being segmented finish and starts no other; the second interrupts at
+once, and nothing more is written (a photo being computed in a worker thread runs to its end but is not
+written). Either way what finished is recorded, and the command exits with status 130."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ class Stopped(Exception):
 
 
 @contextlib.contextmanager
-def stop_on_ctrl_c(stop: threading.Event) -> Iterator[threading.Event]:
-    """Meanwhile, a first Ctrl-C (SIGINT) only sets ``stop``; a second raises ``KeyboardInterrupt``.
+def stop_on_ctrl_c(stop: threading.Event, now: threading.Event | None = None) -> Iterator[threading.Event]:
+    """Meanwhile, a first Ctrl-C (SIGINT) only sets ``stop``; a second sets ``now`` (when given) and raises
+    ``KeyboardInterrupt``.
 
     Signals reach the main thread only: elsewhere (a server's worker thread) nothing is installed.
     """
@@ -25,6 +28,8 @@ def stop_on_ctrl_c(stop: threading.Event) -> Iterator[threading.Event]:
 
     def on_sigint(signum, frame) -> None:
         if stop.is_set():
+            if now is not None:
+                now.set()
             raise KeyboardInterrupt
         stop.set()
 

@@ -12,7 +12,8 @@ one-worker, one-photo run in the last digits (masks agree to IoU >= 0.999, score
 A photo the user can fix (``PersamError``) is listed as skipped with the reason; any other exception is a
 bug: the photo is listed as failed, its traceback kept, and the others still written. On Ctrl-C
 (``persam.engine.interrupt``) or an unexpected error the photos already finished are recorded, in order,
-before the manifest is written a last time with ``"complete": false``.
+before the manifest is written a last time with ``"complete": false``; after a second Ctrl-C a photo
+still being computed is not written.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from persam.engine.batches import Batcher, Finish, default_batch
 from persam.engine.interrupt import Stopped, stop_on_ctrl_c
@@ -40,25 +41,54 @@ def default_workers(device) -> int:
     return 2 if device.type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
 
 
+class _Pool(ThreadPoolExecutor):
+    """A thread pool that knows its futures not yet done (``running``)."""
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers=max_workers)
+        self.running: set[Future] = set()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = super().submit(fn, *args, **kwargs)
+        self.running.add(future)
+        future.add_done_callback(self.running.discard)
+        return future
+
+
 @contextlib.contextmanager
 def worker_threads(workers: int) -> Iterator[ThreadPoolExecutor]:
     """A pool of ``workers`` threads; torch's threads are shared out among them meanwhile. On an error or
-    Ctrl-C, photos not started are cancelled and those running are waited for."""
+    Ctrl-C, photos not started are cancelled and those running are waited for, also through a further
+    Ctrl-C: a thread cannot be stopped, and one left inside torch when the interpreter exits aborts the
+    process (after a second Ctrl-C the photo it computes is not written)."""
     import torch
 
     threads = torch.get_num_threads()
     if workers > 1:
         torch.set_num_threads(max(1, threads // workers))
-    pool = ThreadPoolExecutor(max_workers=workers)
+    pool = _Pool(max_workers=workers)
     try:
         yield pool
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=True)
+        _wait_through_ctrl_c(pool)
         raise
     else:
         pool.shutdown(wait=True)
     finally:
         torch.set_num_threads(threads)
+
+
+def _wait_through_ctrl_c(pool: _Pool) -> None:
+    """Wait for ``pool``'s running futures and threads, also through a further Ctrl-C (on the futures:
+    a thread join that Ctrl-C interrupts marks a running thread ended)."""
+    while True:
+        try:
+            wait(list(pool.running))
+            pool.shutdown(wait=True)
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def ahead(workers: int, batch: int) -> int:
@@ -72,11 +102,11 @@ def writer_threads(writers: int = 1) -> Iterator[ThreadPoolExecutor]:
     """The pool that writes segmented photos' files behind the workers. Entered before the workers' pool,
     it closes after it: on an error or Ctrl-C every photo segmented by then is still written (and
     recorded), as a photo being segmented is finished."""
-    pool = ThreadPoolExecutor(max_workers=writers)
+    pool = _Pool(max_workers=writers)
     try:
         yield pool
     finally:
-        pool.shutdown(wait=True)
+        _wait_through_ctrl_c(pool)
 
 
 def _ordered(items: Iterator[Item], ahead: int, window: deque) -> Iterator[Item]:
@@ -112,7 +142,7 @@ def run_local(job: Job) -> JobResult:
     model = job.concept.model
     workers = spec.executor.workers or default_workers(model.backend.device)
     batch = spec.executor.batch or default_batch(model.backend.device)
-    stop = threading.Event()
+    stop, now = threading.Event(), threading.Event()
     reused = 0
     pacer = Pacer(lambda: job.save(complete=False))
 
@@ -125,6 +155,8 @@ def run_local(job: Job) -> JobResult:
 
     def writing(source: Source, pixels, sha: str | None, found) -> Finish:
         def finish() -> Done:
+            if now.is_set():  # a second Ctrl-C: nothing more is written
+                raise Stopped
             try:
                 done = write_result(outputs.root, source.name, source.stem, pixels, *found, outputs.options)
             except Exception as exc:
@@ -191,7 +223,7 @@ def run_local(job: Job) -> JobResult:
     window: deque = deque()
     current: list[Item] = []  # the item being waited for, while it is
     try:
-        with stop_on_ctrl_c(stop), writer_threads() as writers, worker_threads(workers) as pool:
+        with stop_on_ctrl_c(stop, now), writer_threads() as writers, worker_threads(workers) as pool:
             batcher = Batcher(pool, writers, segment, batch)
             items = _ordered(submitted(batcher), ahead(workers, batch), window)
             for item in job.progress(items, len(job.sources), "segment"):

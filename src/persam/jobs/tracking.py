@@ -2,9 +2,9 @@
 
 Files under the output folder:
     ``00000.png``, ``00001.png``, ...  palette PNGs of object ids, one per frame (DAVIS naming)
-    ``manifest.json``                  written last (atomically)::
+    ``manifest.json``                  rewritten atomically as frames finish, after them::
 
-        {"tracker": "sam2", "model", "checkpoint_sha256", "input", "frames", "lost_after",
+        {"tracker": "sam2", "model", "checkpoint_sha256", "input", "frames", "complete", "lost_after",
          "objects": [{"id": 1, "seeds": [{"frame": 0, "source": "mask" | "concept",
                                           "prompts": [{"points_xy": [[x, y], ...], "point_labels": [...],
                                                        "box_xyxy": [x0, y0, x1, y1] or null}, ...]}, ...],
@@ -20,11 +20,18 @@ Files under the output folder:
     ``unseen_frames`` counts the frames before it (empty masks; all frames and
     no seeds: never found). ``lost_frames`` counts the frames after its first
     seed on which its mask was empty; ``searches`` the concept searches after
-    frame 0.
+    frame 0. ``frames`` counts the leading frames written; ``complete`` is
+    false until the last one. The tracker does not resume (SAM 2's memory is
+    not in the files): a run again into the folder tracks from frame 0.
+
+Ctrl-C (``stop``, set by ``persam.engine.interrupt`` in the command): the
+frame being tracked is finished and written, the manifest records it, and
+``KeyboardInterrupt`` ends the run; a second Ctrl-C interrupts that frame.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +45,7 @@ from persam.io import first_frame_labels, load_image, save_label_map
 from persam.io.atomic import atomic_write_json
 from persam.io.frames import OverlayWriter, tint
 from persam.jobs.davis import SequenceRun, read_frames
+from persam.jobs.manifest import Pacer
 from persam.jobs.timing import stopwatch
 from persam.session.tracker import SamTracker, TrackerSettings
 
@@ -53,6 +61,8 @@ def write_tracked(
     overlay: OverlayWriter | None = None,
     wrap: Callable[[Iterator], Iterator] = lambda items: items,
     name: Callable[[int], str] = lambda index: f"{index:05d}",
+    stop: threading.Event | None = None,
+    manifest: dict | None = None,
 ) -> tuple[int, dict[int, int]]:
     """Track every frame and write ``masks_dir/<name(index)>.png`` as each comes.
 
@@ -62,40 +72,68 @@ def write_tracked(
         overlay: the overlay video writer, closed at the end (aborted on any error).
         wrap: wraps the ``TrackedFrame`` stream (a progress bar).
         name: file stem of frame ``index``.
+        stop: once set (a first Ctrl-C), the frame being tracked is the last: it is written and recorded,
+            then ``KeyboardInterrupt`` is raised.
+        manifest: the extra keys of ``masks_dir/manifest.json`` (module docstring), kept from the start,
+            after each frame (at most about once a second) and at the end, also when the run fails or is
+            interrupted; None: no manifest.
 
     Returns:
         (frames written, object id -> frames on which its mask was empty once it was found).
     """
     lost = {oid: 0 for oid in tracker.object_ids}
-    written = 0
+    state = {"written": 0, "complete": False}
+
+    def write() -> None:
+        write_manifest(masks_dir, tracker, state["written"], lost, complete=state["complete"], **manifest)
+
+    pacer = Pacer(write)
+
+    def record(now: bool = True) -> None:
+        if manifest is not None:
+            pacer(now)
+
     try:
+        record()  # an earlier run's manifest no longer vouches for the frames
         for frame in wrap(tracker.run()):
             save_label_map(masks_dir / f"{name(frame.index)}.png", frame.labels)
             if overlay is not None:
                 overlay.write(tint(tracker.rgb(frame.index), frame.labels))
             for oid in tracker.object_ids:
                 lost[oid] += int(oid not in tracker.waiting and not frame.masks[oid].any())
-            written += 1
+            state["written"] += 1
+            record(now=False)
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
     except BaseException:
         if overlay is not None:
             overlay.abort()
+        try:
+            record()
+        except OSError:  # the folder went away or filled up: the error being raised says so
+            pass
         raise
     if overlay is not None:
         overlay.close()
-    return written, lost
+    state["complete"] = True
+    record()
+    return state["written"], lost
 
 
-def write_manifest(masks_dir: Path, tracker: SamTracker, written: int, lost: dict[int, int], **extra: object) -> Path:
+def write_manifest(
+    masks_dir: Path, tracker: SamTracker, written: int, lost: dict[int, int], complete: bool = True, **extra: object
+) -> Path:
     """``masks_dir/manifest.json`` (see the module docstring); ``extra`` keys go in first."""
     data = {
         **extra,
         "tracker": "sam2",
         "frames": written,
+        "complete": complete,
         "lost_after": tracker.settings.lost_after,
         "objects": [
             {
                 "id": oid,
-                "seeds": [seed.to_dict() for seed in tracker.seeds[oid]],
+                "seeds": [seed.to_dict() for seed in tracker.seeds[oid] if seed.frame < written],
                 "lost_frames": lost[oid],
                 "unseen_frames": tracker.unseen[oid],
             }

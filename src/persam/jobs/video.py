@@ -11,7 +11,12 @@ frames and segments on from the first missing one. That is exact: the only
 thing one frame hands the next is the boxes of its label map
 (``VideoSession.resume``), read back from the last finished PNG. Other
 settings, or no manifest, start from frame 0. A hard kill can lose the
-frames of its last second; they are segmented again.
+frames of its last second; they are segmented again. The manifest is
+written after the frames it counts, never before.
+
+Ctrl-C (``stop``, set by ``persam.engine.interrupt`` in the command): the
+frame being segmented is finished and written, the manifest records it, and
+``KeyboardInterrupt`` ends the run; a second Ctrl-C interrupts that frame.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +79,7 @@ def write_video(
     overlay: OverlayWriter | None = None,
     wrap: Callable[[Iterator], Iterator] = lambda items: items,
     settings: dict | None = None,
+    stop: threading.Event | None = None,
 ) -> WrittenVideo:
     """Segment ``frames`` (the frames after ``first``) and write ``masks_dir/00000.png``, ... as they come.
 
@@ -85,6 +92,8 @@ def write_video(
         wrap: wraps the ``(index, labels, scores)`` stream of the frames segmented (a progress bar).
         settings: ``run_settings(...)`` to keep ``masks_dir/manifest.json`` and resume an earlier run
             of the same settings (module docstring); None: no manifest, every frame segmented.
+        stop: once set (a first Ctrl-C), the frame being segmented is the last: it is written and
+            recorded, then ``KeyboardInterrupt`` is raised.
 
     Returns:
         The frames written (and reused).
@@ -129,6 +138,8 @@ def write_video(
                 overlay.write(tint(shown["frame"], frame_labels))
             written = index + 1
             record(written, complete=False, now=False)
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
     except BaseException:
         if overlay is not None:
             overlay.abort()

@@ -76,6 +76,17 @@ def propagate(predictor: nn.Module, state: dict, start: int) -> Iterator[tuple[i
         stream.close()
 
 
+def require_sam2(name: str) -> None:
+    """``OptionsError`` unless ``name`` is a SAM 2 model (checked before anything is loaded or written)."""
+    from persam.backends import sam2_models
+
+    if not sam2_models.is_sam2(name):
+        raise OptionsError(
+            f"--tracker sam2 runs a SAM 2 model, not {name!r}; pass --model "
+            f"{' / '.join(n for n in sam2_models.CONFIGS if n != 'sam2_tiny')}"
+        )
+
+
 def load_video_predictor(
     name: str,
     checkpoint: str | None = None,
@@ -97,11 +108,7 @@ def load_video_predictor(
     from persam.backends import sam2_models
     from persam.backends.registry import resolve_device
 
-    if not sam2_models.is_sam2(name):
-        raise OptionsError(
-            f"--tracker sam2 runs a SAM 2 model, not {name!r}; pass --model "
-            f"{' / '.join(n for n in sam2_models.CONFIGS if n != 'sam2_tiny')}"
-        )
+    require_sam2(name)
     dev = resolve_device(device)
     predictor = sam2_models.build_model(name, video=True, device="cpu")
     sha = "random"
