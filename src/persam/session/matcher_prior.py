@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from persam.backends.base import EncodedImage
-from persam.errors import IncompatibleError, OptionsError
+from persam.errors import IncompatibleError
 from persam.io import ImageLike, load_image
 from persam.method.matcher import MatcherReference, MatcherSettings, pool_reference
 from persam.method.matcher_select import MatcherOutput, segment_matcher
+from persam.session.options import check_absence
 from persam.session.results import SegmentationResult
 
 if TYPE_CHECKING:
@@ -92,12 +93,7 @@ def segment_matcher_photo(concept: Concept, image: ImageLike | EncodedImage, det
         IncompatibleError: ``image`` is an encoded image without DINOv2 features (no pixels for DINOv2).
         OptionsError: absence detection asked for (the prior always returns its merged mask).
     """
-    if detect_absent:
-        raise OptionsError(
-            "absence detection is defined for the similarity and part-aware priors only; "
-            "the matcher prior always returns its merged mask",
-            field="detect_absent",
-        )
+    check_absence("matcher", detect_absent)
     if isinstance(image, EncodedImage):
         stored = image.features.get("dinov2")
         if stored is None:
