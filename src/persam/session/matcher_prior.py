@@ -61,13 +61,20 @@ def learn_matcher(
 
 
 def check_backbone(model: PersamModel, reference: MatcherReference, where: str) -> None:
-    """IncompatibleError unless the model's DINOv2 is the one the concept was learned with."""
-    dino = model.feature_backbone()
-    if (dino.name, dino.checkpoint_sha256) != (reference.backbone, reference.backbone_sha256):
+    """IncompatibleError unless the model's DINOv2 is the one the concept was learned with.
+
+    Compared by name and weights' SHA-256 (``PersamModel.dino_identity``: the weights file is hashed, no
+    model is built); only when the weights are not on this machine yet is the DINOv2 built (fetched) to tell.
+    """
+    found = model.dino_identity()
+    if found is None:
+        dino = model.feature_backbone()
+        found = (dino.name, dino.checkpoint_sha256)
+    if found != (reference.backbone, reference.backbone_sha256):
         raise IncompatibleError(
             f"{where}: the matcher prior was learned with DINOv2 {reference.backbone!r} "
-            f"(SHA-256 {reference.backbone_sha256[:12]}), the model has {dino.name!r} "
-            f"(SHA-256 {dino.checkpoint_sha256[:12]}); load the model with that DINOv2",
+            f"(SHA-256 {reference.backbone_sha256[:12]}), the model has {found[0]!r} "
+            f"(SHA-256 {found[1][:12]}); load the model with that DINOv2",
             field="dino",
         )
 
