@@ -44,7 +44,8 @@ class MatcherBenchResult:
 
     Attributes:
         model: SAM backend name. dino: DINOv2 name. random_weights: no trained weights (speed only).
-        image_hw: (H, W) of the photos. device: torch device. torch_version, threads: as measured.
+        image_hw: (H, W) of the photos. precision: SAM's encoder precision. device: torch device.
+        torch_version, threads: as measured.
         runs: timed rounds after the warm-up.
         encoder_s, dino_encoder_s: SAM's and DINOv2's encoder on one photo.
         persam_extra_s, matcher_extra_s: each prior on the encoded photo (beyond both encoders).
@@ -58,6 +59,7 @@ class MatcherBenchResult:
     dino: str
     random_weights: bool
     image_hw: tuple[int, int]
+    precision: str
     device: str
     torch_version: str
     threads: int
@@ -196,6 +198,7 @@ def run_matcher_bench(
         dino=backbone.name,
         random_weights=random_weights,
         image_hw=(int(tgt_image.shape[0]), int(tgt_image.shape[1])),
+        precision=backend.precision,
         device=str(backend.device),
         torch_version=str(torch.__version__),
         threads=torch.get_num_threads(),
