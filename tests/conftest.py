@@ -96,7 +96,7 @@ def tiny_dino(monkeypatch):
     command with it runs in seconds."""
     import functools
 
-    import persam.session.photo as photo_module
+    import persam.backends.dinov2 as dino_module
 
-    tiny = functools.partial(photo_module.create_dino, architecture={"embed_dim": 48, "depth": 2, "num_heads": 2})
-    monkeypatch.setattr(photo_module, "create_dino", tiny)
+    tiny = functools.partial(dino_module.create_dino, architecture={"embed_dim": 48, "depth": 2, "num_heads": 2})
+    monkeypatch.setattr(dino_module, "create_dino", tiny)  # what DinoChoice, the session's DINOv2, builds

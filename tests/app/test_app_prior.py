@@ -97,3 +97,56 @@ def test_page_passes_the_prior_and_range_to_learning(tiny_model, ws, tmp_path):
     assert ws.concept.parts is None and "part-aware" not in message
     (toggle,) = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_prior"]
     assert toggle.fn(part_aware)["visible"] is True and toggle.fn(similarity)["visible"] is False
+
+
+@pytest.fixture
+def matcher_model(tiny_dino):
+    """The tiny SAM with the tiny DINOv2 (the matcher prior's), seeded."""
+    import torch
+
+    import persam
+
+    require("scipy")
+    torch.manual_seed(0)
+    return persam.load("sam_tiny", random_weights=True, device="cpu")
+
+
+def test_matcher_choice_reaches_the_segmented_photos(matcher_model, ws, tmp_path):
+    message = workspace.learn(ws, matcher_model, finetune=False, without=[], presence_threshold=None, prior="matcher")
+    assert ws.concept.prior == "matcher" and "matcher prior (dinov2_vitl14)" in message
+    Image.fromarray(synthetic_photo(seed=21)[0]).save(tmp_path / "one.png")
+    direct = ws.concept.segment(np.asarray(Image.open(tmp_path / "one.png").convert("RGB")))
+    assert direct.mask.any() and len(direct.prompts) >= 1
+
+    result = batch.segment_uploads(ws.concept, [tmp_path / "one.png"], batch.BatchOptions(), tmp_path / "work")
+    with zipfile.ZipFile(result.zip_path) as z:
+        with z.open("one.png") as f:
+            got = np.asarray(Image.open(f)) > 0
+    np.testing.assert_array_equal(got, direct.mask)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"finetune": True}, "matcher prior is training-free"),
+        ({"without": ["refinement"]}, "no PerSAM components to switch off"),
+    ],
+)
+def test_matcher_choice_refusals(matcher_model, ws, kwargs, message):
+    options = {"finetune": False, "without": [], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        workspace.learn(ws, matcher_model, presence_threshold=None, prior="matcher", **options)
+
+
+def test_matcher_refuses_absence_detection_in_the_batch(matcher_model, ws, tmp_path):
+    workspace.learn(ws, matcher_model, finetune=False, without=[], presence_threshold=None, prior="matcher")
+    with pytest.raises(ValueError, match="matcher prior always returns its merged mask"):
+        batch.segment_uploads(
+            ws.concept, [tmp_path / "dog.png"], batch.BatchOptions(detect_absent=True), tmp_path / "w"
+        )
+
+
+def test_page_offers_the_matcher_prior():
+    from persam.app.ui import PRIORS
+
+    assert "matcher" in PRIORS.values()

@@ -17,6 +17,7 @@ METHODS = {"PerSAM (training-free)": False, "PerSAM-F (fits 2 weights, about a s
 PRIORS = {
     "Similarity (PerSAM's one point)": "similarity",
     "Part-aware (P2SAM: a point per part, best part count by optimal transport)": "part-aware",
+    "Matcher (DINOv2 patch matching, many SAM masks scored and merged; slower)": "matcher",
 }
 INTRO = """# persam: personalize Segment Anything
 **Personalize**: upload a reference photo and click the object (green = object, red = background; for a box,

@@ -141,7 +141,8 @@ def learn(
 ) -> str:
     """Learn the concept from the kept references (or, with none kept, from the current photo and mask).
 
-    ``prior``: ``"similarity"`` (PerSAM's one point) or ``"part-aware"`` (P2SAM);
+    ``prior``: ``"similarity"`` (PerSAM's one point), ``"part-aware"`` (P2SAM) or ``"matcher"``
+    (Matcher's DINOv2 matching; training-free, its rules in ``persam.session.options``);
     ``parts``: the (min, max) part counts the part-aware prior tries (default 1..5).
     """
     from persam.session.options import method_settings
@@ -166,6 +167,8 @@ def describe(concept: Concept, references: int | None = None) -> str:
     extra = "" if concept.weights is None else ", weights " + ", ".join(f"{w:.3f}" for w in concept.weights.tolist())
     off = concept.settings.disabled()
     prior = "" if concept.parts is None else ", part-aware prior, parts {}..{}".format(*concept.parts.parts)
+    if concept.matcher is not None:
+        prior = f", matcher prior ({concept.matcher.backbone})"
     return (
         f"concept ready: {concept.method}{source} on {concept.model.backend.name}{prior}, presence threshold "
         f"{concept.threshold:.4f}{extra}" + (f", without {', '.join(off)}" if off else "")

@@ -155,6 +155,31 @@ def load_dino_weights(model: nn.Module, path: str | os.PathLike) -> None:
         ) from None
 
 
+def dino_identity(
+    name: str = DEFAULT_DINO, checkpoint: str | os.PathLike | None = None, *, random_weights: bool = False
+) -> tuple[str, str] | None:
+    """(name, weights SHA-256) of the DINOv2 ``create_dino`` would build, without building it.
+
+    "random" with ``random_weights``; else the SHA-256 of ``checkpoint`` or of
+    the cached download (hashing the file only: no model, no state dict).
+    None when the weights are not on this machine yet (only the download can tell).
+    """
+    from pathlib import Path
+
+    if random_weights:
+        return (name, "random")
+    if checkpoint is not None:
+        path = Path(checkpoint)
+    else:
+        from persam.backends.checkpoints import cache_dir
+
+        spec = DINO_MODELS.get(name)
+        if spec is None:
+            return None
+        path = cache_dir() / spec.checkpoint.filename
+    return (name, file_sha256(path)) if path.is_file() else None
+
+
 def create_dino(
     name: str = DEFAULT_DINO,
     checkpoint: str | os.PathLike | None = None,
@@ -193,3 +218,28 @@ def create_dino(
         load_dino_weights(model, path)
         sha = file_sha256(path)
     return FeatureBackbone(name=name, model=prenorm(model).to(dev), device=dev, checkpoint_sha256=sha)
+
+
+@dataclass(frozen=True)
+class DinoChoice:
+    """The DINOv2 a session builds on first use (``create_dino``), and its identity without building it.
+
+    Attributes:
+        name: one of ``DINO_MODELS``. checkpoint: a local weights file, or None for the download.
+        device: where to build it. random_weights: no weights (speed tests). progress: download bar.
+    """
+
+    name: str
+    checkpoint: str | os.PathLike | None
+    device: torch.device | str | None
+    random_weights: bool
+    progress: bool | None
+
+    def __call__(self) -> FeatureBackbone:
+        return create_dino(
+            self.name, self.checkpoint, device=self.device, random_weights=self.random_weights, progress=self.progress
+        )
+
+    def identity(self) -> tuple[str, str] | None:
+        """(name, weights SHA-256), or None while the weights are not on this machine (``dino_identity``)."""
+        return dino_identity(self.name, self.checkpoint, random_weights=self.random_weights)

@@ -51,6 +51,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "workers, and Ray's overhead per photo (--runs interleaved rounds; needs persam[ray])",
     )
     p.add_argument("--photos", type=int, metavar="N", help="with --ray: photos per round (default 16)")
+    p.add_argument(
+        "--prior",
+        choices=["matcher"],
+        help="instead: the matcher prior's cost against PerSAM's on an encoded photo, in one interleaved run "
+        "(SAM and DINOv2 encoder ms, decoder passes, ms beyond the encoders; needs persam[matcher])",
+    )
+    p.add_argument(
+        "--dino",
+        metavar="NAME",
+        help="with --prior matcher: the DINOv2 (dinov2_vits14 ... dinov2_vitg14; default dinov2_vitl14, Matcher's)",
+    )
     p.set_defaults(func=run)
 
 
@@ -126,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
         return _run_ray(args, on_stage)
     if args.photos is not None:
         raise OptionsError("--photos has no effect without --ray; drop it")
+    if args.prior:
+        return _run_matcher(args, on_stage)
+    if args.dino:
+        raise OptionsError("--dino has no effect without --prior matcher; drop it")
     if args.runtime:
         return _run_runtimes(args, on_stage)
     if args.tracker:
@@ -165,6 +180,31 @@ def _run_runtimes(args: argparse.Namespace, on_stage) -> int:
         on_stage=on_stage,
     )
     return _report(args, result, format_runtime_result, on_stage)
+
+
+def _run_matcher(args: argparse.Namespace, on_stage) -> int:
+    """``persam bench --prior matcher``: the matcher prior against PerSAM (``persam.jobs.matcher_bench``)."""
+    from persam.backends.dinov2 import DINO_MODELS
+    from persam.cli.common import refuse, require_extra
+    from persam.jobs.matcher_bench import format_matcher_bench, run_matcher_bench
+
+    for module in ("scipy", "ot"):
+        require_extra(module, "--prior matcher")
+    given = [flag for flag, on in (("--runtime", args.runtime), ("--tracker", args.tracker), ("--ray", args.ray)) if on]
+    refuse(given + (["--precision"] if args.precision != "fp32" else []), "with --prior matcher")
+    if args.dino is not None and args.dino not in DINO_MODELS:
+        raise OptionsError(f"unknown DINOv2 model {args.dino!r}; choose one of {', '.join(DINO_MODELS)}")
+    result = run_matcher_bench(
+        args.model,
+        args.checkpoint,
+        dino=args.dino,
+        device=args.device,
+        random_weights=args.random_weights,
+        image_size=args.image_size,
+        runs=args.runs,
+        on_stage=on_stage,
+    )
+    return _report(args, result, format_matcher_bench, on_stage)
 
 
 def _run_tracker(args: argparse.Namespace) -> int:
@@ -242,5 +282,9 @@ def bench_command(args: argparse.Namespace) -> str:
         words.append("--ray")
     if args.photos is not None:
         words += ["--photos", str(args.photos)]
+    if args.prior:
+        words += ["--prior", args.prior]
+    if args.dino:
+        words += ["--dino", args.dino]
     words += ["--json", args.json]
     return shlex.join(words)

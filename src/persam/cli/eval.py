@@ -160,7 +160,8 @@ def run_perseg(args: argparse.Namespace) -> int:
             raise OptionsError("--without applies to training-free PerSAM only; PerSAM-F does not use these components")
         settings = method_settings(args.without)
         prior = prior_options(args, finetune=method == "persam-f")
-        name = method if prior["prior"] == "similarity" else f"{method}-parts"
+        suffix = {"similarity": "", "part-aware": "-parts", "matcher": "-matcher"}[prior["prior"]]
+        name = f"{method}{suffix}"
         pred_dir = check_output_folder(args.output if args.output else default_perseg_out(name, args.without))
         model = load_model(args)
         predict_perseg(dataset, model, pred_dir, method, settings, prior)
@@ -170,6 +171,9 @@ def run_perseg(args: argparse.Namespace) -> int:
             recorded["parts"] = list(prior["parts"] or DEFAULT_PARTS)
         if method == "persam-f":
             recorded["fit"] = FitSettings().to_dict()
+        if prior["prior"] == "matcher":  # its DINOv2 was built for the run
+            dino = model.feature_backbone()
+            recorded["dino"], recorded["dino_sha256"] = dino.name, dino.checkpoint_sha256
         info = {
             "method": method,
             "model": backend.name,

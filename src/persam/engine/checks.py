@@ -29,7 +29,15 @@ from persam.errors import MissingExtraError, MissingInputError, OptionsError, Ou
 from persam.session.options import check_instances, check_presence, check_prior, check_without
 
 #: Optional packages: import name -> the extra of persam that installs it.
-EXTRAS = {"pycocotools": "coco", "av": "video", "ray": "ray", "pyarrow": "ray", "label_studio_sdk": "label-studio"}
+EXTRAS = {
+    "pycocotools": "coco",
+    "av": "video",
+    "ray": "ray",
+    "pyarrow": "ray",
+    "label_studio_sdk": "label-studio",
+    "ot": "matcher",
+    "scipy": "matcher",
+}
 
 
 def require_extra(module: str, needed_by: str, field: str | None = None) -> None:

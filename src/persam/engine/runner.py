@@ -19,7 +19,7 @@ from persam.engine.job import Job, JobResult, Progress, Source, Warn, plain_prog
 from persam.engine.resume import spec_key, spec_record
 from persam.engine.spec import JobSpec
 from persam.errors import OptionsError
-from persam.session.options import check_instances
+from persam.session.options import check_absence, check_instances
 
 
 def _unique(found: list[tuple[Path, Path]], warn: Warn) -> list[tuple[Path, Path]]:
@@ -122,6 +122,7 @@ def run_job(
                 album.bind(model.backend)  # an index of another model: one error, not a skip per photo
             concept = build_concept(spec.concept, spec.method, model, given=concept)
             check_instances(spec.method.max_instances, concept.prior)  # a loaded concept's own prior
+            check_absence(concept.prior, spec.method.absent)
             if album is not None and concept.matcher is not None:
                 from persam.session.features import require_dino
 

@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from persam.backends.base import EncodedImage
-from persam.errors import IncompatibleError, OptionsError
+from persam.errors import IncompatibleError
 from persam.io import ImageLike, load_image
 from persam.method.matcher import MatcherReference, MatcherSettings, pool_reference
 from persam.method.matcher_select import MatcherOutput, segment_matcher
+from persam.session.options import check_absence
 from persam.session.results import SegmentationResult
 
 if TYPE_CHECKING:
@@ -60,13 +61,20 @@ def learn_matcher(
 
 
 def check_backbone(model: PersamModel, reference: MatcherReference, where: str) -> None:
-    """IncompatibleError unless the model's DINOv2 is the one the concept was learned with."""
-    dino = model.feature_backbone()
-    if (dino.name, dino.checkpoint_sha256) != (reference.backbone, reference.backbone_sha256):
+    """IncompatibleError unless the model's DINOv2 is the one the concept was learned with.
+
+    Compared by name and weights' SHA-256 (``PersamModel.dino_identity``: the weights file is hashed, no
+    model is built); only when the weights are not on this machine yet is the DINOv2 built (fetched) to tell.
+    """
+    found = model.dino_identity()
+    if found is None:
+        dino = model.feature_backbone()
+        found = (dino.name, dino.checkpoint_sha256)
+    if found != (reference.backbone, reference.backbone_sha256):
         raise IncompatibleError(
             f"{where}: the matcher prior was learned with DINOv2 {reference.backbone!r} "
-            f"(SHA-256 {reference.backbone_sha256[:12]}), the model has {dino.name!r} "
-            f"(SHA-256 {dino.checkpoint_sha256[:12]}); load the model with that DINOv2",
+            f"(SHA-256 {reference.backbone_sha256[:12]}), the model has {found[0]!r} "
+            f"(SHA-256 {found[1][:12]}); load the model with that DINOv2",
             field="dino",
         )
 
@@ -90,12 +98,7 @@ def segment_matcher_photo(concept: Concept, image: ImageLike | EncodedImage, det
         IncompatibleError: ``image`` is an encoded image without DINOv2 features (no pixels for DINOv2).
         OptionsError: absence detection asked for (the prior always returns its merged mask).
     """
-    if detect_absent:
-        raise OptionsError(
-            "absence detection is defined for the similarity and part-aware priors only; "
-            "the matcher prior always returns its merged mask",
-            field="detect_absent",
-        )
+    check_absence("matcher", detect_absent)
     if isinstance(image, EncodedImage):
         stored = image.features.get("dinov2")
         if stored is None:

@@ -22,6 +22,7 @@ __all__ = [
     "PersamSettings",
     "MAX_INSTANCES",
     "PRIORS",
+    "check_absence",
     "check_instances",
     "check_matcher",
     "check_presence",
@@ -66,6 +67,16 @@ def check_matcher(prior: str, has_settings: bool, components_off: bool) -> None:
         )
     if prior == "matcher" and components_off:
         raise OptionsError("the matcher prior has no PerSAM components to switch off", field="without")
+
+
+def check_absence(prior: str, detect_absent: bool) -> None:
+    """Absence detection (or a presence threshold) only with the priors that have a presence test."""
+    if prior == "matcher" and detect_absent:
+        raise OptionsError(
+            "absence detection is defined for the similarity and part-aware priors only; "
+            "the matcher prior always returns its merged mask",
+            field="detect_absent",
+        )
 
 
 def check_without(without: Sequence[str]) -> tuple[str, ...]:

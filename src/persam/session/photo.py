@@ -10,7 +10,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import threading
@@ -24,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from persam.backends import Backend, EncodedImage, create_backend
-from persam.backends.dinov2 import DEFAULT_DINO, FeatureBackbone, create_dino
+from persam.backends.dinov2 import DEFAULT_DINO, DinoChoice, FeatureBackbone
 from persam.errors import IncompatibleError, InputError, OptionsError, PersamError
 from persam.io import ImageLike, load_image, read_binary_mask
 from persam.method.decoder import PromptRecord
@@ -54,7 +53,7 @@ class PersamModel:
         self, backend: Backend, cache_size: int = 4, dino: Callable[[], FeatureBackbone] | None = None
     ) -> None:
         self.backend = backend
-        self._dino_factory = dino or (lambda: create_dino(device=backend.device))
+        self._dino_factory = dino or DinoChoice(DEFAULT_DINO, None, backend.device, False, None)
         self._dino: FeatureBackbone | None = None
         self._cache: OrderedDict[tuple[bytes, tuple[int, ...]], EncodedImage] = OrderedDict()
         self._cache_size = cache_size
@@ -66,6 +65,14 @@ class PersamModel:
             if self._dino is None:
                 self._dino = self._dino_factory()
             return self._dino
+
+    def dino_identity(self) -> tuple[str, str] | None:
+        """(name, weights SHA-256) of the matcher prior's DINOv2: the built one's, else its factory's from the
+        weights file alone (``DinoChoice.identity``, no model built); None when only building it tells."""
+        built, identity = self._dino, getattr(self._dino_factory, "identity", None)
+        if built is not None:
+            return (built.name, built.checkpoint_sha256)
+        return identity() if identity is not None else None
 
     def encode(self, image: ImageLike | EncodedImage) -> EncodedImage:
         """Run the image encoder on a photo (or return a cached embedding)."""
@@ -372,16 +379,6 @@ def load(
         dino: the matcher prior's DINOv2 (``persam.backends.dinov2.DINO_MODELS``), built on first use
             (with ``random_weights``, random too); dino_checkpoint: its local weights file instead of the download.
     """
-    backend = create_backend(
-        model,
-        checkpoint,
-        device=device,
-        precision=precision,
-        random_weights=random_weights,
-        progress=progress,
-        runtime=runtime,
-    )
-    make = functools.partial(
-        create_dino, dino, dino_checkpoint, device=backend.device, random_weights=random_weights, progress=progress
-    )
-    return PersamModel(backend, dino=make)
+    options = {"precision": precision, "random_weights": random_weights, "progress": progress, "runtime": runtime}
+    backend = create_backend(model, checkpoint, device=device, **options)
+    return PersamModel(backend, dino=DinoChoice(dino, dino_checkpoint, backend.device, random_weights, progress))
