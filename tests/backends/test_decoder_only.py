@@ -21,6 +21,7 @@ from extras import needs
 from persam.backends.builders import build_decoder, build_parts, write_random_checkpoint
 from persam.backends.checkpoints import file_sha256
 from persam.backends.decoder_only import RuntimeOnlyEncoder
+from persam.cli.main import main as cli_main
 
 SRC = str(Path(persam.__file__).resolve().parents[1])
 
@@ -141,3 +142,42 @@ def test_deferred_package_init_still_runs_when_used(tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": SRC}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.stdout.strip() == "OK", done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", ["sam_tiny", pytest.param("vit_t", marks=pytest.mark.slow)])
+def test_an_indexed_segment_with_a_saved_concept_builds_no_image_encoder(name, tmp_path) -> None:
+    """``segment --index --concept`` encodes no photo: the image encoder is neither built nor its code
+    imported (MobileSAM's TinyViT, timm, torchvision), and the masks are those of a run with the whole model."""
+    ckpt = write_random_checkpoint(name, tmp_path / f"{name}.pt", seed=0)
+    inputs = _photos(tmp_path)
+    model = ["--model", name, "--checkpoint", str(ckpt), "--device", "cpu"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in (51, 52):
+        Image.fromarray(synthetic_photo(120, 160, seed=seed)[0]).save(photos / f"p{seed}.png")
+    concept, index = tmp_path / "c.persam", tmp_path / "album.idx"
+    assert cli_main(["personalize", *inputs[:4], "-o", str(concept), *model]) == 0
+    assert cli_main(["index", str(photos), "-o", str(index), "--dtype", "float32", *model]) == 0
+    whole = tmp_path / "whole"  # the concept applied to the photos directly: the whole model, encoding them
+    assert cli_main(["segment", "--concept", str(concept), str(photos), "-o", str(whole), *model]) == 0
+    out = tmp_path / "indexed"
+    argv = ["segment", "--concept", str(concept), "--index", str(index), "-o", str(out), *model]
+    code, imported = cold_segment(argv, tmp_path / "home")
+    assert code == 0
+    assert imported == [], f"an indexed segment imported {imported}"
+    for photo in sorted(photos.iterdir()):
+        direct = np.asarray(Image.open(whole / photo.name))
+        indexed = np.asarray(Image.open(out / photo.name))
+        inter, union = int(((direct > 0) & (indexed > 0)).sum()), int(((direct > 0) | (indexed > 0)).sum())
+        assert union > 0 and inter / union >= 0.999, (photo.name, inter, union)  # encoder threads may differ
+
+
+def test_a_backend_built_without_its_encoder_refuses_to_encode(tmp_path) -> None:
+    ckpt = write_random_checkpoint("sam_tiny", tmp_path / "tiny.pt", seed=3)
+    model = persam.load("sam_tiny", ckpt, device="cpu", image_encoder=False)
+    assert isinstance(model.backend.image_encoder, RuntimeOnlyEncoder)
+    with pytest.raises(RuntimeError, match="built without its image encoder"):
+        model.backend.encode(synthetic_photo(120, 160, seed=1)[0])
+    whole = persam.load("sam_tiny", ckpt, device="cpu")
+    for name, value in whole.backend.mask_decoder.state_dict().items():
+        assert torch.equal(model.backend.mask_decoder.state_dict()[name], value), name

@@ -1,4 +1,4 @@
-"""A SAM 1 family backend whose image encoder exists only as a cached runtime conversion.
+"""A SAM 1 family backend whose image encoder exists only as a cached runtime conversion, or not at all.
 
 When ``create_backend(..., runtime="openvino"|"onnxruntime")`` finds a complete cached conversion of
 the checkpoint's encoder (``persam.backends.runtime.cached_runtime_encoder``, keyed by the file's
@@ -8,6 +8,9 @@ import, SAM's ViT): the prompt encoder and mask decoder are built alone
 ``prompt_encoder.*`` and ``mask_decoder.*`` keys. The encoder's own keys were checked when that
 conversion was made from the same file (same SHA-256). Results are those of the whole model through
 the same runtime: the decoder modules are the same classes with the same sizes and weights.
+
+A run that encodes no photo (an album index segmented with a saved concept) builds the same backend with
+no encoder at all (``create_backend(..., image_encoder=False)``): its masks are those of the whole model.
 """
 
 from __future__ import annotations
@@ -25,16 +28,19 @@ _PARTS = ("prompt_encoder.", "mask_decoder.")
 
 
 class RuntimeOnlyEncoder(nn.Module):
-    """Stands for an image encoder that runs only through an inference runtime (no PyTorch module).
+    """Stands for an image encoder that runs only through an inference runtime (no PyTorch module), or
+    (``runtime`` None) for one that was not built because the run encodes no photo.
 
     ``Backend.encode`` calls ``runtime_encoder`` instead; calling this module is a bug.
     """
 
-    def __init__(self, runtime: str) -> None:
+    def __init__(self, runtime: str | None) -> None:
         super().__init__()
         self.runtime = runtime
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.runtime is None:
+            raise RuntimeError("this backend was built without its image encoder (a run that encodes no photo)")
         raise RuntimeError(f"this backend's image encoder runs through {self.runtime} only; it has no PyTorch module")
 
 
@@ -42,12 +48,13 @@ def build_decoder_only_backend(
     entry: ModelEntry,
     path: Path,
     sha256: str,
-    encoder: RuntimeEncoder,
+    encoder: RuntimeEncoder | None,
     device: torch.device,
     precision: str,
     runtime: str,
 ) -> Backend:
-    """The backend of ``entry`` with ``encoder`` as its image encoder and its decoder loaded from ``path``.
+    """The backend of ``entry`` with ``encoder`` as its image encoder (None: no encoder at all) and its
+    decoder loaded from ``path``.
 
     Raises:
         CheckpointError: the checkpoint's prompt encoder / mask decoder keys do not fit.
@@ -68,7 +75,7 @@ def build_decoder_only_backend(
     parts.eval().requires_grad_(False).to(device)
     return Backend(
         name=entry.name,
-        image_encoder=RuntimeOnlyEncoder(runtime),
+        image_encoder=RuntimeOnlyEncoder(runtime if encoder is not None else None),
         prompt_encoder=prompt_encoder,
         mask_decoder=mask_decoder,
         preprocessing=entry.preprocessing,

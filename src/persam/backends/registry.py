@@ -125,6 +125,7 @@ def create_backend(
     random_weights: bool = False,
     progress: bool | None = None,
     runtime: str = "torch",
+    image_encoder: bool = True,
 ) -> Backend:
     """Build a backend and load its weights.
 
@@ -140,6 +141,10 @@ def create_backend(
             CPU (``persam.backends.runtime``; device None then means the CPU). With a cached
             conversion of this checkpoint's encoder, a SAM 1 family model's PyTorch image encoder
             is not built (``persam.backends.decoder_only``).
+        image_encoder: False for a run that encodes no photo (an album index with a saved concept): a SAM 1
+            family model with a weights file is then built without its image encoder, whose code is not
+            imported either (``persam.backends.decoder_only``); encoding a photo with it is a bug. Other
+            models are built whole.
 
     Raises:
         ValueError: unknown name, device or precision.
@@ -174,13 +179,17 @@ def create_backend(
         )
     path = None if random_weights else _checkpoint_path(spec, checkpoint, progress)
     sha = "random" if path is None else file_sha256(path)
-    if runtime != "torch" and path is not None and spec.decoder_builder is not None:
+    if path is not None and spec.decoder_builder is not None and (runtime != "torch" or not image_encoder):
         from persam.backends.runtime import cached_runtime_encoder
 
-        encoder = cached_runtime_encoder(
-            model=name, weights_sha256=sha, input_size=spec.input_size, precision=precision, runtime=runtime
-        )
-        if encoder is not None:  # the PyTorch image encoder is not needed: not built, its code not imported
+        encoder = None
+        if runtime != "torch":
+            encoder = cached_runtime_encoder(
+                model=name, weights_sha256=sha, input_size=spec.input_size, precision=precision, runtime=runtime
+            )
+        if (
+            encoder is not None or not image_encoder
+        ):  # the PyTorch image encoder is not needed: not built, its code not imported
             from persam.backends.decoder_only import build_decoder_only_backend
 
             return build_decoder_only_backend(spec, path, sha, encoder, dev, precision, runtime)

@@ -17,7 +17,7 @@ from pathlib import Path
 from persam.engine.checks import check_spec
 from persam.engine.job import Job, JobResult, Progress, Source, Warn, plain_progress, quiet_warn
 from persam.engine.resume import spec_key, spec_record
-from persam.engine.spec import JobSpec
+from persam.engine.spec import ConceptFile, JobSpec
 from persam.errors import OptionsError
 from persam.session.options import check_absence, check_instances
 
@@ -117,7 +117,9 @@ def run_job(
                 album = open_album(spec.index, create=False)
                 require_readable(album)  # nothing readable: one error; some parts damaged: listed below
             sources = gather_sources(spec, album, warn) if sources is None else sources
-            model = spec.model.load() if model is None else model
+            if model is None:  # an index with a saved concept encodes no photo: no image encoder is built
+                encodes = album is None or not isinstance(spec.concept, ConceptFile)
+                model = spec.model.load(image_encoder=encodes)
             if album is not None:
                 album.bind(model.backend)  # an index of another model: one error, not a skip per photo
             concept = build_concept(spec.concept, spec.method, model, given=concept)

@@ -21,8 +21,9 @@ class ModelSpec:
     random_weights: bool = False
     runtime: str = "torch"
 
-    def load(self):
-        """The session model (random weights seeded with 0, as ``persam`` commands do)."""
+    def load(self, image_encoder: bool = True):
+        """The session model (random weights seeded with 0, as ``persam`` commands do); ``image_encoder``
+        False for a run that encodes no photo (``persam.session.photo.load``)."""
         from persam.session.photo import load
 
         if self.random_weights:
@@ -36,4 +37,5 @@ class ModelSpec:
             precision=self.precision,
             random_weights=self.random_weights,
             runtime=self.runtime,
+            image_encoder=image_encoder,
         )

@@ -363,6 +363,7 @@ def load(
     runtime: str = "torch",
     dino: str = DEFAULT_DINO,
     dino_checkpoint: str | os.PathLike | None = None,
+    image_encoder: bool = True,
 ) -> PersamModel:
     """Load a backend (downloading its checkpoint once) and return a session.
 
@@ -378,7 +379,10 @@ def load(
             that inference runtime on the CPU (``persam.backends.runtime``).
         dino: the matcher prior's DINOv2 (``persam.backends.dinov2.DINO_MODELS``), built on first use
             (with ``random_weights``, random too); dino_checkpoint: its local weights file instead of the download.
+        image_encoder: False when no photo will be encoded (``create_backend``): the SAM 1 family's image
+            encoder is then not built.
     """
     options = {"precision": precision, "random_weights": random_weights, "progress": progress, "runtime": runtime}
+    options["image_encoder"] = image_encoder
     backend = create_backend(model, checkpoint, device=device, **options)
     return PersamModel(backend, dino=DinoChoice(dino, dino_checkpoint, backend.device, random_weights, progress))
