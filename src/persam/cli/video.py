@@ -144,18 +144,12 @@ def run(args: argparse.Namespace) -> int:
     if args.overlay_video:
         check_output_file(args.overlay_video, "--overlay-video")
         require_extra("av", "--overlay-video")
-    from persam.io.frames import open_frames
+    from persam.io.frames import first_frame, open_frames
     from persam.io.masks import read_label_map
 
     source = open_frames(args.input)
     labels = read_label_map(args.mask) if args.mask else None
-    frames = iter(source)
-    first = next(frames, None)
-    if first is None:
-        raise OptionsError(
-            f"{args.input}: no frame could be decoded ({source.stopped or 'empty video'}); "
-            "re-encode the video or pass a folder of frames"
-        )
+    frames, first = first_frame(source)
     with folder_lock(out):  # a second run into the folder is refused before any model loads
         return _segment(args, objects, out, source, first, frames, labels)
 

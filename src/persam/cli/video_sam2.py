@@ -96,7 +96,7 @@ def _concept_model(args: argparse.Namespace, path: str, meta: dict, tracker_mode
 
 def run_sam2(args: argparse.Namespace) -> int:
     """``persam video --tracker sam2``: SAM 2's memory tracks the objects; PerSAM seeds them from concepts."""
-    from persam.io.frames import open_frames
+    from persam.io.frames import first_frame, open_frames
     from persam.io.lock import folder_lock
     from persam.session.concept_file import read_concept_metadata
     from persam.session.video_predictor import require_sam2
@@ -114,13 +114,7 @@ def run_sam2(args: argparse.Namespace) -> int:
         check_output_file(args.overlay_video, "--overlay-video")
         require_extra("av", "--overlay-video")
     source = open_frames(args.input)
-    frames = iter(source)
-    first = next(frames, None)
-    if first is None:
-        raise OptionsError(
-            f"{args.input}: no frame could be decoded ({source.stopped or 'empty video'}); "
-            "re-encode the video or pass a folder of frames"
-        )
+    frames, first = first_frame(source)
     with folder_lock(out):  # a second run into the folder is refused before any model loads
         return _track(args, name, metas, out, source, first, frames)
 

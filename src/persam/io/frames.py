@@ -110,6 +110,23 @@ def _expected_frames(container, stream, fps: Fraction) -> tuple[int, int, str] |
     return None
 
 
+def first_frame(source: FrameSource) -> tuple[Iterator[np.ndarray], np.ndarray]:
+    """(an iterator over the frames after the first, the first frame) of ``source``.
+
+    Raises:
+        InputError: not even the first frame could be decoded.
+    """
+    frames = iter(source)
+    first = next(frames, None)
+    if first is None:
+        raise InputError(
+            f"{source.path}: no frame could be decoded ({source.stopped or 'empty video'}); "
+            "re-encode the video or pass a folder of frames",
+            path=source.path,
+        )
+    return frames, first
+
+
 def open_frames(path: str | os.PathLike) -> FrameSource:
     """Open a folder of frames or a video file.
 
