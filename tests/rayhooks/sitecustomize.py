@@ -13,6 +13,11 @@ runs that share one runtime):
     {"fail_read": {"name": NAME, "marker": FILE}}
                          the first ``persam.session.store.read_bytes`` of a photo whose path ends with NAME
                          SIGKILLs its own process (FILE, created exclusively, holds its pid); later reads pass
+    {"fail_read": {"name": NAME, "always": true}}
+                         every such read logs "kill" (as "log" does) and SIGKILLs its process
+    {"kill_write": NAME} each ``persam.jobs.outputs.write_result`` of a photo whose path ends with NAME logs
+                         "kill" (as "log" does) and SIGKILLs its own process, every time: a photo that kills
+                         every worker it reaches
 
 The modules are patched when they are first imported (an import hook), so processes that never import persam
 (Ray's own helper processes) load nothing of it.
@@ -68,6 +73,10 @@ def _patch_outputs(module) -> None:
     real = module.write_result
 
     def write_result(root, path, *args, **kwargs):
+        doomed = _config().get("kill_write")
+        if doomed and str(path).endswith(doomed):
+            _log("kill", path)
+            os.kill(os.getpid(), signal.SIGKILL)
         done = real(root, path, *args, **kwargs)
         _log("write", path)
         _barrier()
@@ -83,6 +92,9 @@ def _patch_store(module) -> None:
         _log("read", path)
         fail = _config().get("fail_read")
         if fail and str(path).endswith(fail["name"]):
+            if fail.get("always"):
+                _log("kill", path)
+                os.kill(os.getpid(), signal.SIGKILL)
             try:
                 fd = os.open(fail["marker"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:

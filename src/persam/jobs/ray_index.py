@@ -10,10 +10,11 @@
       -> write_parquet  new part files in the store (``persam.session.store``), rows encoded as every
                         store's (``persam.session.rows``): whatever named arrays the model's images have
 
-Failures: a read, decode or write task whose worker died is retried (Ray Data's default for its tasks:
-``max_retries=-1``, without limit; tests/test_ray_faults.py kills one); an encoder
-actor whose process dies is restarted and its batch retried (``ray_common.pool_args``); rows reach the store
-only through completed write tasks, so nothing is stored twice. The counts (encoded now, unchanged, skipped,
+Failures: a read and decode task whose worker died is retried, and an encoder actor whose process dies is
+restarted and its batch retried, up to ``ray_common.BATCH_TRIES`` tries in all (tests/test_ray_faults.py
+kills one); a batch that failed every try is dropped and its photos counted failed
+(``ray_common.bounded_retries``); rows reach the store only through completed write tasks, so
+nothing is stored twice. The counts (encoded now, unchanged, skipped,
 failed) are read back from the store afterwards, so they count what was stored, not what was attempted.
 """
 
@@ -23,7 +24,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from persam.errors import InputError, MissingInputError, PersamError
-from persam.jobs.ray_common import ModelSpec, Plan, RayOptions, connect, describe_model, kill_hook, plan, pool_args
+from persam.jobs.ray_common import (
+    BATCH_TRIES,
+    ModelSpec,
+    Plan,
+    RayOptions,
+    bounded_retries,
+    connect,
+    describe_model,
+    kill_hook,
+    plan,
+    pool_args,
+)
 
 _KNOWN: dict = {}  # per worker process: the stored hashes, fetched once per run
 
@@ -40,6 +52,8 @@ class IndexCounts:
     stored: int
     skipped_reasons: tuple[tuple[str, str], ...] = ()
     damaged: tuple[tuple[str, str], ...] = ()
+    #: the photos counted ``failed`` (not stored: their batch failed every try and was dropped)
+    failed_paths: tuple[str, ...] = ()
 
 
 def list_photos(inputs: list[str]) -> list[str]:
@@ -162,7 +176,7 @@ def run_index(
     if not files:
         raise InputError("no image files among the photos; pass .jpg/.png files or folders holding them")
     store = EmbeddingStore.open(store_uri)
-    with connect(options.address):
+    with connect(options.address), bounded_retries():
         name, sha, preprocessing = ray.get(ray.remote(num_cpus=1)(describe_model).remote(spec))
         store.bind_names(name, sha)
         known = store.hashes()
@@ -177,6 +191,7 @@ def run_index(
             decode_batch,
             batch_size=pool.batch_size,
             num_cpus=1,
+            max_retries=BATCH_TRIES - 1,
             fn_kwargs={"known_ref": [ray.put(known)], "run": run, "preprocessing": preprocessing},
         )
         ds = ds.map_batches(
@@ -194,8 +209,8 @@ def run_index(
 def count_run(store, files: list[str], known: dict[str, str], run: str) -> IndexCounts:
     """The counts of run ``run`` over the listed ``files``, read back from the store."""
     latest = store.latest()
-    encoded = unchanged = skipped = failed = 0
-    reasons = []
+    encoded = unchanged = skipped = 0
+    reasons, failed = [], []
     for f in files:
         r = latest.get(f)
         if r is not None and r.run == run:
@@ -207,7 +222,10 @@ def count_run(store, files: list[str], known: dict[str, str], run: str) -> Index
         elif r is not None and r.status == "encoded" and known.get(f) == r.sha256:
             unchanged += 1
         else:
-            failed += 1
+            failed.append(f)
     if reasons:
         reasons = [(f, store.reason(f)) for f in reasons]
-    return IndexCounts(len(files), encoded, unchanged, skipped, failed, len(store.hashes()), tuple(reasons))
+    stored = len(store.hashes())
+    return IndexCounts(
+        len(files), encoded, unchanged, skipped, len(failed), stored, tuple(reasons), failed_paths=tuple(failed)
+    )

@@ -23,7 +23,16 @@ import json
 from pathlib import Path
 
 from persam.jobs.outputs import Done, OutputOptions
-from persam.jobs.ray_common import ModelSpec, Plan, RayOptions, connect, kill_hook, plan, pool_args
+from persam.jobs.ray_common import (
+    ModelSpec,
+    Plan,
+    RayOptions,
+    bounded_retries,
+    connect,
+    kill_hook,
+    plan,
+    pool_args,
+)
 
 
 class Decoder:
@@ -114,8 +123,9 @@ def run_segment(
 
     Returns:
         ({photo: Done} for the photos the pipeline finished, the actor pool used); a photo missing
-        from it was not segmented. ``results``, if given, is filled as photos finish (and returned), so
-        a caller keeps what finished before the pipeline failed.
+        from it was not segmented (its batch failed ``BATCH_TRIES`` times and was dropped). ``results``, if
+        given, is filled as photos finish (and returned), so a caller keeps what finished before the
+        pipeline failed.
     """
     import ray
 
@@ -133,7 +143,7 @@ def run_segment(
     results = {} if results is None else results
     if not items:
         return results, Plan(0, 0, 0)
-    with connect(ray_options.address):
+    with connect(ray_options.address), bounded_retries():
         pool = plan(ray_options)
         ds = ray.data.from_items(items)
         kwargs = {
