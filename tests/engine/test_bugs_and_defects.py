@@ -208,3 +208,17 @@ def test_an_output_name_outside_the_output_folder_is_a_bug(stem):
         Source(Path("x.jpg"), "x.jpg", Path(stem))
     assert not isinstance(info.value, persam.errors.PersamError)  # a front end's bug, not the user's input
     assert Source(Path("x.jpg"), "x.jpg", Path("trip/x")).stem == Path("trip/x")
+
+
+def test_references_named_by_the_caller_are_named_so_in_messages(tiny_model):
+    """``personalize(names=...)``: a front end holding references in memory names them in its own words."""
+    from persam.errors import InputError
+
+    ref, mask = synthetic_photo(120, 160, seed=50)
+    empty = np.zeros_like(mask)
+    with pytest.raises(InputError) as named:
+        tiny_model.personalize([ref, ref], [mask, empty], names=["task 3", "task 4"])
+    assert str(named.value).startswith("task 4: ") and "empty" in str(named.value)
+    with pytest.raises(OptionsError) as counted:
+        tiny_model.personalize([ref], [mask], names=["task 3", "task 4"])
+    assert "1 reference photos and 2 names" in str(counted.value)

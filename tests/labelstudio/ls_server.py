@@ -134,6 +134,24 @@ class Server:
         }
         return self.call("POST", f"/api/tasks/{task}/annotations", {"result": [region]})["id"]
 
+    def annotate_box(
+        self, task: int, box: tuple[int, int, int, int], shape: tuple[int, int], label: str = "cat"
+    ) -> int:
+        """Submit a rectangle annotation of the XYXY pixel ``box`` on a task whose photo is (H, W) ``shape``
+        (Label Studio's percent coordinates, from the ``box`` control); its id."""
+        h, w = shape
+        x0, y0, x1, y1 = box
+        value = {"x": 100 * x0 / w, "y": 100 * y0 / h, "width": 100 * (x1 - x0) / w, "height": 100 * (y1 - y0) / h}
+        region = {
+            "type": "rectanglelabels",
+            "from_name": "box",
+            "to_name": "image",
+            "original_width": w,
+            "original_height": h,
+            "value": {**value, "rotation": 0, "rectanglelabels": [label]},
+        }
+        return self.call("POST", f"/api/tasks/{task}/annotations", {"result": [region]})["id"]
+
     def predictions(self, task: int) -> list[dict]:
         return self.call("GET", f"/api/predictions?task={task}")
 

@@ -29,6 +29,7 @@ from ls_fixtures import cat_photos, label_studio  # fixtures
 from ls_server import decode, free_port, http_error, iou, stop, wait_for
 from PIL import Image
 
+from conftest import synthetic_photo
 from persam.cli.main import main
 
 TINY = ["--model", "sam_tiny", "--random-weights", "--device", "cpu"]
@@ -135,6 +136,77 @@ def test_annotate_matches_segment_resumes_and_overwrites(
         (prediction,) = label_studio.predictions(task["id"])
         assert prediction["id"] != first[task["id"]]
         assert iou(decode(prediction), segment_masks[photo.name]) >= IOU
+
+
+#: brush predictions, rectangle references: the box tool beside the brush, with the same label
+BOX_CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<BrushLabels name="tag" toName="image"><Label value="cat"/></BrushLabels>'
+    '<RectangleLabels name="box" toName="image"><Label value="cat"/></RectangleLabels></View>'
+)
+
+
+def box_scene(folder: Path) -> tuple[list[Path], tuple[int, int, int, int]]:
+    """A synthetic reference photo and two targets as JPEG files, and the XYXY box of the reference's object
+    (the tiny random model makes a usable mask from it, as in tests/engine/test_options_table.py)."""
+    ref, mask = synthetic_photo(120, 160, seed=50)
+    photos = [folder / "boxref.jpg", folder / "boxt0.jpg", folder / "boxt1.jpg"]
+    Image.fromarray(ref).save(photos[0], quality=95)
+    for i, path in enumerate(photos[1:]):
+        Image.fromarray(synthetic_photo(120, 160, seed=60 + i)[0]).save(path, quality=95)
+    ys, xs = np.nonzero(mask)
+    return photos, (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+
+
+def test_a_rectangle_reference_is_a_box_prompt(label_studio, tmp_path, capsys):
+    """A submitted rectangle is the reference's box (SAM makes its mask): the predictions equal
+    ``persam segment --ref PHOTO --ref-box X0,Y0,X1,Y1`` with the same box."""
+    photos, box = box_scene(tmp_path)
+    project = label_studio.new_project("rectangle reference", BOX_CONFIG)
+    tasks = label_studio.import_photos(project, photos)
+    by_name = {t["data"]["image"].rsplit("-", 1)[-1]: t for t in tasks}
+    label_studio.annotate_box(by_name[photos[0].name]["id"], box, (120, 160))
+    command = ["label-studio", "annotate", "--url", label_studio.url, "--api-key", label_studio.token, *TINY]
+    assert main([*command, "--project", str(project), "--work", str(tmp_path / "work")]) == 0
+    assert "2 task(s) predicted" in capsys.readouterr().out
+    out = tmp_path / "segment"
+    ref = ["--ref", str(photos[0]), "--ref-box", ",".join(map(str, box))]
+    assert main(["segment", *ref, *map(str, photos[1:]), "-o", str(out), *TINY]) == 0
+    for photo in photos[1:]:
+        (prediction,) = label_studio.predictions(by_name[photo.name]["id"])
+        assert {r["type"] for r in prediction["result"]} == {"brushlabels"}
+        expected = read_mask(out / f"{photo.stem}.png")
+        assert expected.any() and not expected.all() and iou(decode(prediction), expected) >= IOU
+
+
+def test_a_rectangle_sam_makes_too_small_a_mask_of_names_its_task(label_studio, tmp_path, capsys, monkeypatch):
+    """SAM's mask for a rectangle reference that covers no feature cell: one line naming the task (not
+    "the given array", the words of a Python caller's own arrays), exit 2."""
+    import dataclasses
+
+    import persam.session.photo as photo_module
+
+    real = photo_module.PersamModel.mask_from_prompts
+
+    def one_pixel(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        mask = np.zeros_like(result.mask)
+        mask[5, 5] = True
+        return dataclasses.replace(result, mask=mask)
+
+    monkeypatch.setattr(photo_module.PersamModel, "mask_from_prompts", one_pixel)
+    photos, box = box_scene(tmp_path)
+    project = label_studio.new_project("rectangle too small", BOX_CONFIG)
+    tasks = label_studio.import_photos(project, photos)
+    ref_task = next(t["id"] for t in tasks if t["data"]["image"].endswith(photos[0].name))
+    label_studio.annotate_box(ref_task, box, (120, 160))
+    command = ["label-studio", "annotate", "--url", label_studio.url, "--api-key", label_studio.token, *TINY]
+    capsys.readouterr()
+    assert main([*command, "--project", str(project), "--work", str(tmp_path / "work")]) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert f"task {ref_task}: the annotation of 'cat', with SAM's mask for its rectangle: " in line, line
+    assert "covers no whole cell" in line and "the given array" not in line and "Traceback" not in captured.err
 
 
 def test_annotate_refusals_are_one_line(label_studio, tmp_path, capsys):

@@ -51,11 +51,11 @@ def personalize_options(method: MethodSpec) -> dict:
     }
 
 
-def learn_masks(model, photos: list, masks: list, method: MethodSpec):
+def learn_masks(model, photos: list, masks: list, method: MethodSpec, names: list[str] | None = None):
     """The concept learned from reference photos (pixels, files or encoded images) and their (H, W) masks,
     nonzero = object, with ``method``'s options: for a front end that holds its references in memory
-    (Label Studio's annotations)."""
-    return model.personalize(list(photos), list(masks), **personalize_options(method))
+    (Label Studio's annotations); ``names``: what messages call each reference (the front end's words)."""
+    return model.personalize(list(photos), list(masks), names=names, **personalize_options(method))
 
 
 def learn(model, refs: References, method: MethodSpec):

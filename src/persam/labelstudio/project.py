@@ -171,7 +171,7 @@ class Workspace:
         if not annotated:
             return None, 0
         paths = self.photos(client, project, [t for t, _ in annotated], config)
-        photos, masks = [], []
+        photos, masks, names = [], [], []
         for task, regions in annotated:
             encoded = self.encoded(paths[task_id(task)])
             mask = np.zeros(encoded.geometry.original_hw, dtype=bool)
@@ -189,7 +189,10 @@ class Workspace:
                 mask |= region_mask
             photos.append(encoded)
             masks.append(mask)
-        return learn_masks(self.model, photos, masks, method), len(photos)
+            boxes = any(region.box is not None for region in regions)
+            made = ", with SAM's mask for its rectangle" if boxes else ""
+            names.append(f"task {task_id(task)}: the annotation of {label!r}{made}")
+        return learn_masks(self.model, photos, masks, method, names), len(photos)
 
     def segment(
         self,

@@ -142,6 +142,7 @@ class PersamModel:
         prior: Literal["similarity", "part-aware", "matcher"] = "similarity",
         parts: tuple[int, int] | None = None,
         matcher: MatcherSettings | None = None,
+        names: Sequence[str] | None = None,
     ) -> Concept:
         """Learn a concept from one (or several) reference photos and masks.
 
@@ -163,6 +164,7 @@ class PersamModel:
             parts: (min, max) part counts tried by the part-aware prior (None: 1..5, the published
                 setting); refused with another prior.
             matcher: the matcher prior's settings (default: the authors' one-shot FSS-1000 setting).
+            names: what messages call each reference (default: its mask's path, or "the given array").
 
         Raises:
             ValueError: empty or full mask, mask size differing from the photo,
@@ -197,9 +199,11 @@ class PersamModel:
             check_settings(settings)
         features, refs, pixels = [], [], []
         # a mask SAM made from prompts is named after its photo (the user never saw the array)
-        names = (
-            [f"{describe(images[0])} (SAM's mask for the prompts)"] if mask is None else [describe(m) for m in masks]
-        )
+        if names is None:
+            names = [f"{describe(images[0])} (SAM's mask for the prompts)"] if mask is None else map(describe, masks)
+        names = list(names)
+        if len(names) != len(images):
+            raise OptionsError(f"got {len(images)} reference photos and {len(names)} names for them")
         for img, msk, name in zip(images, masks, names):
             photo = img if isinstance(img, EncodedImage) else load_image(img)
             if prior == "matcher":
