@@ -17,15 +17,20 @@ from typing import Literal, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
+
+from persam.backends.pixels import (
+    SAM_PIXEL_MEAN,
+    SAM_PIXEL_STD,
+    longest_side_hw,
+    meanstd_input,
+    resize_longest_side,
+)
 
 Normalization = Literal["meanstd", "minmax"]
 ResizeMode = Literal["longest_side", "square"]
 Family = Literal["sam", "sam2"]
 _T = TypeVar("_T")
-SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
-SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 #: Named arrays of other backbones a store may keep with a photo (``EncodedImage.features``):
 #: "dinov2": (1, 37 * 37, C) float32 DINOv2 pre-norm patch features (``persam.backends.dinov2``).
 FEATURE_ARRAYS = ("dinov2",)
@@ -66,9 +71,7 @@ class ImageGeometry:
         if resize == "square":
             resized = (int(input_size), int(input_size))
         else:
-            scale = input_size / max(h, w)
-            # Same rounding as SAM's ResizeLongestSide.get_preprocess_shape.
-            resized = (int(h * scale + 0.5), int(w * scale + 0.5))
+            resized = longest_side_hw((h, w), input_size)
         return cls(
             original_hw=(int(h), int(w)), resized_hw=resized, input_size=input_size, grid_hw=grid_hw, resize=resize
         )
@@ -121,22 +124,16 @@ class Preprocessing:
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """Resize an (H, W, 3) uint8 image so its longest side is ``input_size``."""
-        geometry = ImageGeometry.for_image(image.shape[:2], self.input_size, (1, 1))
-        rh, rw = geometry.resized_hw
-        if (rh, rw) == image.shape[:2]:
-            return image
-        return np.array(Image.fromarray(image).resize((rw, rh), Image.BILINEAR))
+        return resize_longest_side(image, self.input_size)
 
     def to_tensor(self, image: np.ndarray, device: torch.device) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> (1, 3, S, S) float32 normalised, padded input."""
+        if self.normalization == "meanstd":  # in NumPy, as the warm start makes it (persam.backends.pixels)
+            x = meanstd_input(self.resize(image), self.input_size, self.pixel_mean, self.pixel_std)
+            return torch.from_numpy(x).to(device)
         resized = torch.from_numpy(np.ascontiguousarray(self.resize(image))).to(device).permute(2, 0, 1).float()
-        if self.normalization == "meanstd":
-            mean = torch.tensor(self.pixel_mean, device=device).view(3, 1, 1)
-            std = torch.tensor(self.pixel_std, device=device).view(3, 1, 1)
-            resized = (resized - mean) / std
-        else:
-            low, high = resized.min(), resized.max()
-            resized = (resized - low) / torch.clamp(high - low, min=1e-8)
+        low, high = resized.min(), resized.max()
+        resized = (resized - low) / torch.clamp(high - low, min=1e-8)
         h, w = resized.shape[-2:]
         padded = torch.nn.functional.pad(resized, (0, self.input_size - w, 0, self.input_size - h))
         return padded.unsqueeze(0)

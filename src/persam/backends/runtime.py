@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from persam.backends.base import Backend
+from persam.backends.encoder_cache import MANIFEST, encoders_dir, file_hashes, folder_name, read_manifest
 from persam.backends.runtime_impls import RUNTIME_IMPLS, Runtime, RuntimeUnavailableError
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
 RUNTIMES = ("torch", "openvino", "onnxruntime")
 #: Bumped when the conversion changes, so older cached folders count as stale.
 CONVERSION_FORMAT = 1
-_MANIFEST = "manifest.json"
 
 
 def notice(message: str) -> None:
@@ -99,7 +99,7 @@ class EncoderKey:
     @property
     def folder_name(self) -> str:
         """Cache folder name: one per model, runtime, precision, size and checkpoint."""
-        return f"{self.model}-{self.runtime}-{self.precision}-{self.input_size}-{self.weights_sha256[:16]}"
+        return folder_name(self.model, self.runtime, self.precision, self.input_size, self.weights_sha256)
 
 
 @dataclass
@@ -179,22 +179,21 @@ def preflight(runtime: str, precision: str) -> Runtime:
     return impl
 
 
-def _file_hashes(folder: Path) -> dict[str, str]:
-    from persam.backends.checkpoints import file_sha256
-
-    return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != _MANIFEST}
-
-
 def _verify(folder: Path, key: EncoderKey) -> str | None:
-    """``None`` if ``folder`` holds a complete conversion for ``key``, else why not."""
-    try:
-        manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """``None`` if ``folder`` holds a complete conversion for ``key``, else why not (its files' hashes are
+    those a warm start of it has just checked, if one did: ``persam.backends.warm``)."""
+    from persam.backends.warm import verified_files
+
+    manifest = read_manifest(folder)
+    if manifest is None:
         return "its manifest is missing or unreadable"
     if manifest.get("key") != asdict(key):
         return "it was converted from other weights or by another runtime version"
+    recorded = manifest.get("files")
+    if recorded is not None and verified_files(folder) == recorded:
+        return None
     try:
-        if _file_hashes(folder) != manifest.get("files"):
+        if file_hashes(folder) != manifest.get("files"):
             return "its files do not match their recorded SHA-256"
     except OSError:
         return "its files cannot be read"
@@ -207,12 +206,15 @@ def _convert_into(impl: Runtime, encoder: nn.Module, key: EncoderKey, folder: Pa
     example = torch.randn(1, 3, key.input_size, key.input_size, generator=generator)
     with torch.no_grad():
         impl.convert(encoder, example, folder)
-    manifest = {"key": asdict(key), "files": _file_hashes(folder)}
-    (folder / _MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    manifest = {"key": asdict(key), "files": file_hashes(folder)}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
 
 def _build_cached(impl: Runtime, encoder: nn.Module, key: EncoderKey, target: Path) -> None:
     """Convert into a temporary sibling of ``target``, then rename it into place."""
+    from persam.backends.warm import discard
+
+    discard(target)  # a warm start of the old files is of no use
     target.parent.mkdir(parents=True, exist_ok=True)
     for left in target.parent.glob(f".{target.name}.*-*"):  # left by a killed conversion a day ago or more
         if time.time() - left.stat().st_mtime > 86400:
@@ -239,11 +241,7 @@ def _key(impl: Runtime, model: str, weights_sha256: str, input_size: int, precis
 
 
 def _folder(cache: Path | None, key: EncoderKey) -> Path:
-    if cache is None:
-        from persam.backends.checkpoints import cache_dir
-
-        cache = cache_dir() / "encoders"
-    return Path(cache) / key.folder_name
+    return (encoders_dir() if cache is None else Path(cache)) / key.folder_name
 
 
 def cached_runtime_encoder(

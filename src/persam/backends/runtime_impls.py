@@ -95,14 +95,17 @@ class OpenVino:
     def load(self, folder: Path, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
         import openvino as ov
 
-        core = ov.Core()
+        from persam.backends.warm import openvino_config, take
+
         hint = "bf16" if precision == "bf16" else "f32"
-        source = core.read_model(str(folder / "encoder.xml"))  # kept: ``OpenVinoRun.throughput`` compiles it again
-        compiled = core.compile_model(
-            source,
-            "CPU",
-            {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": int(threads)},
-        )
+        config = openvino_config(precision, threads)
+        warm = take(folder, config)  # compiled (and the first photos encoded) while PyTorch was imported
+        if warm is not None:
+            core, source, compiled, encoded = warm.core, warm.source, warm.compiled, warm.encoded
+        else:
+            core, encoded = ov.Core(), []
+            source = core.read_model(str(folder / "encoder.xml"))  # kept: ``OpenVinoRun.throughput`` compiles it
+            compiled = core.compile_model(source, "CPU", config)
         got = compiled.get_property("INFERENCE_PRECISION_HINT")
         if hint == "bf16" and got != ov.Type.bf16:
             raise RuntimeUnavailableError(NO_BF16)
@@ -111,9 +114,7 @@ class OpenVino:
                 f"OpenVINO compiled the image encoder in {got} instead of f32 on this CPU; "
                 "use --runtime torch (or --runtime onnxruntime)"
             )
-        return OpenVinoRun(
-            core, source, compiled, {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": int(threads)}
-        )
+        return OpenVinoRun(core, source, compiled, config, encoded)
 
 
 class OpenVinoRun:
@@ -122,13 +123,26 @@ class OpenVinoRun:
     ``PERFORMANCE_HINT: THROUGHPUT``: several streams sharing the threads, one photo each, called from
     as many threads at once. Both give the same numbers (the same kernels in fp32; tested)."""
 
-    def __init__(self, core, source, compiled, config: dict) -> None:
+    def __init__(self, core, source, compiled, config: dict, encoded: list | None = None) -> None:
         self._core, self._source, self._config = core, source, config
         self._latency = _requests(compiled)
+        #: (input, outputs) the warm start ran on this compiled model (``persam.backends.warm``), each
+        #: answered once, to a call with an equal input
+        self._encoded = list(encoded or [])
+        self._encoded_lock = threading.Lock()
+        self.answered = 0
         self._throughput: tuple[Callable[[np.ndarray], list[np.ndarray]], int] | None = None
         self._lock = threading.Lock()
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        if not self._encoded:
+            return self._latency(x)
+        with self._encoded_lock:
+            for i, (given, outputs) in enumerate(self._encoded):
+                if given.shape == x.shape and np.array_equal(given, x):
+                    del self._encoded[i]
+                    self.answered += 1
+                    return outputs
         return self._latency(x)
 
     def throughput(self) -> tuple[Callable[[np.ndarray], list[np.ndarray]], int]:
@@ -146,6 +160,8 @@ class OpenVinoRun:
 def _requests(compiled) -> Callable[[np.ndarray], list[np.ndarray]]:
     """``x -> outputs`` on ``compiled``, one infer request per calling thread (a request runs one
     inference at a time)."""
+    from persam.backends.warm import infer_outputs
+
     local = threading.local()
     outputs = len(compiled.outputs)
 
@@ -154,7 +170,7 @@ def _requests(compiled) -> Callable[[np.ndarray], list[np.ndarray]]:
         if request is None:
             request = local.request = compiled.create_infer_request()
         request.infer({0: x})
-        return [np.array(request.get_output_tensor(i).data, dtype=np.float32, copy=True) for i in range(outputs)]
+        return infer_outputs(request, outputs)
 
     return run
 

@@ -119,6 +119,10 @@ def run_job(
             sources = gather_sources(spec, album, warn) if sources is None else sources
             if model is None:  # an index with a saved concept encodes no photo: no image encoder is built
                 encodes = album is None or not isinstance(spec.concept, ConceptFile)
+                if encodes:
+                    from persam.engine.warm_start import warm_start
+
+                    warm_start(spec, sources)  # the encoder compiled while PyTorch is imported
                 model = spec.model.load(image_encoder=encodes)
             if album is not None:
                 album.bind(model.backend)  # an index of another model: one error, not a skip per photo
