@@ -222,3 +222,19 @@ def test_references_named_by_the_caller_are_named_so_in_messages(tiny_model):
     with pytest.raises(OptionsError) as counted:
         tiny_model.personalize([ref], [mask], names=["task 3", "task 4"])
     assert "1 reference photos and 2 names" in str(counted.value)
+
+
+def test_a_concept_is_learned_as_its_method_says(tiny_model):
+    """``learned_as``: what a front end keeping concepts on disk (Label Studio's ML backend) checks before it
+    reuses one; each learning option alone makes it differ."""
+    from persam.engine.concept import learned_as
+    from persam.engine.spec import MethodSpec
+
+    ref, mask = synthetic_photo(120, 160, seed=50)
+    plain = tiny_model.personalize(ref, mask)
+    assert learned_as(plain, MethodSpec())
+    assert not learned_as(plain, MethodSpec(finetune=True))
+    assert not learned_as(plain, MethodSpec(prior="part-aware"))
+    assert not learned_as(plain, MethodSpec(without=("negative-point",)))
+    assert learned_as(tiny_model.personalize(ref, mask, prior="part-aware"), MethodSpec(prior="part-aware"))
+    assert learned_as(tiny_model.personalize(ref, mask, finetune=True), MethodSpec(finetune=True))

@@ -209,6 +209,28 @@ def test_a_rectangle_sam_makes_too_small_a_mask_of_names_its_task(label_studio, 
     assert "covers no whole cell" in line and "the given array" not in line and "Traceback" not in captured.err
 
 
+def test_annotate_with_the_part_aware_prior_matches_segment(label_studio, cat_photos, tmp_path, capsys):
+    """``--prior part-aware`` is honoured: the predictions equal ``persam segment --prior part-aware``'s masks
+    (and differ from the similarity prior's concept: another ``model_version``)."""
+    project, tasks = project_with_reference(label_studio, cat_photos, "part-aware")
+    photos, masks = cat_photos
+    command = ["label-studio", "annotate", "--url", label_studio.url, "--api-key", label_studio.token]
+    command += ["--project", str(project), "--work", str(tmp_path / "work"), *TINY]
+    assert main([*command, "--prior", "part-aware"]) == 0
+    out = tmp_path / "segment"
+    ref = ["--ref", str(photos[0]), "--ref-mask", str(masks[0]), "--prior", "part-aware"]
+    assert main(["segment", *ref, *map(str, photos[1:]), "-o", str(out), *TINY]) == 0
+    versions = set()
+    for task, photo in zip(tasks[1:], photos[1:]):
+        (prediction,) = label_studio.predictions(task["id"])
+        versions.add(prediction["model_version"])
+        assert iou(decode(prediction), read_mask(out / f"{photo.stem}.png")) >= IOU
+    capsys.readouterr()
+    assert main(command) == 0  # the similarity prior: a concept of its own, predicted beside it
+    assert "2 task(s) predicted" in capsys.readouterr().out
+    assert len({p["model_version"] for t in tasks[1:] for p in label_studio.predictions(t["id"])} - versions) == 1
+
+
 def test_annotate_refusals_are_one_line(label_studio, tmp_path, capsys):
     base = ["label-studio", "annotate", "--url", label_studio.url, "--work", str(tmp_path), *TINY]
     assert main([*base, "--api-key", "not-the-key", "--project", "1"]) == 2

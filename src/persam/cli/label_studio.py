@@ -54,6 +54,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
         "--work", metavar="DIR", help="photos, embeddings and masks (default: label-studio in persam's cache)"
     )
     p.add_argument("--finetune", action="store_true", help="PerSAM-F: fit the two mask-scale weights")
+    p.add_argument(
+        "--prior",
+        choices=["similarity", "part-aware"],
+        default="similarity",
+        help="where the object is looked for: PerSAM's similarity (default) or P2SAM's part-aware prior (the "
+        "matcher prior is not offered here: it needs each photo's pixels for DINOv2, and the photos are "
+        "segmented from their stored SAM embeddings)",
+    )
     p.add_argument("--detect-absent", action="store_true", help="no region where the object is not in the photo")
     p.add_argument("--max-instances", type=int, default=1, metavar="N", help="up to N regions per photo")
     add_model_options(p)
@@ -70,7 +78,12 @@ def _setup(args: argparse.Namespace):
     given = [f"--{n}" for n in ("precision", "runtime") if getattr(args, n, None) not in (None, "fp32", "torch")]
     refuse(given, "with label-studio (photos are encoded with PyTorch in fp32 into the album index)")
     method = check_method(
-        MethodSpec(finetune=args.finetune, max_instances=args.max_instances, detect_absent=args.detect_absent),
+        MethodSpec(
+            finetune=args.finetune,
+            prior=args.prior,
+            max_instances=args.max_instances,
+            detect_absent=args.detect_absent,
+        ),
         learning=True,
     )
     spec = model_spec(args)

@@ -51,6 +51,18 @@ def personalize_options(method: MethodSpec) -> dict:
     }
 
 
+def learned_as(concept, method: MethodSpec) -> bool:
+    """Whether ``concept`` was learned with ``method``'s learning options (PerSAM or PerSAM-F, its components,
+    its prior): a front end keeping concepts on disk learns again when they differ."""
+    options = personalize_options(method)
+    finetuned = concept.weights is not None
+    return (
+        finetuned == options["finetune"]
+        and concept.prior == options["prior"]
+        and concept.settings == options["settings"]
+    )
+
+
 def learn_masks(model, photos: list, masks: list, method: MethodSpec, names: list[str] | None = None):
     """The concept learned from reference photos (pixels, files or encoded images) and their (H, W) masks,
     nonzero = object, with ``method``'s options: for a front end that holds its references in memory

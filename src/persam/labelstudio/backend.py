@@ -131,7 +131,11 @@ class Backend:
 
     def concept(self, project: int, config: LabelingConfig, label: str, client):
         """The label's concept: its file, or learned from the project's submitted annotations (and saved)."""
+        from persam.engine.concept import learned_as
+
         concept = self.concepts.load(project, label, self.workspace.model)
+        if concept is not None and not learned_as(concept, self.method):
+            concept = None  # learned with other options (--finetune, --prior) by an earlier run: learned again
         if concept is not None or client is None:
             return concept
         return self.learn(project, config, label, client.tasks(project), client)
