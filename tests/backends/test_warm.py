@@ -52,14 +52,17 @@ def test_the_numpy_input_is_the_former_tensor_input_bit_for_bit(hw):
     assert now.dtype == torch.float32 and now.shape == former.shape and torch.equal(now, former)
 
 
-def test_default_threads_are_pytorchs(monkeypatch):
+@pytest.mark.parametrize(
+    "env", [{}, {"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "64"}, {"MKL_NUM_THREADS": "1", "OMP_NUM_THREADS": "64"}]
+)
+def test_default_threads_are_pytorchs(monkeypatch, env):
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     code = "import torch; print(torch.get_num_threads())"
     torch_default = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
     assert warm.default_threads() == torch_default
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert warm.default_threads() == 3
 
 
 def test_the_warm_start_imports_no_torch():

@@ -42,11 +42,17 @@ def infer_outputs(request, outputs: int) -> list[np.ndarray]:
 
 def default_threads() -> int:
     """The CPU threads PyTorch uses by default (``torch.get_num_threads()``), found without importing it:
-    ``OMP_NUM_THREADS`` (or ``MKL_NUM_THREADS``) if set, else the machine's physical cores."""
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    the machine's physical cores, or fewer when ``MKL_NUM_THREADS`` or else ``OMP_NUM_THREADS`` asks for
+    fewer (a larger value is capped at the cores, as PyTorch does; tests compare with PyTorch)."""
+    cores = _physical_cores()
+    for name in ("MKL_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "")
         if value.isdigit() and int(value) > 0:
-            return int(value)
+            return min(int(value), cores)
+    return cores
+
+
+def _physical_cores() -> int:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             text = f.read()
