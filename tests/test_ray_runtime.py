@@ -168,3 +168,20 @@ def check_commands(album: Path, tmp_path: Path, names: list[str], token: str, te
     assert sorted(b) == [f"p{i}.png" for i in range(N)] and a.keys() == b.keys()
     assert all(a[k].any() for k in a)  # real masks, not two empty outputs
     assert min(mask_iou(a[k] > 0, b[k] > 0) for k in a) >= MIN_IOU
+
+
+def test_a_runtime_started_for_a_run_is_stopped_when_the_run_ends_in_its_process():
+    """``connect(None)`` in a process that holds no runtime (the Python API, the app): the runtime it starts is
+    shut down when the run ends, not left for the interpreter's exit (Ray's own exit hook would stop it only
+    then, so the subprocess test above cannot see the difference). In a fresh interpreter of its own."""
+    code = (
+        "import ray\n"
+        "from persam.jobs.ray_common import connect\n"
+        "assert not ray.is_initialized()\n"
+        "with connect(None):\n"
+        "    inside = ray.is_initialized()\n"
+        "print(inside, ray.is_initialized())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["True", "False"], done.stdout
