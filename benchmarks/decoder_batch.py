@@ -1,13 +1,16 @@
 """The decoder batched across photos against photo by photo: seconds per photo of PerSAM's three passes.
 
 Usage: python benchmarks/decoder_batch.py [--photos 8] [--rounds 5] [--threads 1] [--finetune]
-       [--json FILE]
+       [--profile] [--json FILE]
 
 Random-weight MobileSAM (vit_t) decoder on ``--photos`` random (1, 256, 64, 64) embeddings of 1024-px
 photos; PerSAM (or PerSAM-F with ``--finetune``) run photo by photo and in groups of 2, 4 and all photos
 (``segment_persam_photos``: each stage one decoder call over the group), in interleaved rounds with
 ``--threads`` torch threads (the default executor gives each of its two workers one). Medians of the
-rounds, seconds per photo; ``--json FILE`` writes them with the command and the machine.
+rounds, seconds per photo; ``--json FILE`` writes them with the command and the machine. ``--profile``
+also runs the photos once more one by one under PyTorch's profiler and reports, per photo, the time of all
+operators and of the matrix products alone (``MATRIX_OPS``), and the products' GFLOP/s (the profiler's
+FLOP counts over their time): how much of a photo's decoding is arithmetic already at the core's pace.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import statistics
 import sys
 import time
 
+#: The operators that are matrix products (the profiler counts their FLOPs).
+MATRIX_OPS = ("aten::mm", "aten::addmm", "aten::baddbmm", "aten::bmm")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -25,6 +31,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--finetune", action="store_true", help="PerSAM-F (weights 1/3 each) instead of PerSAM")
+    parser.add_argument("--profile", action="store_true", help="also the matrix products' share under the profiler")
     parser.add_argument("--json", metavar="FILE", help="also write the figures, the command and the machine")
     args = parser.parse_args()
 
@@ -68,6 +75,13 @@ def main() -> None:
     print(f"{method}, vit_t random weights, {args.threads} thread(s), medians of {args.rounds} interleaved rounds")
     for size, seconds in medians.items():
         print(f"  groups of {size}: {seconds:.4f} s/photo  rounds {[round(s, 4) for s in per_photo[size]]}")
+    profiled = profile(run, photos) if args.profile else None
+    if profiled is not None:
+        print(
+            f"  profiled photo by photo: {profiled['ops_s_per_photo']:.4f} s/photo in operators, of which matrix "
+            f"products {profiled['matrix_s_per_photo']:.4f} s ({100 * profiled['matrix_share']:.0f} %) at "
+            f"{profiled['matrix_gflops']:.1f} GFLOP/s"
+        )
     if args.json:
         from persam.jobs.machine import write_results
 
@@ -79,8 +93,32 @@ def main() -> None:
             "seconds_per_photo_median": {f"groups of {k}": v for k, v in medians.items()},
             "seconds_per_photo_rounds": {f"groups of {k}": v for k, v in per_photo.items()},
         }
+        if profiled is not None:
+            figures["profile_photo_by_photo"] = profiled
         command = shlex.join(["python", "benchmarks/decoder_batch.py", *sys.argv[1:]])
         write_results(args.json, command, figures, device="cpu")
+
+
+def profile(run, photos: list) -> dict[str, float]:
+    """One photo-by-photo run under PyTorch's profiler: per-photo operator and matrix-product seconds."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        for photo in photos:
+            run([photo])
+    events = prof.key_averages()
+    ops_us = sum(e.self_cpu_time_total for e in events)
+    matrix = [e for e in events if e.key in MATRIX_OPS]
+    matrix_us = sum(e.self_cpu_time_total for e in matrix)
+    flops = sum(e.flops for e in matrix)
+    n = len(photos)
+    return {
+        "ops_s_per_photo": ops_us / 1e6 / n,
+        "matrix_s_per_photo": matrix_us / 1e6 / n,
+        "matrix_share": matrix_us / ops_us,
+        "matrix_gflops": flops / (matrix_us / 1e6) / 1e9,
+    }
 
 
 if __name__ == "__main__":
