@@ -100,3 +100,22 @@ def tiny_dino(monkeypatch):
 
     tiny = functools.partial(dino_module.create_dino, architecture={"embed_dim": 48, "depth": 2, "num_heads": 2})
     monkeypatch.setattr(dino_module, "create_dino", tiny)  # what DinoChoice, the session's DINOv2, builds
+
+
+@pytest.fixture
+def one_pixel_prompt_masks(monkeypatch) -> None:
+    """SAM's mask for any prompts becomes one pixel (at row 5, column 5): a reference made from a box or
+    clicks that covers no feature cell, whatever the random weights draw."""
+    import dataclasses
+
+    import persam.session.photo as photo_module
+
+    real = photo_module.PersamModel.mask_from_prompts
+
+    def one_pixel(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        mask = np.zeros_like(result.mask)
+        mask[5, 5] = True
+        return dataclasses.replace(result, mask=mask)
+
+    monkeypatch.setattr(photo_module.PersamModel, "mask_from_prompts", one_pixel)

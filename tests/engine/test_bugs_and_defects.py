@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -156,19 +155,8 @@ def test_library_messages_name_no_command_line_flag(tmp_path, tiny_model):
     assert "--" not in str(parts.value) and parts.value.field == "parts"
 
 
-def test_a_reference_mask_sam_made_too_small_names_the_photo(tmp_path, capsys, monkeypatch):
+def test_a_reference_mask_sam_made_too_small_names_the_photo(tmp_path, capsys, one_pixel_prompt_masks):
     """SAM's mask for a --ref-box that covers no feature cell: the message names the reference photo."""
-    import persam.session.photo as photo_module
-
-    real = photo_module.PersamModel.mask_from_prompts
-
-    def one_pixel(self, *args, **kwargs):
-        result = real(self, *args, **kwargs)
-        mask = np.zeros_like(result.mask)
-        mask[5, 5] = True
-        return dataclasses.replace(result, mask=mask)
-
-    monkeypatch.setattr(photo_module.PersamModel, "mask_from_prompts", one_pixel)
     ref = save(tmp_path / "ref.png", 5)
     photo = save(tmp_path / "p.png", 6)
     code = main(["segment", "--ref", str(ref), "--ref-box", "3,3,40,40", str(photo), "-o", str(tmp_path / "o"), *TINY])

@@ -179,22 +179,11 @@ def test_a_rectangle_reference_is_a_box_prompt(label_studio, tmp_path, capsys):
         assert expected.any() and not expected.all() and iou(decode(prediction), expected) >= IOU
 
 
-def test_a_rectangle_sam_makes_too_small_a_mask_of_names_its_task(label_studio, tmp_path, capsys, monkeypatch):
+def test_a_rectangle_sam_makes_too_small_a_mask_of_names_its_task(
+    label_studio, tmp_path, capsys, one_pixel_prompt_masks
+):
     """SAM's mask for a rectangle reference that covers no feature cell: one line naming the task (not
     "the given array", the words of a Python caller's own arrays), exit 2."""
-    import dataclasses
-
-    import persam.session.photo as photo_module
-
-    real = photo_module.PersamModel.mask_from_prompts
-
-    def one_pixel(self, *args, **kwargs):
-        result = real(self, *args, **kwargs)
-        mask = np.zeros_like(result.mask)
-        mask[5, 5] = True
-        return dataclasses.replace(result, mask=mask)
-
-    monkeypatch.setattr(photo_module.PersamModel, "mask_from_prompts", one_pixel)
     photos, box = box_scene(tmp_path)
     project = label_studio.new_project("rectangle too small", BOX_CONFIG)
     tasks = label_studio.import_photos(project, photos)

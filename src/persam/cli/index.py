@@ -176,7 +176,7 @@ def report_damaged(damaged: list[tuple[str, str]]) -> int:
 
 
 def run_ray(args: argparse.Namespace, options) -> int:
-    from persam.jobs.ray_common import BATCH_TRIES
+    from persam.jobs.ray_common import DROPPED
     from persam.jobs.ray_index import run_index
 
     counts, pool = run_index(args.photos, args.output, model_spec(args), args.dtype, options)
@@ -184,10 +184,7 @@ def run_ray(args: argparse.Namespace, options) -> int:
     for path, reason in counts.skipped_reasons:
         warn(f"skipped {path}: {reason}")
     for path in counts.failed_paths:
-        warn(
-            f"failed {path}: not stored, its Ray batch failed {BATCH_TRIES} times (a worker that died: out of "
-            "memory or a crash in native code; Ray's log above says more); re-run to try it again"
-        )
+        warn(f"failed {path}: not stored, {DROPPED}")
     summary(
         args,
         f"persam index: {args.output}: {counts.stored} photos indexed ({counts.encoded} encoded now, "

@@ -63,13 +63,10 @@ def run_ray(job: Job) -> JobResult:
     for entry in outputs.entries:
         if entry["status"] != "written":
             job.warn(f"{entry['status']} {entry['input']}: {entry['reason']}")
-    from persam.jobs.ray_common import BATCH_TRIES
+    from persam.jobs.ray_common import DROPPED
 
     for source in todo:
         if source.name not in done:  # its batch failed every try and was dropped; the others went on
-            job.warn(
-                f"not run {source.name}: its Ray batch failed {BATCH_TRIES} times (a worker that died: out of "
-                "memory or a crash in native code; Ray's log above says more); re-run to try it again"
-            )
+            job.warn(f"not run {source.name}: {DROPPED}")
     not_run = sum(s.name not in done for s in todo)
     return JobResult(outputs, reused, pool.workers if pool is not None else 0, executor="ray", not_run=not_run)

@@ -110,6 +110,11 @@ def plan(options: RayOptions) -> Plan:
 #: most this many times in all (Ray Data's default, ``max_task_retries=-1``, retries it without end, so a
 #: photo that kills every worker it reaches, out of memory or in native code, would hang the run).
 BATCH_TRIES = 3
+#: Why a photo of a dropped batch was not done (``bounded_retries``), for the one line each front end prints.
+DROPPED = (
+    f"its Ray batch failed {BATCH_TRIES} times (a worker that died: out of memory or a crash in native code; "
+    "Ray's log above says more); re-run to try it again"
+)
 
 
 def pool_args(p: Plan) -> dict:
