@@ -23,19 +23,23 @@ class ModelSpec:
 
     def load(self, image_encoder: bool = True):
         """The session model (random weights seeded with 0, as ``persam`` commands do); ``image_encoder``
-        False for a run that encodes no photo (``persam.session.photo.load``)."""
-        from persam.session.photo import load
+        False for a run that encodes no photo (``persam.session.photo.load``). PyTorch and the model
+        package are imported, and the model built, with the cycle collector paused (``collector_paused``)."""
+        from persam.backends.imports import collector_paused
 
-        if self.random_weights:
-            import torch
+        with collector_paused():
+            from persam.session.photo import load
 
-            torch.manual_seed(0)
-        return load(
-            self.model,
-            self.checkpoint,
-            device=self.device,
-            precision=self.precision,
-            random_weights=self.random_weights,
-            runtime=self.runtime,
-            image_encoder=image_encoder,
-        )
+            if self.random_weights:
+                import torch
+
+                torch.manual_seed(0)
+            return load(
+                self.model,
+                self.checkpoint,
+                device=self.device,
+                precision=self.precision,
+                random_weights=self.random_weights,
+                runtime=self.runtime,
+                image_encoder=image_encoder,
+            )
