@@ -1,6 +1,12 @@
 """File hashing: the SHA-256 of a file's bytes, read in chunks.
 
 Used for checkpoint verification and for the album index's change detection.
+
+The chunks are large (up to 16 MiB, never more than the file): reading into a buffer and hashing it
+both let other threads run, and each chunk takes Python's lock back twice; while another thread holds
+that lock (the warm start hashes the checkpoint while PyTorch is imported) every retake waits up to
+the interpreter's switch interval (5 ms), so 1 MiB chunks made a 40 MB checkpoint's hash take 0.4 s
+instead of 0.03 s.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import os
 
 from persam.errors import InputError, MissingInputError
 
-_CHUNK = 1 << 20  # 1 MiB
+_CHUNK = 1 << 24  # 16 MiB at most; smaller files get a buffer of their own size
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -23,8 +29,10 @@ def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
+            size = os.fstat(handle.fileno()).st_size
+            buffer = memoryview(bytearray(max(1, min(size, _CHUNK))))
+            while count := handle.readinto(buffer):
+                digest.update(buffer[:count])
     except FileNotFoundError:
         raise MissingInputError(f"{path}: no such file; check the path", path=path) from None
     except OSError as exc:
