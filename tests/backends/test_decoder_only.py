@@ -181,3 +181,32 @@ def test_a_backend_built_without_its_encoder_refuses_to_encode(tmp_path) -> None
     whole = persam.load("sam_tiny", ckpt, device="cpu")
     for name, value in whole.backend.mask_decoder.state_dict().items():
         assert torch.equal(model.backend.mask_decoder.state_dict()[name], value), name
+
+
+@needs("openvino")
+def test_the_decoder_loads_before_the_cached_encoder_is_waited_for(tmp_path, cache, monkeypatch) -> None:
+    # a warm start may still be encoding when the model loads: the decoder is built meanwhile
+    from persam.backends import decoder_only, runtime
+
+    ckpt = write_random_checkpoint("sam_tiny", tmp_path / "tiny.pt", seed=6)
+    persam.load("sam_tiny", ckpt, device="cpu", runtime="openvino")  # converts
+    calls = []
+    real_decoder, real_encoder = decoder_only.load_decoder, runtime.cached_runtime_encoder
+    monkeypatch.setattr(decoder_only, "load_decoder", lambda *a: calls.append("decoder") or real_decoder(*a))
+    monkeypatch.setattr(runtime, "cached_runtime_encoder", lambda **k: calls.append("encoder") or real_encoder(**k))
+    model = persam.load("sam_tiny", ckpt, device="cpu", runtime="openvino")
+    assert calls == ["decoder", "encoder"]
+    assert isinstance(model.backend.image_encoder, RuntimeOnlyEncoder)
+
+
+@needs("openvino")
+def test_a_damaged_conversion_still_gives_the_whole_model(tmp_path, cache) -> None:
+    from persam.backends.encoder_cache import encoders_dir
+
+    ckpt = write_random_checkpoint("sam_tiny", tmp_path / "tiny.pt", seed=6)
+    persam.load("sam_tiny", ckpt, device="cpu", runtime="openvino")  # converts
+    (folder,) = list(encoders_dir().iterdir())
+    weights = folder / "encoder.bin"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"damaged!")
+    model = persam.load("sam_tiny", ckpt, device="cpu", runtime="openvino")  # found, fails its check
+    assert not isinstance(model.backend.image_encoder, RuntimeOnlyEncoder)

@@ -44,20 +44,12 @@ class RuntimeOnlyEncoder(nn.Module):
         raise RuntimeError(f"this backend's image encoder runs through {self.runtime} only; it has no PyTorch module")
 
 
-def build_decoder_only_backend(
-    entry: ModelEntry,
-    path: Path,
-    sha256: str,
-    encoder: RuntimeEncoder | None,
-    device: torch.device,
-    precision: str,
-    runtime: str,
-) -> Backend:
-    """The backend of ``entry`` with ``encoder`` as its image encoder (None: no encoder at all) and its
-    decoder loaded from ``path``.
+def load_decoder(entry: ModelEntry, path: Path, device: torch.device) -> nn.Module:
+    """``entry``'s prompt encoder and mask decoder (one module holding both, in eval mode on ``device``),
+    loaded strictly from the checkpoint's ``prompt_encoder.*`` and ``mask_decoder.*`` keys.
 
     Raises:
-        CheckpointError: the checkpoint's prompt encoder / mask decoder keys do not fit.
+        CheckpointError: those keys do not fit.
     """
     from persam.backends.builders import build_decoder
     from persam.backends.checkpoints import CheckpointError, load_state_dict
@@ -72,12 +64,25 @@ def build_decoder_only_backend(
         parts.load_state_dict(decoder_state, strict=True)
     except RuntimeError:
         raise CheckpointError(f"{path}: {mismatch_message(entry.name, state, parts.state_dict())}") from None
-    parts.eval().requires_grad_(False).to(device)
+    return parts.eval().requires_grad_(False).to(device)
+
+
+def decoder_only_backend(
+    entry: ModelEntry,
+    parts: nn.Module,
+    sha256: str,
+    encoder: RuntimeEncoder | None,
+    device: torch.device,
+    precision: str,
+    runtime: str,
+) -> Backend:
+    """The backend of ``entry`` with ``encoder`` as its image encoder (None: no encoder at all) and the
+    decoder ``parts`` of :func:`load_decoder`."""
     return Backend(
         name=entry.name,
         image_encoder=RuntimeOnlyEncoder(runtime if encoder is not None else None),
-        prompt_encoder=prompt_encoder,
-        mask_decoder=mask_decoder,
+        prompt_encoder=parts.prompt_encoder,
+        mask_decoder=parts.mask_decoder,
         preprocessing=entry.preprocessing,
         device=device,
         precision=precision,
@@ -85,3 +90,20 @@ def build_decoder_only_backend(
         runtime=runtime,
         runtime_encoder=encoder,
     )
+
+
+def build_decoder_only_backend(
+    entry: ModelEntry,
+    path: Path,
+    sha256: str,
+    encoder: RuntimeEncoder | None,
+    device: torch.device,
+    precision: str,
+    runtime: str,
+) -> Backend:
+    """:func:`decoder_only_backend` with the decoder loaded from ``path`` (:func:`load_decoder`).
+
+    Raises:
+        CheckpointError: the checkpoint's prompt encoder / mask decoder keys do not fit.
+    """
+    return decoder_only_backend(entry, load_decoder(entry, path, device), sha256, encoder, device, precision, runtime)

@@ -178,21 +178,19 @@ def create_backend(
             resolve=lambda: _checkpoint_path(spec, checkpoint, progress),
         )
     path = None if random_weights else _checkpoint_path(spec, checkpoint, progress)
-    sha = "random" if path is None else file_sha256(path)
+    sha = "random" if path is None else checkpoint_sha256(path)
     if path is not None and spec.decoder_builder is not None and (runtime != "torch" or not image_encoder):
-        from persam.backends.runtime import cached_runtime_encoder
+        from persam.backends.runtime import cached_runtime_encoder, has_cached_conversion
 
-        encoder = None
-        if runtime != "torch":
-            encoder = cached_runtime_encoder(
-                model=name, weights_sha256=sha, input_size=spec.input_size, precision=precision, runtime=runtime
-            )
-        if (
-            encoder is not None or not image_encoder
-        ):  # the PyTorch image encoder is not needed: not built, its code not imported
-            from persam.backends.decoder_only import build_decoder_only_backend
+        keyed = {"model": name, "weights_sha256": sha, "input_size": spec.input_size, "precision": precision}
+        if not image_encoder or has_cached_conversion(**keyed, runtime=runtime):
+            from persam.backends.decoder_only import decoder_only_backend, load_decoder
 
-            return build_decoder_only_backend(spec, path, sha, encoder, dev, precision, runtime)
+            # the decoder first: meanwhile a warm start (persam.backends.warm) may still be encoding
+            parts = load_decoder(spec, path, dev)
+            encoder = None if runtime == "torch" else cached_runtime_encoder(**keyed, runtime=runtime)
+            if encoder is not None or not image_encoder:  # no PyTorch image encoder: not built, its code not imported
+                return decoder_only_backend(spec, parts, sha, encoder, dev, precision, runtime)
     image_encoder, prompt_encoder, mask_decoder, module = build_parts(name)
     if path is not None:
         from persam.backends.checkpoints import CheckpointError, load_state_dict

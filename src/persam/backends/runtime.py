@@ -55,6 +55,7 @@ __all__ = [
     "RuntimeUnavailableError",
     "attach_runtime",
     "cached_runtime_encoder",
+    "has_cached_conversion",
     "load_runtime_encoder",
     "preflight",
 ]
@@ -242,6 +243,21 @@ def _key(impl: Runtime, model: str, weights_sha256: str, input_size: int, precis
 
 def _folder(cache: Path | None, key: EncoderKey) -> Path:
     return (encoders_dir() if cache is None else Path(cache)) / key.folder_name
+
+
+def has_cached_conversion(
+    *, model: str, weights_sha256: str, input_size: int, precision: str, runtime: str, cache: Path | None = None
+) -> bool:
+    """Whether a conversion for these weights is in the cache (its folder exists; not yet verified:
+    :func:`cached_runtime_encoder` checks its files). Arguments as :func:`cached_runtime_encoder`'s.
+
+    Raises:
+        RuntimeUnavailableError: unknown runtime, its package missing, or a precision it cannot run.
+    """
+    if runtime == "torch" or weights_sha256 == "random":
+        return False
+    key = _key(preflight(runtime, precision), model, weights_sha256, input_size, precision)
+    return _folder(cache, key).exists()
 
 
 def cached_runtime_encoder(
