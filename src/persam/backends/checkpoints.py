@@ -42,6 +42,7 @@ __all__ = [
     "cache_dir",
     "cached_checkpoint",
     "download_checkpoint",
+    "checkpoint_sha256",
     "file_sha256",
     "load_state_dict",
     "resolve_checkpoint",
@@ -113,6 +114,19 @@ def cache_dir() -> Path:
     if home:
         return Path(home).expanduser() / "checkpoints"
     return Path(platformdirs.user_cache_dir("persam")) / "checkpoints"
+
+
+def checkpoint_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a weights file, remembered in ``cache_dir() / "hashes"`` while the file stays as it
+    was (``persam.io.hash_memo``: same device, inode, size and times), so a large checkpoint is not read
+    again on every command.
+
+    Raises:
+        MissingInputError / InputError: the file is missing or cannot be read.
+    """
+    from persam.io.hash_memo import remembered_sha256
+
+    return remembered_sha256(path, cache_dir() / "hashes")
 
 
 def cached_checkpoint(model_type: str) -> Path | None:
@@ -215,7 +229,7 @@ def download_checkpoint(
     folder = Path(cache) if cache is not None else cache_dir()
     target = folder / info.filename
     if target.is_file():
-        if info.sha256 is None or file_sha256(target) == info.sha256:
+        if info.sha256 is None or checkpoint_sha256(target) == info.sha256:
             return target
         logger.warning("cached checkpoint %s has the wrong SHA-256; downloading it again", target)
     source = url or os.environ.get(_url_env_var(info.model_type)) or info.url

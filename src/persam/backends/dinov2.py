@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from persam.backends.checkpoints import CheckpointInfo, download_checkpoint, load_state_dict
+from persam.backends.checkpoints import CheckpointInfo, checkpoint_sha256, download_checkpoint, load_state_dict
 from persam.errors import CheckpointError, OptionsError
-from persam.io.hashing import file_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -177,7 +176,7 @@ def dino_identity(
         if spec is None:
             return None
         path = cache_dir() / spec.checkpoint.filename
-    return (name, file_sha256(path)) if path.is_file() else None
+    return (name, checkpoint_sha256(path)) if path.is_file() else None
 
 
 def create_dino(
@@ -216,7 +215,7 @@ def create_dino(
             else download_checkpoint(DINO_MODELS[name].checkpoint, progress=progress)
         )
         load_dino_weights(model, path)
-        sha = file_sha256(path)
+        sha = checkpoint_sha256(path)
     return FeatureBackbone(name=name, model=prenorm(model).to(dev), device=dev, checkpoint_sha256=sha)
 
 

@@ -27,10 +27,11 @@ def folder_name(model: str, runtime: str, precision: str, input_size: int, weigh
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
-    """{name: SHA-256} of the files directly in ``folder`` but the manifest."""
-    from persam.io.hashing import file_sha256
+    """{name: SHA-256} of the files directly in ``folder`` but the manifest (remembered while a file stays
+    as it was: ``persam.backends.checkpoints.checkpoint_sha256``)."""
+    from persam.backends.checkpoints import checkpoint_sha256
 
-    return {p.name: file_sha256(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != MANIFEST}
+    return {p.name: checkpoint_sha256(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != MANIFEST}
 
 
 def read_manifest(folder: Path) -> dict | None:

@@ -154,7 +154,7 @@ def create_backend(
     """
     from persam.backends.base import Backend
     from persam.backends.builders import build_parts
-    from persam.backends.checkpoints import file_sha256
+    from persam.backends.checkpoints import checkpoint_sha256
     from persam.backends.optimize import prepare_image_encoder
 
     spec = get_spec(name)

@@ -149,7 +149,7 @@ def build_sam2_backend(
     model = sam2_models.build_model(name)
     sha = "random"
     if not random_weights:
-        from persam.backends.checkpoints import CheckpointError, file_sha256, load_state_dict
+        from persam.backends.checkpoints import CheckpointError, checkpoint_sha256, load_state_dict
         from persam.backends.families import mismatch_message
 
         path = resolve()
@@ -159,7 +159,7 @@ def build_sam2_backend(
         if not fits:
             raise CheckpointError(f"{path}: {mismatch_message(name, state, expected)}")
         model.load_state_dict(state, strict=True)
-        sha = file_sha256(path)
+        sha = checkpoint_sha256(path)
     model.eval().requires_grad_(False).to(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

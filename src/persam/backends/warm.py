@@ -88,13 +88,13 @@ _LOCK = threading.Lock()
 
 
 def _work(warm: Warm, model: str, checkpoint: Path, photos: Sequence, input_size: int) -> None:
+    from persam.backends.checkpoints import checkpoint_sha256
     from persam.backends.encoder_cache import encoders_dir, file_hashes, folder_name, read_manifest
     from persam.backends.pixels import SAM_PIXEL_MEAN, SAM_PIXEL_STD, meanstd_input, resize_longest_side
     from persam.io import load_image
-    from persam.io.hashing import file_sha256
 
     try:
-        name = folder_name(model, "openvino", OPENVINO_FOLDER_PRECISION, input_size, file_sha256(checkpoint))
+        name = folder_name(model, "openvino", OPENVINO_FOLDER_PRECISION, input_size, checkpoint_sha256(checkpoint))
         warm.folder = encoders_dir() / name
         manifest = read_manifest(warm.folder)
         if manifest is None or file_hashes(warm.folder) != manifest.get("files"):
