@@ -135,3 +135,47 @@ def test_a_cold_segment_with_a_warm_start_writes_the_masks_of_one_without(tiny_c
     for f in files[1:]:
         a, b = (np.array(Image.open(tmp_path / d / f"{f.stem}.png")) for d in ("warm", "cold"))
         assert a.any() and np.array_equal(a, b)
+
+
+def test_start_returns_once_the_warm_starts_imports_are_done(tiny_ckpt, cache, monkeypatch):
+    import threading
+    import time
+
+    release = threading.Event()
+    reached = []
+
+    def stuck(warm_start, *args):  # imports done, then the rest of its work takes long
+        warm_start.imported.set()
+        reached.append(time.perf_counter())
+        release.wait(30)
+
+    monkeypatch.setattr(warm, "_warm", stuck)
+    monkeypatch.setattr(warm, "_STARTED", [])  # this test's warm starts only
+    started = warm.start("sam_tiny", tiny_ckpt, "fp32", 1, [], 1024)
+    assert reached and started.imported.is_set() and started.thread.is_alive()  # back before the work ends
+    release.set()
+    started.thread.join(30)
+
+
+def test_start_does_not_wait_past_its_limit_for_a_stuck_import(tiny_ckpt, cache, monkeypatch):
+    import threading
+    import time
+
+    release = threading.Event()
+    monkeypatch.setattr(warm, "_warm", lambda *args: release.wait(30))
+    monkeypatch.setattr(warm, "IMPORT_WAIT_S", 0.2)
+    monkeypatch.setattr(warm, "_STARTED", [])
+    t0 = time.perf_counter()
+    started = warm.start("sam_tiny", tiny_ckpt, "fp32", 1, [], 1024)
+    assert time.perf_counter() - t0 < 5 and not started.imported.is_set()
+    release.set()
+    started.thread.join(30)
+    assert started.imported.is_set()  # set when the thread ends, whatever stopped it
+
+
+def test_without_openvino_the_warm_start_stops_and_says_why(tiny_ckpt, cache, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    monkeypatch.setattr(warm, "_STARTED", [])
+    started = warm.start("sam_tiny", tiny_ckpt, "fp32", 1, [], 1024)
+    started.thread.join(30)
+    assert started.imported.is_set() and started.compiled is None and "openvino" in (started.error or "")
