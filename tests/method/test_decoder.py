@@ -217,3 +217,37 @@ def test_re_associated_pass_does_less_arithmetic_than_the_official_modules():
             decode(backend, enc, prompt, multimask=True, exact=exact)
         flops[exact] = counter.get_total_flops()
     assert flops[False] < 0.7 * flops[True], flops
+
+
+@pytest.mark.parametrize("multimask, final_tokens", [(False, 2), (True, 4)])
+def test_only_the_used_tokens_go_through_the_final_attention(multimask, final_tokens, monkeypatch):
+    """The IoU token and the chosen mask tokens: 2 for one mask, 4 for three (not the prompt tokens)."""
+    from persam.method import factored, first_block
+
+    torch.manual_seed(3)
+    _, prompt_encoder, decoder, _ = build_sam_tiny()
+    decoder.eval()
+    emb, pe, sparse, _ = _inputs(decoder, prompt_encoder, n_tokens=4)
+    h, w = prompt_encoder.image_embedding_size
+    c = decoder.transformer_dim
+    plain = first_block.first_block(emb, pe.permute(0, 2, 3, 1).reshape(1, h * w, c))
+    cells = plain.image.expand(sparse.shape[0], -1, -1)
+    out = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat([out.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
+    final = decoder.transformer.final_attn_token_to_image
+    seen = []
+    real = factored.token_to_image
+
+    def counting(module, q, *args):
+        if module is final:
+            seen.append(q.shape[1])
+        return real(module, q, *args)
+
+    monkeypatch.setattr(factored, "token_to_image", counting)
+    dense = first_block.Dense(vector=prompt_encoder.no_mask_embed.weight[0])
+    with torch.no_grad():
+        full, _ = factored.two_way(decoder.transformer, cells, plain.key_pe, tokens, None, None)
+        part, _ = factored.two_way(decoder.transformer, cells, plain.key_pe, tokens, None, None, outputs=[0, 2, 3])
+        factored.predict_masks(decoder, plain, sparse, dense, multimask)
+    torch.testing.assert_close(part, full[:, [0, 2, 3]], atol=1e-6, rtol=1e-5)
+    assert seen == [tokens.shape[1], 3, final_tokens]

@@ -29,7 +29,7 @@ structure differs fall back to the official path (``supports``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -94,6 +94,7 @@ def two_way(
     target: torch.Tensor | None,
     attend_image: Callable[..., torch.Tensor] = attend_image,
     cells_step: Callable[..., tuple[torch.Tensor, torch.Tensor]] = cells_step,
+    outputs: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two-way transformer's blocks, in the official order, with PerSAM's guidance.
 
@@ -111,9 +112,13 @@ def two_way(
         attend_image: ``(module, q, k, v, bias) -> (B, T, C)`` token-to-image attention.
         cells_step: ``(layer, keys, keys + key_pe, q, v, key_pe) -> (keys', keys' + key_pe)``,
             the block's image-to-token attention, residual and ``norm4``.
+        outputs: the tokens whose final outputs are wanted (None: all T). The final attention
+            updates each token on its own (the cells are not updated by it), so the others are
+            left out of it: the output tokens a pass does not use and the prompt tokens.
 
     Returns:
-        (B, T, C) tokens and (B, N, C) cells after the final attention.
+        (B, T', C) tokens (T' = ``len(outputs)`` or T, in that order) and (B, N, C) cells after the
+        final attention.
     """
     query_pe = tokens if target is None else tokens + target
     queries = tokens
@@ -136,6 +141,9 @@ def two_way(
         queries = layer.norm3(queries + layer.mlp(queries))
         keys, keys_pe = cells_step(layer, keys, keys_pe, queries + query_pe, queries, key_pe)
     final_q = queries + query_pe if target is None else queries + query_pe + target
+    if outputs is not None:
+        index = torch.as_tensor(list(outputs), dtype=torch.long, device=queries.device)
+        queries, final_q = queries.index_select(1, index), final_q.index_select(1, index)
     final = attend_image(transformer.final_attn_token_to_image, final_q, keys_pe, keys, None)
     return transformer.norm_final_attn(queries + final), keys
 
@@ -212,8 +220,13 @@ def predict_masks(
         cells = torch.baddbmm(first.image, dense.rows, dense.weight.expand(dense.rows.shape[0], -1, -1)).expand(
             b, -1, -1
         )
-    hs, keys = two_way(decoder.transformer, cells, first.key_pe, tokens, attention_bias, target_embedding)
     chosen = range(1, decoder.num_mask_tokens) if multimask else range(0, 1)
-    hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in chosen], dim=1)
+    # only the IoU token and the chosen mask tokens go through the final attention: hs[:, 0] and hs[:, 1 + j]
+    wanted = [0, *(1 + i for i in chosen)]
+    hs, keys = two_way(
+        decoder.transformer, cells, first.key_pe, tokens, attention_bias, target_embedding, outputs=wanted
+    )
+    hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[:, 1 + j, :]) for j, i in enumerate(chosen)], dim=1)
+    # the IoU head predicts every mask token's score from the IoU token: those of the chosen ones
     iou = decoder.iou_prediction_head(hs[:, 0, :])[:, chosen.start : chosen.stop]
     return _masks(decoder, keys, first.grid_hw, hyper), iou
