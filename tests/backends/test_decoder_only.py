@@ -54,20 +54,18 @@ def test_a_cached_conversion_gives_a_decoder_only_backend_with_the_same_masks(ru
     assert results[0].score == results[1].score
 
 
-@needs("openvino")
-def test_decoder_keys_that_do_not_fit_are_one_line(tmp_path, cache) -> None:
-    from persam.backends.decoder_only import build_decoder_only_backend
+def test_decoder_keys_that_do_not_fit_are_one_line(tmp_path) -> None:
+    from persam.backends.decoder_only import load_decoder
     from persam.backends.models import MODELS
     from persam.errors import CheckpointError
 
     ckpt = write_random_checkpoint("sam_tiny", tmp_path / "tiny.pt", seed=7)
-    encoder = persam.load("sam_tiny", ckpt, device="cpu", runtime="openvino").backend.runtime_encoder
     state = torch.load(ckpt, weights_only=True)
     del state["mask_decoder.iou_token.weight"]
     broken = tmp_path / "broken.pt"
     torch.save(state, broken)
     with pytest.raises(CheckpointError, match=r"broken\.pt: .*1 missing, e\.g\. 'mask_decoder\.iou_token\.weight'"):
-        build_decoder_only_backend(MODELS["sam_tiny"], broken, "x", encoder, torch.device("cpu"), "fp32", "openvino")
+        load_decoder(MODELS["sam_tiny"], broken, torch.device("cpu"))
 
 
 PROBE = """

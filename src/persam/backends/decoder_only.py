@@ -90,20 +90,3 @@ def decoder_only_backend(
         runtime=runtime,
         runtime_encoder=encoder,
     )
-
-
-def build_decoder_only_backend(
-    entry: ModelEntry,
-    path: Path,
-    sha256: str,
-    encoder: RuntimeEncoder | None,
-    device: torch.device,
-    precision: str,
-    runtime: str,
-) -> Backend:
-    """:func:`decoder_only_backend` with the decoder loaded from ``path`` (:func:`load_decoder`).
-
-    Raises:
-        CheckpointError: the checkpoint's prompt encoder / mask decoder keys do not fit.
-    """
-    return decoder_only_backend(entry, load_decoder(entry, path, device), sha256, encoder, device, precision, runtime)

@@ -30,8 +30,8 @@ def collector_paused() -> Iterator[None]:
     """Pause Python's cycle collector for a block that imports and builds long-lived objects.
 
     Importing PyTorch creates some hundred thousand objects that live as long as the process; the
-    collector, triggered by their number, walks the growing heap of them again and again (about a
-    fifth of the import's time). Paused, the import makes the same objects; garbage in cycles made
+    collector, triggered by their number, walks the growing heap of them again and again. Paused,
+    the import makes the same objects; garbage in cycles made
     meanwhile waits for the next collection after the block. The collector's earlier state is restored.
     """
     enabled = gc.isenabled()

@@ -145,8 +145,8 @@ def start(
         _STARTED.append(warm)
     warm.thread.start()
     # Imports run one at a time under Python's lock: the main thread's PyTorch import waits until
-    # OpenVINO's is done, so that compiling and encoding start 0.2-0.3 s sooner; the import itself
-    # takes no longer in all (it would have shared that lock anyway).
+    # OpenVINO's is done, so that compiling and encoding start sooner (benchmarks/cold_start.py); the
+    # import itself takes no longer in all (it would have shared that lock anyway).
     warm.imported.wait(IMPORT_WAIT_S)
     return warm
 

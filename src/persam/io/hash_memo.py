@@ -1,7 +1,7 @@
 """The SHA-256 of large files that rarely change (checkpoints, cached runtime conversions), remembered.
 
-Hashing MobileSAM's 40 MB checkpoint and its 23 MB OpenVINO conversion takes about 0.1 s of every
-cold start (more while PyTorch is being imported), ViT-H's 2.5 GB several seconds. A file's digest is
+Every cold start hashed the checkpoint (its identity) and the files of its cached conversion (their
+check), work that grows with their size: MobileSAM's 40 MB and 23 MB, ViT-H's 2.5 GB. A file's digest is
 kept in a folder of small JSON records, one per file (named by the SHA-256 of its resolved path), with
 the file's identity when it was hashed: device, inode, size, and modification and change times in
 nanoseconds. A later lookup whose ``os.stat`` gives the same identity answers without reading the
