@@ -82,8 +82,12 @@ def script() -> int:
     it again in its last cycle collections (about 0.3 s of a one-photo ``persam segment``,
     ``benchmarks/cold_start.py``). Only garbage in reference cycles is left to the end of the process;
     every output is written and closed by then. ``main`` itself, which tests call in-process, leaves
-    the collector alone.
+    the collector alone. Before ``main``, the C library's allocator is told to keep freed memory for
+    reuse (``persam.backends.allocator``).
     """
+    from persam.backends.allocator import keep_freed_memory
+
+    keep_freed_memory()
     status = main()
     gc.freeze()
     return status

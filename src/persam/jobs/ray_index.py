@@ -126,8 +126,10 @@ class Encoder:
     """An actor holding one model: encodes the decoded photos of a batch into store rows."""
 
     def __init__(self, spec: ModelSpec, dtype: str, run: str, kill: str | None) -> None:
+        from persam.backends.allocator import keep_freed_memory
         from persam.jobs.ray_common import KillSwitch
 
+        keep_freed_memory()  # this worker's process encodes many photos (persam.backends.allocator)
         self.backend = spec.load().backend
         self.dtype, self.run, self.kill = dtype, run, KillSwitch(kill)
 

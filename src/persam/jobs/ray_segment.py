@@ -55,10 +55,12 @@ class Decoder:
 
         import ray
 
+        from persam.backends.allocator import keep_freed_memory
         from persam.jobs.ray_common import KillSwitch
         from persam.session.concept_file import load_concept
         from persam.session.store import EmbeddingStore
 
+        keep_freed_memory()  # this worker's process decodes many photos (persam.backends.allocator)
         self.model = spec.load()
         self.store = EmbeddingStore.open(store_uri, create=False)
         with tempfile.TemporaryDirectory() as folder:
