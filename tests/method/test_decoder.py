@@ -251,3 +251,16 @@ def test_only_the_used_tokens_go_through_the_final_attention(multimask, final_to
         factored.predict_masks(decoder, plain, sparse, dense, multimask)
     torch.testing.assert_close(part, full[:, [0, 2, 3]], atol=1e-6, rtol=1e-5)
     assert seen == [tokens.shape[1], 3, final_tokens]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_first_block_cells_are_the_embedding_in_row_major_cell_order(batch):
+    from persam.method import first_block
+
+    emb = torch.randn(batch, 16, 4, 5)
+    pe = torch.randn(1, 20, 16)
+    for given in (emb, emb.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)):  # also a strided embedding
+        first = first_block.first_block(given, pe)
+        # cell (y, x) is row y * w + x, channels along the row: exactly the embedding's values
+        assert torch.equal(first.image, emb.permute(0, 2, 3, 1).reshape(batch, 20, 16))
+        assert first.image.is_contiguous() and first.grid_hw == (4, 5)

@@ -98,3 +98,16 @@ def test_guidance_equals_reference_formula():
 
 def test_cell_threshold_value():
     assert CELL_THRESHOLD == pytest.approx(0.96621, abs=1e-5)
+
+
+def test_photo_features_are_unit_cells_as_torch_norm_gives():
+    emb = torch.randn(1, 32, 6, 7) * 3
+    emb[0, :, 2, 3] = 0  # a zero cell stays zero (no division by zero)
+    geometry = ImageGeometry.for_image((96, 112), 112, (6, 7))
+    feats = EncodedImage(emb, geometry).normalized_features()
+    expected = emb[0] / emb[0].norm(dim=0, keepdim=True).clamp_min(1e-12)
+    torch.testing.assert_close(feats, expected, atol=1e-6, rtol=1e-6)
+    others = torch.ones(6, 7, dtype=torch.bool)
+    others[2, 3] = False
+    assert torch.allclose(feats.square().sum(0)[others], torch.ones(()), atol=1e-5)
+    assert feats[:, 2, 3].eq(0).all()

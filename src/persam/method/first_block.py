@@ -85,7 +85,9 @@ def first_block(image_embeddings: torch.Tensor, key_pe: torch.Tensor) -> FirstBl
         key_pe: (1, h*w, C) (``Backend.dense_pe_cells``).
     """
     b, c, h, w = image_embeddings.shape
-    image = image_embeddings.permute(0, 2, 3, 1).reshape(b, h * w, c).contiguous()
+    image = image_embeddings.new_empty((b, h * w, c))
+    for i in range(b):  # one 2-D transpose per image: PyTorch's blocked kernel, not the 4-D permute's strided copy
+        image[i].copy_(image_embeddings[i].reshape(c, h * w).t())
     return FirstBlock(image=image, key_pe=key_pe, grid_hw=(h, w))
 
 
