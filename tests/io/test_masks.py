@@ -14,6 +14,7 @@ from persam.io.masks import (
     read_binary_mask,
     read_label_map,
     save_label_map,
+    save_mask,
 )
 
 
@@ -213,3 +214,21 @@ def test_absent_label_through_the_cli(tmp_path, tiny_checkpoint, capsys):
     assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert f"label 5 is not in {tmp_path / 'ref_mask.png'} (values present: 0, 2)" in err
     assert "empty" not in err
+
+
+def _zlib_level(png: bytes) -> int:
+    """FLEVEL of the first IDAT chunk's zlib header: 0 fastest, 1 fast, 2 default, 3 best."""
+    start = png.index(b"IDAT") + 4
+    return png[start + 1] >> 6
+
+
+def test_saved_mask_is_0_and_255_of_any_truthy_array_at_the_fastest_level(tmp_path):
+    rng = np.random.default_rng(0)
+    mask = rng.random((40, 60)) > 0.5
+    for given in (mask, mask[:, ::2], mask.astype(np.float32), mask.astype(np.uint8) * 7):
+        out = tmp_path / "m.png"
+        save_mask(out, given)
+        back = np.array(Image.open(out))
+        assert back.dtype == np.uint8 and set(np.unique(back)) <= {0, 255}
+        assert np.array_equal(back > 0, np.asarray(given) != 0)
+        assert _zlib_level(out.read_bytes()) == 0  # MASK_PNG_LEVEL = 1 is zlib's fastest class

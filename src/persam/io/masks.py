@@ -236,10 +236,16 @@ def _davis_colours_to_ids(rgb: np.ndarray, name: str) -> np.ndarray:
     return np.asarray([table[int(u)] for u in uniq], dtype=np.uint8)[inverse.reshape(codes.shape)]
 
 
+#: zlib level of the mask PNGs: the fastest (1), as OpenCV's default. Against Pillow's default (6) a
+#: mask is written in about half the time and its file is about twice as large (tens of KB at most).
+MASK_PNG_LEVEL = 1
+
+
 def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
     """Write an (H, W) bool mask as a single-channel PNG (0 background, 255 object), atomically."""
-    img = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L")
-    atomic_save(Path(path), lambda tmp: img.save(tmp, format="PNG"))
+    pixels = np.asarray(mask, dtype=bool).view(np.uint8) * np.uint8(255)
+    img = Image.fromarray(pixels, mode="L")
+    atomic_save(Path(path), lambda tmp: img.save(tmp, format="PNG", compress_level=MASK_PNG_LEVEL))
 
 
 def save_label_map(path: str | os.PathLike, labels: np.ndarray, palette: list[int] | None = None) -> None:
