@@ -17,6 +17,7 @@ what is computed.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 #: Blocks from this size up are still mapped on their own (glibc's largest allowed value on 64-bit).
@@ -27,19 +28,15 @@ TRIM_THRESHOLD = 64 << 20
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
-_applied: bool | None = None
 
-
+@functools.cache
 def keep_freed_memory() -> bool:
     """Tune glibc's ``malloc`` once per process (see the module); returns whether it is tuned.
 
     False where the C library is not glibc or ``mallopt`` refused a value; the process then runs as
     before. Repeated calls return the first call's answer without calling ``mallopt`` again.
     """
-    global _applied
-    if _applied is None:
-        _applied = _tune()
-    return _applied
+    return _tune()
 
 
 def _tune() -> bool:

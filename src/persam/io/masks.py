@@ -237,7 +237,7 @@ def _davis_colours_to_ids(rgb: np.ndarray, name: str) -> np.ndarray:
 
 
 #: zlib level of the mask PNGs: the fastest (1), as OpenCV's default. Against Pillow's default (6) a
-#: PerSeg mask is written in about 0.6 of the time and its file is two to four times as large (tens of KB).
+#: mask is written sooner and its file is larger (a binary mask's PNG stays at tens of KB).
 MASK_PNG_LEVEL = 1
 
 
