@@ -145,6 +145,7 @@ def predict(
     multimask: bool,
     guidance: Guidance | None = None,
     exact: bool = False,
+    best_only: bool = False,
 ) -> DecoderPass:
     """The prompt encoder and mask decoder on a batch of prompts, in fp32, by the backend's family runner.
 
@@ -161,12 +162,18 @@ def predict(
         guidance: PerSAM's decoder additions, or None.
         exact: run the official modules in the official order (SAM 1 family:
             instead of the re-associated decoder; SAM 2 always does).
+        best_only: with ``multimask``, keep each prompt's mask with the highest predicted IoU
+            (``DecoderPass.best``; the runner's ``predict_best`` where it has one).
 
     Returns:
-        ``DecoderPass``: logits (B, K, 4h, 4w), iou (B, K), K = 3 (multimask)
+        ``DecoderPass``: logits (B, K, 4h, 4w), iou (B, K), K = 3 (multimask, not ``best_only``)
         or 1, and SAM 2's (B,) object scores.
     """
-    return runner_for(backend).predict(backend, encoded, points, boxes, masks, multimask, guidance or Guidance(), exact)
+    runner = runner_for(backend)
+    args = (backend, encoded, points, boxes, masks, multimask, guidance or Guidance(), exact)
+    if not (best_only and multimask):
+        return runner.predict(*args)
+    return runner.predict_best(*args) if runner.predict_best is not None else runner.predict(*args).best()
 
 
 def decode(
@@ -246,6 +253,7 @@ def decode_many(
     multimask: bool,
     guidance: Guidance | Sequence[Guidance | None] | None = None,
     exact: bool = False,
+    best_only: bool = False,
 ) -> list[DecoderOutput]:
     """The prompt encoder and mask decoder on several prompts, on one image or on several photos at once.
 
@@ -263,6 +271,8 @@ def decode_many(
         guidance: PerSAM's decoder additions for every prompt, or one per prompt
             (a photo's own attention bias; one concept's target embedding), or None.
         exact: official submodules in official order (see ``predict``).
+        best_only: with ``multimask``, each prompt's mask with the highest predicted IoU only (K = 1;
+            the re-associated decoder then upscales that one alone): what ``DecoderOutput.best`` picks.
 
     Returns:
         One ``DecoderOutput`` per prompt, in order: (K, 4h, 4w) logits and (K,) IoU.
@@ -296,7 +306,7 @@ def decode_many(
             )
         image = shown[0] if one_image else stack_images(shown)
         guide = _guidance([guides[i] for i in idx], not one_image)
-        out = predict(backend, image, points, boxes, masks, multimask, guide, exact)
+        out = predict(backend, image, points, boxes, masks, multimask, guide, exact, best_only)
         for j, i in enumerate(idx):
             score = None if out.object_score is None else float(out.object_score[j])
             outputs[i] = DecoderOutput(low_res_logits=out.logits[j].float(), iou=out.iou[j].float(), object_score=score)

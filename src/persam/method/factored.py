@@ -194,6 +194,7 @@ def predict_masks(
     multimask: bool,
     attention_bias: torch.Tensor | None = None,
     target_embedding: torch.Tensor | None = None,
+    best_only: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``MaskDecoder.predict_masks``, re-associated, for the masks actually used.
 
@@ -205,9 +206,11 @@ def predict_masks(
         multimask: tokens 1..3 (True) or token 0 (False).
         attention_bias: (h*w,) PerSAM attention bias, or None.
         target_embedding: (C,) PerSAM target embedding, or None.
+        best_only: keep only each prompt's mask with the highest predicted IoU (the first on
+            ties): the IoU head runs before the upscaling, so the others are never formed.
 
     Returns:
-        masks (B, K, 4h, 4w) and iou (B, K), K = 3 (multimask) or 1.
+        masks (B, K, 4h, 4w) and iou (B, K), K = 3 (multimask) or 1 (one mask, or ``best_only``).
     """
     b = sparse.shape[0]
     out_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
@@ -226,7 +229,11 @@ def predict_masks(
     hs, keys = two_way(
         decoder.transformer, cells, first.key_pe, tokens, attention_bias, target_embedding, outputs=wanted
     )
-    hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[:, 1 + j, :]) for j, i in enumerate(chosen)], dim=1)
     # the IoU head predicts every mask token's score from the IoU token: those of the chosen ones
     iou = decoder.iou_prediction_head(hs[:, 0, :])[:, chosen.start : chosen.stop]
+    hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[:, 1 + j, :]) for j, i in enumerate(chosen)], dim=1)
+    if best_only and len(chosen) > 1:
+        rows = torch.arange(b, device=iou.device)
+        k = torch.argmax(iou, dim=1)
+        hyper, iou = hyper[rows, k][:, None], iou[rows, k][:, None]
     return _masks(decoder, keys, first.grid_hw, hyper), iou

@@ -111,7 +111,9 @@ def refine(
             active.append(i)
         prompts = [_prompt(current[i], box[i] if with_box else None) for i in active]
         shown = [images[i] for i in active] if isinstance(encoded, Sequence) else encoded
-        for i, prompt, dec in zip(active, prompts, decode_many(backend, shown, prompts, multimask=True)):
+        for i, prompt, dec in zip(
+            active, prompts, decode_many(backend, shown, prompts, multimask=True, best_only=True)
+        ):
             logits, score = dec.best()
             used = box[i] if with_box else None
             current[i] = MethodOutput(

@@ -35,6 +35,12 @@ class DecoderPass:
     iou: torch.Tensor
     object_score: torch.Tensor | None = None
 
+    def best(self) -> DecoderPass:
+        """Each prompt's mask with the highest predicted IoU (the first on ties), K = 1."""
+        k = torch.argmax(self.iou, dim=1)
+        rows = torch.arange(self.iou.shape[0], device=k.device)
+        return DecoderPass(self.logits[rows, k][:, None], self.iou[rows, k][:, None], self.object_score)
+
 
 #: ``(backend, encoded, points, boxes, masks, multimask, guidance, exact) -> DecoderPass``; points
 #: ((B, N, 2) (x, y), (B, N) labels) and boxes (B, 4) XYXY in encoder-frame pixels, masks (B, 1, 4h, 4w).
@@ -62,8 +68,12 @@ class DecoderRunner:
         predict: the batched pass (``PredictFn``).
         fast_path: whether this family may use the re-associated SAM 1 decoder
             (``persam.method.factored``); only the SAM 1 family declares it.
+        predict_best: the same pass keeping only each prompt's mask with the highest predicted
+            IoU (``DecoderPass.best``), where the family can leave the others' upscaling out; None:
+            ``predict`` and then ``best``.
     """
 
     family: str
     predict: PredictFn
     fast_path: bool = False
+    predict_best: PredictFn | None = None

@@ -64,6 +64,7 @@ def _fast(
     masks: torch.Tensor | None,
     multimask: bool,
     guidance: Guidance,
+    best_only: bool = False,
 ) -> DecoderPass:
     encoder, decoder = backend.prompt_encoder, backend.mask_decoder
     first = encoded.derived(FIRST_BLOCK, lambda emb: first_block.first_block(emb, backend.dense_pe_cells()))
@@ -87,6 +88,7 @@ def _fast(
         multimask,
         attention_bias=guidance.attention_bias,
         target_embedding=guidance.target_embedding,
+        best_only=best_only,
     )
     return DecoderPass(logits, iou)
 
@@ -122,4 +124,20 @@ def predict_sam1(
     return DecoderPass(logits[:, sl], iou[:, sl])
 
 
-SAM1_RUNNER = DecoderRunner(family="sam", predict=predict_sam1, fast_path=True)
+def best_sam1(
+    backend: Backend,
+    encoded: EncodedImage,
+    points: tuple[torch.Tensor, torch.Tensor] | None,
+    boxes: torch.Tensor | None,
+    masks: torch.Tensor | None,
+    multimask: bool,
+    guidance: Guidance,
+    exact: bool,
+) -> DecoderPass:
+    """``predict_sam1`` keeping each prompt's best mask; the re-associated decoder upscales that one only."""
+    if not exact and fast_path_fits(backend):
+        return _fast(backend, encoded, points, boxes, masks, multimask, guidance, best_only=True)
+    return predict_sam1(backend, encoded, points, boxes, masks, multimask, guidance, exact).best()
+
+
+SAM1_RUNNER = DecoderRunner(family="sam", predict=predict_sam1, fast_path=True, predict_best=best_sam1)
