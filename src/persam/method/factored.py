@@ -16,8 +16,8 @@ per-head reshuffling of (N, Ci) tensors:
   matrix products on channels-last cells, run in bands of grid rows that
   stay in cache, each band's masks written straight into image order;
 * the prompt encoder's mask downscaling (two stride-2 2x2 convolutions, a
-  1x1 convolution) is likewise per-patch matrix products on channels-last
-  cells, the last one kept factored (``mask_rows``);
+  1x1 convolution) keeps its last convolution factored (``mask_rows``): a
+  pass adds the mask's few feature columns times its weight;
 * the first block's cell-side projections of the image can be computed once
   per image (``FirstBlock``); each pass then adds only its dense prompt's part.
 

@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from persam.method.attention import finish_cells, split_heads, token_side
@@ -195,18 +194,12 @@ def supports_mask_embedding(prompt_encoder: nn.Module) -> bool:
 
 
 def _mask_features(prompt_encoder: nn.Module, masks: torch.Tensor) -> torch.Tensor:
-    """(B, h, w, C') features of the mask downscaling before its last 1x1 convolution."""
-    conv1, ln1, act1, conv2, ln2, act2, _ = prompt_encoder.mask_downscaling
-    b, _, hh, ww = masks.shape
-    h2, w2 = hh // 2, ww // 2
-    # 2x2 patches of the mask, (kh, kw) order as the convolution weight.
-    x = masks.reshape(b, h2, 2, w2, 2).permute(0, 1, 3, 2, 4).reshape(b, h2, w2, 4)
-    y = F.linear(x, conv1.weight.reshape(conv1.out_channels, 4), conv1.bias)
-    y = act1(F.layer_norm(y, (conv1.out_channels,), ln1.weight, ln1.bias, ln1.eps))
-    c1, h, w = conv1.out_channels, h2 // 2, w2 // 2
-    y = y.reshape(b, h, 2, w, 2, c1).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, 4 * c1)  # (kh, kw, c)
-    w2m = conv2.weight.permute(0, 2, 3, 1).reshape(conv2.out_channels, 4 * c1)
-    return act2(F.layer_norm(F.linear(y, w2m, conv2.bias), (conv2.out_channels,), ln2.weight, ln2.bias, ln2.eps))
+    """(B, h, w, C') features of the mask downscaling before its last 1x1 convolution: its official
+    modules (convolutions, ``LayerNorm2d``, activations) on the (B, 1, 4h, 4w) masks, channels last."""
+    y = masks
+    for module in list(prompt_encoder.mask_downscaling)[:6]:
+        y = module(y)
+    return y.permute(0, 2, 3, 1)
 
 
 def mask_rows(prompt_encoder: nn.Module, masks: torch.Tensor) -> Dense:
