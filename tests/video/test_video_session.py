@@ -156,11 +156,11 @@ def test_the_truly_largest_mask_starts_the_refinement(tiny_model, clip, monkeypa
     stage_inputs = []
     real = session_module.decode_many
 
-    def fake(backend, enc, prompts, multimask):
+    def fake(backend, enc, prompts, multimask, **options):
         if prompts[0].mask_logits is None:  # first pass: the crafted masks
             return [DecoderOutput(masks.clone(), torch.tensor([0.1, 0.9, 0.5])) for _ in prompts]
         stage_inputs.append(prompts[0].mask_logits)
-        return real(backend, enc, prompts, multimask)
+        return real(backend, enc, prompts, multimask, **options)
 
     monkeypatch.setattr(session_module, "decode_many", fake)
     monkeypatch.setattr(refine_module, "decode_many", fake)
@@ -227,7 +227,7 @@ def test_empty_masks_never_crash(tiny_model, clip, monkeypatch, finetune):
     """Every decoder mask empty: no box anywhere, refinements skipped, an all-background map."""
     session = VideoSession(tiny_model, clip.frames[0], clip.labels[0], finetune=finetune)
 
-    def empty(backend, encoded, prompts, multimask):
+    def empty(backend, encoded, prompts, multimask, **options):  # the three masks also for best_only
         return [DecoderOutput(torch.full((3, 64, 64), -4.0), torch.tensor([0.2, 0.3, 0.1])) for _ in prompts]
 
     monkeypatch.setattr(session_module, "decode_many", empty)
