@@ -163,17 +163,15 @@ def predict(
         exact: run the official modules in the official order (SAM 1 family:
             instead of the re-associated decoder; SAM 2 always does).
         best_only: with ``multimask``, keep each prompt's mask with the highest predicted IoU
-            (``DecoderPass.best``; the runner's ``predict_best`` where it has one).
+            (``DecoderPass.best``; the SAM 1 fast path then upscales that one alone).
 
     Returns:
         ``DecoderPass``: logits (B, K, 4h, 4w), iou (B, K), K = 3 (multimask, not ``best_only``)
         or 1, and SAM 2's (B,) object scores.
     """
-    runner = runner_for(backend)
-    args = (backend, encoded, points, boxes, masks, multimask, guidance or Guidance(), exact)
-    if not (best_only and multimask):
-        return runner.predict(*args)
-    return runner.predict_best(*args) if runner.predict_best is not None else runner.predict(*args).best()
+    return runner_for(backend).predict(
+        backend, encoded, points, boxes, masks, multimask, guidance or Guidance(), exact, best_only and multimask
+    )
 
 
 def decode(

@@ -42,8 +42,9 @@ class DecoderPass:
         return DecoderPass(self.logits[rows, k][:, None], self.iou[rows, k][:, None], self.object_score)
 
 
-#: ``(backend, encoded, points, boxes, masks, multimask, guidance, exact) -> DecoderPass``; points
-#: ((B, N, 2) (x, y), (B, N) labels) and boxes (B, 4) XYXY in encoder-frame pixels, masks (B, 1, 4h, 4w).
+#: ``(backend, encoded, points, boxes, masks, multimask, guidance, exact, best_only) -> DecoderPass``; points
+#: ((B, N, 2) (x, y), (B, N) labels) and boxes (B, 4) XYXY in encoder-frame pixels, masks (B, 1, 4h, 4w);
+#: ``best_only`` (with ``multimask``): each prompt's best mask only (``DecoderPass.best``).
 PredictFn = Callable[
     [
         "Backend",
@@ -53,6 +54,7 @@ PredictFn = Callable[
         "torch.Tensor | None",
         bool,
         "Guidance",
+        bool,
         bool,
     ],
     DecoderPass,
@@ -68,12 +70,8 @@ class DecoderRunner:
         predict: the batched pass (``PredictFn``).
         fast_path: whether this family may use the re-associated SAM 1 decoder
             (``persam.method.factored``); only the SAM 1 family declares it.
-        predict_best: the same pass keeping only each prompt's mask with the highest predicted
-            IoU (``DecoderPass.best``), where the family can leave the others' upscaling out; None:
-            ``predict`` and then ``best``.
     """
 
     family: str
     predict: PredictFn
     fast_path: bool = False
-    predict_best: PredictFn | None = None

@@ -64,7 +64,7 @@ def _fast(
     masks: torch.Tensor | None,
     multimask: bool,
     guidance: Guidance,
-    best_only: bool = False,
+    best_only: bool,
 ) -> DecoderPass:
     encoder, decoder = backend.prompt_encoder, backend.mask_decoder
     first = encoded.derived(FIRST_BLOCK, lambda emb: first_block.first_block(emb, backend.dense_pe_cells()))
@@ -107,10 +107,15 @@ def predict_sam1(
     multimask: bool,
     guidance: Guidance,
     exact: bool,
+    best_only: bool = False,
 ) -> DecoderPass:
-    """The SAM 1 family's prompt encoder and decoder on a batch of prompts (see ``DecoderRunner.predict``)."""
+    """The SAM 1 family's prompt encoder and decoder on a batch of prompts (see ``DecoderRunner.predict``).
+
+    With ``best_only`` the re-associated decoder upscales each prompt's best mask alone; the official
+    modules choose it after the pass.
+    """
     if not exact and fast_path_fits(backend):
-        return _fast(backend, encoded, points, boxes, masks, multimask, guidance)
+        return _fast(backend, encoded, points, boxes, masks, multimask, guidance, best_only)
     encoder, decoder = backend.prompt_encoder, backend.mask_decoder
     sparse, dense = encoder(points=points, boxes=boxes, masks=masks)
     if dense.shape[0] != sparse.shape[0]:  # no mask prompt: one broadcast dense embedding
@@ -121,23 +126,8 @@ def predict_sam1(
     else:
         logits, iou = decoder.predict_masks(*args)
     sl = slice(1, None) if multimask else slice(0, 1)
-    return DecoderPass(logits[:, sl], iou[:, sl])
+    out = DecoderPass(logits[:, sl], iou[:, sl])
+    return out.best() if best_only else out
 
 
-def best_sam1(
-    backend: Backend,
-    encoded: EncodedImage,
-    points: tuple[torch.Tensor, torch.Tensor] | None,
-    boxes: torch.Tensor | None,
-    masks: torch.Tensor | None,
-    multimask: bool,
-    guidance: Guidance,
-    exact: bool,
-) -> DecoderPass:
-    """``predict_sam1`` keeping each prompt's best mask; the re-associated decoder upscales that one only."""
-    if not exact and fast_path_fits(backend):
-        return _fast(backend, encoded, points, boxes, masks, multimask, guidance, best_only=True)
-    return predict_sam1(backend, encoded, points, boxes, masks, multimask, guidance, exact).best()
-
-
-SAM1_RUNNER = DecoderRunner(family="sam", predict=predict_sam1, fast_path=True, predict_best=best_sam1)
+SAM1_RUNNER = DecoderRunner(family="sam", predict=predict_sam1, fast_path=True)

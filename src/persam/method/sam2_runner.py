@@ -116,6 +116,7 @@ def predict_sam2(
     multimask: bool,
     guidance: Guidance,
     exact: bool,
+    best_only: bool = False,
 ) -> DecoderPass:
     """SAM 2's prompt encoder and decoder on a batch of prompts (see ``DecoderRunner.predict``).
 
@@ -149,7 +150,8 @@ def predict_sam2(
             repeat_image=b > 1 and encoded.embedding.shape[0] == 1,  # else one image per prompt
             high_res_features=list(high_res),
         )
-    return DecoderPass(logits.clamp(-LOGIT_CLAMP, LOGIT_CLAMP), iou, obj.reshape(b))
+    out = DecoderPass(logits.clamp(-LOGIT_CLAMP, LOGIT_CLAMP), iou, obj.reshape(b))
+    return out.best() if best_only else out
 
 
 SAM2_RUNNER = DecoderRunner(family="sam2", predict=predict_sam2, fast_path=False)
