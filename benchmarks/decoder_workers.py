@@ -9,7 +9,7 @@ Each round runs, in turn: one decoder alone (``--photos`` photos); two threads i
 decoding ``--photos`` photos; two processes (``multiprocessing`` spawn, the model built in each before
 the clock starts), each decoding ``--photos`` photos. A decoder's seconds per photo are its wall time over
 its photos; medians over the rounds. The threads share one interpreter lock between the decoders' Python
-steps (about 1,600 PyTorch calls a photo); the processes share only the cores and their caches.
+steps; the processes share only the cores and their caches.
 ``--json FILE`` writes the figures with the command and the machine.
 """
 
