@@ -2,8 +2,8 @@
 (photo by photo and decoded in groups), in interleaved rounds, with the masks compared.
 
 Usage: python benchmarks/album_throughput.py [--photos 100] [--rounds 3] [--size 1024]
-       [--precision fp32|bf16] [--runtime torch|openvino|onnxruntime] [--batch 8] [--workdir DIR]
-       [--json FILE] [-- EXTRA persam segment OPTIONS]
+       [--precision fp32|bf16] [--runtime torch|openvino|onnxruntime] [--batch 8] [--floor]
+       [--workdir DIR] [--json FILE] [-- EXTRA persam segment OPTIONS]
 
 Writes ``--photos`` synthetic JPEG photos (textured background, a red ellipse at a varying place) and a
 seeded random-weight MobileSAM checkpoint, saves a PerSAM concept learnt on one extra photo, then runs,
@@ -12,7 +12,10 @@ as separate processes (start-up included, the way a user runs them), ``--rounds`
 * ``persam index PHOTOS --dtype float32 --encode latency`` (one photo at a time: the encoder as before);
 * ``persam index PHOTOS --dtype float32 --encode throughput`` (the runtime's throughput mode);
 * ``persam segment --index --concept`` photo by photo (``--batch 1``, the default);
-* the same with ``--batch N`` (each PerSAM stage one decoder call over N photos).
+* the same with ``--batch N`` (each PerSAM stage one decoder call over N photos);
+* with ``--floor``: ``decoder_floor.py``'s matrix products of the photos' decoder passes alone on two
+  threads, and ``python -c "import torch"``; their sum is the least that ``segment --index`` of the photos
+  could take with PyTorch's kernels (files, PerSAM's other operators and the rest of start-up not counted).
 
 Medians over the rounds are reported. Masks are compared as IoU (smallest over the photos): the batched
 run against photo by photo; segmenting the throughput-mode index against the latency-mode one; and a
@@ -47,6 +50,18 @@ def _persam(*args: str) -> tuple[float, str]:
     return lap.seconds, done.stdout.strip()
 
 
+def _floor(photos: int, work: Path, r: int) -> float:
+    """``decoder_floor.py``'s seconds for ``photos`` photos' decoder products alone on two threads."""
+    import json
+
+    out = work / f"floor_{r}.json"
+    script = Path(__file__).with_name("decoder_floor.py")
+    per_thread = max(1, photos // 2)
+    subprocess.run([sys.executable, str(script), "--photos", str(per_thread), "--rounds", "1", "--album", str(photos),
+                    "--json", str(out)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    return json.loads(out.read_text(encoding="utf-8"))["album_seconds_two_threads"]["products alone"]
+
+
 def _masks(folder: Path) -> dict[str, np.ndarray]:
     return {p.stem: np.array(Image.open(p)) > 0 for p in sorted(folder.glob("*.png"))}
 
@@ -73,6 +88,12 @@ def main() -> None:
         help="the image encoder's runtime for indexing, personalizing and the direct run",
     )
     parser.add_argument("--batch", type=int, default=8, help="photos decoded together in the batched segment run")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="each round also times the decoder's matrix products alone for the photos on two threads "
+        "(decoder_floor.py) and `python -c 'import torch'`",
+    )
     parser.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures, the command and the machine")
     parser.add_argument("extra", nargs="*", help="extra options for every `persam segment` run (after --)")
@@ -107,6 +128,11 @@ def main() -> None:
                 seconds, _ = _persam("segment", "--index", idx, "--concept", concept, "-o", str(work / f"{name}_{r}"),
                                      "--batch", batch, "--quiet", *model, *args.extra)  # fmt: skip
                 times[name].append(seconds)
+            if args.floor:
+                times.setdefault("products floor", []).append(_floor(args.photos, work, r))
+                with stopwatch() as lap:
+                    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+                times.setdefault("import torch", []).append(lap.seconds)
         _persam("segment", "--index", str(work / "album_latency_0.idx"), "--concept", concept,
                 "-o", str(work / "from_latency_index"), "--quiet", *model, *args.extra)  # fmt: skip
         first = sorted(photos.glob("*.jpg"))[:10]
@@ -124,9 +150,15 @@ def main() -> None:
         segment_s = min(med["segment"], med["batched"])
         print(f"{n} photos {args.size}px, vit_t random weights, {args.precision}, encoder runtime {args.runtime}, "
               f"medians of {args.rounds} interleaved rounds (start-up included)")  # fmt: skip
+        runs = ("index latency", "index throughput", "segment", "batched")
         for name, seconds in med.items():
-            print(f"  {name:<18} {seconds:7.1f} s  ({n / seconds:.2f} photos/s)  rounds {times[name]}")
+            rate = f"  ({n / seconds:.2f} photos/s)" if name in runs else ""
+            print(f"  {name:<18} {seconds:7.1f} s{rate}  rounds {times[name]}")
         print(f"  index (faster mode) / segment --index (faster): {index_s / segment_s:.2f} x")
+        if args.floor:
+            bound = med["products floor"] + med["import torch"]
+            print(f"  segment --index at best (products on two threads + importing PyTorch): {bound:.1f} s; "
+                  f"a tenth of the index: {index_s / 10:.1f} s")  # fmt: skip
         print(f"  direct segment of {len(first)} photos: {direct_s:.1f} s")
         print(f"  smallest mask IoU (index float32): {iou}")
         if args.json:
@@ -142,13 +174,15 @@ def main() -> None:
                 "batch": args.batch,
                 "seconds_median": med,
                 "seconds_rounds": times,
-                "photos_per_s_median": {k: n / v for k, v in med.items()},
+                "photos_per_s_median": {k: n / v for k, v in med.items() if k in runs},
                 "index_over_segment_index": index_s / segment_s,
                 "index_throughput_over_latency_photos_per_s": med["index latency"] / med["index throughput"],
                 "direct_photos": len(first),
                 "segment_direct_s": direct_s,
                 "min_mask_iou": iou,
             }
+            if args.floor:
+                figures["segment_index_lower_bound_s"] = med["products floor"] + med["import torch"]
             command = shlex.join(["python", "benchmarks/album_throughput.py", *sys.argv[1:]])
             write_results(args.json, command, figures, device="cpu")
 

@@ -24,23 +24,31 @@ import threading
 import time
 
 
-def _decoder():
-    """(decode(n) -> seconds per photo) on a fresh random-weight MobileSAM decoder, one torch thread."""
+def _setup():
+    """(backend, geometry, target): a fresh random-weight MobileSAM on one torch thread, the geometry of a
+    1024-px photo and a random target of 20 cells."""
     import torch
 
     from persam.backends import create_backend
     from persam.backends.allocator import keep_freed_memory
-    from persam.backends.base import EncodedImage
-    from persam.method.persam import segment_persam_photos
-    from persam.method.settings import PersamSettings
     from persam.method.target import TargetFeatures
 
     keep_freed_memory()  # as the `persam` script
     torch.set_num_threads(1)
     torch.manual_seed(0)
     backend = create_backend("vit_t", random_weights=True, device="cpu")
-    geometry = backend.geometry((1024, 1024))
-    target = TargetFeatures.from_cells([torch.randn(20, 256)])
+    return backend, backend.geometry((1024, 1024)), TargetFeatures.from_cells([torch.randn(20, 256)])
+
+
+def _decoder():
+    """(decode(n) -> seconds per photo) on a fresh random-weight MobileSAM decoder, one torch thread."""
+    import torch
+
+    from persam.backends.base import EncodedImage
+    from persam.method.persam import segment_persam_photos
+    from persam.method.settings import PersamSettings
+
+    backend, geometry, target = _setup()
 
     def decode(n: int) -> float:
         photos = [EncodedImage(torch.randn(1, 256, 64, 64), geometry) for _ in range(n)]
