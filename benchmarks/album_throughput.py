@@ -58,7 +58,7 @@ def _floor(photos: int, work: Path, r: int) -> float:
     script = Path(__file__).with_name("decoder_floor.py")
     per_thread = max(1, photos // 2)
     subprocess.run([sys.executable, str(script), "--photos", str(per_thread), "--rounds", "1", "--album", str(photos),
-                    "--json", str(out)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+                    "--products-only", "--json", str(out)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     return json.loads(out.read_text(encoding="utf-8"))["album_seconds_two_threads"]["products alone"]
 
 

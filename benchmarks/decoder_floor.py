@@ -1,7 +1,8 @@
 """PerSAM's decoder against its own matrix products: how close one photo's three passes come to the time
 of their products alone, alone and as two decoders at once.
 
-Usage: python benchmarks/decoder_floor.py [--photos 16] [--rounds 5] [--album 200] [--json FILE]
+Usage: python benchmarks/decoder_floor.py [--photos 16] [--rounds 5] [--album 200] [--products-only]
+       [--json FILE]
 
 The decoder is ``decoder_workers.py``'s (random-weight MobileSAM, random (1, 256, 64, 64) embeddings of
 1024-px photos, ``segment_persam_photos`` of one photo, one torch thread per decoder). One photo's passes
@@ -14,6 +15,7 @@ kernels on this machine. Each round runs: the decoder alone, the products alone,
 threads, two product replays as two threads (``persam segment`` decodes in two threads). Seconds per
 photo are a thread's wall time over its photos; medians over the rounds.
 
+``--products-only`` runs the two product replays only (as ``album_throughput.py --floor`` does).
 ``--album N`` also prints the products' floor for N photos on two threads (what ``persam segment
 --index`` of N indexed photos could reach at best, start-up and files not counted).
 ``--json FILE`` writes the figures with the command and the machine.
@@ -46,11 +48,8 @@ class Product:
 
 def _flops(name: str, args: tuple, out_numel: int) -> int:
     """Multiply-adds times two of a product, from its arguments' shapes and its output's size."""
-    if name in ("mm", "addmm"):
-        a = args[1] if name == "addmm" else args[0]
-        return 2 * out_numel * a.shape[-1]
-    if name in ("bmm", "baddbmm", "baddbmm_"):
-        a = args[1] if name.startswith("baddbmm") else args[0]
+    if name != "convolution":  # (b)mm: out elements x the inner size; addmm/baddbmm take the sum first
+        a = args[1] if name.startswith(("addmm", "baddbmm")) else args[0]
         return 2 * out_numel * a.shape[-1]
     weight = args[1]  # convolution: out elements x (in channels / groups) x kernel area
     return 2 * out_numel * weight[0].numel()
@@ -156,6 +155,9 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=16, help="photos per decoder and round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--album", type=int, default=200, help="photos of the album whose floor is printed")
+    parser.add_argument(
+        "--products-only", action="store_true", help="time only the two product replays (no decoder runs)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures, the command and the machine")
     args = parser.parse_args()
 
@@ -169,14 +171,20 @@ def main() -> None:
     photo = EncodedImage(torch.randn(1, 256, 64, 64), geometry)
     products, ops = record(backend, photo, target, PersamSettings())
     gflop = sum(p.flops for p in products) / 1e9
-    decode, second = _decoder(), _decoder()
     replay, replay2 = replayer(products), replayer(products)
-    times: dict[str, list[float]] = {"decoder alone": [], "products alone": [], "two decoders": [], "two replays": []}
+    runs = {"two replays": lambda: _two(replay, replay2, args.photos)}
+    if not args.products_only:
+        decode, second = _decoder(), _decoder()
+        runs = {
+            "decoder alone": lambda: decode(args.photos),
+            "products alone": lambda: replay(args.photos),
+            "two decoders": lambda: _two(decode, second, args.photos),
+            **runs,
+        }
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.rounds):
-        times["decoder alone"].append(decode(args.photos))
-        times["products alone"].append(replay(args.photos))
-        times["two decoders"].append(_two(decode, second, args.photos))
-        times["two replays"].append(_two(replay, replay2, args.photos))
+        for name, run in runs.items():
+            times[name].append(run())
     med = {k: statistics.median(v) for k, v in times.items()}
     by_op = Counter()
     for p in products:
@@ -189,11 +197,12 @@ def main() -> None:
     for name, seconds in med.items():
         rounds = [round(s, 4) for s in times[name]]
         print(f"  {name:<15} {seconds:.4f} s/photo  ({gflop / seconds:5.1f} GFLOP/s)  rounds {rounds}")
-    print(f"  products' share of the decoder: alone {med['products alone'] / med['decoder alone']:.0%}, "
-          f"two at once {med['two replays'] / med['two decoders']:.0%}")  # fmt: skip
-    album_floor = args.album * med["two replays"] / 2
-    album_now = args.album * med["two decoders"] / 2
-    print(f"  {args.album} photos on two threads: products alone {album_floor:.1f} s, the decoder {album_now:.1f} s")
+    album = {"products alone": args.album * med["two replays"] / 2}
+    if not args.products_only:
+        print(f"  products' share of the decoder: alone {med['products alone'] / med['decoder alone']:.0%}, "
+              f"two at once {med['two replays'] / med['two decoders']:.0%}")  # fmt: skip
+        album["decoder"] = args.album * med["two decoders"] / 2
+    print(f"  {args.album} photos on two threads: " + ", ".join(f"{k} {v:.1f} s" for k, v in album.items()))
     if args.json:
         from persam.jobs.machine import write_results
 
@@ -207,7 +216,7 @@ def main() -> None:
             "seconds_per_photo_median": med,
             "seconds_per_photo_rounds": times,
             "album_photos": args.album,
-            "album_seconds_two_threads": {"products alone": album_floor, "decoder": album_now},
+            "album_seconds_two_threads": album,
         }
         command = shlex.join(["python", "benchmarks/decoder_floor.py", *sys.argv[1:]])
         write_results(args.json, command, figures, device="cpu")

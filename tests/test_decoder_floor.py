@@ -48,7 +48,10 @@ def test_replay_runs_the_recorded_products(floor):
     with floor.recording() as (products, _):
         torch.mm(torch.randn(3, 4), torch.randn(4, 5).t().contiguous().t())  # a transposed operand
         torch.randn(2, 3, 4).baddbmm_(torch.randn(2, 3, 6), torch.randn(2, 6, 4))
-        torch.addmm(torch.randn(5), torch.randn(3, 4), torch.randn(4, 5)).expand(2, 3, 5)
-    assert len(products) == 3
-    seconds = floor.replayer(products)(3)
-    assert seconds > 0
+        torch.bmm(torch.randn(1, 3, 4).expand(2, 3, 4), torch.randn(2, 4, 5))  # an expanded operand
+    assert [p.op.overloadpacket.__name__ for p in products] == ["mm", "baddbmm_", "bmm"]
+    assert products[0].args[1][1:3] == ((4, 5), (1, 4)) and products[2].args[0][1:3] == ((2, 3, 4), (0, 4, 1))
+    expanded = floor._tensor((2, 3, 4), (0, 4, 1), torch.float32)
+    assert expanded.shape == (2, 3, 4) and expanded.stride() == (0, 4, 1)
+    assert torch.equal(expanded[0], expanded[1])
+    assert floor.replayer(products)(3) > 0  # runs them on such tensors (in place included)
